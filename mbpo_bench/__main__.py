@@ -1,0 +1,3 @@
+from mbpo_bench.cli.main import run
+
+run()

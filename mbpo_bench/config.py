@@ -1,0 +1,197 @@
+"""Typed configs: dataclasses <-> YAML, with `section.key=value` overrides.
+
+Why not a config framework: we need three things only, and each must be loud. Unknown keys are
+rejected with the closest valid names (a typo must never be silently ignored), values are checked
+against the field's type (an int where a float is expected is fine, a string is not), and the
+resolved config round-trips to YAML so that it can be saved beside every run and reloaded.
+`None` means "not given"; no field relies on truthiness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from mbpo_bench.errors import UserError, did_you_mean
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; return it, converted only where lossless."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except UserError as exc:
+                errors.append(str(exc))
+        raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise UserError(
+                f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}"
+                f"{did_you_mean(str(value), map(str, allowed))}"
+            )
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{where}: expected true or false, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"{where}: expected a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"{where}: expected an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise UserError(f"{where}: expected a string, got {value!r}")
+    if tp is Path:
+        if isinstance(value, str | Path):
+            return Path(value)
+        raise UserError(f"{where}: expected a path, got {value!r}")
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from a (nested) mapping; unknown keys and wrong types raise."""
+    assert dataclasses.is_dataclass(cls)
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise UserError(
+                f"unknown config key '{where}.{key}'{did_you_mean(key, names)}; "
+                f"valid keys of {where}: {', '.join(names)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where}: {exc}") from exc
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML-safe mapping of a dataclass config (paths become strings)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return typing.cast(dict[str, Any], plain(config))
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ['a.b=1', 'c=x'] into {'a': {'b': 1}, 'c': 'x'}; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not of the form section.key=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        if not all(keys):
+            raise UserError(f"override '{item}' has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override '{item}' sets a key below a value")
+        node[keys[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    cls: type[T], path: Path | None = None, overrides: list[str] | None = None
+) -> T:
+    """Defaults of `cls`, then the YAML file at `path`, then `section.key=value` overrides."""
+    data: dict[str, Any] = to_dict(cls())
+    if path is not None:
+        if not path.is_file():
+            raise UserError(f"config file not found: {path} — pass an existing YAML file")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+        if not isinstance(loaded, dict):
+            raise UserError(f"config file {path} must hold a mapping at the top level")
+        data = _merge(data, loaded)
+    data = _merge(data, parse_overrides(overrides or []))
+    return from_dict(cls, data, where=cls.__name__)
+
+
+def dump_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def print_config(config: Any, title: str = "config") -> None:
+    """Print the resolved config at the start of a run (rich, to stderr)."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    Console(stderr=True).print(Syntax(dump_yaml(config), "yaml", theme="ansi_dark"), style="dim")

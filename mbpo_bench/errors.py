@@ -1,0 +1,26 @@
+"""One exception type for mistakes a user can fix.
+
+The CLI prints a `UserError` as one line (`error: <what> — <fix>`) and exits non-zero; every
+other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A bad input that names the thing that is wrong and how to fix it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ' (did you mean: a, b?)' for the closest candidates, or '' if none is close."""
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.5)
+    return f" (did you mean: {', '.join(close)}?)" if close else ""

@@ -1,0 +1,100 @@
+"""The contract every model family adapter meets (LLaVA, Qwen2-VL, Qwen2.5-VL).
+
+Trainers, evaluation and mining only ever talk to this Protocol, so a new family is one adapter
+module. Images travel as PIL images (pre-resized to `image_size` so that the processor does no
+resampling and the PIL and torchvision image-processor backends give identical tensors) or as
+[0,1] float tensors of shape (B, 3, H, W) on the differentiable path used by PGD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+ImageMode = Literal["image", "blind", "black", "noise"]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One user turn: question text plus an optional image.
+
+    `image=None` builds a text-only prompt with no image tokens at all (the "blind" condition of
+    method.md); a black or noise image is a different condition and is passed as an image.
+    """
+
+    text: str
+    image: Image.Image | None = None
+
+
+@dataclass(frozen=True)
+class AnswerLogprobs:
+    """Per-token log-probs of given answers: `logps[b, t]` valid where `mask[b, t]` is true."""
+
+    logps: torch.Tensor  # (B, T) float32
+    mask: torch.Tensor  # (B, T) bool
+
+    def sum(self) -> torch.Tensor:
+        return (self.logps * self.mask).sum(-1)
+
+    def mean(self) -> torch.Tensor:
+        return self.sum() / self.mask.sum(-1).clamp(min=1)
+
+
+class VisionLanguageModel(Protocol):
+    """A loaded LMM with the few operations everything else needs, batched and padding-aware."""
+
+    family: str
+    name: str
+    model: Any  # transformers PreTrainedModel, possibly wrapped by peft
+    processor: Any
+    tokenizer: Any
+    image_size: int  # square side in pixels that the processor would produce
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int = 8,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        num_samples: int = 1,
+        batch_size: int = 16,
+        pixel_images: torch.Tensor | None = None,
+    ) -> list[list[str]]:
+        """Texts for each prompt: `num_samples` of them (GRPO groups), in prompt order.
+
+        `pixel_images` (B, 3, H, W) in [0,1] replaces the prompts' PIL images (PGD-perturbed).
+        """
+        ...
+
+    def answer_logprobs(
+        self,
+        prompts: Sequence[Prompt],
+        answers: Sequence[str],
+        *,
+        pixel_images: torch.Tensor | None = None,
+        requires_grad: bool = False,
+    ) -> AnswerLogprobs:
+        """Log-probs of each answer's tokens (EOS included) given its prompt, in one batch.
+
+        The vocabulary projection runs only at answer positions. With `requires_grad` the
+        result carries gradients to trainable weights and to `pixel_images`.
+        """
+        ...
+
+    def pixels_to_inputs(self, pixel_images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Differentiable [0,1] images -> the processor's vision inputs (pixel_values, ...)."""
+        ...
+
+    def images_to_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images -> (B, 3, H, W) float tensor in [0,1] at `image_size`, on `device`."""
+        ...
