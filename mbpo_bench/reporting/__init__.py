@@ -1,0 +1,26 @@
+"""Reports that compare checkpoints, rendered from results files only.
+
+- `render_report(run_dirs, baseline=..., out=...)` writes the markdown report (+ PNG curves);
+- `compare(run_a, run_b, task, probe)` is a paired difference with its bootstrap CI;
+- `subset_metric(run, task, subset=meta_is(prior="counter"))` is a metric on a subset of items.
+
+Modules: `loading` (run folders), `paired` (per-item values, paired stats), `tables`,
+`differences`, `plots`, `provenance`, `format` (cells, markdown), `render` (the report).
+Imports pandas and numpy: the CLI imports this package inside the command only.
+"""
+
+from mbpo_bench.reporting.config import ReportConfig
+from mbpo_bench.reporting.loading import RunData, load_run
+from mbpo_bench.reporting.paired import compare, item_values, meta_is, subset_metric
+from mbpo_bench.reporting.render import render_report
+
+__all__ = [
+    "ReportConfig",
+    "RunData",
+    "compare",
+    "item_values",
+    "load_run",
+    "meta_is",
+    "render_report",
+    "subset_metric",
+]
