@@ -1,0 +1,309 @@
+"""What every family adapter shares: prompt rendering, batching, generation and answer scoring.
+
+Prompt format: each `Prompt` becomes one user turn rendered with the checkpoint's own chat template
+(the processor's if it has one, else the tokenizer's) and `add_generation_prompt=True`; the turn's
+content is `[{"type": "image"}, {"type": "text", "text": ...}]`, or only the text part when
+`Prompt.image is None`. The single image placeholder the template emits (`<image>` for LLaVA,
+`<|image_pad|>` between vision start/end markers for Qwen) is expanded here to one token per image
+feature. Tiny models use ChatML, see `tokenizer.py`; LLaVA-1.5 renders `USER: <image>\\n... ASSISTANT:`.
+
+Decisions:
+- The processor's `__call__` is not on the hot path: images go PIL -> [0,1] tensor
+  (`images_to_tensor`) -> `pixels_to_inputs`, so the PGD path and the plain path are the same code
+  and give identical tensors on machines with and without torchvision. Tests check that this equals
+  the processor's output for images at model resolution.
+- Text-only and image prompts are run as separate sub-batches (order kept): a text-only prompt
+  carries no image tokens and no pixel inputs at all.
+- Scoring left-pads prompt+answer, runs the base model (no lm_head) once, gathers the hidden states
+  that predict answer tokens (answer = answer tokens + EOS), and projects only those through
+  `lm_head` in float32. Results are left-aligned: `logps[b, t]` is answer token t of item b.
+- Generated texts are decoded without special tokens and stripped of surrounding whitespace.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from mbpo_bench.errors import UserError
+from mbpo_bench.models.protocol import AnswerLogprobs, Prompt
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+
+def unwrap(model: Any) -> Any:
+    """The transformers model under an optional peft wrapper (LoRA layers stay injected)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def pil_to_tensor(images: Sequence[Image.Image], size: int) -> torch.Tensor:
+    """PIL images -> (B, 3, size, size) float32 in [0,1]; resized (bicubic) only if needed."""
+    import numpy as np
+    import torch
+    from PIL import Image as PILImage
+
+    arrays = []
+    for img in images:
+        rgb = img.convert("RGB")
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), PILImage.Resampling.BICUBIC)
+        arrays.append(np.asarray(rgb, dtype=np.uint8))
+    stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return stacked.to(torch.float32) / 255.0
+
+
+def _chunks(indices: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]
+
+
+class AdapterBase:
+    """Family-independent operations; a family module adds the vision-input specifics.
+
+    Subclasses set `family` and implement `pixels_to_inputs`, `num_image_tokens` and
+    `_text_extras`. The model is loaded frozen and in eval mode.
+    """
+
+    family: str = ""
+
+    def __init__(
+        self, model: Any, processor: Any, tokenizer: Any, *, name: str, image_size: int
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = tokenizer
+        self.name = name
+        self.image_size = image_size
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.image_token: str = getattr(tokenizer, "image_token", None) or processor.image_token
+        self.image_token_id: int = tokenizer.convert_tokens_to_ids(self.image_token)
+
+    # ---- family hooks -------------------------------------------------------------------------
+    def num_image_tokens(self) -> int:
+        raise NotImplementedError
+
+    def pixels_to_inputs(self, pixel_images: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _text_extras(self, input_ids: torch.Tensor, has_image: bool) -> dict[str, torch.Tensor]:
+        return {}
+
+    # ---- shared -------------------------------------------------------------------------------
+    @property
+    def hf_model(self) -> Any:
+        return unwrap(self.model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def images_to_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return pil_to_tensor(images, self.image_size).to(self.device)
+
+    def render(self, prompts: Sequence[Prompt], with_image: bool) -> list[str]:
+        """Chat-templated prompt strings with the image placeholder expanded (or absent)."""
+        template = getattr(self.processor, "chat_template", None) or self.tokenizer.chat_template
+        convs = []
+        for p in prompts:
+            parts: list[dict[str, str]] = [{"type": "image"}] if with_image else []
+            parts.append({"type": "text", "text": p.text})
+            convs.append([{"role": "user", "content": parts}])
+        texts = self.tokenizer.apply_chat_template(
+            convs, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
+        if not with_image:
+            return list(texts)
+        expanded = self.image_token * self.num_image_tokens()
+        return [t.replace(self.image_token, expanded, 1) for t in texts]
+
+    def _add_special(self, text: str) -> bool:
+        bos = self.tokenizer.bos_token
+        return not (bos and text.startswith(bos))
+
+    def _prompt_ids(self, texts: list[str]) -> list[list[int]]:
+        add = self._add_special(texts[0]) if texts else False
+        ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=add)["input_ids"]
+        return ids
+
+    def _check_image_tokens(self, input_ids: torch.Tensor, has_image: bool) -> None:
+        counts = (input_ids == self.image_token_id).sum(-1)
+        expected = self.num_image_tokens() if has_image else 0
+        if bool((counts != expected).any()):
+            raise UserError(
+                f"a prompt has {counts.tolist()} image tokens, expected {expected} — the prompt "
+                f"text must not contain the image token '{self.image_token}'"
+            )
+
+    def _model_inputs(
+        self, ids: list[list[int]], pixels: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer.pad(
+            {"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt"
+        )
+        input_ids = batch["input_ids"].to(self.device)
+        self._check_image_tokens(input_ids, pixels is not None)
+        inputs: dict[str, torch.Tensor] = {
+            "input_ids": input_ids,
+            "attention_mask": batch["attention_mask"].to(self.device),
+        }
+        inputs.update(self._text_extras(input_ids, pixels is not None))
+        if pixels is not None:
+            inputs.update(self.pixels_to_inputs(pixels.to(self.device)))
+        return inputs
+
+    def _groups(
+        self, prompts: Sequence[Prompt], pixel_images: torch.Tensor | None
+    ) -> list[tuple[list[int], bool]]:
+        """Indices of image prompts and of text-only prompts (either may be empty)."""
+        if pixel_images is not None:
+            if pixel_images.shape[0] != len(prompts):
+                raise UserError(
+                    f"pixel_images has {pixel_images.shape[0]} images for {len(prompts)} prompts "
+                    "— pass one image per prompt"
+                )
+            return [(list(range(len(prompts))), True)]
+        with_img = [i for i, p in enumerate(prompts) if p.image is not None]
+        without = [i for i, p in enumerate(prompts) if p.image is None]
+        return [(g, has) for g, has in ((with_img, True), (without, False)) if g]
+
+    def _pixels_for(
+        self, prompts: Sequence[Prompt], idx: list[int], pixel_images: torch.Tensor | None
+    ) -> torch.Tensor:
+        if pixel_images is not None:
+            return pixel_images[idx]
+        return self.images_to_tensor([prompts[i].image for i in idx])  # type: ignore[misc]
+
+    # ---- generation ---------------------------------------------------------------------------
+    def _generation_config(
+        self,
+        max_new_tokens: int,
+        min_new_tokens: int,
+        do_sample: bool,
+        temperature: float,
+        top_p: float,
+        num_samples: int,
+    ) -> Any:
+        cfg = copy.deepcopy(self.hf_model.generation_config)
+        cfg.max_new_tokens = max_new_tokens
+        cfg.min_new_tokens = min_new_tokens or None
+        cfg.num_return_sequences = num_samples
+        cfg.pad_token_id = self.tokenizer.pad_token_id
+        if cfg.eos_token_id is None:
+            cfg.eos_token_id = self.tokenizer.eos_token_id
+        cfg.do_sample = do_sample
+        cfg.temperature = temperature if do_sample else None
+        cfg.top_p = top_p if do_sample else None
+        cfg.top_k = None
+        return cfg
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int = 8,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        num_samples: int = 1,
+        batch_size: int = 16,
+        pixel_images: torch.Tensor | None = None,
+        min_new_tokens: int = 0,
+    ) -> list[list[str]]:
+        """`num_samples` texts per prompt, in prompt order; `batch_size` counts prompts."""
+        import torch
+
+        cfg = self._generation_config(
+            max_new_tokens, min_new_tokens, do_sample, temperature, top_p, num_samples
+        )
+        results: list[list[str]] = [[] for _ in prompts]
+        for group, has_image in self._groups(prompts, pixel_images):
+            for idx in _chunks(group, max(1, batch_size)):
+                texts = self.render([prompts[i] for i in idx], has_image)
+                pixels = self._pixels_for(prompts, idx, pixel_images) if has_image else None
+                with torch.no_grad():
+                    inputs = self._model_inputs(self._prompt_ids(texts), pixels)
+                    out = self.hf_model.generate(**inputs, generation_config=cfg)
+                new = out[:, inputs["input_ids"].shape[1] :]
+                decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+                for j, i in enumerate(idx):
+                    results[i] = [
+                        t.strip() for t in decoded[j * num_samples : (j + 1) * num_samples]
+                    ]
+        return results
+
+    # ---- scoring ------------------------------------------------------------------------------
+    def scoring_batch(
+        self, prompts: Sequence[Prompt], answers: Sequence[str], pixels: torch.Tensor | None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Model inputs for prompt+answer+EOS (left-padded) and each row's answer length."""
+        import torch
+
+        texts = self.render(prompts, pixels is not None)
+        prompt_ids = self._prompt_ids(texts)
+        answer_ids = self.tokenizer(list(answers), add_special_tokens=False)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        answer_ids = [[*a, eos] for a in answer_ids]
+        inputs = self._model_inputs(
+            [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)], pixels
+        )
+        lengths = torch.tensor([len(a) for a in answer_ids], device=self.device)
+        return inputs, lengths
+
+    def _score_group(
+        self, prompts: Sequence[Prompt], answers: Sequence[str], pixels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        inputs, lengths = self.scoring_batch(prompts, answers, pixels)
+        ids = inputs["input_ids"]
+        width = int(lengths.max())
+        t = torch.arange(width, device=ids.device)
+        mask = t[None, :] < lengths[:, None]  # (B, T) left-aligned answer tokens
+        pos = (ids.shape[1] - lengths)[:, None] + t[None, :]  # position of answer token t
+        rows, cols = mask.nonzero(as_tuple=True)
+        tok_pos = pos[rows, cols]
+        hidden = self.hf_model.model(**inputs, use_cache=False).last_hidden_state
+        logits = self.hf_model.lm_head(hidden[rows, tok_pos - 1]).float()
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[rows, tok_pos][:, None])[:, 0]
+        out = torch.zeros(mask.shape, dtype=torch.float32, device=ids.device)
+        out = out.index_put((rows, cols), logp)
+        return out, mask
+
+    def answer_logprobs(
+        self,
+        prompts: Sequence[Prompt],
+        answers: Sequence[str],
+        *,
+        pixel_images: torch.Tensor | None = None,
+        requires_grad: bool = False,
+    ) -> AnswerLogprobs:
+        import torch
+
+        if len(prompts) != len(answers):
+            raise UserError(f"{len(prompts)} prompts but {len(answers)} answers — pass one each")
+        parts = []
+        grad = torch.enable_grad() if requires_grad else torch.no_grad()
+        with grad:
+            for idx, has_image in self._groups(prompts, pixel_images):
+                pixels = self._pixels_for(prompts, idx, pixel_images) if has_image else None
+                sub = [prompts[i] for i in idx]
+                parts.append((idx, *self._score_group(sub, [answers[i] for i in idx], pixels)))
+        if len(parts) == 1:
+            return AnswerLogprobs(logps=parts[0][1], mask=parts[0][2])
+        width = max(p[1].shape[1] for p in parts)
+        logps = torch.zeros(len(prompts), width, device=self.device)
+        mask = torch.zeros(len(prompts), width, dtype=torch.bool, device=self.device)
+        for idx, lp, mk in parts:
+            rows = torch.tensor(idx, device=self.device)
+            logps = logps.index_put((rows,), torch.nn.functional.pad(lp, (0, width - lp.shape[1])))
+            mask[rows, : mk.shape[1]] = mk
+        return AnswerLogprobs(logps=logps, mask=mask)

@@ -1,0 +1,217 @@
+"""Load a checkpoint (local folder or hub id) into the family adapter, with clear errors.
+
+Decisions:
+- A hub id resolves to a local snapshot first (`huggingface_hub.snapshot_download`, with
+  `local_files_only=True` unless the user passes --online), so hub ids and folders share one code
+  path and one set of checks. Only configs, safetensors and tokenizer files are fetched.
+- The folder is checked before transformers sees it (config.json, *.safetensors, tokenizer files,
+  a supported `model_type`), so a mistake gets one line naming the folder and the fix, not a
+  traceback from deep inside `from_pretrained`.
+- bf16 on GPU, fp32 on CPU; sdpa attention; safetensors only; `trust_remote_code` only if asked.
+- The model comes back frozen (`requires_grad=False`) and in eval mode: PGD and scoring must not
+  build weight gradients; `lora.apply_lora` (or the caller, for full fine-tuning) unfreezes.
+- The processor: `AutoProcessor` where it works; otherwise (a Qwen folder on a machine without
+  torchvision, whose stock processor demands a video processor) an image-only processor built
+  from the folder's image processor and tokenizer. Nothing on the hot path calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mbpo_bench.errors import UserError, did_you_mean
+from mbpo_bench.models.families import LOADABLE_MODEL_TYPES
+
+if TYPE_CHECKING:
+    import torch
+
+    from mbpo_bench.models.protocol import VisionLanguageModel
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}  # fmt: skip
+
+
+def resolve_folder(path_or_id: str | Path, *, local_files_only: bool = True) -> Path:
+    """A local folder for `path_or_id`: the folder itself or the hub snapshot in the HF cache."""
+    path = Path(path_or_id).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"model path {path} is a file — pass the checkpoint folder")
+        return path
+    text = str(path_or_id)
+    init_hint = f"mbpo-bench models init --family llava --out {text}"
+    if not _HUB_ID.match(text):
+        raise UserError(
+            f"model folder not found: {text} — check the path or build one ({init_hint})"
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(
+            snapshot_download(text, local_files_only=local_files_only, allow_patterns=_HUB_PATTERNS)
+        )
+    except LocalEntryNotFoundError as exc:
+        raise UserError(
+            f"model '{text}' is neither a local folder nor in the Hugging Face cache — fix the "
+            f"path, download it (hf download {text}), or pass --online"
+        ) from exc
+    except HfHubHTTPError as exc:
+        raise UserError(
+            f"model '{text}' could not be fetched from the hub ({exc.__class__.__name__}) — check "
+            "the id and your network/token"
+        ) from exc
+
+
+def check_folder(folder: Path) -> str:
+    """Validate a checkpoint folder; return its `model_type`."""
+    init = "rebuild it (mbpo-bench models init ...) or point at the checkpoint folder"
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"model folder {folder} has no config.json — {init}")
+    if not (
+        list(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists()
+    ):
+        if list(folder.glob("*.bin")) or list(folder.glob("*.pt")):
+            raise UserError(
+                f"model folder {folder} has only pickle weights (*.bin/*.pt) — safetensors only: "
+                "re-save it with save_pretrained(safe_serialization=True)"
+            )
+        raise UserError(f"model folder {folder} has no weights (*.safetensors) — {init}")
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        raise UserError(
+            f"model folder {folder} has no tokenizer (tokenizer.json / tokenizer.model) — save the "
+            "tokenizer into it or rebuild it"
+        )
+    try:
+        model_type = str(json.loads(config_path.read_text()).get("model_type", ""))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{config_path} is not valid JSON — {init}") from exc
+    if model_type not in LOADABLE_MODEL_TYPES:
+        raise UserError(
+            f"model_type '{model_type}' in {config_path} is not supported"
+            f"{did_you_mean(model_type, LOADABLE_MODEL_TYPES)} — supported: "
+            f"{', '.join(LOADABLE_MODEL_TYPES)}"
+        )
+    return model_type
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' requested but CUDA is not available — use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype not in _DTYPES:
+        raise UserError(
+            f"unknown dtype '{dtype}'{did_you_mean(dtype, _DTYPES)} — use auto, bf16, fp16 or fp32"
+        )
+    return getattr(torch, _DTYPES[dtype])  # type: ignore[no-any-return]
+
+
+def image_only_qwen_processor(family: str, image_processor: Any, tokenizer: Any) -> Any:
+    """A Qwen2(.5)-VL processor without the video processor (which needs torchvision)."""
+    import transformers as tf
+    from transformers.processing_utils import ProcessorMixin
+
+    base = tf.Qwen2VLProcessor if family == "qwen2_vl" else tf.Qwen2_5_VLProcessor
+
+    class ImageOnlyQwenProcessor(base):  # type: ignore[misc, valid-type]
+        def __init__(
+            self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None
+        ) -> None:
+            self.image_token = tokenizer.image_token
+            self.image_token_id = tokenizer.image_token_id
+            self.video_token = getattr(tokenizer, "video_token", "<|video_pad|>")
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return ImageOnlyQwenProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+
+
+def load_processor(folder: Path, family: str, *, trust_remote_code: bool = False) -> Any:
+    import transformers as tf
+
+    try:
+        proc = tf.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (ImportError, OSError, ValueError, TypeError, KeyError):
+        proc = None
+    if proc is not None and hasattr(proc, "image_processor"):
+        return proc
+    if family == "llava":
+        raise UserError(f"the processor in {folder} cannot be loaded — re-save it or rebuild")
+    from transformers.utils import is_torchvision_available
+
+    # AutoImageProcessor itself demands torchvision in transformers 5.17: name the class.
+    improc_cls = (
+        tf.Qwen2VLImageProcessor if is_torchvision_available() else tf.Qwen2VLImageProcessorPil
+    )
+    improc = improc_cls.from_pretrained(folder)
+    tok = tf.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    return image_only_qwen_processor(family, improc, tok)
+
+
+def load_model(
+    path_or_id: str | Path,
+    *,
+    adapter: str | Path | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    local_files_only: bool = True,
+    image_size: int | None = None,
+) -> VisionLanguageModel:
+    """Load a LLaVA / Qwen2-VL / Qwen2.5-VL checkpoint as a `VisionLanguageModel`.
+
+    `image_size` only matters for Qwen (square side fed to the vision tower; default: the tiny
+    model's pinned size, else 448); LLaVA's is fixed by its vision tower.
+    """
+    import transformers as tf
+
+    from mbpo_bench.models.llava import LlavaAdapter
+    from mbpo_bench.models.qwen2_vl import QwenVLAdapter
+    from mbpo_bench.models.tiny import model_class
+
+    folder = resolve_folder(path_or_id, local_files_only=local_files_only)
+    family = check_folder(folder)
+    dev = resolve_device(device)
+    model = model_class(family).from_pretrained(
+        folder,
+        dtype=resolve_dtype(dtype, dev),
+        attn_implementation="sdpa",
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+        local_files_only=True,
+        device_map={"": dev} if dev != "cpu" else None,
+    )
+    model.eval().requires_grad_(False)
+    processor = load_processor(folder, family, trust_remote_code=trust_remote_code)
+    tokenizer = getattr(processor, "tokenizer", None) or tf.AutoTokenizer.from_pretrained(folder)
+    name = str(path_or_id)
+    vlm: VisionLanguageModel
+    if family == "llava":
+        vlm = LlavaAdapter(model, processor, tokenizer, name=name)
+    else:
+        vlm = QwenVLAdapter(
+            model, processor, tokenizer, name=name, family=family, image_size=image_size
+        )
+    if adapter is not None:
+        from mbpo_bench.models.lora import load_adapter
+
+        load_adapter(vlm, adapter)
+    return vlm

@@ -1,0 +1,265 @@
+"""Tiny random models of the real architecture classes, built and saved fully offline.
+
+Why: every test, the embedded benchmark and CPU smoke runs need a real
+`LlavaForConditionalGeneration` / `Qwen2VLForConditionalGeneration` /
+`Qwen2_5_VLForConditionalGeneration` without touching a hub. The folder written here looks like a
+hub checkpoint (config.json, model.safetensors, generation_config.json, tokenizer files, chat
+template, image processor config), so `load_model` treats it exactly like a real one.
+
+Decisions:
+- Geometry follows the field notes (`families.SIZES`): at tiny size one image token covers 16x16
+  pixels for every family (LLaVA patch 16; Qwen patch 8 merged 2x2), so 48 px gives 9 tokens.
+- LLaVA uses `vision_feature_layer=-1` (LLaVA-1.5 uses -2): with 2 vision layers, -2 would leave
+  the last one untrained and unused. CLIP keeps the CLS token and drops it ("default" strategy);
+  SigLIP has none ("full").
+- The image processor class follows the machine: the torchvision backend where torchvision
+  imports, the PIL one otherwise; both load either way. Without torchvision the stock Qwen
+  processors refuse to exist (they demand a video processor), so an image-only processor is
+  saved instead; `loading.load_processor` rebuilds whichever works on the loading machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mbpo_bench.errors import UserError
+from mbpo_bench.models.families import SizeSpec, check_family, check_size
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerFast
+
+
+def _qwen_patch(spec: SizeSpec) -> int:
+    return spec.patch_size // 2  # merged 2x2, one token covers patch_size pixels per side
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    half = head_dim // 2
+    hw = 3 * half // 8
+    return [half - 2 * hw, hw, hw]
+
+
+def _text_kwargs(spec: SizeSpec, vocab_size: int, tok: PreTrainedTokenizerFast) -> dict[str, Any]:
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": spec.text_hidden,
+        "intermediate_size": spec.ffn,
+        "num_hidden_layers": spec.text_layers,
+        "num_attention_heads": spec.text_heads,
+        "num_key_value_heads": spec.text_kv_heads,
+        "max_position_embeddings": 4096,
+        "pad_token_id": tok.pad_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "bos_token_id": None,
+    }
+
+
+def _vision_kwargs(spec: SizeSpec, image_size: int) -> dict[str, Any]:
+    return {
+        "hidden_size": spec.vision_hidden,
+        "intermediate_size": 4 * spec.vision_hidden,
+        "num_hidden_layers": spec.vision_layers,
+        "num_attention_heads": spec.vision_heads,
+        "image_size": image_size,
+        "patch_size": spec.patch_size,
+    }
+
+
+def model_config(
+    family: str, spec: SizeSpec, image_size: int, tok: PreTrainedTokenizerFast
+) -> PretrainedConfig:
+    """The transformers config of a tiny model of `family` (vocabulary from `tok`)."""
+    import transformers as tf
+
+    vocab = len(tok)
+    text = _text_kwargs(spec, vocab, tok)
+    if family == "llava":
+        return tf.LlavaConfig(
+            vision_config=tf.CLIPVisionConfig(**_vision_kwargs(spec, image_size)),
+            text_config=tf.LlamaConfig(**text),
+            image_token_index=tok.image_token_id,
+            vision_feature_select_strategy="default",
+            vision_feature_layer=-1,
+        )
+    if family == "llava_siglip_qwen2":
+        return tf.LlavaConfig(
+            vision_config=tf.SiglipVisionConfig(**_vision_kwargs(spec, image_size)),
+            text_config=tf.Qwen2Config(**text),
+            image_token_index=tok.image_token_id,
+            vision_feature_select_strategy="full",
+            vision_feature_layer=-1,
+        )
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 1_000_000.0,
+        "mrope_section": _mrope_section(spec.text_hidden // spec.text_heads),
+    }
+    patch = _qwen_patch(spec)
+    ids = {
+        "image_token_id": tok.image_token_id,
+        "video_token_id": tok.convert_tokens_to_ids(tok.video_token),
+        "vision_start_token_id": tok.convert_tokens_to_ids(tok.vision_start_token),
+        "vision_end_token_id": tok.convert_tokens_to_ids(tok.vision_end_token),
+    }
+    common_vision: dict[str, Any] = {
+        "num_heads": spec.vision_heads,
+        "patch_size": patch,
+        "spatial_merge_size": 2,
+    }
+    if family == "qwen2_vl":
+        vision = tf.Qwen2VLVisionConfig(
+            depth=spec.vision_layers,
+            embed_dim=spec.vision_hidden,
+            hidden_size=spec.text_hidden,
+            mlp_ratio=4,
+            **common_vision,
+        )
+        return tf.Qwen2VLConfig(
+            text_config=tf.Qwen2VLTextConfig(**text), vision_config=vision.to_dict(), **ids
+        )
+    vision25 = tf.Qwen2_5_VLVisionConfig(
+        depth=spec.vision_layers,
+        hidden_size=spec.vision_hidden,
+        intermediate_size=4 * spec.vision_hidden,
+        out_hidden_size=spec.text_hidden,
+        window_size=2 * 2 * patch,
+        fullatt_block_indexes=[spec.vision_layers - 1],
+        **common_vision,
+    )
+    return tf.Qwen2_5_VLConfig(
+        text_config=tf.Qwen2_5_VLTextConfig(**text), vision_config=vision25.to_dict(), **ids
+    )
+
+
+def model_class(family: str) -> Any:
+    import transformers as tf
+
+    if family.startswith("llava"):
+        return tf.LlavaForConditionalGeneration
+    if family == "qwen2_vl":
+        return tf.Qwen2VLForConditionalGeneration
+    return tf.Qwen2_5_VLForConditionalGeneration
+
+
+def image_processor(family: str, spec: SizeSpec, image_size: int) -> Any:
+    """Image processor for the family at `image_size`, on the backend this machine has."""
+    import transformers as tf
+    from transformers.utils import is_torchvision_available
+
+    tv = is_torchvision_available()
+    cls: Any
+    if family == "llava":
+        cls = tf.CLIPImageProcessor if tv else tf.CLIPImageProcessorPil
+        return cls(
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
+        )
+    if family == "llava_siglip_qwen2":
+        cls = tf.SiglipImageProcessor if tv else tf.SiglipImageProcessorPil
+        return cls(size={"height": image_size, "width": image_size})
+    cls = tf.Qwen2VLImageProcessor if tv else tf.Qwen2VLImageProcessorPil
+    pixels = image_size * image_size
+    return cls(
+        patch_size=_qwen_patch(spec),
+        merge_size=2,
+        temporal_patch_size=2,
+        size={"shortest_edge": pixels, "longest_edge": pixels},
+    )
+
+
+def build_processor(family: str, spec: SizeSpec, image_size: int, tok: Any) -> Any:
+    import transformers as tf
+
+    from mbpo_bench.models.loading import image_only_qwen_processor
+
+    improc = image_processor(family, spec, image_size)
+    if family == "llava":
+        return tf.LlavaProcessor(
+            image_processor=improc,
+            tokenizer=tok,
+            patch_size=spec.patch_size,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=tok.chat_template,
+        )
+    if family == "llava_siglip_qwen2":
+        return tf.LlavaProcessor(
+            image_processor=improc,
+            tokenizer=tok,
+            patch_size=spec.patch_size,
+            vision_feature_select_strategy="full",
+            num_additional_image_tokens=0,
+            chat_template=tok.chat_template,
+        )
+    from transformers.utils import is_torchvision_available
+
+    if not is_torchvision_available():
+        return image_only_qwen_processor(family, improc, tok)
+    cls = tf.Qwen2VLProcessor if family == "qwen2_vl" else tf.Qwen2_5_VLProcessor
+    video = tf.Qwen2VLVideoProcessor(patch_size=_qwen_patch(spec), merge_size=2)
+    return cls(
+        image_processor=improc,
+        tokenizer=tok,
+        video_processor=video,
+        chat_template=tok.chat_template,
+    )
+
+
+def check_image_size(family: str, spec: SizeSpec, image_size: int) -> None:
+    unit = spec.patch_size
+    if image_size <= 0 or image_size % unit:
+        raise UserError(
+            f"image size {image_size} does not fit family '{family}' (one image token covers "
+            f"{unit} px) — pass a positive multiple of {unit}"
+        )
+
+
+def build_tiny_model(
+    family: str,
+    out: Path,
+    *,
+    size: str = "tiny",
+    seed: int = 0,
+    image_size: int | None = None,
+    extra_corpus: Sequence[str] = (),
+) -> Path:
+    """Build a random model of `family` at `size`, save it with its tokenizer/processor to `out`."""
+    import torch
+    from transformers import GenerationConfig
+
+    from mbpo_bench.models.tokenizer import build_tokenizer
+
+    check_family(family)
+    spec = check_size(size)
+    side = spec.image_size if image_size is None else image_size
+    check_image_size(family, spec, side)
+    tok = build_tokenizer("llava" if family.startswith("llava") else "qwen", extra_corpus)
+    config = model_config(family, spec, side, tok)
+    processor = build_processor(family, spec, side, tok)
+    torch.manual_seed(seed)
+    model = model_class(family)(config).to(torch.float32).eval()
+    model.generation_config = GenerationConfig(
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, do_sample=False
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def count_parameters(family: str, size: str, image_size: int | None = None) -> int:
+    """Parameter count of a tiny model, computed on the meta device (no memory, no init)."""
+    import torch
+
+    from mbpo_bench.models.tokenizer import build_tokenizer
+
+    spec = check_size(size)
+    tok = build_tokenizer("llava" if check_family(family).startswith("llava") else "qwen")
+    config = model_config(family, spec, image_size or spec.image_size, tok)
+    with torch.device("meta"):
+        model = model_class(family)(config)
+    return sum(p.numel() for p in model.parameters())
