@@ -61,7 +61,8 @@ app.command("ablate")(ablate_cmd.ablate_command)
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv`; return the exit code instead of exiting (testable)."""
     try:
-        app(args=argv, prog_name="mbpo-bench", standalone_mode=False)
+        # Without standalone mode click returns the code of a `typer.Exit` instead of raising it.
+        code = app(args=argv, prog_name="mbpo-bench", standalone_mode=False)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return int(exc.exit_code)
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

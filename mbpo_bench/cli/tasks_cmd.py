@@ -1,33 +1,124 @@
-"""`mbpo-bench tasks`: list, show, validate and verify tasks."""
+"""`mbpo-bench tasks`: list, show, validate and verify tasks.
+
+Start-up stays light: the registry and the verifiers import only the standard library and PyYAML
+at module level; nothing here imports pandas, torch or lmms-eval.
+"""
 
 from __future__ import annotations
 
-import typer
+import dataclasses
+import json
+from pathlib import Path
 
-from mbpo_bench.cli.common import not_built_yet
+import typer
 
 app = typer.Typer(help="List, show, validate and verify tasks.", no_args_is_help=True)
 
+INCLUDE_HELP = "Extra folder of task YAML (repeatable)."
+
+
+def _include(paths: list[Path] | None) -> list[Path]:
+    return list(paths or [])
+
 
 @app.command("list")
-def list_tasks() -> None:
-    """List tasks and whether their data is available here (not built yet)."""
-    raise not_built_yet("mbpo-bench tasks list", "issue: tasks")
+def list_command(
+    include_path: list[Path] = typer.Option(None, "--include-path", help=INCLUDE_HELP),
+) -> None:
+    """List tasks and whether their data is available here."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mbpo_bench.data.registry import data_available, list_tasks
+
+    table = Table(title="mbpo-bench tasks ('tasks show NAME' for prompt, metrics, data path)")
+    table.add_column("task", no_wrap=True)
+    for column in ("suites", "verifier", "data here"):
+        table.add_column(column)
+    for spec in list_tasks(_include(include_path)):
+        available = data_available(spec)
+        table.add_row(
+            spec.name,
+            ", ".join(spec.suites),
+            spec.verifier or "(open-ended)",
+            ("generated" if spec.data["source"] == "embedded" else "yes") if available else "no",
+        )
+    Console().print(table)
 
 
 @app.command("show")
-def show() -> None:
-    """Show a task's prompt, metrics and data location (not built yet)."""
-    raise not_built_yet("mbpo-bench tasks show", "issue: tasks")
+def show_command(
+    name: str = typer.Argument(..., help="Task name."),
+    include_path: list[Path] = typer.Option(None, "--include-path", help=INCLUDE_HELP),
+) -> None:
+    """Show a task's prompt, metrics and data location."""
+    from mbpo_bench.data.registry import data_available, get_task
+    from mbpo_bench.data.sources import data_root
+
+    spec = get_task(name, _include(include_path))
+    if spec.data["source"] == "embedded":
+        where = "generated on first use under $MBPO_BENCH_CACHE/embedded/ (~/.cache/mbpo-bench)"
+    else:
+        where = str(data_root() / str(spec.data.get("dir", spec.name)))
+        if spec.data.get("hub_id"):
+            where += f" (or the HF cache / hub: {spec.data['hub_id']})"
+    lines = [
+        f"task:        {spec.name} (version {spec.version})",
+        f"yaml:        {spec.yaml_path}",
+        f"suites:      {', '.join(spec.suites) or '-'}",
+        f"verifier:    {spec.verifier or '(open-ended)'}",
+        f"metrics:     {', '.join(spec.metrics)}",
+        f"generation:  {json.dumps(spec.generation)}",
+        f"data:        {where}",
+        f"available:   {'yes' if data_available(spec) else 'no'}",
+        "prompt:",
+        *("  " + line for line in spec.prompt.splitlines()),
+    ]
+    typer.echo("\n".join(lines))
 
 
 @app.command("validate")
-def validate() -> None:
-    """Load every task YAML (not built yet)."""
-    raise not_built_yet("mbpo-bench tasks validate", "issue: tasks")
+def validate_command(
+    include_path: list[Path] = typer.Option(None, "--include-path", help=INCLUDE_HELP),
+) -> None:
+    """Load every task YAML and import every function it names; exit 1 on any problem."""
+    from mbpo_bench.data.registry import validate_tasks
+    from mbpo_bench.errors import UserError
+
+    n_ok, problems = validate_tasks(_include(include_path))
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    typer.echo(f"{n_ok} tasks loaded, {len(problems)} problem(s)")
+    if problems:
+        # a UserError, not typer.Exit: main() runs click with standalone_mode=False, where an
+        # Exit's code is returned by click and lost.
+        raise UserError(
+            f"{len(problems)} task file problem(s) — fix the files named above", exit_code=1
+        )
 
 
 @app.command("verify")
-def verify() -> None:
-    """Print a verifier's verdict on a response (not built yet)."""
-    raise not_built_yet("mbpo-bench tasks verify", "issue: tasks")
+def verify_command(
+    name: str = typer.Argument(..., help="Task name (its verifier is used)."),
+    response: str = typer.Argument(..., help="The model's response."),
+    target: str = typer.Option(..., "--target", "-t", help="The reference answer."),
+    options: list[str] = typer.Option(
+        None, "--options", help="Answer options (repeat, or one comma-separated value)."
+    ),
+    include_path: list[Path] = typer.Option(None, "--include-path", help=INCLUDE_HELP),
+) -> None:
+    """Print the task verifier's verdict on RESPONSE as JSON."""
+    from mbpo_bench.data.registry import get_task
+    from mbpo_bench.errors import UserError
+    from mbpo_bench.tasks.verifiers import reward, verify
+
+    spec = get_task(name, _include(include_path))
+    if spec.verifier is None:
+        raise UserError(f"task {name} is open-ended and has no verifier — pick a close-ended task")
+    opts = list(options or [])
+    if len(opts) == 1 and "," in opts[0]:
+        opts = [o.strip() for o in opts[0].split(",")]
+    verdict = verify(spec.verifier, response, target, opts)
+    out = {"task": name, "verifier": spec.verifier, **dataclasses.asdict(verdict),
+           "reward": reward(spec.verifier, response, target, opts)}  # fmt: skip
+    typer.echo(json.dumps(out))

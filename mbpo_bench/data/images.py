@@ -24,9 +24,13 @@ def load_rgb(path: Path, *, size: int | None = None, item: str = "") -> Image.Im
             img.load()
             rgb = img.convert("RGB")
     except FileNotFoundError as exc:
-        raise BadImageError(f"{where}image file not found: {path} — regenerate or fix the data") from exc
+        raise BadImageError(
+            f"{where}image file not found: {path} — regenerate or fix the data"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise BadImageError(f"{where}image {path} cannot be decoded ({exc.__class__.__name__}) — replace the file or pass --skip-bad-items") from exc
+        raise BadImageError(
+            f"{where}image {path} cannot be decoded ({exc.__class__.__name__}) — replace the file or pass --skip-bad-items"
+        ) from exc
     if size is not None and rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
     return rgb

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mbpo_bench.errors import UserError, did_you_mean
 from mbpo_bench.tasks.verifiers import choice, number, short_word, yesno
 from mbpo_bench.tasks.verifiers.base import Verdict, VerifierKind
 from mbpo_bench.tasks.verifiers.text import word_count
+
+from mbpo_bench.errors import UserError, did_you_mean
 
 __all__ = [
     "DEFAULT_MAX_WORDS",
@@ -46,7 +47,9 @@ VERIFIERS: dict[str, VerifierKind] = {
             "multiple_choice", "an option letter or option text", choice.parse, choice.canonical
         ),
         VerifierKind("number", "a number (digits or words)", number.parse, number.canonical),
-        VerifierKind("short_word", "a short word or phrase", short_word.parse, short_word.canonical),
+        VerifierKind(
+            "short_word", "a short word or phrase", short_word.parse, short_word.canonical
+        ),
     )
 }
 

@@ -55,8 +55,11 @@ def strip_leads(text: str) -> str:
 
 
 def normalize_phrase(text: str) -> str:
-    """Words joined by single spaces, articles and leading boilerplate removed."""
-    return " ".join(w for w in words(strip_leads(text)) if w not in _ARTICLES)
+    """Words joined by single spaces, articles and leading boilerplate removed (an article
+    alone, like the answer "A", is kept)."""
+    tokens = words(strip_leads(text)) or words(text)
+    kept = [w for w in tokens if w not in _ARTICLES]
+    return " ".join(kept or tokens)
 
 
 def contains_phrase(haystack_words: list[str], phrase: str) -> bool:

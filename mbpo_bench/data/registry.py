@@ -1,0 +1,344 @@
+"""The task registry: task YAML found on disk, resolved by name or suite, turned into items.
+
+Tasks come from three places, in this order: the package's own `mbpo_bench.tasks` folder, folders
+registered by third-party packages under the entry-point group `mbpo_bench.tasks` (the entry
+point loads to a folder path, or to a module whose folder is used), and user folders passed as
+`include_paths` (`--include-path DIR`). A user task whose name clashes with an existing one is
+refused (lmms-eval would silently let the built-in win). Items are `TaskItem`s with the task's
+prompt applied, so evaluation probes and trainers see the same text; embedded tasks generate
+their data on first use, real ones read it through `sources`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from collections.abc import Iterable, Sequence
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mbpo_bench.data.items import TaskItem
+from mbpo_bench.data.task_spec import TaskSpec, spec_from_yaml
+from mbpo_bench.errors import UserError, did_you_mean
+
+if TYPE_CHECKING:
+    from mbpo_bench.data.embedded_config import EmbeddedConfig
+
+__all__ = [
+    "SUITES",
+    "TaskSpec",
+    "aggregate",
+    "builtin_tasks_dir",
+    "data_available",
+    "get_task",
+    "list_tasks",
+    "load_items",
+    "resolve_tasks",
+    "training_items",
+]
+
+ENTRY_POINT_GROUP = "mbpo_bench.tasks"
+EMBEDDED_CONFIG_ENV = "MBPO_BENCH_EMBEDDED_CONFIG"  # YAML file of EmbeddedConfig fields
+
+SUITES: dict[str, list[str]] = {
+    "embedded": ["mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedded_count"],
+    "hallucination": [
+        "mbpo_pope_random", "mbpo_pope_popular", "mbpo_pope_adversarial",
+        "mbpo_hallusionbench", "mbpo_amber_discriminative", "mbpo_chair",
+    ],
+    "general": ["mbpo_mme", "mbpo_mmstar", "mbpo_ai2d", "mbpo_mmvp", "mbpo_realworldqa"],
+}  # fmt: skip
+
+
+def builtin_tasks_dir() -> Path:
+    """The installed `mbpo_bench.tasks` folder: lmms-eval's include path for our tasks."""
+    import mbpo_bench.tasks
+
+    return Path(mbpo_bench.tasks.__file__).parent
+
+
+def _entry_point_dirs() -> list[Path]:
+    dirs = []
+    for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+        loaded = ep.load()
+        target = loaded() if callable(loaded) else loaded
+        path = Path(getattr(target, "__file__", "") or str(target))
+        dirs.append(path.parent if path.is_file() else path)
+    return dirs
+
+
+def _scan(folder: Path) -> list[TaskSpec]:
+    if not folder.is_dir():
+        raise UserError(f"task folder not found: {folder} — pass an existing --include-path")
+    specs = []
+    for path in sorted(folder.rglob("*.yaml")):
+        if "__pycache__" in path.parts:
+            continue
+        spec = spec_from_yaml(path)
+        if spec is not None:
+            specs.append(spec)
+    return specs
+
+
+@functools.lru_cache(maxsize=16)
+def _catalogue(include_paths: tuple[str, ...]) -> dict[str, TaskSpec]:
+    found: dict[str, TaskSpec] = {}
+    folders = [builtin_tasks_dir(), *_entry_point_dirs(), *(Path(p) for p in include_paths)]
+    for folder in folders:
+        for spec in _scan(folder):
+            if spec.name in found:
+                raise UserError(
+                    f"task name '{spec.name}' in {spec.yaml_path} clashes with the task of the "
+                    f"same name in {found[spec.name].yaml_path} — rename your task"
+                )
+            found[spec.name] = spec
+    return found
+
+
+def _key(include_paths: Iterable[str | Path]) -> tuple[str, ...]:
+    return tuple(str(Path(p).expanduser().resolve()) for p in include_paths)
+
+
+def list_tasks(include_paths: Sequence[str | Path] = ()) -> list[TaskSpec]:
+    return sorted(_catalogue(_key(include_paths)).values(), key=lambda s: s.name)
+
+
+def get_task(name: str, include_paths: Sequence[str | Path] = ()) -> TaskSpec:
+    catalogue = _catalogue(_key(include_paths))
+    if name not in catalogue:
+        raise UserError(
+            f"unknown task '{name}'{did_you_mean(name, [*catalogue, *SUITES])} — "
+            "run 'mbpo-bench tasks list' to see the tasks"
+        )
+    return catalogue[name]
+
+
+def resolve_tasks(names_or_suites: str, include_paths: Sequence[str | Path] = ()) -> list[TaskSpec]:
+    """'embedded,mbpo_mme' -> the specs of every named task and every task of a named suite."""
+    out: dict[str, TaskSpec] = {}
+    for token in (t.strip() for t in names_or_suites.split(",")):
+        if not token:
+            continue
+        for name in SUITES.get(token, [token]):
+            out.setdefault(name, get_task(name, include_paths))
+    if not out:
+        raise UserError("no task given — pass task names or suites, e.g. 'embedded'")
+    return list(out.values())
+
+
+def _spec(spec_or_name: TaskSpec | str, include_paths: Sequence[str | Path]) -> TaskSpec:
+    return (
+        spec_or_name
+        if isinstance(spec_or_name, TaskSpec)
+        else get_task(spec_or_name, include_paths)
+    )
+
+
+def embedded_config_from_env() -> Any:
+    """The EmbeddedConfig named by $MBPO_BENCH_EMBEDDED_CONFIG, else the defaults."""
+    from mbpo_bench.config import load_config
+    from mbpo_bench.data.embedded import EmbeddedConfig
+
+    path = os.environ.get(EMBEDDED_CONFIG_ENV)
+    return load_config(EmbeddedConfig, Path(path) if path else None)
+
+
+def data_available(spec: TaskSpec, data_root: Path | None = None) -> bool:
+    """Whether items can be loaded here without a download (embedded: always)."""
+    if spec.data["source"] == "embedded":
+        return True
+    from mbpo_bench.data.sources import locate
+
+    return bool(locate(spec, data_root))
+
+
+def render_prompt(spec: TaskSpec, question: str, options: Sequence[str]) -> str:
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    fields = {
+        "question": question,
+        "options": ", ".join(options),
+        "choices": "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(options)),
+    }
+    try:
+        return spec.prompt.format_map(fields)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UserError(
+            f"task {spec.name}: prompt template has an unknown field ({exc}) — use only "
+            f"{{question}}, {{options}}, {{choices}} in {spec.yaml_path}"
+        ) from exc
+
+
+def _embedded_rows(
+    spec: TaskSpec, split: str, cache_dir: Path | None, config: Any
+) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    from mbpo_bench.data.embedded import generate_embedded
+
+    root = generate_embedded(config or embedded_config_from_env(), cache_dir)
+    rows = pq.read_table(root / str(spec.data["kind"]) / f"{split}.parquet").to_pylist()
+    for row in rows:
+        row["image_path"] = root / row.pop("image")
+        meta_keys = ("kind", "prior", "prior_answer", "negative_split", "shape", "query",
+                     "n_objects", "scene_follows_prior")  # fmt: skip
+        row["meta"] = {k: row.pop(k) for k in meta_keys}
+    return rows
+
+
+def _rows(
+    spec: TaskSpec, split: str, data_root: Path | None, cache_dir: Path | None, embedded: Any
+) -> list[dict[str, Any]]:
+    if split not in ("eval", "train"):
+        raise UserError(f"unknown split '{split}' — use 'eval' or 'train'")
+    if spec.data["source"] == "embedded":
+        return _embedded_rows(spec, split, cache_dir, embedded)
+    if spec.data["source"] != "local":
+        raise UserError(
+            f"task {spec.name}: unknown data.source '{spec.data['source']}' in {spec.yaml_path}"
+        )
+    if split == "train" and not spec.data.get("train_split"):
+        raise UserError(
+            f"task {spec.name} has no training split (its data is the benchmark's test set) — "
+            "train on another task, or set metadata.data.train_split in a task of your own"
+        )
+    from mbpo_bench.data.sources import read_rows
+
+    if split == "train":
+        spec = _with_data(spec, split=spec.data["train_split"])
+    return read_rows(spec, data_root)
+
+
+def _with_data(spec: TaskSpec, **changes: Any) -> TaskSpec:
+    import dataclasses
+
+    return dataclasses.replace(spec, data={**spec.data, **changes})
+
+
+def load_items(
+    spec_or_name: TaskSpec | str,
+    *,
+    split: str = "eval",
+    limit: int | None = None,
+    include_paths: Sequence[str | Path] = (),
+    data_root: Path | None = None,
+    cache_dir: Path | None = None,
+    embedded: EmbeddedConfig | None = None,
+) -> list[TaskItem]:
+    """The task's items with its prompt applied (`limit` keeps the first n, in file order).
+
+    Embedded tasks use `embedded` (else $MBPO_BENCH_EMBEDDED_CONFIG, else the defaults) and
+    generate into `cache_dir` (else the default cache) on first use.
+    """
+    spec = _spec(spec_or_name, include_paths)
+    rows = _rows(spec, split, data_root, cache_dir, embedded)
+    if limit is not None:
+        rows = rows[:limit]
+    items = []
+    for row in rows:
+        options = tuple(str(o) for o in (row.get("options") or ()))
+        question = str(row["question"])
+        meta = {**(row.get("meta") or {}), "question_raw": question}
+        items.append(
+            TaskItem(
+                task=spec.name,
+                doc_id=str(row["doc_id"]),
+                question=render_prompt(spec, question, options),
+                target=str(row["answer"]),
+                verifier=str(row.get("verifier") or spec.verifier or ""),
+                image_path=row.get("image_path"),
+                options=options,
+                meta=meta,
+            )
+        )
+    return items
+
+
+def training_items(
+    names_or_file: str | Path,
+    split: str = "train",
+    limit: int | None = None,
+    include_paths: Sequence[str | Path] = (),
+    *,
+    data_root: Path | None = None,
+    cache_dir: Path | None = None,
+    embedded: EmbeddedConfig | None = None,
+) -> list[TaskItem]:
+    """Items of close-ended tasks for trainers: task names / suites, or a YAML file of one task."""
+    path = Path(names_or_file)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        spec = spec_from_yaml(path)
+        if spec is None:
+            raise UserError(f"{path} defines no task (no 'task' key) — pass a task YAML")
+        specs = [spec]
+    else:
+        specs = resolve_tasks(str(names_or_file), include_paths)
+    items: list[TaskItem] = []
+    for spec in specs:
+        if not spec.close_ended:
+            raise UserError(
+                f"task {spec.name} is open-ended (no verifier) — pick a close-ended task"
+            )
+        items.extend(
+            load_items(
+                spec, split=split, limit=limit, include_paths=include_paths,
+                data_root=data_root, cache_dir=cache_dir, embedded=embedded,
+            )
+        )  # fmt: skip
+    return items
+
+
+def aggregate(spec: TaskSpec, rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The task's metrics from per-sample rows (what `tasks.common.process_results` returns)."""
+    out = {}
+    for metric in spec.metrics:
+        dotted = spec.aggregations.get(metric, "")
+        module, _, fn = dotted.rpartition(".")
+        if not module:
+            raise UserError(f"task {spec.name}: metric '{metric}' has no aggregation function")
+        out[metric] = float(getattr(importlib.import_module(module), fn)(list(rows)))
+    return out
+
+
+def _check_refs(spec: TaskSpec) -> list[str]:
+    """Every `!function` target and the data adapter must import."""
+    from mbpo_bench.data.task_spec import FunctionRef
+
+    refs = [v for v in spec.raw.values() if isinstance(v, FunctionRef)]
+    refs += [FunctionRef(a) for a in spec.aggregations.values() if a]
+    if spec.data.get("adapter"):
+        refs.append(FunctionRef(spec.data["adapter"]))
+    problems = []
+    for ref in refs:
+        module, _, fn = ref.rpartition(".")
+        try:
+            getattr(importlib.import_module(module), fn)
+        except (ImportError, AttributeError, ValueError) as exc:
+            problems.append(f"{spec.yaml_path}: '{ref}' cannot be imported ({exc})")
+    return problems
+
+
+def validate_tasks(include_paths: Sequence[str | Path] = ()) -> tuple[int, list[str]]:
+    """(number of valid tasks, problems naming their files) over every task folder."""
+    folders = [builtin_tasks_dir(), *_entry_point_dirs(), *(Path(p) for p in include_paths)]
+    seen: dict[str, Path] = {}
+    problems: list[str] = []
+    for folder in folders:
+        if not folder.is_dir():
+            problems.append(f"{folder}: task folder not found")
+            continue
+        for path in sorted(folder.rglob("*.yaml")):
+            try:
+                spec = spec_from_yaml(path)
+            except UserError as exc:
+                problems.append(str(exc))
+                continue
+            if spec is None:
+                continue
+            if spec.name in seen:
+                problems.append(f"{path}: task '{spec.name}' already defined in {seen[spec.name]}")
+                continue
+            seen[spec.name] = path
+            problems.extend(_check_refs(spec))
+    return len(seen), problems

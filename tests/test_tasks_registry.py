@@ -1,0 +1,205 @@
+"""The task registry: discovery, names and suites, user tasks, items, data errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mbpo_bench.data.embedded import EmbeddedConfig
+from mbpo_bench.data.registry import (
+    SUITES,
+    data_available,
+    get_task,
+    list_tasks,
+    load_items,
+    resolve_tasks,
+    training_items,
+)
+from mbpo_bench.errors import UserError
+
+SMALL = EmbeddedConfig(seed=5, n_train=60, n_eval_per_cell=6)
+
+USER_TASK = """\
+task: {name}
+dataset_path: text
+dataset_kwargs: {{data_files: {{eval: README.md}}}}
+test_split: eval
+process_docs: !function mbpo_bench.tasks.common.docs_for_{name}
+process_results: !function mbpo_bench.tasks.common.process_results
+metric_list:
+  - metric: accuracy
+    aggregation: !function mbpo_bench.tasks.metrics.accuracy
+    higher_is_better: true
+metadata:
+  version: 2
+  verifier: number
+  prompt: "Q: {{question}}"
+  data: {{source: embedded, kind: count}}
+"""
+
+
+def _user_folder(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / f"{name}.yaml").write_text(USER_TASK.format(name=name))
+    return folder
+
+
+def test_builtin_tasks_and_suites_resolve() -> None:
+    names = {spec.name for spec in list_tasks()}
+    for suite in SUITES.values():
+        assert set(suite) <= names
+    assert all(name.startswith("mbpo_") for name in names)
+    specs = resolve_tasks("embedded, mbpo_embedded_color")
+    assert [s.name for s in specs] == SUITES["embedded"]
+
+
+def test_unknown_task_suggests() -> None:
+    with pytest.raises(UserError, match="did you mean: mbpo_embedded_color"):
+        get_task("mbpo_embeded_color")
+
+
+def test_spec_fields() -> None:
+    spec = get_task("mbpo_embedded_existence")
+    assert spec.verifier == "yesno" and spec.close_ended
+    assert spec.max_new_tokens == 8
+    assert "counter_prior_gap" in spec.metrics and "embedded" in spec.suites
+    assert spec.yaml_path.name == "mbpo_embedded_existence.yaml"
+
+
+def test_user_task_from_include_path(tmp_path: Path) -> None:
+    folder = _user_folder(tmp_path, "my_count")
+    spec = get_task("my_count", include_paths=[folder])
+    assert spec.version == "2"
+    items = load_items(spec, limit=3, cache_dir=tmp_path / "c", embedded=SMALL)
+    assert len(items) == 3 and items[0].question.startswith("Q: How many")
+
+
+def test_user_task_name_clash_is_refused(tmp_path: Path) -> None:
+    folder = _user_folder(tmp_path, "mbpo_embedded_count")
+    with pytest.raises(UserError, match="clashes with the task"):
+        list_tasks(include_paths=[folder])
+
+
+def test_broken_yaml_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("task: [unclosed\n")
+    with pytest.raises(UserError, match=r"bad\.yaml"):
+        list_tasks(include_paths=[tmp_path])
+
+
+def test_embedded_items_carry_meta(tmp_path: Path) -> None:
+    items = load_items("mbpo_embedded_existence", cache_dir=tmp_path, embedded=SMALL)
+    assert len(items) == 12
+    item = items[1]
+    assert item.verifier == "yesno" and item.target in ("yes", "no")
+    assert {"prior", "kind", "negative_split", "prior_answer", "question_raw"} <= set(item.meta)
+    assert item.question.endswith("Answer yes or no.")
+    assert item.load_image().size == (48, 48)
+
+
+def test_training_items_from_suite(tmp_path: Path) -> None:
+    items = training_items("embedded", limit=4, cache_dir=tmp_path, embedded=SMALL)
+    assert len(items) == 12
+    assert {i.verifier for i in items} == {"yesno", "multiple_choice", "number"}
+    assert all(i.doc_id.split("-")[1] == "train" for i in items)
+
+
+def test_real_task_without_data_names_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mbpo_bench.data.sources as sources
+
+    monkeypatch.setattr(sources, "_hub_snapshot", lambda hub_id: None)  # ignore any HF cache
+    spec = get_task("mbpo_pope_random")
+    assert not data_available(spec, data_root=tmp_path)
+    with pytest.raises(UserError, match="MBPO_BENCH_DATA") as info:
+        load_items(spec, data_root=tmp_path)
+    assert str(tmp_path / "pope") in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_real_task_has_no_training_split() -> None:
+    with pytest.raises(UserError, match="no training split"):
+        load_items("mbpo_mme", split="train")
+
+
+def _copy_fixture(tmp_path: Path, bench: str) -> Path:
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(Path(__file__).parent / "fixtures" / bench, root / bench)
+    return root
+
+
+def test_malformed_row_names_row_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("MBPO_BENCH_CACHE", str(tmp_path / "cache"))
+    root = _copy_fixture(tmp_path, "mmvp")
+    path = root / "mmvp" / "data" / "train-00000-of-00001.parquet"
+    rows = pq.read_table(path).to_pylist()
+    rows[2]["Options"] = "no options here"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(UserError, match="malformed row 2 in") as info:
+        load_items("mbpo_mmvp", data_root=root)
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_image_names_item_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mbpo_bench.data.images import BadImageError
+
+    monkeypatch.setenv("MBPO_BENCH_CACHE", str(tmp_path / "cache"))
+    root = _copy_fixture(tmp_path, "pope")
+    path = root / "pope" / "data" / "test-00000-of-00001.parquet"
+    rows = pq.read_table(path).to_pylist()
+    for row in rows:
+        row["image"] = {"bytes": b"not an image", "path": "x.png"}
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    item = load_items("mbpo_pope_random", data_root=root)[0]
+    with pytest.raises(BadImageError, match=f"item mbpo_pope_random/{item.doc_id}") as info:
+        item.load_image()
+    assert str(item.image_path) in str(info.value)
+
+
+def test_entry_point_task_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    import mbpo_bench.data.registry as registry
+
+    folder = _user_folder(tmp_path, "plugin_count")
+
+    class _EP:
+        def load(self) -> str:
+            return str(folder)
+
+    real = metadata.entry_points
+    monkeypatch.setattr(
+        registry.importlib_metadata,
+        "entry_points",
+        lambda **kw: [_EP()] if kw.get("group") == "mbpo_bench.tasks" else real(**kw),
+    )
+    registry._catalogue.cache_clear()
+    try:
+        assert get_task("plugin_count").yaml_path.parent == folder
+    finally:
+        registry._catalogue.cache_clear()
+
+
+def test_real_items_from_fixtures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MBPO_BENCH_CACHE", str(tmp_path / "cache"))
+    fixtures = Path(__file__).parent / "fixtures"
+    hb = load_items("mbpo_hallusionbench", data_root=fixtures)
+    assert len(hb) == 4  # the non_image split file is not read
+    rwqa = load_items("mbpo_realworldqa", data_root=fixtures)
+    assert [i.verifier for i in rwqa] == ["multiple_choice", "number", "short_word"]
+    mmvp = load_items("mbpo_mmvp", data_root=fixtures, limit=2)
+    assert mmvp[0].options == ("Open", "Closed") and mmvp[0].meta["pair_id"] == 0
+    assert "A. Open\nB. Closed" in mmvp[0].question
+    assert mmvp[0].load_image().size == (8, 8)
