@@ -68,7 +68,8 @@ def resample_counts(n: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0)
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
 
 
-def _interval(stats: FloatArray, confidence: float) -> tuple[float | None, float | None]:
+def percentile_interval(stats: FloatArray, confidence: float) -> tuple[float | None, float | None]:
+    """Percentile interval of resampled statistics, ignoring NaN (undefined) resamples."""
     finite = stats[np.isfinite(stats)]
     if finite.size == 0:
         return None, None
@@ -87,7 +88,7 @@ def ratio_ci(
     value = metric.value()
     if value is None or n == 0:
         return Estimate(value, None, None, n)
-    low, high = _interval(metric.resampled(counts), confidence)
+    low, high = percentile_interval(metric.resampled(counts), confidence)
     return Estimate(value, low, high, n)
 
 
@@ -104,7 +105,7 @@ def difference_ci(
     va, vb = a.value(), b.value()
     if va is None or vb is None or n == 0:
         return Estimate(None, None, None, n)
-    low, high = _interval(a.resampled(counts) - b.resampled(counts), confidence)
+    low, high = percentile_interval(a.resampled(counts) - b.resampled(counts), confidence)
     return Estimate(va - vb, low, high, n)
 
 
@@ -131,7 +132,7 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_resamples, n))
     point = float(statistic(arr))
-    low, high = _interval(np.asarray(statistic(arr[idx]), dtype=np.float64), confidence)
+    low, high = percentile_interval(np.asarray(statistic(arr[idx]), dtype=np.float64), confidence)
     return Estimate(point, low, high, n)
 
 
@@ -162,13 +163,15 @@ def paired_bootstrap(
     arr_a = np.asarray(a, dtype=np.float64)
     arr_b = np.asarray(b, dtype=np.float64)
     if arr_a.shape != arr_b.shape or arr_a.ndim != 1:
-        raise ValueError(f"paired_bootstrap needs two aligned 1-D arrays, got {arr_a.shape} and {arr_b.shape}")
+        raise ValueError(
+            f"paired_bootstrap needs two aligned 1-D arrays, got {arr_a.shape} and {arr_b.shape}"
+        )
     n = int(arr_a.shape[0])
     if n == 0:
         return PairedDifference(None, None, None, None, 0)
     counts = resample_counts(n, n_resamples, seed)
     diffs = RatioMetric.mean(arr_a - arr_b).resampled(counts)
-    low, high = _interval(diffs, confidence)
+    low, high = percentile_interval(diffs, confidence)
     below = (np.count_nonzero(diffs <= 0) + 1) / (n_resamples + 1)
     above = (np.count_nonzero(diffs >= 0) + 1) / (n_resamples + 1)
     p = min(1.0, 2.0 * min(below, above))

@@ -1,10 +1,143 @@
-"""`mbpo-bench eval`: evaluate a checkpoint on tasks with modality-balance probes."""
+"""`mbpo-bench eval`: evaluate a checkpoint on tasks with modality-balance probes.
+
+The command only parses options into an `EvalConfig` and calls `run_eval`; everything heavy is
+imported inside (start-up stays light). Settings without an option of their own (PGD budget,
+bootstrap resamples, IIG null condition, ...) are reachable with `--set section.key=value`.
+"""
 
 from __future__ import annotations
 
-from mbpo_bench.cli.common import not_built_yet
+from pathlib import Path
+from typing import Any
+
+import typer
 
 
-def eval_command() -> None:
-    """Evaluate a model on tasks with modality-balance probes (not built yet)."""
-    raise not_built_yet("mbpo-bench eval", "issue: eval")
+def build_config(
+    *,
+    model: str,
+    tasks: str,
+    output: Path,
+    adapter: Path | None = None,
+    probes: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    dtype: str = "auto",
+    include_path: list[Path] | None = None,
+    data_root: Path | None = None,
+    max_new_tokens: int | None = None,
+    skip_bad_items: bool = False,
+    online: bool = False,
+    trust_remote_code: bool = False,
+    backend: str = "native",
+    overrides: list[str] | None = None,
+) -> Any:
+    """Options -> EvalConfig (defaults, then options, then `--set` overrides)."""
+    from mbpo_bench.config import from_dict, parse_overrides, to_dict
+    from mbpo_bench.evaluation.config import EvalConfig
+    from mbpo_bench.evaluation.probes import parse_probes
+
+    data = to_dict(EvalConfig())
+    data.update(
+        model=model,
+        adapter=str(adapter) if adapter is not None else None,
+        tasks=tasks,
+        output=str(output),
+        limit=limit,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        device=device,
+        dtype=dtype,
+        include_paths=[str(p) for p in include_path or []],
+        data_root=str(data_root) if data_root is not None else None,
+        skip_bad_items=skip_bad_items,
+        online=online,
+        trust_remote_code=trust_remote_code,
+        backend=backend,
+    )
+    data["probes"]["names"] = list(parse_probes(probes))
+    for key, value in parse_overrides(overrides or []).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    return from_dict(EvalConfig, data, where="eval")
+
+
+def eval_command(
+    model: str = typer.Option(..., "--model", help="Checkpoint folder or hub id."),
+    tasks: str = typer.Option(..., "--tasks", help="Task names or a suite, comma-separated."),
+    output: Path = typer.Option(..., "--output", help="Run folder (resumed if unfinished)."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder."),
+    probes: str | None = typer.Option(
+        None,
+        "--probes",
+        help="image,blind,mismatched,noise,adversarial,iig or all (default: all but adversarial).",
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="First N items of each task."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
+    include_path: list[Path] = typer.Option([], "--include-path", help="Extra task YAML folder."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Where task data lives."),
+    max_new_tokens: int | None = typer.Option(
+        None, "--max-new-tokens", help="Override the tasks'."
+    ),
+    skip_bad_items: bool = typer.Option(
+        False, "--skip-bad-items", help="Skip (and report) items whose image fails to decode."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run."),
+    online: bool = typer.Option(False, "--online", help="Allow downloads from the hub."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Run model code from the checkpoint."
+    ),
+    backend: str = typer.Option(
+        "native", "--backend", help="native, or lmms-eval (image probe only)."
+    ),
+    overrides: list[str] = typer.Option([], "--set", help="Any config field: section.key=value."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """Evaluate a model on tasks with modality-balance probes; writes results.json + samples.jsonl."""
+    from mbpo_bench.evaluation.api import run_eval
+
+    config = build_config(
+        model=model,
+        tasks=tasks,
+        output=output,
+        adapter=adapter,
+        probes=probes,
+        limit=limit,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        include_path=include_path,
+        data_root=data_root,
+        max_new_tokens=max_new_tokens,
+        skip_bad_items=skip_bad_items,
+        online=online,
+        trust_remote_code=trust_remote_code,
+        backend=backend,
+        overrides=overrides,
+    )
+    results = run_eval(config, overwrite=overwrite, progress=not no_progress)
+    typer.echo(summary(results, output))
+
+
+def summary(results: Any, output: Path) -> str:
+    """A few lines: accuracy per task and probe, visual reliance, where the files are."""
+    lines = []
+    for name, task in results.tasks.items():
+        parts = []
+        for probe, res in task.probes.items():
+            key = "iig" if probe == "iig" else "accuracy"
+            m = res.metrics.get(key)
+            if m is not None and m.value is not None:
+                parts.append(f"{probe} {m.value:.3f}")
+        rel = task.balance.get("visual_reliance_blind")
+        if rel is not None and rel.value is not None:
+            parts.append(f"reliance(blind) {rel.value:+.3f}")
+        lines.append(f"{name}: " + ", ".join(parts))
+    rate = f"{results.samples_per_s:.1f} samples/s" if results.samples_per_s else "no new samples"
+    lines.append(f"{results.n_samples} samples, {rate}; results: {output / 'results.json'}")
+    return "\n".join(lines)

@@ -1,0 +1,177 @@
+"""`run_eval(config)`: what `mbpo-bench eval` calls. Resolve, load, check, then run.
+
+Order matters for the user: everything that can fail fast and cheaply (unknown task, missing data,
+a bad image, a finished run folder) fails BEFORE the model is loaded, each as one line. Model
+loading errors become one line too, and the model loads before the run folder is created, so a
+typo in --model leaves no half-made folder whose saved config would block the corrected command.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mbpo_bench.errors import UserError
+from mbpo_bench.evaluation.config import EvalConfig
+from mbpo_bench.evaluation.hashing import content_hash
+from mbpo_bench.evaluation.probes import parse_probes
+from mbpo_bench.evaluation.schema import GenerationSettings, ModelInfo, Results
+
+if TYPE_CHECKING:
+    from mbpo_bench.data.items import TaskItem
+    from mbpo_bench.data.task_spec import TaskSpec
+    from mbpo_bench.evaluation.runner import TaskInfo
+    from mbpo_bench.evaluation.schema import SkippedItem
+    from mbpo_bench.models.protocol import VisionLanguageModel
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+ONLINE_VARIABLE = "MBPO_BENCH_ONLINE"
+
+
+def set_offline(online: bool) -> None:
+    """Nothing touches a hub unless the user asked (`--online`); set before hub imports.
+
+    `--online` also sets MBPO_BENCH_ONLINE=1, the registry's switch for downloading task data.
+    """
+    if online:
+        os.environ[ONLINE_VARIABLE] = "1"
+        return
+    for name in OFFLINE_VARIABLES:
+        os.environ[name] = "1"
+
+
+def task_info(spec: TaskSpec) -> TaskInfo:
+    """Our record of a registry TaskSpec: version, prompt template, verifier, generation, metrics."""
+    from mbpo_bench.evaluation.runner import TaskInfo
+
+    gen = spec.generation
+    temperature = float(gen.get("temperature") or 0.0)
+    do_sample = bool(gen.get("do_sample", False)) and temperature > 0
+    until = gen.get("until") or []
+    metrics: dict[str, dict[str, Any]] = {}
+    for entry in spec.raw.get("metric_list") or []:
+        name = str(entry["metric"])
+        hib = entry.get("higher_is_better", True)
+        metrics[name] = {
+            "aggregation": spec.aggregations.get(name) or None,
+            "higher_is_better": None if hib is None else bool(hib),
+        }
+    process = spec.raw.get("process_results")
+    return TaskInfo(
+        name=spec.name,
+        version=spec.version,
+        prompt_template=spec.prompt,
+        verifier=spec.verifier or "",
+        generation=GenerationSettings(
+            max_new_tokens=spec.max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature if do_sample else 1.0,
+            top_p=float(gen.get("top_p") or 1.0),
+            until=[until] if isinstance(until, str) else [str(u) for u in until],
+        ),
+        metrics=metrics,
+        process_results=str(process) if process else None,
+    )
+
+
+def load_tasks(config: EvalConfig) -> list[tuple[TaskInfo, list[TaskItem], list[SkippedItem]]]:
+    """Resolve names or a suite, load items (limit, include paths, data root), check images."""
+    from mbpo_bench.data import registry
+    from mbpo_bench.evaluation.runner import check_images
+
+    include = tuple(Path(p) for p in config.include_paths)
+    data_root = Path(config.data_root) if config.data_root else None
+    out = []
+    for spec in registry.resolve_tasks(config.tasks, include):
+        items = registry.load_items(
+            spec, limit=config.limit, include_paths=include, data_root=data_root
+        )
+        good, skipped = check_images(items, skip=config.skip_bad_items)
+        out.append((task_info(spec), good, skipped))
+    return out
+
+
+def load_vlm(config: EvalConfig) -> VisionLanguageModel:
+    """Load the model (and adapter); any failure becomes one line naming the model.
+
+    Errors the model layer already words (UserError) pass through; anything else is summarised
+    in one line and chained, so `--debug`-style tracebacks remain available to Python callers.
+    """
+    from mbpo_bench.models import load_model
+
+    try:
+        return load_model(
+            config.model,
+            adapter=config.adapter,
+            dtype=config.dtype,
+            device=config.device,
+            trust_remote_code=config.trust_remote_code,
+            local_files_only=not config.online,
+        )
+    except UserError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        hint = "" if config.online else "; it is not fetched from a hub without --online"
+        raise UserError(
+            f"model '{config.model}' failed to load ({type(exc).__name__}: {first}) — check the "
+            f"path or hub id{hint}"
+        ) from exc
+
+
+def _hash(path_or_id: str | None) -> str | None:
+    """Content hash of a folder, or of a hub id's cached snapshot (never downloads)."""
+    if path_or_id is None:
+        return None
+    from mbpo_bench.models.loading import resolve_folder
+
+    try:
+        return content_hash(resolve_folder(path_or_id, local_files_only=True))
+    except UserError:
+        return None
+
+
+def model_info(config: EvalConfig, vlm: VisionLanguageModel) -> ModelInfo:
+    dtype = getattr(getattr(vlm, "model", None), "dtype", None)
+    return ModelInfo(
+        id=config.model,
+        family=getattr(vlm, "family", None),
+        content_hash=_hash(config.model),
+        adapter_id=config.adapter,
+        adapter_hash=_hash(config.adapter),
+        dtype=str(dtype).replace("torch.", "") if dtype is not None else None,
+        device=str(vlm.device),
+    )
+
+
+def run_eval(config: EvalConfig, *, overwrite: bool = False, progress: bool = True) -> Results:
+    """Evaluate `config.model` on `config.tasks` with the probes; returns the written results.
+
+    With `progress`, the resolved config is printed once the tasks are known to be valid, and a
+    progress bar runs on stderr.
+    """
+    set_offline(config.online)
+    parse_probes(config.probes.names)  # unknown probe names fail first
+    if not config.model:
+        raise UserError("no model given — pass --model PATH_OR_HUB_ID")
+    if config.backend == "lmms-eval":
+        from mbpo_bench.evaluation.lmms_backend import run_lmms_eval
+
+        return run_lmms_eval(config, overwrite=overwrite)
+    from mbpo_bench.evaluation.runner import evaluate
+    from mbpo_bench.runs import RunDir
+
+    tasks = load_tasks(config)
+    if progress:
+        from mbpo_bench.config import print_config
+
+        print_config(config, "eval")
+    import torch  # noqa: F401  (so env.json records the device)
+
+    output = Path(config.output)
+    if RunDir(output).finished and not overwrite:
+        RunDir.open(output, overwrite=False, config=config)  # raises: a finished run is kept
+    vlm = load_vlm(config)  # before the folder exists: a typo in --model leaves nothing behind
+    run = RunDir.open(output, overwrite=overwrite, config=config)
+    return evaluate(run, tasks, vlm, model_info(config, vlm), config, progress=progress)

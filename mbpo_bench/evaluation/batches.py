@@ -1,0 +1,216 @@
+"""One batch of one probe through the model: prompts -> responses or log-probs -> sample rows.
+
+A row holds everything needed to recompute every metric and to pair samples between checkpoints:
+task, probe, doc id, prompt text, the image used ("path", "mismatched:path", "noise:seed",
+None), target and its canonical form, options, response, parsed answer, verdict (correct, score,
+components) and the item's meta labels; `iig` rows hold per-token-mean log-probs of the reference
+answer with and without the image instead of a response.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mbpo_bench.evaluation.probes import ProbeInput, probe_input, stable_seed
+from mbpo_bench.models.protocol import Prompt
+
+if TYPE_CHECKING:
+    import torch
+
+    from mbpo_bench.data.items import TaskItem
+    from mbpo_bench.evaluation.config import EvalConfig
+    from mbpo_bench.evaluation.runner import Batch, TaskPlan
+    from mbpo_bench.models.protocol import VisionLanguageModel
+
+
+def truncate_at(text: str, until: list[str]) -> str:
+    """Cut a response at the first stop string (lmms-eval's `until`)."""
+    cut = len(text)
+    for stop in until:
+        if stop:
+            pos = text.find(stop)
+            if pos != -1:
+                cut = min(cut, pos)
+    return text[:cut]
+
+
+def score_response(plan: TaskPlan, item: TaskItem, response: str) -> dict[str, Any]:
+    """The task's own per-sample row: its lmms-eval `process_results` (or the verifier's row).
+
+    Calling the same function lmms-eval calls keeps our metrics and lmms-eval's identical.
+    """
+    from mbpo_bench.tasks.common import item_to_doc, score_row
+
+    fn = resolve_function(plan.info.process_results)
+    if fn is None:
+        return score_row(
+            plan.info.verifier,
+            response,
+            item.target,
+            item.options,
+            doc_id=item.doc_id,
+            meta=item.meta,
+        )
+    doc = item_to_doc(item, list(plan.info.metrics))
+    scored = fn(doc, [response])
+    row = next(iter(scored.values())) if scored else {}
+    return dict(row) if isinstance(row, dict) else {"value": row}
+
+
+def resolve_function(dotted: str | None) -> Any:
+    """Import `a.b.fn` (a YAML `!function` reference); None stays None."""
+    if not dotted:
+        return None
+    import importlib
+
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def generation_row(
+    plan: TaskPlan, probe: str, item: TaskItem, inp: ProbeInput, response: str
+) -> dict[str, Any]:
+    scored = score_response(plan, item, response)
+    return {
+        "task": plan.info.name,
+        "probe": probe,
+        "prompt": item.question,
+        "image": inp.image,
+        "options": list(item.options),
+        "target_raw": item.target,
+        "response": response,
+        **scored,
+        "doc_id": item.doc_id,
+        "meta": dict(item.meta),
+    }
+
+
+def _adversarial(
+    vlm: VisionLanguageModel,
+    inputs: list[ProbeInput],
+    items: list[TaskItem],
+    config: EvalConfig,
+    seed: int,
+) -> tuple[torch.Tensor, list[float], list[float]]:
+    """PGD against the reference answers; returns images and log p before/after per sample."""
+    import torch
+
+    from mbpo_bench.trainers.pgd import pgd_attack
+
+    prompts = [i.prompt for i in inputs]
+    targets = [it.target for it in items]
+    clean = vlm.images_to_tensor([p.image for p in prompts if p.image is not None])
+
+    def objective(images: torch.Tensor) -> torch.Tensor:
+        return vlm.answer_logprobs(prompts, targets, pixel_images=images, requires_grad=True).sum()
+
+    pc = config.probes
+    result = pgd_attack(
+        objective,
+        clean,
+        eps=pc.adversarial_eps,
+        alpha=pc.adversarial_alpha,
+        steps=pc.adversarial_steps,
+        random_start=pc.adversarial_random_start,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    before, after = result.objective_before.cpu().tolist(), result.objective_after.cpu().tolist()
+    return result.images, before, after
+
+
+def generation_batch(
+    vlm: VisionLanguageModel, plan: TaskPlan, batch: Batch, config: EvalConfig
+) -> list[dict[str, Any]]:
+    import torch
+
+    items = [plan.items[d] for d in batch.doc_ids]
+    inputs = [
+        probe_input(
+            batch.probe,
+            it,
+            image_size=vlm.image_size,
+            mismatched=plan.mismatched,
+            seed=config.probes.seed,
+        )
+        for it in items
+    ]
+    seed = stable_seed(batch.task, batch.probe, str(batch.index))
+    pixels, before, after = None, None, None
+    if batch.probe == "adversarial":
+        pixels, before, after = _adversarial(vlm, inputs, items, config, seed)
+    gen = plan.info.generation
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        texts = vlm.generate(
+            [i.prompt for i in inputs],
+            max_new_tokens=config.max_new_tokens or gen.max_new_tokens,
+            do_sample=gen.do_sample,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            batch_size=len(inputs),
+            pixel_images=pixels,
+        )
+    rows = []
+    for k, (it, inp, out) in enumerate(zip(items, inputs, texts, strict=True)):
+        row = generation_row(plan, batch.probe, it, inp, truncate_at(out[0], gen.until))
+        if before is not None and after is not None:
+            row["attack_logp_before"], row["attack_logp_after"] = before[k], after[k]
+        rows.append(row)
+    return rows
+
+
+def iig_batch(
+    vlm: VisionLanguageModel, plan: TaskPlan, batch: Batch, config: EvalConfig
+) -> list[dict[str, Any]]:
+    """IIG of the reference answers: answer log-probs with the image and under I0."""
+    import torch
+
+    from mbpo_bench.trainers.iig import iig_from_logprobs, null_image
+
+    items = [plan.items[d] for d in batch.doc_ids]
+    cond, reduce = config.probes.iig_null, config.probes.iig_reduce
+    with_image, without = [], []
+    for it in items:
+        gen = torch.Generator().manual_seed(
+            stable_seed(it.task, it.doc_id, "iig", str(config.probes.seed))
+        )
+        with_image.append(Prompt(it.question, it.load_image(vlm.image_size)))
+        without.append(Prompt(it.question, null_image(cond, vlm.image_size, gen)))
+    targets = [it.target for it in items]
+    with torch.no_grad():
+        a = vlm.answer_logprobs(with_image, targets)
+        b = vlm.answer_logprobs(without, targets)
+    mask = (a.mask & b.mask).cpu()
+    logp_a, logp_b = a.logps.float().cpu(), b.logps.float().cpu()
+    iig = iig_from_logprobs(logp_a, logp_b, mask, reduce=reduce).tolist()
+    m = mask.float()
+    denom = m.sum(-1).clamp(min=1.0) if reduce == "mean" else torch.ones(len(items))
+    lp_a = ((logp_a * m).sum(-1) / denom).tolist()
+    lp_b = ((logp_b * m).sum(-1) / denom).tolist()
+    n_tok = m.sum(-1).long().tolist()
+    return [
+        {
+            "task": plan.info.name,
+            "probe": "iig",
+            "doc_id": it.doc_id,
+            "prompt": it.question,
+            "image": str(it.image_path),
+            "target": it.target,
+            "null": cond,
+            "reduce": reduce,
+            "logp_image": lp_a[k],
+            "logp_null": lp_b[k],
+            "n_tokens": n_tok[k],
+            "iig": iig[k],
+            "meta": dict(it.meta),
+        }
+        for k, it in enumerate(items)
+    ]
+
+
+def run_batch(
+    vlm: VisionLanguageModel, plan: TaskPlan, batch: Batch, config: EvalConfig
+) -> list[dict[str, Any]]:
+    if batch.probe == "iig":
+        return iig_batch(vlm, plan, batch, config)
+    return generation_batch(vlm, plan, batch, config)

@@ -1,0 +1,56 @@
+"""The resolved configuration of one `mbpo-bench eval` run (saved as the run's config.yaml).
+
+Every default the evaluation uses is a field here (method.md: no hidden literals). A resumed
+run must have the SAME config as the interrupted one (RunDir refuses otherwise), which is why
+`--overwrite` is not part of it: it is an action, not a setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mbpo_bench.evaluation.probes import CHEAP_PROBES
+
+
+@dataclass
+class ProbeConfig:
+    names: list[str] = field(default_factory=lambda: list(CHEAP_PROBES))
+    seed: int = 0  # seeds the mismatched derangement and the noise images
+    iig_null: Literal["text", "black", "noise"] = "text"  # I0 of method.md
+    iig_reduce: Literal["mean", "sum"] = "mean"
+    adversarial_eps: float = 8 / 255
+    adversarial_alpha: float = 2 / 255
+    adversarial_steps: int = 10
+    adversarial_random_start: bool = True
+
+
+@dataclass
+class BootstrapConfig:
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    # the task's own metrics (MME score, CHAIR, ...) are not ratios: each resample calls the
+    # task's aggregation function in Python, so they get fewer resamples
+    task_metric_resamples: int = 200
+
+
+@dataclass
+class EvalConfig:
+    model: str = ""
+    adapter: str | None = None
+    tasks: str = "embedded"
+    output: str = "runs/eval"
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    limit: int | None = None  # first N items of each task (after the registry's order)
+    batch_size: int = 16
+    max_new_tokens: int | None = None  # None: the task's generation settings
+    device: str = "auto"
+    dtype: str = "auto"
+    include_paths: list[str] = field(default_factory=list)
+    data_root: str | None = None
+    skip_bad_items: bool = False
+    online: bool = False
+    trust_remote_code: bool = False
+    backend: Literal["native", "lmms-eval"] = "native"

@@ -1,0 +1,208 @@
+"""The batched, resumable evaluation loop behind `mbpo-bench eval`.
+
+Design decision: our own runner, with lmms-eval as a two-way integration. The GPU machine has no
+lmms-eval, and lmms-eval has neither modality probes nor resume after a crash, so `mbpo-bench
+eval` runs this loop over `TaskItem`s from our registry (which reads the same lmms-eval-format
+task YAML) and scores them with the same verifiers that `process_results` calls inside lmms-eval.
+The other direction: `lmms_plugin.py` is an lmms-eval model (entry point `mbpo`), so the plain
+`lmms-eval --model mbpo ...` command runs our batched wrapper, and `--backend lmms-eval`
+(`lmms_backend.py`) sends the image probe through lmms-eval's `simple_evaluate` where installed.
+
+How a run goes (`evaluate`):
+1. Plan: per task and probe, the applicable doc ids, cut into fixed batches of prompts sorted by
+   length (less padding). The plan depends only on the items, probes and batch size.
+2. Execute: each batch not fully in `samples.jsonl` runs IN FULL (same composition as in an
+   uninterrupted run, so padding and hence every number is identical) and appends only its
+   missing rows. A kill -9 loses at most the batch in flight.
+3. Score: `recompute_results` rebuilds the results from the files; results.json is written
+   atomically and status.json marked finished only after every planned sample exists.
+Generation is seeded per batch (stable crc32 seeds), so sampling settings resume identically too.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mbpo_bench.evaluation.config import EvalConfig
+from mbpo_bench.evaluation.probes import applicable, mismatched_images, parse_probes
+from mbpo_bench.evaluation.schema import GenerationSettings, ModelInfo, Results, SkippedItem
+from mbpo_bench.evaluation.store import RESULTS, SampleStore
+
+if TYPE_CHECKING:
+    from mbpo_bench.data.items import TaskItem
+    from mbpo_bench.models.protocol import VisionLanguageModel
+    from mbpo_bench.runs import RunDir
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the runner needs of a task spec (and records in results.json)."""
+
+    name: str
+    version: str
+    prompt_template: str
+    verifier: str
+    generation: GenerationSettings
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> aggregation, hib
+    process_results: str | None = None  # dotted path of the task's lmms-eval process_results
+
+
+@dataclass(frozen=True)
+class Batch:
+    task: str
+    probe: str
+    index: int
+    doc_ids: tuple[str, ...]
+
+
+@dataclass
+class TaskPlan:
+    info: TaskInfo
+    items: dict[str, TaskItem]  # doc_id -> item (bad items removed)
+    skipped: list[SkippedItem]
+    probes: dict[str, list[str]]  # probe -> doc ids it covers
+    mismatched: dict[str, Path]
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "version": self.info.version,
+            "prompt_template": self.info.prompt_template,
+            "verifier": self.info.verifier,
+            "metrics": self.info.metrics,
+            "generation": asdict(self.info.generation),
+            "n_items": len(self.items),
+            "skipped": [asdict(s) for s in self.skipped],
+            "probes": {p: sorted(ids) for p, ids in self.probes.items()},
+        }
+
+
+def check_images(
+    items: Sequence[TaskItem], *, skip: bool
+) -> tuple[list[TaskItem], list[SkippedItem]]:
+    """Decode every distinct image once; a bad one fails the run unless `skip` (then dropped)."""
+    from mbpo_bench.data.images import BadImageError, load_rgb
+
+    bad: dict[Path, str] = {}
+    checked: set[Path] = set()
+    for it in items:
+        if it.image_path is None or it.image_path in checked:
+            continue
+        checked.add(it.image_path)
+        try:
+            load_rgb(it.image_path, item=f"{it.task}/{it.doc_id}")
+        except BadImageError as exc:
+            if not skip:
+                raise
+            bad[it.image_path] = str(exc)
+    good = [it for it in items if it.image_path not in bad]
+    skipped = [SkippedItem(it.doc_id, bad[it.image_path]) for it in items if it.image_path in bad]
+    return good, skipped
+
+
+def plan_task(
+    info: TaskInfo,
+    items: Sequence[TaskItem],
+    skipped: list[SkippedItem],
+    probes: Sequence[str],
+    seed: int,
+) -> TaskPlan:
+    ids = [it.doc_id for it in items]
+    if len(set(ids)) != len(ids):
+        dup = next(d for d in ids if ids.count(d) > 1)
+        raise ValueError(f"task {info.name}: doc id {dup!r} occurs twice")
+    mismatched = mismatched_images(sorted(items, key=lambda it: it.doc_id), seed)
+    covered = {p: [it.doc_id for it in items if applicable(p, it, mismatched)] for p in probes}
+    covered = {p: ids for p, ids in covered.items() if ids}
+    return TaskPlan(info, {it.doc_id: it for it in items}, skipped, covered, mismatched)
+
+
+def batches(plan: TaskPlan, batch_size: int) -> list[Batch]:
+    """Fixed batches per probe over doc ids sorted by prompt length (then doc id)."""
+    out = []
+    for probe, ids in plan.probes.items():
+        order = sorted(ids, key=lambda d: (len(plan.items[d].question), d))
+        for i, start in enumerate(range(0, len(order), batch_size)):
+            out.append(Batch(plan.info.name, probe, i, tuple(order[start : start + batch_size])))
+    return out
+
+
+def write_meta(
+    store: SampleStore, plans: Sequence[TaskPlan], model: ModelInfo, probes: Sequence[str]
+) -> None:
+    store.write_meta(
+        {
+            "model": asdict(model),
+            "probes": list(probes),
+            "tasks": {p.info.name: p.meta() for p in plans},
+        }
+    )
+
+
+def execute(
+    store: SampleStore,
+    plans: Sequence[TaskPlan],
+    vlm: VisionLanguageModel,
+    config: EvalConfig,
+    *,
+    progress: bool = True,
+) -> int:
+    """Run every batch that still misses rows; return the number of rows appended."""
+    from mbpo_bench.evaluation.batches import run_batch
+    from mbpo_bench.evaluation.progress import eval_progress
+
+    done = store.done()
+    work = [
+        (plan, b, [d for d in b.doc_ids if (b.task, b.probe, d) not in done])
+        for plan in plans
+        for b in batches(plan, config.batch_size)
+    ]
+    work = [(plan, b, todo) for plan, b, todo in work if todo]
+    session = f"{datetime.now(UTC).isoformat(timespec='seconds')}-{uuid.uuid4().hex[:6]}"
+    start = time.perf_counter()
+    appended = 0
+    with eval_progress(sum(len(t) for _, _, t in work), enabled=progress) as advance:
+        for plan, batch, todo in work:
+            t0 = time.perf_counter()
+            rows = run_batch(vlm, plan, batch, config)
+            compute = time.perf_counter() - t0
+            wanted = set(todo)
+            new = [r for r in rows if r["doc_id"] in wanted]
+            store.append(new)
+            store.log_batch(session, len(new), compute, time.perf_counter() - start)
+            appended += len(new)
+            advance(f"{batch.task} · {batch.probe}", len(new))
+    return appended
+
+
+def evaluate(
+    run: RunDir,
+    tasks: Sequence[tuple[TaskInfo, Sequence[TaskItem], list[SkippedItem]]],
+    vlm: VisionLanguageModel,
+    model: ModelInfo,
+    config: EvalConfig,
+    *,
+    progress: bool = True,
+) -> Results:
+    """Plan, execute (resuming) and score; write results.json and mark the run finished."""
+    from mbpo_bench.evaluation.scoring import recompute_results
+    from mbpo_bench.runs import write_atomic
+
+    probes = parse_probes(config.probes.names)
+    plans = [
+        plan_task(info, items, skipped, probes, config.probes.seed)
+        for info, items, skipped in tasks
+    ]
+    store = SampleStore.open(run.path)
+    write_meta(store, plans, model, probes)
+    n = execute(store, plans, vlm, config, progress=progress)
+    run.log(f"appended {n} samples")
+    results = recompute_results(run.path)
+    write_atomic(run.path / RESULTS, results.to_json())
+    run.finish(results=RESULTS, n_samples=results.n_samples, items_skipped=results.items_skipped)
+    return results

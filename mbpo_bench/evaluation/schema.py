@@ -1,0 +1,238 @@
+"""The typed, versioned schema of an evaluation's `results.json`.
+
+Reports, comparisons and plots read ONLY this file (and the per-sample `samples.jsonl` beside it
+for paired comparisons), so it is explicit about everything a reader needs to trust a number:
+
+- per task and probe, every metric as `{value, n, ci_low, ci_high, higher_is_better}`
+  (bootstrap percentile CI; `value` is `null` where undefined, e.g. precision with no "yes");
+- per task, the derived modality-balance metrics in `balance` (see `BALANCE_METRICS`);
+- task version, prompt template and generation settings, so two results are comparable only
+  when these agree;
+- model and adapter ids with cheap content hashes (`mbpo_bench.evaluation.hashing`), package
+  versions, git sha, wall time and samples/s.
+
+Layout (`Results`):
+    schema_version, model{...}, probes[...], bootstrap{...}, tasks{name: TaskResult},
+    packages{...}, git_sha, python, device, wall_time_s, compute_time_s, samples_per_s,
+    n_samples, items_skipped, config{...}
+    TaskResult: task, version, prompt_template, verifier, generation{...}, n_items,
+                items_skipped[{doc_id, reason}], probes{probe: {probe, n, metrics{...}}},
+                balance{name: Metric}
+
+`SCHEMA_VERSION` increases on any incompatible change; `Results.from_json` refuses other versions
+and reports the first problem as one line naming its path (`tasks.pope.probes.image.metrics...`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin
+
+from mbpo_bench.errors import UserError
+
+SCHEMA_VERSION = 1
+
+# name -> higher_is_better (None: neither direction is better, the ideal is task-dependent)
+BALANCE_METRICS: dict[str, bool | None] = {
+    "visual_reliance_blind": True,  # acc(image) - acc(blind), paired over the same items
+    "visual_reliance_mismatched": True,  # acc(image) - acc(another item's image)
+    "visual_reliance_noise": True,  # acc(image) - acc(noise image)
+    "predicted_yes_ratio": None,  # share of PREDICTED "yes" with the image (yes/no tasks)
+    "counter_prior_gap": False,  # acc(prior-consistent) - acc(counter-prior), with the image
+    "iig_mean": True,  # mean Image Information Gain of the reference answers
+}
+
+
+class SchemaError(UserError):
+    """A results file that does not match this schema (one line, naming the field)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    value: float | None
+    n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+    higher_is_better: bool | None = True
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    until: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    doc_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    probe: str
+    n: int  # samples scored under this probe
+    metrics: dict[str, Metric]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    task: str
+    version: str
+    prompt_template: str
+    verifier: str
+    generation: GenerationSettings
+    n_items: int  # items evaluated (after --limit, without skipped ones)
+    items_skipped: list[SkippedItem]
+    probes: dict[str, ProbeResult]
+    balance: dict[str, Metric]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    family: str | None = None
+    content_hash: str | None = None
+    adapter_id: str | None = None
+    adapter_hash: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    n_resamples: int
+    confidence: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class Results:
+    schema_version: int
+    model: ModelInfo
+    probes: list[str]
+    bootstrap: BootstrapSettings
+    tasks: dict[str, TaskResult]
+    packages: dict[str, str | None]
+    git_sha: str | None
+    python: str
+    device: str | None
+    wall_time_s: float
+    compute_time_s: float
+    samples_per_s: float | None
+    n_samples: int
+    items_skipped: int
+    config: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "results") -> Results:
+        """Validate and build; raises `SchemaError` naming the first bad field."""
+        if not isinstance(data, dict):
+            raise SchemaError(f"{source}: expected a JSON object at the top level")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SchemaError(
+                f"{source}: schema_version {version!r} is not {SCHEMA_VERSION} — "
+                "re-run the evaluation with this version of mbpo-bench"
+            )
+        return typing.cast(Results, _load(cls, data, source))
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "results") -> Results:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def read(cls, path: Path) -> Results:
+        if not path.is_file():
+            raise SchemaError(f"results file not found: {path} — run `mbpo-bench eval` first")
+        return cls.from_json(path.read_text(), source=str(path))
+
+
+def _fail(where: str, expected: str, value: Any) -> SchemaError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return SchemaError(f"{where}: expected {expected}, got {shown}")
+
+
+def _load(tp: Any, value: Any, where: str) -> Any:
+    """Check `value` against annotation `tp` recursively and build dataclasses."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            if type(None) in get_args(tp):
+                return None
+            raise _fail(where, "a value", value)
+        return _load(args[0], value, where) if len(args) == 1 else value
+    if origin is list:
+        if not isinstance(value, list):
+            raise _fail(where, "a list", value)
+        (item_tp,) = get_args(tp)
+        return [_load(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(where, "an object", value)
+        _, val_tp = get_args(tp)
+        return {str(k): _load(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _load_dataclass(tp, value, where)
+    return _load_scalar(tp, value, where)
+
+
+def _load_scalar(tp: Any, value: Any, where: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _fail(where, "true or false", value)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _fail(where, "an integer", value)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _fail(where, "a number", value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _fail(where, "a string", value)
+    return value
+
+
+def _load_dataclass(cls: type, value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise _fail(where, f"an object ({cls.__name__})", value)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise SchemaError(f"{where}: unknown field '{unknown[0]}' in {cls.__name__}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in value:
+            has_default = f.default is not dataclasses.MISSING
+            if has_default or f.default_factory is not dataclasses.MISSING:
+                continue
+            raise SchemaError(f"{where}: missing field '{name}' of {cls.__name__}")
+        kwargs[name] = _load(hints[name], value[name], f"{where}.{name}")
+    return cls(**kwargs)

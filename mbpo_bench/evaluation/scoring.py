@@ -1,0 +1,259 @@
+"""Per-sample rows -> metrics with CIs -> `Results`. The ONLY way results.json is computed.
+
+`recompute_results(run_dir)` reads the run folder (config.yaml, env.json, meta.json,
+samples.jsonl, timing.jsonl) and rebuilds the results from scratch; the runner writes exactly its
+output, so "results recomputed from the JSONL equal results.json" holds by construction and a
+resumed run equals an uninterrupted one whenever its rows do.
+
+Metrics of a generation probe: `accuracy` (verifier correctness), `format_rate` (an answer of the
+expected form was found), for yes/no tasks POPE's `precision`, `recall`, `f1` and `yes_ratio`
+(share of PREDICTED yes; lmms-eval's POPE counts ground-truth yes), and `accuracy[key=value]` for
+each item label in `GROUP_KEYS` that takes at least two values in the items' meta. The `iig` probe reports `iig`,
+`logp_image` and `logp_null` (mean per-token log-probs of the reference answer).
+Bootstrap resamples are drawn over items with a seed derived from (bootstrap seed, task), and
+differences between probes are paired over the items both probes cover.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mbpo_bench.config import from_dict, to_dict
+from mbpo_bench.errors import UserError
+from mbpo_bench.evaluation.config import EvalConfig
+from mbpo_bench.evaluation.probes import stable_seed
+from mbpo_bench.evaluation.schema import (
+    BALANCE_METRICS,
+    SCHEMA_VERSION,
+    BootstrapSettings,
+    GenerationSettings,
+    Metric,
+    ModelInfo,
+    ProbeResult,
+    Results,
+    SkippedItem,
+    TaskResult,
+)
+from mbpo_bench.evaluation.store import SampleStore
+from mbpo_bench.metrics import (
+    Estimate,
+    RatioMetric,
+    binary_metrics,
+    difference_ci,
+    percentile_interval,
+    ratio_ci,
+    resample_counts,
+)
+
+GROUP_KEYS = ("prior", "kind", "negative_split", "category")
+HIGHER_IS_BETTER: dict[str, bool | None] = {"yes_ratio": None}
+RELIANCE_PROBES = ("blind", "mismatched", "noise")
+
+
+def _metric(est: Estimate, higher_is_better: bool | None = True) -> Metric:
+    return Metric(est.value, est.n, est.ci_low, est.ci_high, higher_is_better)
+
+
+class _Scorer:
+    """Bootstrap bookkeeping for one task: counts per item subset, seeded by the task name."""
+
+    def __init__(self, task: str, config: EvalConfig) -> None:
+        self.seed = config.bootstrap.seed + stable_seed(task)
+        self.b = config.bootstrap
+        self._counts: dict[int, np.ndarray] = {}
+
+    def counts(self, n: int) -> np.ndarray:
+        if n not in self._counts:
+            self._counts[n] = resample_counts(n, self.b.n_resamples, self.seed)
+        return self._counts[n]
+
+    def ratio(self, m: RatioMetric, hib: bool | None = True) -> Metric:
+        return _metric(ratio_ci(m, self.counts(len(m.num)), self.b.confidence), hib)
+
+    def diff(self, a: RatioMetric, b: RatioMetric, hib: bool | None) -> Metric:
+        return _metric(difference_ci(a, b, self.counts(len(a.num)), self.b.confidence), hib)
+
+    def aggregate(
+        self, fn: Callable[[list[Any]], float], rows: list[Any], hib: bool | None
+    ) -> Metric:
+        """A task's own aggregation with a bootstrap over the same item resamples."""
+        n = len(rows)
+        if n == 0:
+            return Metric(None, 0, None, None, hib)
+        counts = self.counts(n)[: self.b.task_metric_resamples].astype(int)
+        index = np.arange(n)
+        stats = np.array([fn([rows[i] for i in np.repeat(index, c)]) for c in counts], dtype=float)
+        est = Estimate(float(fn(rows)), *percentile_interval(stats, self.b.confidence), n)
+        return _metric(est, hib)
+
+
+def _columns(rows: list[dict[str, Any]], verifier: str) -> dict[str, RatioMetric]:
+    """The ratio metrics of one generation probe over its rows (in doc-id order)."""
+    if not verifier or not all(isinstance(r.get("correct"), bool) for r in rows):
+        return {}  # open-ended task: only its own metrics
+    correct = np.array([float(r["correct"]) for r in rows])
+    out = {"accuracy": RatioMetric.mean(correct)}
+    fmt = [r.get("format") for r in rows]
+    if rows and all(f is not None for f in fmt):
+        out["format_rate"] = RatioMetric.mean(np.array(fmt, dtype=float))
+    if verifier == "yesno":
+        pred = np.array([{"yes": 1.0, "no": 0.0}.get(r["parsed"], np.nan) for r in rows])
+        gold = np.array([1.0 if r["target"] == "yes" else 0.0 for r in rows])
+        for name, m in binary_metrics(pred, gold).items():
+            if name != "accuracy":
+                out[name] = m
+    for key in GROUP_KEYS:
+        values = sorted({str(v) for r in rows if (v := (r.get("meta") or {}).get(key)) is not None})
+        if len(values) < 2:
+            continue  # one group is the whole task (or no labels): nothing to compare
+        for value in values:
+            member = np.array([float(str(r.get("meta", {}).get(key)) == value) for r in rows])
+            out[f"accuracy[{key}={value}]"] = RatioMetric(correct * member, member)
+    return out
+
+
+def _iig_columns(rows: list[dict[str, Any]]) -> dict[str, RatioMetric]:
+    return {
+        name: RatioMetric.mean(np.array([float(r[name]) for r in rows]))
+        for name in ("iig", "logp_image", "logp_null")
+    }
+
+
+def _probe_columns(probe: str, rows: list[dict[str, Any]], verifier: str) -> dict[str, RatioMetric]:
+    return _iig_columns(rows) if probe == "iig" else _columns(rows, verifier)
+
+
+def _task_metrics(
+    scorer: _Scorer,
+    declared: dict[str, dict[str, Any]],
+    rows: list[dict[str, Any]],
+    have: dict[str, Metric],
+) -> dict[str, Metric]:
+    """The task YAML's metrics that no ratio metric above already covers."""
+    from mbpo_bench.evaluation.batches import resolve_function
+
+    out = {}
+    for name, spec in declared.items():
+        if name in have or not spec.get("aggregation"):
+            continue
+        fn = resolve_function(spec["aggregation"])
+        out[name] = scorer.aggregate(fn, rows, spec.get("higher_is_better", True))
+    return out
+
+
+def _balance(
+    scorer: _Scorer,
+    by_probe: dict[str, dict[str, dict[str, Any]]],
+    verifier: str,
+    probe_metrics: dict[str, ProbeResult],
+) -> dict[str, Metric]:
+    out: dict[str, Metric] = {}
+    image = by_probe.get("image", {})
+    for other in RELIANCE_PROBES:
+        rows_other = by_probe.get(other, {})
+        common = sorted(set(image) & set(rows_other))
+        acc = _columns([image[d] for d in common], verifier).get("accuracy")
+        acc_other = _columns([rows_other[d] for d in common], verifier).get("accuracy")
+        if common and acc is not None and acc_other is not None:
+            name = f"visual_reliance_{other}"
+            out[name] = scorer.diff(acc, acc_other, BALANCE_METRICS[name])
+    cols = _columns([image[d] for d in sorted(image)], verifier) if image else {}
+    if "yes_ratio" in cols:
+        out["predicted_yes_ratio"] = scorer.ratio(cols["yes_ratio"], None)
+    consistent, counter = (
+        cols.get("accuracy[prior=consistent]"),
+        cols.get("accuracy[prior=counter]"),
+    )
+    if consistent is not None and counter is not None:
+        name = "counter_prior_gap"
+        out[name] = scorer.diff(consistent, counter, BALANCE_METRICS[name])
+    if "iig" in probe_metrics:
+        out["iig_mean"] = probe_metrics["iig"].metrics["iig"]
+    return out
+
+
+def score_task(
+    task: str,
+    task_meta: dict[str, Any],
+    rows: list[dict[str, Any]],
+    config: EvalConfig,
+) -> TaskResult:
+    """One task's metrics from its rows; only rows of planned (probe, doc_id) pairs count."""
+    scorer = _Scorer(task, config)
+    verifier = task_meta["verifier"]
+    by_probe: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        by_probe[r["probe"]][str(r["doc_id"])] = r
+    probes: dict[str, ProbeResult] = {}
+    for probe, planned in task_meta["probes"].items():
+        have = by_probe.get(probe, {})
+        missing = [d for d in planned if d not in have]
+        if missing:
+            raise UserError(
+                f"task {task}, probe {probe}: {len(missing)} planned samples are missing "
+                f"(first: {missing[0]}) — rerun the same command to finish the run"
+            )
+        ordered = [have[d] for d in sorted(planned)]
+        cols = _probe_columns(probe, ordered, verifier)
+        metrics = {k: scorer.ratio(m, HIGHER_IS_BETTER.get(k, True)) for k, m in cols.items()}
+        if probe != "iig":
+            metrics.update(_task_metrics(scorer, task_meta.get("metrics", {}), ordered, metrics))
+        probes[probe] = ProbeResult(probe, len(ordered), metrics)
+    planned_rows = {p: {d: by_probe[p][d] for d in task_meta["probes"][p]} for p in probes}
+    return TaskResult(
+        task=task,
+        version=str(task_meta["version"]),
+        prompt_template=str(task_meta["prompt_template"]),
+        verifier=verifier,
+        generation=GenerationSettings(**task_meta["generation"]),
+        n_items=int(task_meta["n_items"]),
+        items_skipped=[SkippedItem(**s) for s in task_meta["skipped"]],
+        probes=probes,
+        balance=_balance(scorer, planned_rows, verifier, probes),
+    )
+
+
+def recompute_results(run_dir: Path) -> Results:
+    """Rebuild `Results` from a run folder's files (the runner writes exactly this)."""
+    import json
+
+    run_dir = Path(run_dir)
+    store = SampleStore(run_dir)
+    meta = store.read_meta()
+    config = from_dict(EvalConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+    env = json.loads((run_dir / "env.json").read_text())
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in store.rows():
+        by_task[row["task"]].append(row)
+    tasks = {
+        name: score_task(name, tmeta, by_task.get(name, []), config)
+        for name, tmeta in meta["tasks"].items()
+    }
+    wall, compute, timed = store.timing()
+    n_samples = sum(p.n for t in tasks.values() for p in t.probes.values())
+    device = env.get("device", {}).get("name") if isinstance(env.get("device"), dict) else None
+    return Results(
+        schema_version=SCHEMA_VERSION,
+        model=ModelInfo(**meta["model"]),
+        probes=list(meta["probes"]),
+        bootstrap=BootstrapSettings(
+            config.bootstrap.n_resamples, config.bootstrap.confidence, config.bootstrap.seed
+        ),
+        tasks=tasks,
+        packages=dict(env.get("packages", {})),
+        git_sha=env.get("git_sha"),
+        python=str(env.get("python", "")),
+        device=device,
+        wall_time_s=wall,
+        compute_time_s=compute,
+        samples_per_s=timed / compute if compute > 0 else None,
+        n_samples=n_samples,
+        items_skipped=sum(len(t.items_skipped) for t in tasks.values()),
+        config=to_dict(config),
+    )
