@@ -39,6 +39,7 @@ def test_defaults_yaml_and_overrides_compose(tmp_path: Path) -> None:
 def test_int_is_accepted_for_float_and_round_trips() -> None:
     cfg = load_config(Demo, None, ["optim.lr=1"])
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert load_config(Demo, None, ["optim.lr=3e-4"]).optim.lr == 3e-4  # YAML 1.1 reads a string
     assert load_config(Demo, None, []) == Demo()
     again = load_config(Demo, None, [f"{k}={v}" for k, v in [("name", "demo")]])
     assert to_dict(again) == yaml.safe_load(dump_yaml(Demo()))

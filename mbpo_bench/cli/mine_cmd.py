@@ -1,10 +1,46 @@
-"""`mbpo-bench mine`: adversarial hard-negative mining alone."""
+"""`mbpo-bench mine`: adversarial hard-negative mining alone (MBPO stage 1).
+
+    mbpo-bench mine --model runs/sft --data embedded --output runs/mined mining.source=noise
+
+Writes `<output>/pairs.parquet` (image reference, question, chosen, rejected, IIG, attack
+statistics) and `pairs.stats.json`; `mbpo-bench train dpo --data <output>/pairs.parquet` and
+`train mbpo preference_data=<output>/pairs.parquet` train on it.
+"""
 
 from __future__ import annotations
 
-from mbpo_bench.cli.common import not_built_yet
+from pathlib import Path
+
+import typer
 
 
-def mine_command() -> None:
-    """Mine adversarial hard negatives into a preference dataset (not built yet)."""
-    raise not_built_yet("mbpo-bench mine", "issue: trainers")
+def mine_command(
+    overrides: list[str] = typer.Argument(None, help="Config overrides: mining.eps=0.02 ..."),
+    model: str | None = typer.Option(
+        None, "--model", help="Checkpoint folder, hub id or run folder."
+    ),
+    data: str | None = typer.Option(None, "--data", help="Task names/suites or a task YAML."),
+    output: Path = typer.Option(..., "--output", help="Run folder for pairs.parquet."),
+    config_file: Path | None = typer.Option(None, "--config", help="YAML file of config fields."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    sets: list[str] = typer.Option([], "--set", help="Same as a positional key=value override."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
+) -> None:
+    """Mine adversarial hard negatives into a preference dataset (pairs.parquet)."""
+    from mbpo_bench.cli.train_cmd import build_config
+    from mbpo_bench.config import print_config
+    from mbpo_bench.trainers.mining import PAIRS_FILE, MineConfig, run_mine
+
+    config = build_config(
+        MineConfig, model=model, data=data, config_file=config_file,
+        overrides=[*(overrides or []), *sets],
+    )  # fmt: skip
+    if not quiet:
+        print_config(config, "mine")
+    pairs, stats = run_mine(config, output, overwrite=overwrite)
+    info = stats.as_dict()
+    typer.echo(
+        f"mined {len(pairs)} pairs from {info['candidates']} candidates "
+        f"({info['selected']} selected by IIG, flip rate {info['flip_rate']:.2f}): "
+        f"{output / PAIRS_FILE}"
+    )

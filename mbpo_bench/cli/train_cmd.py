@@ -1,10 +1,101 @@
-"""`mbpo-bench train METHOD`: SFT, DPO, GRPO and MBPO training plugins."""
+"""`mbpo-bench train METHOD`: SFT, DPO, GRPO and MBPO training plugins.
+
+    mbpo-bench train mbpo --model runs/sft --data embedded --output runs/mbpo \\
+        optim.steps=300 grpo.num_generations=8 hybrid.offline_ratio=0.5
+
+The command only resolves the method's typed config (defaults, then `--config FILE`, then
+`--model/--data`, then `key=value` overrides, given positionally or with `--set`), prints it, and
+calls the method's `run_*` function; trainers (torch) are imported only then. `--resume`
+continues an unfinished run from its last checkpoint (the config must be the same).
+"""
 
 from __future__ import annotations
 
-from mbpo_bench.cli.common import not_built_yet
+import importlib
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mbpo_bench.errors import UserError, did_you_mean
+
+# method -> (module, config class, run function)
+METHODS: dict[str, tuple[str, str, str]] = {
+    "sft": ("mbpo_bench.trainers.sft", "SFTConfig", "run_sft"),
+    "dpo": ("mbpo_bench.trainers.dpo", "DPOConfig", "run_dpo"),
+    "grpo": ("mbpo_bench.trainers.grpo", "GRPOConfig", "run_grpo"),
+    "mbpo": ("mbpo_bench.trainers.mbpo", "MBPOConfig", "run_mbpo"),
+}
 
 
-def train_command() -> None:
-    """Train with sft, dpo, grpo or mbpo (not built yet)."""
-    raise not_built_yet("mbpo-bench train", "issue: trainers")
+def method_entry(method: str) -> tuple[type, Any]:
+    """(config class, run function) of `method`; an unknown name raises with did-you-mean."""
+    if method not in METHODS:
+        raise UserError(
+            f"unknown training method '{method}'{did_you_mean(method, METHODS)} — "
+            f"choose one of: {', '.join(METHODS)}"
+        )
+    module, cls, fn = METHODS[method]
+    mod = importlib.import_module(module)
+    return getattr(mod, cls), getattr(mod, fn)
+
+
+def build_config(
+    config_cls: type,
+    *,
+    model: str | None,
+    data: str | None,
+    config_file: Path | None,
+    overrides: list[str],
+) -> Any:
+    """Defaults -> config file -> --model/--data -> key=value overrides; `model` must end set."""
+    from mbpo_bench.config import load_config
+
+    given = [f"model={model}"] if model is not None else []
+    given += [f"data={data}"] if data is not None else []
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(
+                f"'{item}' is not a key=value override — write e.g. optim.lr=1e-4 "
+                "(options such as --resume go before them)"
+            )
+    config: Any = load_config(config_cls, config_file, [*given, *overrides])
+    if not getattr(config, "model", ""):
+        raise UserError("no model to train — pass --model PATH_OR_ID (or set model in --config)")
+    return config
+
+
+def train_command(
+    method: str = typer.Argument(..., help="sft, dpo, grpo or mbpo."),
+    overrides: list[str] = typer.Argument(None, help="Config overrides: section.key=value ..."),
+    model: str | None = typer.Option(
+        None, "--model", help="Checkpoint folder, hub id or run folder."
+    ),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        help="Task names/suites (comma-separated), a task YAML, or a pairs .parquet.",
+    ),
+    output: Path = typer.Option(..., "--output", help="Run folder (checkpoints, metrics, final)."),
+    config_file: Path | None = typer.Option(None, "--config", help="YAML file of config fields."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an unfinished run."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    sets: list[str] = typer.Option([], "--set", help="Same as a positional key=value override."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
+) -> None:
+    """Train with sft, dpo, grpo or mbpo; writes checkpoints, metrics.jsonl and final/ weights."""
+    from mbpo_bench.config import print_config
+
+    config_cls, run = method_entry(method)
+    config = build_config(
+        config_cls, model=model, data=data, config_file=config_file,
+        overrides=[*(overrides or []), *sets],
+    )  # fmt: skip
+    if not quiet:
+        print_config(config, f"train {method}")
+    result = run(config, output, resume=resume, overwrite=overwrite)
+    last = result.last
+    shown = ", ".join(
+        f"{k} {last[k]:.4g}" for k in ("loss", "reward_mean", "accuracy") if k in last
+    )
+    typer.echo(f"{method}: {result.steps} steps, {shown}; weights: {output / 'final'}")

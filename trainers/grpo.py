@@ -1,0 +1,298 @@
+"""GRPO with verified rewards on close-ended task items; also MBPO's stage-2 engine.
+
+One step (method.md): sample G responses per prompt (temperature 1.0), reward each with the
+task's verifier (correctness + format, max 2), compute group-relative advantages (scaling by
+group / batch / none), and minimise the clipped surrogate with the k3 KL to the reference
+(adapter disabled with LoRA, a frozen copy under full fine-tuning), aggregated as grpo /
+dr_grpo / dapo. One policy update per batch, so pi_old is the policy at batch time (ratio 1 on
+the first and only pass) and needs no extra forward.
+
+`make_step_fn` also takes offline pairs and `HybridSettings`: MBPO's hybrid batches are the same
+code with some groups replaced by {chosen: 2, rejected: 0} (+ optional online samples). With no
+pairs every group is online, so MBPO reduces exactly to GRPO (a test checks it).
+
+Micro-batches (`optim.grad_accum`) split the step's samples after the rollout; the loss
+normalisers are those of the whole step, so accumulation changes nothing but memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mbpo_bench.trainers.advantages import STD_EPS, Scaling
+from mbpo_bench.trainers.hybrid import Group, HybridSettings
+from mbpo_bench.trainers.loop import (
+    IndexStream,
+    LoopResult,
+    OptimConfig,
+    RuntimeConfig,
+    StepResult,
+    setup_runtime,
+    train_loop,
+)
+from mbpo_bench.trainers.losses import Aggregation
+
+from mbpo_bench.models.lora import LoraSettings
+from mbpo_bench.runs import RunDir
+
+if TYPE_CHECKING:
+    import torch
+    from mbpo_bench.trainers.data import PreferencePair
+    from mbpo_bench.trainers.policy import Policy
+
+    from mbpo_bench.data.items import TaskItem
+    from mbpo_bench.models.protocol import Prompt
+
+
+@dataclass
+class GRPOSettings:
+    num_generations: int = 8  # G
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 16
+    generation_batch_size: int = 64  # prompts per generate call
+    beta: float = 0.04  # KL weight (k3 estimator); 0 skips the reference forward
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    scaling: Scaling = "group"
+    aggregation: Aggregation = "grpo"
+    adv_eps: float = STD_EPS
+    skip_zero_variance: bool = False  # drop groups whose rewards are all equal from the loss
+    reward_max_words: int = 10  # the format reward's length limit
+    max_length: int | None = None  # dr_grpo normaliser; None = max_new_tokens + 1 (EOS)
+
+
+@dataclass
+class GRPOConfig:
+    model: str = ""
+    data: str = "embedded"
+    split: str = "train"
+    limit: int | None = None
+    full_finetune: bool = False
+    save_merged: bool = False
+    trust_remote_code: bool = False
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    optim: OptimConfig = field(  # batch_size = prompts (groups) per step
+        default_factory=lambda: OptimConfig(lr=5e-5, steps=200, batch_size=8, warmup_ratio=0.05)
+    )
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+@dataclass
+class Rollout:
+    """A step's groups with, per group, its prompt and the item that verifies its responses."""
+
+    groups: list[Group]
+    prompts: list[Prompt]
+    items: list[TaskItem]
+
+
+def score(
+    item: TaskItem, responses: Sequence[str], max_words: int
+) -> tuple[list[float], list[bool]]:
+    """Rewards (correctness + format) and correctness of each response by the item's verifier."""
+    from mbpo_bench.tasks.verifiers import verify
+
+    verdicts = [
+        verify(item.verifier, r, item.target, item.options, max_words=max_words) for r in responses
+    ]
+    return [sum(v.components.values()) for v in verdicts], [v.correct for v in verdicts]
+
+
+def sample(
+    policy: Policy, prompts: list[Prompt], items: list[TaskItem], s: GRPOSettings, n: int
+) -> list[list[tuple[str, float, bool]]]:
+    """`n` sampled (response, reward, correct) per prompt, in one batched generate."""
+    if not prompts or n == 0:
+        return [[] for _ in prompts]
+    policy.train_mode(False)
+    texts = policy.vlm.generate(
+        prompts, max_new_tokens=s.max_new_tokens, do_sample=True, temperature=s.temperature,
+        top_p=s.top_p, num_samples=n, batch_size=s.generation_batch_size,
+    )  # fmt: skip
+    out = []
+    for item, responses in zip(items, texts, strict=True):
+        rewards, correct = score(item, responses, s.reward_max_words)
+        out.append(list(zip(responses, rewards, correct, strict=True)))
+    return out
+
+
+def rollout(
+    policy: Policy,
+    online: list[TaskItem],
+    offline: list[PreferencePair],
+    s: GRPOSettings,
+    hybrid: HybridSettings | None,
+) -> Rollout:
+    """Online groups for `online` items, then offline groups for `offline` pairs."""
+    from mbpo_bench.trainers import hybrid as hy
+    from mbpo_bench.trainers.data import item_prompts
+
+    size = policy.vlm.image_size
+    off_items = [p.as_item() for p in offline]
+    prompts = item_prompts(online, size) + item_prompts(off_items, size)
+    n_on = len(online)
+    groups: list[Group] = []
+    for k, samples in enumerate(sample(policy, prompts[:n_on], online, s, s.num_generations)):
+        responses = [r for r, _, _ in samples]
+        rewards = [w for _, w, _ in samples]
+        correct: list[bool | None] = [c for _, _, c in samples]
+        groups.append(hy.online_group(k, responses, rewards, correct))
+    extra_n = hybrid.offline_extra_samples if hybrid else 0
+    extras = sample(policy, prompts[n_on:], off_items, s, extra_n)
+    for k, (pair, more) in enumerate(zip(offline, extras, strict=True)):
+        groups.append(
+            hy.offline_group(
+                n_on + k, pair.chosen, pair.rejected,
+                chosen_reward=hybrid.chosen_reward if hybrid else 2.0,
+                rejected_reward=hybrid.rejected_reward if hybrid else 0.0,
+                extra=[hy.Sample(r, w, c, "online") for r, w, c in more],
+            )
+        )  # fmt: skip
+    return Rollout(groups=groups, prompts=prompts, items=[*online, *off_items])
+
+
+def _reward_metrics(ro: Rollout, adv_stats: dict[str, float]) -> dict[str, float]:
+    rewards = [s.reward for g in ro.groups for s in g.samples]
+    online = [s for g in ro.groups for s in g.samples if s.source == "online"]
+    mean = sum(rewards) / max(len(rewards), 1)
+    var = sum((r - mean) ** 2 for r in rewards) / max(len(rewards) - 1, 1)
+    out = {
+        "reward_mean": mean,
+        "reward_std": var**0.5,
+        "groups_online": float(sum(g.kind == "online" for g in ro.groups)),
+        "groups_offline": float(sum(g.kind == "offline" for g in ro.groups)),
+        **adv_stats,
+    }
+    if online:
+        out["accuracy"] = sum(bool(s.correct) for s in online) / len(online)
+        out["reward_online_mean"] = sum(s.reward for s in online) / len(online)
+    return out
+
+
+def _chunk_loss(
+    policy: Policy,
+    prompts: list[Prompt],
+    responses: list[str],
+    advantages: torch.Tensor,
+    s: GRPOSettings,
+    norms: dict[str, float],
+) -> tuple[torch.Tensor, dict[str, float]]:
+    import torch
+    from mbpo_bench.trainers.losses import grpo_loss
+
+    ref = None
+    if s.beta != 0.0:
+        with torch.no_grad(), policy.reference() as reference:
+            ref = reference.answer_logprobs(prompts, responses).logps
+    policy.train_mode(True)
+    lp = policy.vlm.answer_logprobs(prompts, responses, requires_grad=True)
+    out = grpo_loss(
+        lp.logps, lp.logps.detach(), advantages.to(lp.logps.device), lp.mask,
+        ref_logps=ref, beta=s.beta, eps_low=s.eps_low, eps_high=s.eps_high,
+        aggregation=s.aggregation, max_length=s.max_length or s.max_new_tokens + 1,
+        num_sequences=norms["sequences"], num_tokens=norms["tokens"],
+    )  # fmt: skip
+    n = len(responses) / norms["sequences"]  # this chunk's share, to average the diagnostics
+    parts = {
+        "policy_loss": float(out.policy_loss),
+        "kl": float(out.kl) * n,
+        "clip_fraction": float(out.clip_fraction) * n,
+        "ratio_mean": float(out.ratio_mean) * n,
+    }
+    return out.loss, parts
+
+
+def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int) -> StepResult:
+    """Advantages, then backward over `grad_accum` micro-batches of the step's samples."""
+    from mbpo_bench.trainers.advantages import compute_advantages
+    from mbpo_bench.trainers.hybrid import flatten
+
+    flat = flatten(ro.groups)
+    adv = compute_advantages(flat.rewards, flat.group_ids, scaling=s.scaling, eps=s.adv_eps)
+    metrics = _reward_metrics(ro, adv.stats())
+    keep = [
+        i for i in range(len(flat.responses)) if not (s.skip_zero_variance and adv.zero_variance[i])
+    ]
+    if not keep:
+        return StepResult(loss=0.0, metrics={**metrics, "policy_loss": 0.0}, samples=0)
+    prompts = [ro.prompts[int(flat.group_ids[i])] for i in keep]
+    responses = [flat.responses[i] for i in keep]
+    lengths = [
+        len(t) + 1 for t in policy.vlm.tokenizer(responses, add_special_tokens=False)["input_ids"]
+    ]
+    norms = {"sequences": float(len(keep)), "tokens": float(sum(lengths))}
+    size = -(-len(keep) // grad_accum)
+    total = 0.0
+    sums: dict[str, float] = {}
+    for start in range(0, len(keep), size):
+        sl = slice(start, start + size)
+        loss, parts = _chunk_loss(
+            policy, prompts[sl], responses[sl], adv.advantages[keep][sl], s, norms
+        )
+        loss.backward()
+        total += float(loss.detach())
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+    metrics.update(sums)
+    metrics["response_tokens_mean"] = norms["tokens"] / norms["sequences"]
+    return StepResult(loss=total, metrics=metrics, samples=len(keep), tokens=int(norms["tokens"]))
+
+
+def make_step_fn(
+    policy: Policy,
+    items: list[TaskItem],
+    pairs: list[PreferencePair],
+    s: GRPOSettings,
+    optim: OptimConfig,
+    seed: int,
+    hybrid: HybridSettings | None = None,
+) -> tuple[Callable[[int], StepResult], Callable[[int], dict[str, int]]]:
+    """The step function (and its data position) over online items and offline pairs."""
+    from mbpo_bench.trainers import distributed
+    from mbpo_bench.trainers.hybrid import plan_mix
+
+    ratio = hybrid.offline_ratio if hybrid is not None else 0.0
+    n_off, n_on = plan_mix(optim.batch_size, ratio, len(pairs))
+    online = IndexStream(len(items), n_on, seed=seed)
+    offline = IndexStream(len(pairs), n_off, seed=seed + 1)
+
+    def step(i: int) -> StepResult:
+        on = [items[j] for j in distributed.shard(online.batch(i))] if n_on else []
+        off = [pairs[j] for j in distributed.shard(offline.batch(i))] if n_off else []
+        ro = rollout(policy, on, off, s, hybrid)
+        return policy_update(policy, ro, s, optim.grad_accum)
+
+    def position(i: int) -> dict[str, int]:
+        return {
+            **online.position(i),
+            "offline_offset": offline.position(i)["offset"] if n_off else 0,
+        }
+
+    return step, position
+
+
+def run_grpo(
+    config: GRPOConfig, output: Path, *, resume: bool = False, overwrite: bool = False
+) -> LoopResult:
+    from mbpo_bench.trainers.data import load_items
+    from mbpo_bench.trainers.policy import load_policy
+
+    run = RunDir.open(output, overwrite=overwrite, config=config)
+    setup_runtime(config.runtime)
+    items = load_items(config.data, split=config.split, limit=config.limit)
+    policy = load_policy(
+        config.model, lora=config.lora, full_finetune=config.full_finetune,
+        runtime=config.runtime, need_reference=config.grpo.beta != 0.0,
+        trust_remote_code=config.trust_remote_code,
+    )  # fmt: skip
+    step, position = make_step_fn(policy, items, [], config.grpo, config.optim, config.runtime.seed)
+    return train_loop(
+        run=run, model=policy.module, optim=config.optim, runtime=config.runtime, step_fn=step,
+        save_final=lambda folder: policy.save_final(folder, merged=config.save_merged),
+        resume=resume, title="grpo", data_position=position,
+    )  # fmt: skip

@@ -1,0 +1,129 @@
+"""Hybrid offline-online batches for MBPO's GRPO stage, as plain data.
+
+A batch is a list of `Group`s. An online group holds G sampled responses with verifier rewards.
+An offline group (method.md) holds the mined pair, chosen (reward 2 = correct + format) and
+rejected (reward 0), optionally plus online samples drawn for the same prompt. `plan_mix` decides
+how many of a step's groups are offline from the configured ratio and what the pool can give;
+`flatten` turns groups into the flat (responses, rewards, group ids) the advantage and loss code
+needs. With an empty offline pool every group is online, so MBPO reduces exactly to GRPO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+SampleSource = Literal["online", "chosen", "rejected"]
+GroupKind = Literal["online", "offline"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    response: str
+    reward: float
+    correct: bool | None = None
+    source: SampleSource = "online"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Responses to one prompt; `prompt` indexes the trainer's online items or offline pairs."""
+
+    prompt: int
+    kind: GroupKind
+    samples: tuple[Sample, ...]
+
+    @property
+    def rewards(self) -> list[float]:
+        return [s.reward for s in self.samples]
+
+
+def online_group(
+    prompt: int,
+    responses: Sequence[str],
+    rewards: Sequence[float],
+    correct: Sequence[bool | None] | None = None,
+) -> Group:
+    flags = list(correct) if correct is not None else [None] * len(responses)
+    samples = tuple(
+        Sample(r, float(w), c, "online") for r, w, c in zip(responses, rewards, flags, strict=True)
+    )
+    return Group(prompt, "online", samples)
+
+
+def offline_group(
+    prompt: int,
+    chosen: str,
+    rejected: str,
+    *,
+    chosen_reward: float = 2.0,
+    rejected_reward: float = 0.0,
+    extra: Sequence[Sample] = (),
+) -> Group:
+    """{chosen: chosen_reward, rejected: rejected_reward} plus optional online samples."""
+    pair = (
+        Sample(chosen, chosen_reward, True, "chosen"),
+        Sample(rejected, rejected_reward, False, "rejected"),
+    )
+    return Group(prompt, "offline", pair + tuple(extra))
+
+
+def plan_mix(n_groups: int, offline_ratio: float, n_offline_available: int) -> tuple[int, int]:
+    """(offline, online) group counts for a step of `n_groups` prompts.
+
+    offline = round(n_groups * ratio), capped by the pool; an empty pool gives all-online.
+    """
+    if not 0.0 <= offline_ratio <= 1.0:
+        raise ValueError(f"offline ratio must be in [0, 1], got {offline_ratio}")
+    n_offline = round(n_groups * offline_ratio) if n_offline_available > 0 else 0
+    n_offline = min(n_offline, n_groups)
+    return n_offline, n_groups - n_offline
+
+
+@dataclass(frozen=True)
+class FlatBatch:
+    responses: list[str]
+    rewards: torch.Tensor  # (N,) float32
+    group_ids: torch.Tensor  # (N,) int64, index into the groups list
+    sources: list[SampleSource]
+    correct: list[bool | None]
+
+
+def flatten(groups: Sequence[Group]) -> FlatBatch:
+    responses: list[str] = []
+    rewards: list[float] = []
+    ids: list[int] = []
+    sources: list[SampleSource] = []
+    correct: list[bool | None] = []
+    for gi, group in enumerate(groups):
+        for s in group.samples:
+            responses.append(s.response)
+            rewards.append(s.reward)
+            ids.append(gi)
+            sources.append(s.source)
+            correct.append(s.correct)
+    return FlatBatch(
+        responses=responses,
+        rewards=torch.tensor(rewards, dtype=torch.float32),
+        group_ids=torch.tensor(ids, dtype=torch.long),
+        sources=sources,
+        correct=correct,
+    )
+
+
+def has_variance(group: Group, atol: float = 1e-6) -> bool:
+    rewards = group.rewards
+    return len(rewards) > 1 and max(rewards) - min(rewards) > atol
+
+
+@dataclass
+class HybridSettings:
+    """MBPO's batch mix (method.md); rewards of the offline pair are correct+format = 2 / 0."""
+
+    offline_ratio: float = 0.5  # fraction of a step's groups that are offline (mined) pairs
+    chosen_reward: float = 2.0
+    rejected_reward: float = 0.0
+    offline_extra_samples: int = 0  # online samples added to each offline group (0 = pair only)

@@ -1,0 +1,386 @@
+"""The mechanics every trainer shares: optimizer, schedule, accumulation, checkpoints, metrics.
+
+A trainer owns its math and hands `train_loop` a `step_fn(step) -> StepResult` that runs the
+forward and backward passes of one optimizer step (all of its micro-batches, with loss
+normalisers of the whole batch, so accumulation is exact). The loop does the rest, the same way
+for SFT, DPO, GRPO and MBPO: per-step seeding, a non-finite loss or gradient check BEFORE the
+optimizer step, gradient averaging across ranks, clipping, AdamW, warmup + linear decay, the
+metrics row (JSONL, TensorBoard when installed, rich progress), checkpoints every N steps,
+`--resume`, and the final weights.
+
+Determinism: each step reseeds torch and Python from (seed, step, rank), so a step's sampling
+does not depend on what ran before it; checkpoints still carry the RNG states. The data order is
+a pure function of (seed, step) (`IndexStream`), so the data position is the step count.
+
+`MBPO_BENCH_DEBUG_KILL_AT_STEP=N` (environment, not config, so a resumed run keeps the same
+config) makes the process SIGKILL itself right after step N: the kill -9 / resume tests use it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from mbpo_bench.trainers import checkpoint, distributed
+
+from mbpo_bench.errors import UserError
+from mbpo_bench.runs import RunDir, append_jsonl, read_jsonl, write_atomic
+
+KILL_ENV = "MBPO_BENCH_DEBUG_KILL_AT_STEP"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warmup then decay. `batch_size` is per optimizer step (global, all ranks);
+    each trainer says what one unit is (samples, pairs, prompts); `grad_accum` splits it."""
+
+    lr: float = 1e-5
+    steps: int = 100
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("steps, batch_size and grad_accum must be >= 1")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
+            )
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.batch_size // self.grad_accum
+
+
+@dataclass
+class RuntimeConfig:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    gradient_checkpointing: bool = False
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    save_every: int = 50
+    keep_checkpoints: int = 2
+    progress: bool = True
+    tensorboard: bool = True  # only when the tensorboard package is installed
+
+
+@dataclass
+class StepResult:
+    loss: float  # the optimizer step's total loss (what was backpropagated)
+    metrics: dict[str, float] = field(default_factory=dict)
+    samples: int = 0
+    tokens: int = 0
+
+
+class TrainingDiverged(UserError):
+    """A non-finite loss or gradient: the run stops, the last good checkpoint stays."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=3)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup_runtime(runtime: RuntimeConfig) -> None:
+    """Threads, seeds and (under torchrun) the process group, before any model is built."""
+    if runtime.threads is not None:
+        torch.set_num_threads(runtime.threads)
+    seed_everything(runtime.seed)
+    device = runtime.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and distributed.world_size() > 1:
+        torch.cuda.set_device(distributed.local_rank())
+    distributed.init(torch.device(device))
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7_919 + distributed.rank() * 104_729) % (2**31 - 1)
+
+
+@dataclass(frozen=True)
+class IndexStream:
+    """Deterministic batches of indices into a dataset of `n`: a fresh permutation per epoch."""
+
+    n: int
+    batch_size: int
+    seed: int = 0
+    shuffle: bool = True
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def batch(self, step: int) -> list[int]:
+        if self.n == 0:
+            return []
+        start = step * self.batch_size
+        out: list[int] = []
+        epoch, offset = divmod(start, self.n)
+        while len(out) < self.batch_size:
+            perm = self._perm(epoch)
+            take = perm[offset : offset + self.batch_size - len(out)].tolist()
+            out.extend(take)
+            epoch, offset = epoch + 1, 0
+        return out
+
+    def position(self, step: int) -> dict[str, int]:
+        epoch, offset = divmod(step * self.batch_size, max(self.n, 1))
+        return {"step": step, "epoch": epoch, "offset": offset}
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        params,
+        lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_eps,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def lr_factor(step: int, cfg: OptimConfig) -> float:
+    """Multiplier of the base lr after `step` scheduler steps: warmup, then decay to 0."""
+    warmup = math.ceil(cfg.warmup_ratio * cfg.steps)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(cfg.steps - warmup, 1)
+    if cfg.schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+
+
+class MetricsLog:
+    """metrics.jsonl (+ TensorBoard when installed); rank 0 only; truncatable on resume."""
+
+    def __init__(self, run: RunDir, tensorboard: bool) -> None:
+        self.path = run.path / METRICS
+        self.writer: Any = None
+        if tensorboard and distributed.is_main():
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(run.path / "tensorboard"))
+            except ImportError:
+                self.writer = None
+
+    def truncate(self, step: int) -> None:
+        """Drop rows after `step` (written by a run that died before its next checkpoint)."""
+        if not distributed.is_main() or not self.path.exists():
+            return
+        rows = [r for r in read_jsonl(self.path) if int(r.get("step", 0)) <= step]
+        import json
+
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def log(self, row: dict[str, Any]) -> None:
+        if not distributed.is_main():
+            return
+        append_jsonl(self.path, [row])
+        if self.writer is not None:
+            for key, value in row.items():
+                if isinstance(value, int | float) and key != "step":
+                    self.writer.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _progress(enabled: bool, total: int, title: str) -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(f"[bold]{title}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=Console(stderr=True),
+        disable=not enabled or not distributed.is_main(),
+        transient=False,
+    )
+
+
+def _summary(row: dict[str, Any]) -> str:
+    keys = ("loss", "reward_mean", "accuracy", "kl")
+    return "  ".join(f"{k} {row[k]:.4g}" for k in keys if isinstance(row.get(k), int | float))
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    last: dict[str, Any]
+    resumed_from: int | None
+
+
+def _diverged(what: str, value: float, step: int, last: checkpoint.Checkpoint | None) -> None:
+    keep = (
+        f"the last good checkpoint is {last.path}"
+        if last is not None
+        else "no checkpoint was written yet"
+    )
+    raise TrainingDiverged(
+        f"{what} is {value} at step {step} — training stopped before the optimizer step, "
+        f"{keep}; lower optim.lr or check the data, then rerun with --resume"
+    )
+
+
+def _resume(
+    run: RunDir, resume: bool, model: torch.nn.Module, optimizer: Any, scheduler: Any
+) -> int | None:
+    ckpt = checkpoint.latest(run.path / "checkpoints")
+    if ckpt is None:
+        return None
+    if not resume:
+        raise UserError(
+            f"run folder {run.path} has a checkpoint at step {ckpt.step} from an unfinished run — "
+            "pass --resume to continue it or --overwrite to start over"
+        )
+    checkpoint.load(ckpt, model, optimizer=optimizer, scheduler=scheduler)
+    run.log(f"resumed from {ckpt.path}")
+    return ckpt.step
+
+
+def _save_final(run: RunDir, save_final: Callable[[Path], None]) -> None:
+    final = run.path / "final"
+    tmp = run.path / f".tmp-final-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_final(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _optimizer_step(
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    cfg: OptimConfig,
+    step: int,
+    loss: float,
+    last: checkpoint.Checkpoint | None,
+) -> float:
+    if not math.isfinite(loss):
+        _diverged("the loss", loss, step, last)
+    distributed.all_reduce_grads(params)
+    norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+    if not math.isfinite(norm):
+        _diverged("the gradient norm", norm, step, last)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+def train_loop(
+    *,
+    run: RunDir,
+    model: torch.nn.Module,
+    optim: OptimConfig,
+    runtime: RuntimeConfig,
+    step_fn: Callable[[int], StepResult],
+    save_final: Callable[[Path], None],
+    resume: bool = False,
+    title: str = "train",
+    data_position: Callable[[int], dict[str, int]] | None = None,
+) -> LoopResult:
+    """Run steps [resumed step, optim.steps) of `step_fn`, then save the final weights."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UserError("the model has no trainable parameters — check the LoRA target modules")
+    optimizer = build_optimizer(params, optim)
+    scheduler = build_scheduler(optimizer, optim)
+    seed_everything(runtime.seed)
+    start = _resume(run, resume, model, optimizer, scheduler)
+    log = MetricsLog(run, runtime.tensorboard)
+    log.truncate(start or 0)
+    last_ckpt = checkpoint.latest(run.path / "checkpoints")
+    kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
+    row: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with _progress(runtime.progress, optim.steps, title) as bar:
+        task = bar.add_task(title, total=optim.steps, completed=start or 0, info="")
+        for step in range(start or 0, optim.steps):
+            t_step = time.perf_counter()
+            seed = step_seed(runtime.seed, step)
+            random.seed(seed)
+            torch.manual_seed(seed)
+            optimizer.zero_grad(set_to_none=True)
+            result = step_fn(step)
+            lr = scheduler.get_last_lr()[0]
+            norm = _optimizer_step(
+                params, optimizer, scheduler, optim, step + 1, result.loss, last_ckpt
+            )
+            dt = max(time.perf_counter() - t_step, 1e-9)
+            row = {
+                "step": step + 1,
+                "loss": result.loss,
+                **result.metrics,
+                "lr": lr,
+                "grad_norm": norm,
+                "samples_per_s": result.samples / dt,
+                "tokens_per_s": result.tokens / dt,
+                "step_time_s": dt,
+                "elapsed_s": time.perf_counter() - t0,
+            }
+            log.log(row)
+            done = step + 1
+            if done % runtime.save_every == 0 or done == optim.steps:
+                if distributed.is_main():
+                    position = data_position(done) if data_position else {"step": done}
+                    last_ckpt = checkpoint.save(
+                        run.path / "checkpoints", done, model, optimizer=optimizer,
+                        scheduler=scheduler, data=position, keep=runtime.keep_checkpoints,
+                    )  # fmt: skip
+                distributed.barrier()
+            bar.update(task, completed=done, info=_summary(row))
+            if kill_at and done == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+    log.close()
+    if not row and distributed.is_main():  # resumed after the last step: report its row
+        rows = read_jsonl(log.path)
+        row = rows[-1] if rows else {}
+    if distributed.is_main():
+        _save_final(run, save_final)
+        run.finish(steps=optim.steps, metrics=row)
+    return LoopResult(steps=optim.steps, last=row, resumed_from=start)

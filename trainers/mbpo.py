@@ -1,0 +1,81 @@
+"""MBPO: adversarial hard-negative mining, then GRPO on hybrid offline-online batches.
+
+Stage 1 (`trainers/mining.py`): the STARTING policy (LoRA: adapter disabled; full: the frozen
+copy) mines {chosen = y_gt, rejected = its own answer on a PGD-perturbed image} pairs from the
+high-IIG items of `--data`, into `<run>/pairs.parquet` (+ pairs.stats.json). A resumed run reuses
+that file; `preference_data` skips mining and reads a given parquet (from `mbpo-bench mine`).
+Stage 2 (`trainers/grpo.py`): each step has `optim.batch_size` groups, `hybrid.offline_ratio` of
+them offline pairs with rewards {2, 0} (+ `hybrid.offline_extra_samples` online samples), the
+rest online groups of G samples from the same items. Everything else is GRPO, so with no pairs
+MBPO is exactly GRPO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mbpo_bench.trainers.grpo import GRPOSettings, make_step_fn
+from mbpo_bench.trainers.hybrid import HybridSettings
+from mbpo_bench.trainers.loop import (
+    LoopResult,
+    OptimConfig,
+    RuntimeConfig,
+    setup_runtime,
+    train_loop,
+)
+from mbpo_bench.trainers.mining import MiningConfig
+
+from mbpo_bench.models.lora import LoraSettings
+from mbpo_bench.runs import RunDir
+
+
+@dataclass
+class MBPOConfig:
+    model: str = ""
+    data: str = "embedded"  # online prompts AND mining candidates
+    split: str = "train"
+    limit: int | None = None
+    preference_data: str | None = None  # a pairs .parquet: skip stage 1
+    full_finetune: bool = False
+    save_merged: bool = False
+    trust_remote_code: bool = False
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    hybrid: HybridSettings = field(default_factory=HybridSettings)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    optim: OptimConfig = field(  # batch_size = groups per step (offline + online)
+        default_factory=lambda: OptimConfig(lr=5e-5, steps=200, batch_size=8, warmup_ratio=0.05)
+    )
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+def run_mbpo(
+    config: MBPOConfig, output: Path, *, resume: bool = False, overwrite: bool = False
+) -> LoopResult:
+    from mbpo_bench.trainers.data import load_items
+    from mbpo_bench.trainers.dpo import load_or_mine_pairs
+    from mbpo_bench.trainers.policy import load_policy
+
+    run = RunDir.open(output, overwrite=overwrite, config=config)
+    setup_runtime(config.runtime)
+    items = load_items(config.data, split=config.split, limit=config.limit)
+    need_start = config.grpo.beta != 0.0 or config.preference_data is None
+    policy = load_policy(
+        config.model, lora=config.lora, full_finetune=config.full_finetune,
+        runtime=config.runtime, need_reference=need_start,
+        trust_remote_code=config.trust_remote_code,
+    )  # fmt: skip
+    source = config.preference_data or config.data
+    pairs = load_or_mine_pairs(
+        policy, source, config.split, config.limit, config.mining, run, items=items
+    )
+    run.log(f"stage 2: {len(pairs)} offline pairs, {len(items)} online items")
+    step, position = make_step_fn(
+        policy, items, pairs, config.grpo, config.optim, config.runtime.seed, config.hybrid
+    )
+    return train_loop(
+        run=run, model=policy.module, optim=config.optim, runtime=config.runtime, step_fn=step,
+        save_final=lambda folder: policy.save_final(folder, merged=config.save_merged),
+        resume=resume, title="mbpo", data_position=position,
+    )  # fmt: skip

@@ -1,0 +1,154 @@
+"""The policy being trained and its reference: loading, LoRA or full fine-tuning, saving.
+
+- LoRA (default): a fresh peft adapter on the language model; the reference policy is the same
+  weights with the adapter disabled (no second copy). A starting checkpoint that is itself a
+  LoRA run (`final/adapter`) is merged first, so "the reference is the starting checkpoint"
+  holds for a chain SFT -> MBPO too.
+- Full fine-tuning: every weight trainable; the reference, when a method needs one, is a frozen
+  second copy loaded from the same folder.
+- `--model` may name a checkpoint folder, a hub id, or a finished run folder of ours (its
+  `final/info.json` says where the model and the adapter are).
+- Final weights: `final/adapter/` (LoRA; optionally also `final/model/`, merged) or
+  `final/model/` (full), plus `final/info.json`; `final/model` loads with `load_model` alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mbpo_bench.errors import UserError
+from mbpo_bench.models.lora import LoraSettings
+
+if TYPE_CHECKING:
+    import torch
+    from mbpo_bench.trainers.loop import RuntimeConfig
+
+    from mbpo_bench.models.protocol import VisionLanguageModel
+
+INFO = "info.json"
+
+
+def resolve_start(model: str) -> tuple[str, str | None]:
+    """(model folder or id, adapter folder or None) for `--model`; a run folder is followed."""
+    info_path = Path(model) / "final" / INFO
+    if not info_path.is_file():
+        return model, None
+    info = json.loads(info_path.read_text())
+    final = info_path.parent
+    if info.get("model"):
+        return str(final / info["model"]), None
+    if info.get("adapter"):
+        return str(info["base"]), str(final / info["adapter"])
+    raise UserError(f"{info_path} names neither a model nor an adapter — rerun that training")
+
+
+@dataclass
+class Policy:
+    vlm: VisionLanguageModel
+    lora: bool
+    base: str  # what --model resolved to (recorded in final/info.json)
+    frozen_reference: VisionLanguageModel | None = None
+
+    @property
+    def module(self) -> torch.nn.Module:
+        module: torch.nn.Module = self.vlm.model
+        return module
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[VisionLanguageModel]:
+        """The frozen starting policy: adapter disabled (LoRA) or the frozen copy (full)."""
+        if self.lora:
+            from mbpo_bench.models.lora import reference_policy
+
+            with reference_policy(self.vlm) as ref:
+                yield ref
+        elif self.frozen_reference is not None:
+            yield self.frozen_reference
+        else:
+            raise RuntimeError("this policy was loaded without a reference (need_reference=False)")
+
+    def train_mode(self, on: bool) -> None:
+        self.vlm.model.train(on)
+
+    def save_final(self, folder: Path, *, merged: bool = False) -> None:
+        """Write the trained weights into `folder` (see the module docstring for the layout)."""
+        info: dict[str, Any] = {"base": self.base, "adapter": None, "model": None}
+        if self.lora:
+            from mbpo_bench.models.lora import save_adapter
+
+            save_adapter(self.vlm, folder / "adapter")
+            info["adapter"] = "adapter"
+            if merged:
+                _save_merged(self.vlm, folder / "model")
+                info["model"] = "model"
+        else:
+            _save_model(self.vlm.model, self.vlm, folder / "model")
+            info["model"] = "model"
+        (folder / INFO).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _save_model(model: Any, vlm: VisionLanguageModel, folder: Path) -> None:
+    from mbpo_bench.models.common import unwrap
+
+    unwrap(model).save_pretrained(folder, safe_serialization=True)
+    vlm.processor.save_pretrained(folder)
+    vlm.tokenizer.save_pretrained(folder)
+
+
+def _save_merged(vlm: VisionLanguageModel, folder: Path) -> None:
+    import copy
+
+    merged = copy.deepcopy(vlm.model).merge_and_unload()
+    _save_model(merged, vlm, folder)
+
+
+def _enable_checkpointing(vlm: VisionLanguageModel) -> None:
+    from mbpo_bench.models.common import unwrap
+
+    unwrap(vlm.model).gradient_checkpointing_enable(
+        gradient_checkpointing_kwargs={"use_reentrant": False}
+    )
+
+
+def load_policy(
+    model: str,
+    *,
+    lora: LoraSettings,
+    full_finetune: bool,
+    runtime: RuntimeConfig,
+    need_reference: bool,
+    trust_remote_code: bool = False,
+) -> Policy:
+    """Load the starting checkpoint as a trainable policy (and its reference when needed)."""
+    from mbpo_bench.models import load_model
+    from mbpo_bench.models.lora import apply_lora, merge_adapter
+
+    path, adapter = resolve_start(model)
+
+    def load() -> VisionLanguageModel:
+        vlm = load_model(
+            path,
+            adapter=adapter,
+            dtype=runtime.dtype,
+            device=runtime.device,
+            trust_remote_code=trust_remote_code,
+        )
+        if adapter is not None:
+            merge_adapter(vlm)
+        return vlm
+
+    vlm = load()
+    frozen = None
+    if full_finetune:
+        vlm.model.requires_grad_(True)
+        frozen = load() if need_reference else None
+    else:
+        apply_lora(vlm, lora)
+    if runtime.gradient_checkpointing:
+        _enable_checkpointing(vlm)
+    return Policy(vlm=vlm, lora=not full_finetune, base=path, frozen_reference=frozen)
