@@ -1,0 +1,148 @@
+"""The ablation's settings and its arms: method.md's factorial plus the baselines, as data.
+
+Arms (`ARMS`, in report order):
+- `sft`, continued SFT on the same training tasks (the control a skeptic asks for first);
+- `dpo-pgd`, DPO on the PGD pairs that the full MBPO arm also trains on (IIG filter on);
+- `grpo`, plain GRPO on online prompts only;
+- `mbpo-<source>-<iig|noiig>-<online|offline>`, the 3 x 2 x 2 factorial: where the rejected
+  answers come from (`mining.source` pgd | noise | blind), whether mining keeps only high-IIG
+  candidates (`mining.iig_filter`), and whether batches also hold online groups. "offline" is
+  MBPO's GRPO on the mined pairs alone (`hybrid.offline_ratio=1.0`); "online" keeps the
+  configured mix (`hybrid.offline_ratio`, default 0.5). `mbpo-pgd-iig-online` is MBPO itself.
+
+An arm is only what distinguishes it: the method and the overrides that define its factors.
+Everything shared (budget, seeds, the user's `key=value` settings) is applied in `plan.py`, so
+that the arms differ in exactly their factors. `--arms` takes names or shell-style patterns
+(`mbpo-pgd-*`); a name that matches nothing is an error with the closest names.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mbpo_bench.errors import UserError, did_you_mean
+
+SOURCES = ("pgd", "noise", "blind")
+IIG_LEVELS = (True, False)
+ONLINE_LEVELS = (True, False)
+# "online off" is the definition of the factor, not a tunable: every group is a mined pair.
+OFFLINE_ONLY_RATIO = 1.0
+DEFAULT_PROBES = ("image", "blind", "mismatched")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of the comparison: a training method and the overrides that define it."""
+
+    name: str
+    method: str  # sft | dpo | grpo | mbpo (the `mbpo-bench train` method)
+    overrides: tuple[str, ...] = ()
+    source: str | None = None  # negatives: pgd | noise | blind (arms that mine)
+    iig_filter: bool | None = None
+    online: bool | None = None
+
+    @property
+    def mines(self) -> bool:
+        """Whether the arm trains on mined pairs (mining runs once per source/filter/seed)."""
+        return self.source is not None
+
+    def factors(self) -> dict[str, str]:
+        """Factor levels for the report ('—' where the factor does not apply)."""
+
+        def level(value: bool | None, on: str, off: str) -> str:
+            return "—" if value is None else (on if value else off)
+
+        return {
+            "negatives": self.source or "—",
+            "IIG filter": level(self.iig_filter, "on", "off"),
+            "online": level(self.online, "on", "off"),
+        }
+
+
+def _mbpo_arm(source: str, iig: bool, online: bool) -> Arm:
+    name = f"mbpo-{source}-{'iig' if iig else 'noiig'}-{'online' if online else 'offline'}"
+    overrides = [f"mining.source={source}", f"mining.iig_filter={'true' if iig else 'false'}"]
+    if not online:
+        overrides.append(f"hybrid.offline_ratio={OFFLINE_ONLY_RATIO}")
+    return Arm(name, "mbpo", tuple(overrides), source=source, iig_filter=iig, online=online)
+
+
+def all_arms() -> tuple[Arm, ...]:
+    """The baselines, then the factorial (full MBPO first)."""
+    baselines = (
+        Arm("sft", "sft"),
+        Arm("dpo-pgd", "dpo", ("mining.source=pgd", "mining.iig_filter=true"), "pgd", True),
+        Arm("grpo", "grpo", online=True),
+    )
+    factorial = tuple(
+        _mbpo_arm(source, iig, online)
+        for source in SOURCES
+        for iig in IIG_LEVELS
+        for online in ONLINE_LEVELS
+    )
+    return baselines + factorial
+
+
+ARMS: tuple[Arm, ...] = all_arms()
+
+
+def select_arms(patterns: Sequence[str] | None, arms: Sequence[Arm] = ARMS) -> list[Arm]:
+    """The arms named by `patterns` (names or fnmatch patterns), in catalogue order.
+
+    None or an empty list selects every arm; a pattern that matches no arm raises with the
+    closest names.
+    """
+    if not patterns:
+        return list(arms)
+    names = [a.name for a in arms]
+    chosen: set[str] = set()
+    for raw in patterns:
+        pattern = raw.strip()
+        if not pattern:
+            continue
+        hits = fnmatch.filter(names, pattern)
+        if not hits:
+            raise UserError(
+                f"unknown arm '{pattern}'{did_you_mean(pattern, names)} — choose from: "
+                f"{', '.join(names)} (shell patterns such as 'mbpo-pgd-*' work too)"
+            )
+        chosen.update(hits)
+    if not chosen:
+        raise UserError("--arms selects no arm — pass arm names separated by commas")
+    return [a for a in arms if a.name in chosen]
+
+
+@dataclass
+class AblationConfig:
+    """`mbpo-bench ablate`: saved as `<output>/ablation.yaml`, reusable with `--config`.
+
+    `overrides` are training settings in `train`'s syntax, `section.key=value`, applied to every
+    arm whose config has that key; `METHOD:section.key=value` (METHOD in sft, dpo, grpo, mbpo)
+    applies to that method only, and `eval:key=value` to the evaluations. The budget
+    (`steps`, `batch_size`: optimizer steps, and per step SFT samples, DPO pairs or GRPO/MBPO
+    prompt groups) is the same for every arm and set here, not by overrides.
+    """
+
+    model: str = ""
+    data: str = "embedded"  # training tasks (and mining candidates); their train split
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    arms: list[str] | None = None  # names or patterns; None = every arm
+    steps: int = 200
+    batch_size: int = 8
+    eval_tasks: str | None = None  # None = the training tasks, on their eval split
+    eval_limit: int | None = None  # first N items of each eval task
+    probes: list[str] = field(default_factory=lambda: list(DEFAULT_PROBES))
+    eval_base: bool = True  # also evaluate the starting model once, as the reference row
+    overrides: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat a seed: {self.seeds}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ValueError("eval_limit must be >= 1")

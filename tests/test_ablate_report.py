@@ -1,0 +1,97 @@
+"""The ablation report from results files made here (no model): every arm and seed of the full
+factorial on two tasks, with one arm failed, one arm never evaluated and an empty mining run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mbpo_bench.ablation import AblationConfig, build_plan
+from mbpo_bench.ablation.execute import write_outputs
+from mbpo_bench.evaluation.schema import (
+    SCHEMA_VERSION,
+    BootstrapSettings,
+    GenerationSettings,
+    Metric,
+    ModelInfo,
+    ProbeResult,
+    Results,
+    TaskResult,
+)
+from mbpo_bench.runs import RunDir, write_atomic
+
+COLOR, POPE = "mbpo_embedded_color", "mbpo_pope_random"
+
+
+def _task(task: str, acc: float, counter: float | None) -> TaskResult:
+    image = {"accuracy": Metric(acc, 8)}
+    if counter is not None:
+        image |= {"acc_counter_prior": Metric(counter, 4), "acc_prior_consistent": Metric(1.0, 4)}
+    balance = {"visual_reliance_blind": Metric(acc - 0.5, 8)}
+    return TaskResult(
+        task=task, version="1", prompt_template="{question}", verifier="yes_no",
+        generation=GenerationSettings(max_new_tokens=4), n_items=8, items_skipped=[],
+        probes={"image": ProbeResult("image", 8, image)}, balance=balance,
+    )  # fmt: skip
+
+
+def _write_results(folder: Path, acc: float) -> None:
+    results = Results(
+        schema_version=SCHEMA_VERSION, model=ModelInfo(id="m"), probes=["image"],
+        bootstrap=BootstrapSettings(10, 0.95, 0),
+        tasks={COLOR: _task(COLOR, acc, acc / 2), POPE: _task(POPE, acc + 0.1, None)},
+        packages={}, git_sha=None, python="3.11", device="cpu", wall_time_s=1.0,
+        compute_time_s=1.0, samples_per_s=None, n_samples=16, items_skipped=0, config={},
+    )  # fmt: skip
+    write_atomic(folder / "results.json", results.to_json())
+    RunDir(folder).finish()
+
+
+def test_report_of_a_full_factorial_with_problems(tmp_path: Path) -> None:
+    plan = build_plan(AblationConfig(model="m", seeds=[0, 1]), tmp_path / "abl")
+    _write_results(Path(plan.base_eval.output), 0.5)
+    for i, run in enumerate(plan.runs):
+        if run.arm.name == "grpo":
+            continue  # never evaluated
+        _write_results(run.eval_dir, 0.6 + 0.01 * (i % 15) + 0.02 * run.seed)
+    empty = next(d for d in plan.minings if d.name.startswith("blind-noiig-seed0"))
+    stats = {"candidates": 8, "selected": 8, "kept": 0, "attacked": 8, "flip_rate": 0.0}
+    write_atomic(empty / "pairs.stats.json", json.dumps(stats))
+    failures = {"grpo seed 0": "the loss is nan at step 3 — lower optim.lr"}
+    result = write_outputs(plan, failures, ["mbpo-bench", "ablate", "--model", "m"])
+    report = result.report.read_text()
+    lines = report.splitlines()
+
+    assert "## Average over tasks" in report and f"## {COLOR}" in report and f"## {POPE}" in report
+    assert f"- accuracy: over {COLOR}, {POPE}" in report
+    assert f"- counter-prior acc.: over {COLOR}" in report  # POPE has no prior split
+    grpo = [x for x in lines if x.startswith("| grpo |")]
+    assert len(grpo) == 3 and all("missing" in x and x.endswith("| 0/2 |") for x in grpo)
+    # sft is arm 0: 0.60 at seed 0, 0.62 at seed 1 on colour; the average adds POPE (+0.1)
+    avg = report.split("## Average over tasks")[1].split("## ")[0]
+    sft = next(x for x in avg.splitlines() if x.startswith("| sft |"))
+    assert "| 0.660 ± 0.014 [0.650, 0.670] |" in sft and sft.endswith("| 2/2 |")
+    assert "| base (start) | — | — | — | 0.550 |" in avg
+    assert "## Main effects of the factorial (MBPO arms)" in report
+    assert "| negatives: pgd |" in report and "| online: off |" in report
+    assert "- **grpo seed 0 did not finish**: the loss is nan at step 3" in report
+    assert "**mbpo-blind-noiig-offline seed 0**: mining kept no pair" in report
+    assert "mbpo-blind-noiig-online seed 0**" not in report  # online arms still had data
+    mining = report.split("## Mined pairs")[1].split("## ")[0]
+    assert mining.count("| missing |") >= 1 and "| 8 | 8 | 0 | 0.000 |" in mining
+    assert report.count("mbpo-bench train ") == 30 and report.count("mbpo-bench mine ") == 12
+    assert "mbpo-bench ablate --model m" in report
+    assert (
+        f"mbpo-bench ablate --config {tmp_path}/abl/ablation.yaml --output {tmp_path}/abl" in report
+    )
+
+    per_seed = pd.read_csv(result.per_seed)
+    assert len(per_seed) == (1 + 28) * 2 * 5  # base + 28 evaluated runs, 2 tasks, 5 quantities
+    assert "(average over tasks)" not in set(per_seed["task"])
+    # deterministic: the same files give the same report
+    assert (
+        write_outputs(plan, failures, ["mbpo-bench", "ablate", "--model", "m"]).report.read_text()
+        == report
+    )
