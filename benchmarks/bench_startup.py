@@ -19,7 +19,9 @@ CASES = {
     "mbpo-bench --help": [sys.executable, "-m", "mbpo_bench", "--help"],
     "mbpo-bench tasks --help": [sys.executable, "-m", "mbpo_bench", "tasks", "--help"],
     "python -c 'import torch, transformers' (what a heavy CLI pays)": [
-        sys.executable, "-c", "import torch, transformers",
+        sys.executable,
+        "-c",
+        "import torch, transformers",
     ],
 }
 
@@ -53,7 +55,10 @@ def main() -> None:
         "",
         "| command | median s | best s | ratio to `mbpo-bench --help` |",
         "|---|---|---|---|",
-        *(f"| {label} | {med:.3f} | {best:.3f} | {med / help_median:.2f} |" for label, med, best in rows),
+        *(
+            f"| {label} | {med:.3f} | {best:.3f} | {med / help_median:.2f} |"
+            for label, med, best in rows
+        ),
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -172,9 +172,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(
-    cls: type[T], path: Path | None = None, overrides: list[str] | None = None
-) -> T:
+def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of `cls`, then the YAML file at `path`, then `section.key=value` overrides."""
     data: dict[str, Any] = to_dict(cls())
     if path is not None:

@@ -5,7 +5,8 @@ Layout: `config.yaml` (resolved config), `env.json` (versions, git sha, python, 
 `"finished": true` marks a complete run. A finished run is never overwritten without
 `--overwrite`; an unfinished one is resumed by running the same command again. Every file is
 written atomically (temp file in the same folder + `os.replace`), so a kill -9 leaves either
-the old or the new file, never half of one.
+the old or the new file, never half of one. Under torchrun only rank 0 creates, replaces or
+writes the folder (RANK from the environment, no torch import); the other ranks only check it.
 """
 
 from __future__ import annotations
@@ -26,10 +27,23 @@ from typing import Any
 
 from mbpo_bench.config import dump_yaml
 from mbpo_bench.errors import UserError
+from mbpo_bench.parallel import is_main, world_size
 
 TRACKED_PACKAGES = (
-    "mbpo-bench", "torch", "transformers", "tokenizers", "peft", "accelerate", "lmms-eval",
-    "trl", "pandas", "pyarrow", "pillow", "numpy", "typer", "rich",
+    "mbpo-bench",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "peft",
+    "accelerate",
+    "lmms-eval",
+    "trl",
+    "pandas",
+    "pyarrow",
+    "pillow",
+    "numpy",
+    "typer",
+    "rich",
 )
 
 
@@ -72,10 +86,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as err:
             if i == len(lines) - 1:
                 break
-            raise UserError(f"{path}: line {i + 1} is not valid JSON — delete the run to start over")
+            raise UserError(
+                f"{path}: line {i + 1} is not valid JSON — delete the run to start over"
+            ) from err
     return rows
 
 
@@ -85,7 +101,10 @@ def git_sha() -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -108,6 +127,7 @@ def environment() -> dict[str, Any]:
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "world_size": world_size(),  # processes under torchrun (1 otherwise)
         "git_sha": git_sha(),
         "packages": package_versions(),
     }
@@ -138,6 +158,9 @@ class RunDir:
         never silently mix two configurations.
         """
         run = cls(path)
+        main = is_main()  # under torchrun only rank 0 replaces or writes the folder
+        if not main and overwrite:  # the others must not look while rank 0 deletes it
+            return run
         if path.exists() and not path.is_dir():
             raise UserError(f"output {path} exists and is not a folder — choose another --output")
         if path.exists() and any(path.iterdir()):
@@ -148,12 +171,17 @@ class RunDir:
                     f"run folder {path} holds a finished run — pass --overwrite to replace it "
                     "or choose another --output"
                 )
-            elif config is not None and (path / "config.yaml").exists():
-                if (path / "config.yaml").read_text() != dump_yaml(config):
-                    raise UserError(
-                        f"run folder {path} holds an unfinished run with another config — "
-                        "rerun with the same options to resume, or pass --overwrite"
-                    )
+            elif (
+                config is not None
+                and (path / "config.yaml").exists()
+                and (path / "config.yaml").read_text() != dump_yaml(config)
+            ):
+                raise UserError(
+                    f"run folder {path} holds an unfinished run with another config — "
+                    "rerun with the same options to resume, or pass --overwrite"
+                )
+        if not main:
+            return run
         path.mkdir(parents=True, exist_ok=True)
         if config is not None:
             write_atomic(path / "config.yaml", dump_yaml(config))
@@ -172,9 +200,13 @@ class RunDir:
             return False
 
     def finish(self, **extra: Any) -> None:
+        if not is_main():
+            return
         write_json_atomic(self.path / "status.json", {"finished": True, **extra})
 
     def log(self, message: str) -> None:
+        if not is_main():
+            return
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         with (self.path / "run.log").open("a") as fh:
             fh.write(f"{stamp} {message}\n")

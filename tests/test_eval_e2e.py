@@ -31,16 +31,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     root = tmp_path_factory.mktemp("eval_e2e")
     cfg = root / "embedded.yaml"
     cfg.write_text("n_train: 40\nn_eval_per_cell: 6\n")
-    saved = {k: os.environ.get(k) for k in ("MBPO_BENCH_CACHE", "MBPO_BENCH_EMBEDDED_CONFIG")}
-    os.environ["MBPO_BENCH_CACHE"] = str(root / "cache")
-    os.environ["MBPO_BENCH_EMBEDDED_CONFIG"] = str(cfg)
-    model = build_tiny_model("llava", root / "llava")
-    yield {"root": root, "model": model}
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with pytest.MonkeyPatch.context() as mp:  # restored even when the setup fails
+        mp.setenv("MBPO_BENCH_CACHE", str(root / "cache"))
+        mp.setenv("MBPO_BENCH_EMBEDDED_CONFIG", str(cfg))
+        model = build_tiny_model("llava", root / "llava")
+        yield {"root": root, "model": model}
 
 
 def _eval(env: dict[str, Path], out: Path, *extra: str) -> int:

@@ -31,7 +31,9 @@ def test_every_group_has_help(group: str, capsys: pytest.CaptureFixture[str]) ->
     assert "Usage" in capsys.readouterr().out
 
 
-def test_unknown_command_is_one_error_with_non_zero_exit(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_command_is_one_error_with_non_zero_exit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["evaluate"]) != 0
     err = capsys.readouterr().err
     assert "No such command 'evaluate'" in err
@@ -51,5 +53,7 @@ def test_help_imports_no_heavy_library() -> None:
         "heavy = [m for m in ('torch', 'transformers', 'lmms_eval', 'peft', 'pandas') if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip().splitlines()[-1] == "HEAVY="

@@ -33,7 +33,9 @@ def test_defaults_yaml_and_overrides_compose(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("optim:\n  steps: 7\nname: fromfile\n")
     cfg = load_config(Demo, path, ["optim.lr=0.01", "seed=3", "tags=[a, b]", "use_lora=false"])
-    assert cfg == Demo(name="fromfile", seed=3, tags=["a", "b"], optim=Optim(lr=0.01, steps=7), use_lora=False)
+    assert cfg == Demo(
+        name="fromfile", seed=3, tags=["a", "b"], optim=Optim(lr=0.01, steps=7), use_lora=False
+    )
 
 
 def test_int_is_accepted_for_float_and_round_trips() -> None:
@@ -53,7 +55,10 @@ def test_int_is_accepted_for_float_and_round_trips() -> None:
         ("optim.steps=abc", "Demo.optim.steps: expected an integer, got 'abc'"),
         ("optim.steps=1.5", "Demo.optim.steps: expected an integer"),
         ("use_lora=maybe", "Demo.use_lora: expected true or false"),
-        ("optim.schedule=cosin", "'cosin' is not one of 'linear', 'cosine' (did you mean: cosine?)"),
+        (
+            "optim.schedule=cosin",
+            "'cosin' is not one of 'linear', 'cosine' (did you mean: cosine?)",
+        ),
         ("seed", "not of the form section.key=value"),
     ],
 )
@@ -74,4 +79,7 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_parse_overrides_nests_and_parses_scalars() -> None:
-    assert parse_overrides(["a.b.c=1", "a.d=x", "e=null"]) == {"a": {"b": {"c": 1}, "d": "x"}, "e": None}
+    assert parse_overrides(["a.b.c=1", "a.d=x", "e=null"]) == {
+        "a": {"b": {"c": 1}, "d": "x"},
+        "e": None,
+    }

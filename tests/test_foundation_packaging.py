@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MAPPED = {"mbpo_bench": ROOT / "mbpo_bench", "mbpo_bench.tasks": ROOT / "tasks", "mbpo_bench.trainers": ROOT / "trainers"}
+MAPPED = {
+    "mbpo_bench": ROOT / "mbpo_bench",
+    "mbpo_bench.tasks": ROOT / "tasks",
+    "mbpo_bench.trainers": ROOT / "trainers",
+}
 
 
 def _package_folders() -> set[str]:
@@ -27,7 +31,9 @@ def _package_folders() -> set[str]:
 
 
 def test_every_package_folder_is_listed_in_pyproject() -> None:
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     assert _package_folders() - listed == set(), "add these to [tool.setuptools] packages"
     assert listed - _package_folders() == set(), "these listed packages have no folder"
 
@@ -35,10 +41,21 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
 @pytest.mark.slow
 def test_built_wheel_contains_every_package_and_task_yaml(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".tox", "build", "*.egg-info", "__pycache__", "reports", "runs"))
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".tox", "build", "*.egg-info", "__pycache__", "reports", "runs"
+        ),
+    )
     build = "import sys, setuptools.build_meta as b; b.build_wheel(sys.argv[1])"
     (tmp_path / "dist").mkdir()
-    subprocess.run([sys.executable, "-c", build, str(tmp_path / "dist")], cwd=src, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", build, str(tmp_path / "dist")],
+        cwd=src,
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for package in _package_folders():
@@ -53,9 +70,13 @@ def test_installed_package_works_outside_the_checkout(tmp_path: Path) -> None:
         "import mbpo_bench, mbpo_bench.tasks, mbpo_bench.trainers, importlib.resources as r\n"
         "print(any(p.name.endswith('.yaml') or p.is_dir() for p in r.files('mbpo_bench.tasks').iterdir()))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "True"
     cli = shutil.which("mbpo-bench", path=str(Path(sys.executable).parent))
     assert cli is not None
-    version = subprocess.run([cli, "--version"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    version = subprocess.run(
+        [cli, "--version"], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert version.stdout.startswith("mbpo-bench ")

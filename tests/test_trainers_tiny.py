@@ -27,23 +27,17 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
     root = tmp_path_factory.mktemp("trainers")
     (root / "bench.yaml").write_text(TINY_BENCH)
-    keys = ("MBPO_BENCH_CACHE", "MBPO_BENCH_EMBEDDED_CONFIG")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ["MBPO_BENCH_CACHE"] = str(root / "cache")
-    os.environ["MBPO_BENCH_EMBEDDED_CONFIG"] = str(root / "bench.yaml")
-    random_model = build_tiny_model("llava", root / "model", seed=0)
-    # a short full fine-tune so that sampled answers are colour words, some right, some wrong:
-    # GRPO groups then have reward variance (a random model's groups are all zero)
-    base = {"model": str(random_model)}
-    sft = common(base, "data=mbpo_embedded_color,mbpo_embedded_existence", "full_finetune=true",
-                 "optim.steps=30", "optim.lr=0.0003", "optim.batch_size=8")  # fmt: skip
-    run_method("sft", sft, root / "sft")
-    yield {"root": root, "model": str(root / "sft")}
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with pytest.MonkeyPatch.context() as mp:  # restored even when the setup fails
+        mp.setenv("MBPO_BENCH_CACHE", str(root / "cache"))
+        mp.setenv("MBPO_BENCH_EMBEDDED_CONFIG", str(root / "bench.yaml"))
+        random_model = build_tiny_model("llava", root / "model", seed=0)
+        # a short full fine-tune so that sampled answers are colour words, some right, some wrong:
+        # GRPO groups then have reward variance (a random model's groups are all zero)
+        base = {"model": str(random_model)}
+        sft = common(base, "data=mbpo_embedded_color,mbpo_embedded_existence", "full_finetune=true",
+                     "optim.steps=30", "optim.lr=0.0003", "optim.batch_size=8")  # fmt: skip
+        run_method("sft", sft, root / "sft")
+        yield {"root": root, "model": str(root / "sft")}
 
 
 def common(tiny: dict[str, Any], *extra: str) -> list[str]:

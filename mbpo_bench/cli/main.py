@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished work is saved; rerun the same command to resume", err=True)
+        typer.echo(
+            "interrupted: finished work is saved; rerun the same command to resume", err=True
+        )
         return 130
     except Exception as exc:
         # Typer >= 0.20 vendors click (typer._click), older ones use click itself: match the
