@@ -1,78 +1,51 @@
-"""Data parallelism as configuration: rank helpers that are no-ops in a single process.
+"""The trainers' name for `mbpo_bench.parallel` (rank helpers, sharding, collectives).
 
-Under `torchrun` / `accelerate launch` the environment carries RANK, WORLD_SIZE and LOCAL_RANK;
-`init()` then opens the process group. Trainers shard each global batch by rank (`shard`), average
-gradients across ranks after their backward passes (`all_reduce_grads`, one flat all-reduce per
-step: simpler than DDP with manual accumulation and exact for equal shards), and only rank 0
-writes files (`is_main`). With one process every function returns at once, so the same trainer
-code runs on a laptop and on eight GPUs.
+The helpers moved to `mbpo_bench/parallel.py` so that evaluation uses them too without importing
+the trainers; this module re-exports them so the trainers keep writing `distributed.shard(...)`.
+See that module for the decisions (explicit gradient all-reduce instead of DDP, global loss
+normalisers, rank-0 writes). Checkpoints hold rank 0's RNG state only: the loop reseeds every
+step from (seed, step, rank), so a resumed run needs no other rank's state, and a checkpoint
+resumes on any number of processes.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from typing import TypeVar
+from mbpo_bench.parallel import (
+    all_reduce_grads,
+    all_reduce_mean,
+    average,
+    barrier,
+    gather,
+    gather_round,
+    global_sum,
+    init,
+    is_main,
+    local_rank,
+    mean_metrics,
+    normaliser,
+    rank,
+    round_robin,
+    setup,
+    shard,
+    world_size,
+)
 
-import torch
-
-T = TypeVar("T")
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def is_main() -> bool:
-    return rank() == 0
-
-
-def init(device: torch.device) -> None:
-    """Open the default process group when launched with more than one process."""
-    if world_size() <= 1 or torch.distributed.is_initialized():
-        return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    torch.distributed.init_process_group(backend=backend)
-
-
-def shard(items: Sequence[T]) -> list[T]:
-    """This rank's share of a global batch: items[rank::world_size]."""
-    return list(items[rank() :: world_size()])
-
-
-def all_reduce_grads(params: Sequence[torch.nn.Parameter]) -> None:
-    """Average gradients across ranks (flattened into one buffer, one collective)."""
-    if world_size() <= 1 or not torch.distributed.is_initialized():
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.flatten() for g in grads])
-    torch.distributed.all_reduce(flat)
-    flat /= world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-def all_reduce_mean(value: float, device: torch.device) -> float:
-    """Mean of a scalar metric over ranks (the value itself in one process)."""
-    if world_size() <= 1 or not torch.distributed.is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return float(t.item()) / world_size()
-
-
-def barrier() -> None:
-    if world_size() > 1 and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+__all__ = [
+    "all_reduce_grads",
+    "all_reduce_mean",
+    "average",
+    "barrier",
+    "gather",
+    "gather_round",
+    "global_sum",
+    "init",
+    "is_main",
+    "local_rank",
+    "mean_metrics",
+    "normaliser",
+    "rank",
+    "round_robin",
+    "setup",
+    "shard",
+    "world_size",
+]

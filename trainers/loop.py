@@ -6,7 +6,10 @@ normalisers of the whole batch, so accumulation is exact). The loop does the res
 for SFT, DPO, GRPO and MBPO: per-step seeding, a non-finite loss or gradient check BEFORE the
 optimizer step, gradient averaging across ranks, clipping, AdamW, warmup + linear decay, the
 metrics row (JSONL, TensorBoard when installed, rich progress), checkpoints every N steps,
-`--resume`, and the final weights.
+`--resume`, and the final weights. Under torchrun each rank runs its shard of the global batch
+(`distributed`), the step's loss and metrics are averaged over ranks before the NaN check and
+the metrics row, only rank 0 writes, and a checkpoint resumes on any number of processes (it
+holds the replicated weights and optimizer state, and the data position is the step count).
 
 Determinism: each step reseeds torch and Python from (seed, step, rank), so a step's sampling
 does not depend on what ran before it; checkpoints still carry the RNG states. The data order is
@@ -107,12 +110,7 @@ def setup_runtime(runtime: RuntimeConfig) -> None:
     if runtime.threads is not None:
         torch.set_num_threads(runtime.threads)
     seed_everything(runtime.seed)
-    device = runtime.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and distributed.world_size() > 1:
-        torch.cuda.set_device(distributed.local_rank())
-    distributed.init(torch.device(device))
+    distributed.setup(runtime.device)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -252,6 +250,29 @@ class LoopResult:
     resumed_from: int | None
 
 
+def _across_ranks(result: StepResult) -> StepResult:
+    """Loss and metrics averaged over ranks, samples and tokens summed (identity in one
+    process). Every rank then checks the same loss, so a NaN stops all of them together."""
+    if distributed.world_size() <= 1:
+        return result
+    parts = distributed.gather(result)
+    return StepResult(
+        loss=sum(p.loss for p in parts) / len(parts),
+        metrics=distributed.average([p.metrics for p in parts]),
+        samples=sum(p.samples for p in parts),
+        tokens=sum(p.tokens for p in parts),
+    )
+
+
+def _check_world(optim: OptimConfig) -> None:
+    world = distributed.world_size()
+    if optim.batch_size % world:
+        raise UserError(
+            f"optim.batch_size {optim.batch_size} does not split over {world} processes — "
+            f"the global batch is sharded evenly across ranks: use a multiple of {world}"
+        )
+
+
 def _diverged(what: str, value: float, step: int, last: checkpoint.Checkpoint | None) -> None:
     keep = (
         f"the last good checkpoint is {last.path}"
@@ -325,6 +346,7 @@ def train_loop(
     data_position: Callable[[int], dict[str, int]] | None = None,
 ) -> LoopResult:
     """Run steps [resumed step, optim.steps) of `step_fn`, then save the final weights."""
+    _check_world(optim)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise UserError("the model has no trainable parameters — check the LoRA target modules")
@@ -346,7 +368,7 @@ def train_loop(
             random.seed(seed)
             torch.manual_seed(seed)
             optimizer.zero_grad(set_to_none=True)
-            result = step_fn(step)
+            result = _across_ranks(step_fn(step))
             lr = scheduler.get_last_lr()[0]
             norm = _optimizer_step(
                 params, optimizer, scheduler, optim, step + 1, result.loss, last_ckpt

@@ -155,14 +155,23 @@ def run_eval(config: EvalConfig, *, overwrite: bool = False, progress: bool = Tr
     parse_probes(config.probes.names)  # unknown probe names fail first
     if not config.model:
         raise UserError("no model given — pass --model PATH_OR_HUB_ID")
+    from mbpo_bench import parallel
+
     if config.backend == "lmms-eval":
         from mbpo_bench.evaluation.lmms_backend import run_lmms_eval
+
+        if parallel.world_size() > 1:
+            raise UserError(
+                "--backend lmms-eval runs in one process — launch it without torchrun, or use "
+                "the native backend for data-parallel evaluation"
+            )
 
         return run_lmms_eval(config, overwrite=overwrite)
     from mbpo_bench.evaluation.runner import evaluate
     from mbpo_bench.runs import RunDir
 
     tasks = load_tasks(config)
+    progress = progress and parallel.is_main()  # one config print and progress bar, rank 0's
     if progress:
         from mbpo_bench.config import print_config
 
@@ -172,6 +181,9 @@ def run_eval(config: EvalConfig, *, overwrite: bool = False, progress: bool = Tr
     output = Path(config.output)
     if RunDir(output).finished and not overwrite:
         RunDir.open(output, overwrite=False, config=config)  # raises: a finished run is kept
+    parallel.setup(config.device)  # under torchrun: this rank's GPU and the process group
     vlm = load_vlm(config)  # before the folder exists: a typo in --model leaves nothing behind
     run = RunDir.open(output, overwrite=overwrite, config=config)
-    return evaluate(run, tasks, vlm, model_info(config, vlm), config, progress=progress)
+    # only rank 0 writes the model info: the other ranks skip hashing the model folder
+    info = model_info(config, vlm) if parallel.is_main() else ModelInfo(id=config.model)
+    return evaluate(run, tasks, vlm, info, config, progress=progress)

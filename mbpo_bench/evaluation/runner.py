@@ -152,7 +152,12 @@ def execute(
     *,
     progress: bool = True,
 ) -> int:
-    """Run every batch that still misses rows; return the number of rows appended."""
+    """Run every batch that still misses rows; return the number of rows appended.
+
+    Under torchrun the batches are dealt round-robin over the ranks; after each round rank 0
+    gathers the rows in rank order (= the one-process order) and alone appends them.
+    """
+    from mbpo_bench import parallel
     from mbpo_bench.evaluation.batches import run_batch
     from mbpo_bench.evaluation.progress import eval_progress
 
@@ -166,17 +171,24 @@ def execute(
     session = f"{datetime.now(UTC).isoformat(timespec='seconds')}-{uuid.uuid4().hex[:6]}"
     start = time.perf_counter()
     appended = 0
-    with eval_progress(sum(len(t) for _, _, t in work), enabled=progress) as advance:
-        for plan, batch, todo in work:
-            t0 = time.perf_counter()
-            rows = run_batch(vlm, plan, batch, config)
-            compute = time.perf_counter() - t0
-            wanted = set(todo)
-            new = [r for r in rows if r["doc_id"] in wanted]
-            store.append(new)
-            store.log_batch(session, len(new), compute, time.perf_counter() - start)
-            appended += len(new)
-            advance(f"{batch.task} · {batch.probe}", len(new))
+    main = parallel.is_main()
+    with eval_progress(sum(len(t) for _, _, t in work), enabled=progress and main) as advance:
+        for mine in parallel.round_robin(len(work)):
+            new: list[dict[str, Any]] = []
+            compute = 0.0
+            if mine is not None:
+                plan, batch, todo = work[mine]
+                t0 = time.perf_counter()
+                rows = run_batch(vlm, plan, batch, config)
+                compute = time.perf_counter() - t0
+                wanted = set(todo)
+                new = [r for r in rows if r["doc_id"] in wanted]
+            for index, (rows_k, compute_k) in parallel.gather_round(mine, (new, compute)):
+                if main:
+                    store.append(rows_k)
+                    store.log_batch(session, len(rows_k), compute_k, time.perf_counter() - start)
+                appended += len(rows_k)
+                advance(f"{work[index][1].task} · {work[index][1].probe}", len(rows_k))
     return appended
 
 
@@ -189,7 +201,13 @@ def evaluate(
     *,
     progress: bool = True,
 ) -> Results:
-    """Plan, execute (resuming) and score; write results.json and mark the run finished."""
+    """Plan, execute (resuming) and score; write results.json and mark the run finished.
+
+    Under torchrun every rank plans the same batches and runs its share; rank 0 alone touches
+    the run folder, and the other ranks read the results it wrote.
+    """
+    from mbpo_bench import parallel
+    from mbpo_bench.evaluation.schema import Results
     from mbpo_bench.evaluation.scoring import recompute_results
     from mbpo_bench.runs import write_atomic
 
@@ -198,11 +216,18 @@ def evaluate(
         plan_task(info, items, skipped, probes, config.probes.seed)
         for info, items, skipped in tasks
     ]
-    store = SampleStore.open(run.path)
-    write_meta(store, plans, model, probes)
+    main = parallel.is_main()
+    store = SampleStore.open(run.path) if main else SampleStore(run.path)
+    if main:
+        write_meta(store, plans, model, probes)
+    parallel.barrier()  # the others read samples.jsonl only after rank 0 cut a torn tail
     n = execute(store, plans, vlm, config, progress=progress)
     run.log(f"appended {n} samples")
-    results = recompute_results(run.path)
-    write_atomic(run.path / RESULTS, results.to_json())
-    run.finish(results=RESULTS, n_samples=results.n_samples, items_skipped=results.items_skipped)
-    return results
+    if main:
+        results = recompute_results(run.path)
+        write_atomic(run.path / RESULTS, results.to_json())
+        run.finish(
+            results=RESULTS, n_samples=results.n_samples, items_skipped=results.items_skipped
+        )
+    parallel.barrier()
+    return results if main else Results.read(run.path / RESULTS)
