@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mbpo_bench.errors import UserError
 from mbpo_bench.models.lora import LoraSettings
 
 if TYPE_CHECKING:
@@ -35,16 +34,9 @@ INFO = "info.json"
 
 def resolve_start(model: str) -> tuple[str, str | None]:
     """(model folder or id, adapter folder or None) for `--model`; a run folder is followed."""
-    info_path = Path(model) / "final" / INFO
-    if not info_path.is_file():
-        return model, None
-    info = json.loads(info_path.read_text())
-    final = info_path.parent
-    if info.get("model"):
-        return str(final / info["model"]), None
-    if info.get("adapter"):
-        return str(info["base"]), str(final / info["adapter"])
-    raise UserError(f"{info_path} names neither a model nor an adapter — rerun that training")
+    from mbpo_bench.models.loading import resolve_training_run
+
+    return resolve_training_run(model)
 
 
 @dataclass

@@ -166,6 +166,26 @@ def load_processor(folder: Path, family: str, *, trust_remote_code: bool = False
     return image_only_qwen_processor(family, improc, tok)
 
 
+def resolve_training_run(model: str | Path) -> tuple[str, str | None]:
+    """(model folder or id, adapter folder or None): a training run folder is followed.
+
+    `mbpo-bench train` writes `<run>/final/info.json` naming a full model (`final/model`) or an
+    adapter over a base; every command that takes `--model` accepts such a run folder.
+    """
+    import json
+
+    info_path = Path(model) / "final" / "info.json"
+    if not info_path.is_file():
+        return str(model), None
+    info = json.loads(info_path.read_text())
+    final = info_path.parent
+    if info.get("model"):
+        return str(final / info["model"]), None
+    if info.get("adapter"):
+        return str(info["base"]), str(final / info["adapter"])
+    raise UserError(f"{info_path} names neither a model nor an adapter — rerun that training")
+
+
 def load_model(
     path_or_id: str | Path,
     *,
@@ -187,6 +207,8 @@ def load_model(
     from mbpo_bench.models.qwen2_vl import QwenVLAdapter
     from mbpo_bench.models.tiny import model_class
 
+    if adapter is None:
+        path_or_id, adapter = resolve_training_run(path_or_id)
     folder = resolve_folder(path_or_id, local_files_only=local_files_only)
     family = check_folder(folder)
     dev = resolve_device(device)
