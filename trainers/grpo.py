@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mbpo_bench.trainers.advantages import STD_EPS, Scaling
-from mbpo_bench.trainers.hybrid import Group, HybridSettings
+from mbpo_bench.trainers.advantages import STD_EPS, Advantages, Scaling
+from mbpo_bench.trainers.hybrid import FlatBatch, Group, HybridSettings
 from mbpo_bench.trainers.loop import (
     IndexStream,
     LoopResult,
@@ -61,8 +61,14 @@ class GRPOSettings:
     aggregation: Aggregation = "grpo"
     adv_eps: float = STD_EPS
     skip_zero_variance: bool = False  # drop groups whose rewards are all equal from the loss
+    # DAPO's dynamic sampling: roll out `oversample` x the step's online prompts and keep the
+    # groups whose rewards vary (topped up with the others in order); 1 = off
+    oversample: int = 1
     reward_max_words: int = 10  # the format reward's length limit
     max_length: int | None = None  # dr_grpo normaliser; None = max_new_tokens + 1 (EOS)
+    # sample each prompt in its own generate call seeded by (seed, step, position in the global
+    # batch): the same rollouts for any number of processes (slower: G rows per generate call)
+    seed_per_prompt: bool = False
 
 
 @dataclass
@@ -104,16 +110,29 @@ def score(
 
 
 def sample(
-    policy: Policy, prompts: list[Prompt], items: list[TaskItem], s: GRPOSettings, n: int
+    policy: Policy,
+    prompts: list[Prompt],
+    items: list[TaskItem],
+    s: GRPOSettings,
+    n: int,
+    seeds: Sequence[int] | None = None,
 ) -> list[list[tuple[str, float, bool]]]:
-    """`n` sampled (response, reward, correct) per prompt, in one batched generate."""
+    """`n` sampled (response, reward, correct) per prompt, in one batched generate (or, with
+    `seeds`, one generate per prompt after seeding torch with its seed)."""
     if not prompts or n == 0:
         return [[] for _ in prompts]
     policy.train_mode(False)
-    texts = policy.vlm.generate(
-        prompts, max_new_tokens=s.max_new_tokens, do_sample=True, temperature=s.temperature,
-        top_p=s.top_p, num_samples=n, batch_size=s.generation_batch_size,
-    )  # fmt: skip
+    kw = {"max_new_tokens": s.max_new_tokens, "do_sample": True, "temperature": s.temperature,
+          "top_p": s.top_p, "num_samples": n}  # fmt: skip
+    if seeds is None:
+        texts = policy.vlm.generate(prompts, batch_size=s.generation_batch_size, **kw)
+    else:
+        import torch
+
+        texts = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            torch.manual_seed(seed)
+            texts += policy.vlm.generate([prompt], batch_size=1, **kw)
     out = []
     for item, responses in zip(items, texts, strict=True):
         rewards, correct = score(item, responses, s.reward_max_words)
@@ -127,8 +146,10 @@ def rollout(
     offline: list[PreferencePair],
     s: GRPOSettings,
     hybrid: HybridSettings | None,
+    seeds: Sequence[int] | None = None,
 ) -> Rollout:
-    """Online groups for `online` items, then offline groups for `offline` pairs."""
+    """Online groups for `online` items, then offline groups for `offline` pairs; `seeds` (one
+    per online item, then one per pair) makes sampling per prompt (`seed_per_prompt`)."""
     from mbpo_bench.trainers import hybrid as hy
     from mbpo_bench.trainers.data import item_prompts
 
@@ -137,13 +158,22 @@ def rollout(
     prompts = item_prompts(online, size) + item_prompts(off_items, size)
     n_on = len(online)
     groups: list[Group] = []
-    for k, samples in enumerate(sample(policy, prompts[:n_on], online, s, s.num_generations)):
+    on_seeds = None if seeds is None else seeds[:n_on]
+    off_seeds = None if seeds is None else seeds[n_on:]
+    on_samples = sample(policy, prompts[:n_on], online, s, s.num_generations, on_seeds)
+    if s.oversample > 1:
+        keep = keep_varied(on_samples, n_on // s.oversample)
+        online = [online[j] for j in keep]
+        on_samples = [on_samples[j] for j in keep]
+        prompts = [prompts[j] for j in keep] + prompts[n_on:]
+        n_on = len(online)
+    for k, samples in enumerate(on_samples):
         responses = [r for r, _, _ in samples]
         rewards = [w for _, w, _ in samples]
         correct: list[bool | None] = [c for _, _, c in samples]
         groups.append(hy.online_group(k, responses, rewards, correct))
     extra_n = hybrid.offline_extra_samples if hybrid else 0
-    extras = sample(policy, prompts[n_on:], off_items, s, extra_n)
+    extras = sample(policy, prompts[n_on:], off_items, s, extra_n, off_seeds)
     for k, (pair, more) in enumerate(zip(offline, extras, strict=True)):
         groups.append(
             hy.offline_group(
@@ -154,6 +184,13 @@ def rollout(
             )
         )  # fmt: skip
     return Rollout(groups=groups, prompts=prompts, items=[*online, *off_items])
+
+
+def keep_varied(samples: Sequence[Sequence[tuple[str, float, bool]]], n: int) -> list[int]:
+    """Indices of `n` groups: those whose rewards vary first, then the rest, each in order."""
+    varied = [j for j, g in enumerate(samples) if len({w for _, w, _ in g}) > 1]
+    flat = [j for j in range(len(samples)) if j not in set(varied)]
+    return sorted((varied + flat)[:n])
 
 
 def _reward_metrics(ro: Rollout, adv_stats: dict[str, float]) -> dict[str, float]:
@@ -207,25 +244,50 @@ def _chunk_loss(
     return out.loss, parts
 
 
-def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int) -> StepResult:
-    """Advantages, then backward over `grad_accum` micro-batches of the step's samples."""
+def _advantages(flat: FlatBatch, s: GRPOSettings) -> Advantages:
+    """Group-relative advantages; "batch" scaling divides by the std of the GLOBAL batch's
+    rewards when several processes each hold part of it (groups never straddle ranks)."""
+    from mbpo_bench.trainers import distributed
     from mbpo_bench.trainers.advantages import compute_advantages
+
+    if s.scaling != "batch" or distributed.world_size() <= 1:
+        return compute_advantages(flat.rewards, flat.group_ids, scaling=s.scaling, eps=s.adv_eps)
+    import dataclasses
+
+    import torch
+
+    base = compute_advantages(flat.rewards, flat.group_ids, scaling="none", eps=s.adv_eps)
+    parts = distributed.gather([float(r) for r in flat.rewards.tolist()])
+    rewards = torch.tensor([r for part in parts for r in part], dtype=torch.float32)
+    std = rewards.std() if rewards.numel() > 1 else rewards.new_zeros(())
+    return dataclasses.replace(base, advantages=base.advantages / (std + s.adv_eps))
+
+
+def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int) -> StepResult:
+    """Advantages, then backward over `grad_accum` micro-batches of the step's samples.
+
+    The loss normalisers (sequences, tokens) are those of the global batch over the world size
+    (`distributed.normaliser`), so the rank-averaged gradient is the whole batch's gradient.
+    """
+    from mbpo_bench.trainers import distributed
     from mbpo_bench.trainers.hybrid import flatten
 
     flat = flatten(ro.groups)
-    adv = compute_advantages(flat.rewards, flat.group_ids, scaling=s.scaling, eps=s.adv_eps)
+    adv = _advantages(flat, s)
     metrics = _reward_metrics(ro, adv.stats())
     keep = [
         i for i in range(len(flat.responses)) if not (s.skip_zero_variance and adv.zero_variance[i])
     ]
+    responses = [flat.responses[i] for i in keep]
+    ids = policy.vlm.tokenizer(responses, add_special_tokens=False)["input_ids"] if keep else []
+    lengths = [len(t) + 1 for t in ids]
+    norms = {  # collectives: every rank computes them, even one with nothing to train on
+        "sequences": distributed.normaliser(float(len(keep))),
+        "tokens": distributed.normaliser(float(sum(lengths))),
+    }
     if not keep:
         return StepResult(loss=0.0, metrics={**metrics, "policy_loss": 0.0}, samples=0)
     prompts = [ro.prompts[int(flat.group_ids[i])] for i in keep]
-    responses = [flat.responses[i] for i in keep]
-    lengths = [
-        len(t) + 1 for t in policy.vlm.tokenizer(responses, add_special_tokens=False)["input_ids"]
-    ]
-    norms = {"sequences": float(len(keep)), "tokens": float(sum(lengths))}
     size = -(-len(keep) // grad_accum)
     total = 0.0
     sums: dict[str, float] = {}
@@ -240,7 +302,12 @@ def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int)
             sums[k] = sums.get(k, 0.0) + v
     metrics.update(sums)
     metrics["response_tokens_mean"] = norms["tokens"] / norms["sequences"]
-    return StepResult(loss=total, metrics=metrics, samples=len(keep), tokens=int(norms["tokens"]))
+    return StepResult(loss=total, metrics=metrics, samples=len(keep), tokens=sum(lengths))
+
+
+def prompt_seed(seed: int, step: int, position: int) -> int:
+    """The sampling seed of the prompt at `position` of step `step`'s global batch."""
+    return (seed * 1_000_003 + step * 7_919 + (position + 1) * 15_485_863) % (2**31 - 1)
 
 
 def make_step_fn(
@@ -258,13 +325,19 @@ def make_step_fn(
 
     ratio = hybrid.offline_ratio if hybrid is not None else 0.0
     n_off, n_on = plan_mix(optim.batch_size, ratio, len(pairs))
-    online = IndexStream(len(items), n_on, seed=seed)
+    online = IndexStream(len(items), n_on * s.oversample, seed=seed)
     offline = IndexStream(len(pairs), n_off, seed=seed + 1)
 
     def step(i: int) -> StepResult:
         on = [items[j] for j in distributed.shard(online.batch(i))] if n_on else []
         off = [pairs[j] for j in distributed.shard(offline.batch(i))] if n_off else []
-        ro = rollout(policy, on, off, s, hybrid)
+        seeds = None
+        if s.seed_per_prompt:  # by position in the global batch: online groups, then offline
+            where = distributed.shard(range(n_on * s.oversample)) + [
+                n_on + k for k in distributed.shard(range(n_off))
+            ]
+            seeds = [prompt_seed(seed, i, k) for k in where]
+        ro = rollout(policy, on, off, s, hybrid, seeds)
         return policy_update(policy, ro, s, optim.grad_accum)
 
     def position(i: int) -> dict[str, int]:
