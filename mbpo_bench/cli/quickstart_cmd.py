@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
-from mbpo_bench.cli.common import not_built_yet
+from pathlib import Path
+
+import typer
 
 
-def quickstart_command() -> None:
-    """Build a tiny model, make it biased, run MBPO, evaluate, report (not built yet)."""
-    raise not_built_yet("mbpo-bench quickstart", "issue: reports and quickstart")
+def quickstart_command(
+    output: Path = typer.Option(Path("runs/quickstart"), help="Folder for every stage's run."),
+    report: Path = typer.Option(Path("reports/quickstart.md"), help="Markdown report to write."),
+    threads: int = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    eval_limit: int = typer.Option(None, help="Evaluate only the first N items of each task."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild the base model."),
+    config: Path = typer.Option(None, help="YAML file of QuickstartConfig fields."),
+    overrides: list[str] = typer.Argument(None, help="Config overrides: section.key=value ..."),
+) -> None:
+    """Build a tiny model, make it biased (SFT), run MBPO and a continued-SFT control,
+    evaluate all three with modality-balance probes and write the report. Offline, CPU."""
+    from mbpo_bench.config import load_config, print_config
+    from mbpo_bench.quickstart import QuickstartConfig, run_quickstart
+
+    flags = [f"output={output}", f"report={report}"]
+    if threads is not None:
+        flags.append(f"threads={threads}")
+    if eval_limit is not None:
+        flags.append(f"eval_limit={eval_limit}")
+    if no_cache:
+        flags.append("cache_base=false")
+    cfg = load_config(QuickstartConfig, config, [*flags, *(overrides or [])])
+    print_config(cfg, "quickstart")
+    path = run_quickstart(cfg)
+    typer.echo(f"wrote {path}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from mbpo_bench.errors import UserError
 
 # Bump when the generator's output changes for the same config (invalidates every cache).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: counter-prior eval scenes differ from consistent ones only in the asked attribute
 
 SHAPE_WORDS = ("circle", "square", "triangle", "star", "cross", "diamond", "heart", "ring")
 COLOR_RGB: dict[str, tuple[int, int, int]] = {

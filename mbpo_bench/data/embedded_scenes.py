@@ -180,17 +180,6 @@ def train_rows(
     }
 
 
-def _existence_groups(
-    rng: random.Random, config: EmbeddedConfig, required: list[str], forbidden: set[str]
-) -> list[tuple[str, str, int]]:
-    n = rng.randint(max(len(required), config.min_objects), config.max_objects)
-    counts = Counter(required)
-    allowed = [s for s in config.shapes if s not in forbidden]
-    for _ in range(n - len(required)):
-        counts[rng.choice(allowed)] += 1
-    return [(s, rng.choice(config.colors), c) for s, c in counts.items()]
-
-
 def eval_item(
     kind: str,
     cell: str,
@@ -200,30 +189,38 @@ def eval_item(
     world: World,
     popularity: Counter[str],
 ) -> tuple[tuple[Obj, ...], dict[str, Any]]:
-    """One evaluation scene and question of `kind` in `cell` ("consistent" | "counter")."""
+    """One evaluation scene and question of `kind` in `cell` ("consistent" | "counter").
+
+    Every evaluation scene starts as a training scene that follows the prior (the asked-about
+    shape in its usual colour and count, plus its partner in its usual colour), and a
+    counter-prior item changes ONLY the attribute its question asks about. So consistent and
+    counter-prior items differ in nothing but the prior's answer: a model that reads the
+    question's prior fails exactly the counter-prior half, and no other shift (e.g. shapes that
+    a model recognises by their usual colour) separates the two cells. (A first version drew
+    the rest of the scene at random; a tiny model then learned to find shapes by colour on the
+    training scenes and failed both cells alike, which hid the language prior.)
+    """
     consistent = cell == "consistent"
     shape = rng.choice(config.shapes)
+    mate = world.partner[shape]
+    color, count = world.usual_color[shape], world.usual_count[shape]
+    groups = [(mate, world.usual_color[mate], 1)]
     query: str | None = None
     split: str | None = None
-    if kind == "color":
-        usual = world.usual_color[shape]
-        color = usual if consistent else rng.choice([c for c in config.colors if c != usual])
-        n = rng.randint(config.min_objects, config.max_objects)
-        groups = _random_groups(rng, config, (shape, color, rng.randint(1, n)), n)
-    elif kind == "count":
-        usual_n = world.usual_count[shape]
-        others = [k for k in range(1, config.max_objects + 1) if k != usual_n]
-        count = usual_n if consistent else rng.choice(others)
-        n = rng.randint(max(count, config.min_objects), config.max_objects)
-        groups = _random_groups(rng, config, (shape, rng.choice(config.colors), count), n)
-    else:
-        mate = world.partner[shape]
+    if kind == "color" and not consistent:
+        color = rng.choice([c for c in config.colors if c != color])
+    elif kind == "count" and not consistent:
+        count = rng.choice([k for k in range(1, config.max_objects + 1) if k != count])
+    elif kind == "existence":
         non = [s for s in config.shapes if s not in (shape, mate)]
         yes = index % 2 == 0
-        if yes:
-            query = mate if consistent else rng.choice(non)
-        elif not consistent:
-            query, split = mate, "adversarial"
+        if yes and consistent:
+            query = mate
+        elif yes:  # counter: a non-partner that is present after all
+            query = rng.choice(non)
+            groups.append((query, world.usual_color[query], 1))
+        elif not consistent:  # counter: the partner is absent (POPE's adversarial negative)
+            query, split, groups = mate, "adversarial", []
         elif index % 4 == 1:
             query, split = rng.choice(non), "random"
         else:
@@ -231,9 +228,7 @@ def eval_item(
                 max(non, key=lambda s: (popularity[s], -config.shapes.index(s))),
                 "popular",
             )
-        required = [shape, query] if yes else [shape]
-        groups = _existence_groups(rng, config, required, set() if yes else {query})
-    objs = place(rng, config, groups)
+    objs = place(rng, config, [(shape, color, count), *groups])
     row = question_row(kind, rng, config, world, objs, shape, query)
     assert row["prior"] == cell, (kind, cell, row)
     row["negative_split"] = split

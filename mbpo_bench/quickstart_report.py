@@ -1,0 +1,138 @@
+"""The quickstart's report: findings computed from the eval runs, then `render_report`'s tables.
+
+Each finding pools the three embedded tasks (image probe) and states a paired 95% bootstrap CI
+over the same items. A claim is marked "shown" only when its CI says so (a gain: the CI is above
+zero; "no loss": the CI is not entirely below zero), so the findings can never disagree with
+the tables under them.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mbpo_bench.metrics import bootstrap_ci, paired_bootstrap
+from mbpo_bench.reporting import meta_is, render_report
+from mbpo_bench.reporting.config import ReportConfig
+from mbpo_bench.reporting.loading import RunData, load_run
+from mbpo_bench.reporting.paired import aligned, item_values
+from mbpo_bench.runs import write_atomic
+
+if TYPE_CHECKING:
+    from mbpo_bench.quickstart import QuickstartConfig
+
+Subset = Callable[[dict[str, Any]], bool] | None
+TASKS = ("mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedded_count")
+
+
+@dataclass(frozen=True)
+class Diff:
+    diff: float
+    low: float
+    high: float
+    n: int
+
+    def text(self) -> str:
+        return f"{self.diff:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
+
+
+def pooled_diff(a: RunData, b: RunData, metric: str, subset: Subset, seed: int) -> Diff:
+    """a - b over the items of all embedded tasks both runs scored, paired bootstrap CI."""
+    xs, ys = [], []
+    for task in TASKS:
+        _, arr_a, arr_b = aligned(a, b, task, "image", metric, subset)
+        xs.append(arr_a)
+        ys.append(arr_b)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    d = paired_bootstrap(x, y, n_resamples=2000, seed=seed)
+    if d.diff is None or d.ci_low is None or d.ci_high is None:
+        return Diff(float("nan"), float("nan"), float("nan"), 0)
+    return Diff(d.diff, d.ci_low, d.ci_high, d.n)
+
+
+def pooled_mean(run: RunData, subset: Subset, seed: int) -> tuple[float, float, float, int]:
+    values = [
+        v
+        for task in TASKS
+        for _, v in sorted(item_values(run, task, "image", "accuracy", subset).items())
+    ]
+    est = bootstrap_ci(values, n_resamples=2000, seed=seed)
+    return float(est.value or 0.0), float(est.ci_low or 0.0), float(est.ci_high or 0.0), len(values)
+
+
+def _verdict(diff: Diff, want: str) -> str:
+    if want == "gain":
+        return "**shown**" if diff.low > 0 else "**not shown**"
+    return "**shown**" if diff.high >= 0 else "**not shown** (a loss: the CI is below zero)"
+
+
+def findings(base: RunData, mbpo: RunData, control: RunData) -> list[str]:
+    counter, consistent = meta_is(prior="counter"), meta_is(prior="consistent")
+    c_acc = pooled_mean(base, consistent, 1)
+    k_acc = pooled_mean(base, counter, 2)
+    bias = c_acc[1] > k_acc[2]
+    lines = [
+        "## Findings (computed from the tables below)",
+        "",
+        "Pooled over the three embedded tasks, image probe; differences are paired over the same",
+        "items with 95% bootstrap CIs. 'Shown' means the CI says so.",
+        "",
+        f"1. The base leans on the language prior: accuracy {c_acc[0]:.3f} "
+        f"[{c_acc[1]:.3f}, {c_acc[2]:.3f}] on prior-consistent items vs {k_acc[0]:.3f} "
+        f"[{k_acc[1]:.3f}, {k_acc[2]:.3f}] on counter-prior items — "
+        + ("**shown** (the CIs do not overlap)." if bias else "**not shown** (the CIs overlap)."),
+    ]
+    n = 2
+    for label, other in (("the base", base), ("the control (continued SFT, same time)", control)):
+        rows = [
+            ("counter-prior accuracy", "accuracy", counter, "gain"),
+            ("visual reliance (image - blind)", "visual_reliance_blind", None, "gain"),
+            ("visual reliance (image - mismatched)", "visual_reliance_mismatched", None, "gain"),
+            ("prior-consistent accuracy (no loss)", "accuracy", consistent, "no loss"),
+        ]
+        for i, (what, metric, subset, want) in enumerate(rows):
+            d = pooled_diff(mbpo, other, metric, subset, seed=10 * n + i)
+            lines.append(f"{n}. MBPO vs {label}, {what}: {d.text()} — {_verdict(d, want)}.")
+            n += 1
+    return lines
+
+
+def write_report(
+    config: QuickstartConfig, out: Path, *, base_cached: bool, timings: dict[str, float]
+) -> Path:
+    evals = [out / "eval_base", out / "eval_control", out / "eval_mbpo"]
+    report = render_report(
+        evals,
+        baseline=out / "eval_base",
+        out=config.report,
+        names=["base", "control", "mbpo"],
+        training_runs=[out / "mbpo", out / "control"],
+        title="mbpo-bench quickstart: MBPO on the embedded benchmark",
+        config=ReportConfig(),
+    )
+    base, control, mbpo = (
+        load_run(p, n) for p, n in zip(evals, ("base", "control", "mbpo"), strict=True)
+    )
+    command = shlex.join(["mbpo-bench", *sys.argv[1:]]) if sys.argv else "mbpo-bench quickstart"
+    head = [
+        f"Regenerate: `{command}` (offline, CPU). Run folders: `{out}`.",
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+        *(f"| {k} | {v:.1f} |" for k, v in timings.items()),
+        "",
+        f"Base model {'taken from the cache' if base_cached else 'built in this run'}.",
+        "",
+        *findings(base, mbpo, control),
+        "",
+    ]
+    text = report.read_text()
+    title_end = text.index("\n\n") + 2
+    write_atomic(report, text[:title_end] + "\n".join(head) + "\n" + text[title_end:])
+    return report

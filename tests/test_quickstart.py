@@ -1,0 +1,81 @@
+"""The quickstart: its findings follow the CIs, its base is cached, and the pipeline runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mbpo_bench.cli.main import main
+from mbpo_bench.config import load_config
+from mbpo_bench.quickstart import QuickstartConfig, base_fingerprint
+from mbpo_bench.quickstart_report import Diff, _verdict
+
+TINY_BENCH = "n_train: 48\nn_eval_per_cell: 4\n"
+TINY_OVERRIDES = [
+    "base.optim.steps=4",
+    "base.optim.batch_size=4",
+    "mbpo.optim.steps=2",
+    "mbpo.optim.batch_size=2",
+    "mbpo.mining.limit=8",
+    "mbpo.mining.steps=2",
+    "mbpo.grpo.num_generations=2",
+    "mbpo.grpo.oversample=1",
+    "probes=[image, blind, mismatched]",
+]
+
+
+@pytest.mark.parametrize(
+    ("diff", "want", "shown"),
+    [
+        (Diff(0.10, 0.02, 0.18, 900), "gain", True),
+        (Diff(0.10, -0.01, 0.21, 900), "gain", False),
+        (Diff(-0.01, -0.03, 0.01, 900), "no loss", True),
+        (Diff(-0.05, -0.08, -0.02, 900), "no loss", False),
+    ],
+)
+def test_a_claim_is_shown_only_when_its_ci_says_so(diff: Diff, want: str, shown: bool) -> None:
+    assert _verdict(diff, want).startswith("**shown**") is shown
+
+
+def test_base_fingerprint_follows_what_shapes_the_base() -> None:
+    default = QuickstartConfig()
+    assert base_fingerprint(default) == base_fingerprint(QuickstartConfig())
+    assert base_fingerprint(default) != base_fingerprint(
+        load_config(QuickstartConfig, None, ["base.optim.steps=7"])
+    )
+    # the MBPO stage and the evaluation do not invalidate the cached base
+    assert base_fingerprint(default) == base_fingerprint(
+        load_config(QuickstartConfig, None, ["mbpo.optim.steps=7"])
+    )
+
+
+def test_unknown_override_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["quickstart", "mbpo.optim.stepz=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'QuickstartConfig.mbpo.optim.stepz' (did you mean: steps?)" in err
+
+
+@pytest.mark.slow
+def test_quickstart_runs_end_to_end_and_reuses_the_cached_base(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bench.yaml").write_text(TINY_BENCH)
+    monkeypatch.setenv("MBPO_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MBPO_BENCH_EMBEDDED_CONFIG", str(tmp_path / "bench.yaml"))
+    argv = [
+        "quickstart",
+        "--output",
+        str(tmp_path / "qs"),
+        "--report",
+        str(tmp_path / "r" / "qs.md"),
+        "--threads",
+        "1",
+    ]
+    assert main([*argv, *TINY_OVERRIDES]) == 0
+    text = (tmp_path / "r" / "qs.md").read_text()
+    assert "## Findings" in text and "Base model built in this run" in text
+    for run in ("base", "control", "mbpo"):
+        assert (tmp_path / "qs" / f"eval_{run}" / "results.json").is_file()
+    assert main([*argv, *TINY_OVERRIDES]) == 0
+    assert "Base model taken from the cache" in (tmp_path / "r" / "qs.md").read_text()
