@@ -66,7 +66,7 @@ def build_config(
 
 
 def eval_command(
-    model: str = typer.Option(..., "--model", help="Checkpoint folder or hub id."),
+    model: str = typer.Option(..., "--model", help="Checkpoint folder, hub id, or a training run folder (reads final/info.json)."),
     tasks: str = typer.Option(..., "--tasks", help="Task names or a suite, comma-separated."),
     output: Path = typer.Option(..., "--output", help="Run folder (resumed if unfinished)."),
     adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder."),
@@ -99,6 +99,7 @@ def eval_command(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
     """Evaluate a model on tasks with modality-balance probes; writes results.json + samples.jsonl."""
+    from mbpo_bench import parallel
     from mbpo_bench.evaluation.api import run_eval
 
     config = build_config(
@@ -121,7 +122,8 @@ def eval_command(
         overrides=overrides,
     )
     results = run_eval(config, overwrite=overwrite, progress=not no_progress)
-    typer.echo(summary(results, output))
+    if parallel.is_main():  # under torchrun: one summary, rank 0's (run_eval prints the config)
+        typer.echo(summary(results, output))
 
 
 def summary(results: Any, output: Path) -> str:

@@ -4,7 +4,8 @@
 
 Writes `<output>/pairs.parquet` (image reference, question, chosen, rejected, IIG, attack
 statistics) and `pairs.stats.json`; `mbpo-bench train dpo --data <output>/pairs.parquet` and
-`train mbpo preference_data=<output>/pairs.parquet` train on it.
+`train mbpo preference_data=<output>/pairs.parquet` train on it. Under torchrun the ranks split
+the mining and only rank 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def mine_command(
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
 ) -> None:
     """Mine adversarial hard negatives into a preference dataset (pairs.parquet)."""
+    from mbpo_bench import parallel
     from mbpo_bench.cli.train_cmd import build_config
     from mbpo_bench.config import print_config
     from mbpo_bench.trainers.mining import PAIRS_FILE, MineConfig, run_mine
@@ -35,9 +37,11 @@ def mine_command(
         MineConfig, model=model, data=data, config_file=config_file,
         overrides=[*(overrides or []), *sets],
     )  # fmt: skip
-    if not quiet:
+    if not quiet and parallel.is_main():  # under torchrun: once, not once per rank
         print_config(config, "mine")
     pairs, stats = run_mine(config, output, overwrite=overwrite)
+    if not parallel.is_main():
+        return
     info = stats.as_dict()
     typer.echo(
         f"mined {len(pairs)} pairs from {info['candidates']} candidates "

@@ -17,7 +17,8 @@ def quickstart_command(
     overrides: list[str] = typer.Argument(None, help="Config overrides: section.key=value ..."),
 ) -> None:
     """Build a tiny model, make it biased (SFT), run MBPO and a continued-SFT control,
-    evaluate all three with modality-balance probes and write the report. Offline, CPU."""
+    evaluate all three with modality-balance probes and write the report. Offline; a few
+    minutes on a laptop CPU (a visible GPU is used when present)."""
     from mbpo_bench.config import load_config, print_config
     from mbpo_bench.quickstart import QuickstartConfig, run_quickstart
 

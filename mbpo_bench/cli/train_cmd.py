@@ -6,7 +6,8 @@
 The command only resolves the method's typed config (defaults, then `--config FILE`, then
 `--model/--data`, then `key=value` overrides, given positionally or with `--set`), prints it, and
 calls the method's `run_*` function; trainers (torch) are imported only then. `--resume`
-continues an unfinished run from its last checkpoint (the config must be the same).
+continues an unfinished run from its last checkpoint (the config must be the same). Under
+torchrun only rank 0 prints (the config and the summary); every rank trains.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
 ) -> None:
     """Train with sft, dpo, grpo or mbpo; writes checkpoints, metrics.jsonl and final/ weights."""
+    from mbpo_bench import parallel
     from mbpo_bench.config import print_config
 
     config_cls, run = method_entry(method)
@@ -91,9 +93,11 @@ def train_command(
         config_cls, model=model, data=data, config_file=config_file,
         overrides=[*(overrides or []), *sets],
     )  # fmt: skip
-    if not quiet:
+    if not quiet and parallel.is_main():  # under torchrun: once, not once per rank
         print_config(config, f"train {method}")
     result = run(config, output, resume=resume, overwrite=overwrite)
+    if not parallel.is_main():
+        return
     last = result.last
     shown = ", ".join(
         f"{k} {last[k]:.4g}" for k in ("loss", "reward_mean", "accuracy") if k in last
