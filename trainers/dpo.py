@@ -202,6 +202,10 @@ def run_dpo(
     def step(i: int) -> StepResult:
         batch = [pairs[j] for j in distributed.shard(stream.batch(i))]
         policy.train_mode(True)
+        # dividing by this rank's pair count is exact under torchrun: batches are always full and
+        # batch_size % world == 0, so every rank holds the same count and the rank mean of the
+        # gradients is the whole batch's (SFT divides by tokens, which differ: it needs the
+        # global `distributed.normaliser`)
         total, sums = 0.0, dict[str, float]()
         for k, start in enumerate(range(0, len(batch), micro)):
             seed = config.runtime.seed * 1_000_003 + i * 1_009 + k

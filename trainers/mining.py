@@ -14,6 +14,18 @@ chosen = y_gt and rejected are trained later with the CLEAN image; rows refer to
 The model must be frozen here: PGD takes gradients w.r.t. the pixels only (`pgd.pgd_attack`), and
 mining runs in eval mode without touching any weight. Everything random is seeded per batch from
 `seed`, so mining is repeatable and a resumed MBPO run re-mines to the same pairs.
+
+Under torchrun the ranks split the work and every rank ends with the one-process result:
+- The unit of work is a whole one-process BATCH (batch b runs on rank b % world), not a single
+  candidate (candidates[rank::world]): the PGD random start is seeded per batch and a batch's
+  composition (padding, batched kernels) changes the numbers, so only the one-process batches
+  make the N-process pairs.parquet equal the one-process file.
+- IIG is split the same way and gathered before selection, so every rank selects the same
+  candidates from the same numbers (independent recomputation on each GPU need not agree to the
+  last bit). The `noise` null draws its images from one generator across batches, so there rank
+  0 computes every IIG and shares them.
+- Each rank's rows carry their candidate index; the gather is sorted back by it, so pairs and
+  statistics come out in the one-process order. Rank 0 writes the files, then all ranks meet.
 """
 
 from __future__ import annotations
@@ -131,21 +143,54 @@ def _negatives(
     return [a[0] for a in answers], stats
 
 
+def _my_batches(n_batches: int) -> list[int]:
+    """Batch numbers this process runs: all of them in one process, b % world == rank under
+    torchrun (decided on an open process group, so a missing one degrades to one-process work)."""
+    from mbpo_bench import parallel
+
+    if not parallel.active():
+        return list(range(n_batches))
+    return list(range(parallel.rank(), n_batches, parallel.world_size()))
+
+
+def _pool_iig(vlm: VisionLanguageModel, items: list[TaskItem], cfg: MiningConfig) -> torch.Tensor:
+    """(N,) IIG of every item, the same tensor on every rank (see the module docstring)."""
+    import torch
+    from mbpo_bench.trainers.iig import compute_iig
+
+    from mbpo_bench import parallel
+
+    def iig(part: list[TaskItem]) -> torch.Tensor:
+        return compute_iig(
+            vlm,
+            item_prompts(part, vlm.image_size),
+            [it.target for it in part],
+            null=cfg.iig_null,
+            reduce=cfg.iig_reduce,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+        )
+
+    if not parallel.active():
+        return iig(items)
+    if cfg.iig_null == "noise":
+        shared = parallel.gather(iig(items) if parallel.is_main() else None)[0]
+        assert shared is not None
+        return shared
+    size = cfg.batch_size
+    n_batches = -(-len(items) // size)
+    mine = [(b, iig(items[b * size : (b + 1) * size])) for b in _my_batches(n_batches)]
+    parts = sorted((pair for part in parallel.gather(mine) for pair in part), key=lambda x: x[0])
+    return torch.cat([values for _, values in parts])
+
+
 def select_candidates(
     vlm: VisionLanguageModel, items: list[TaskItem], cfg: MiningConfig
 ) -> tuple[list[int], list[float]]:
     """Indices of the items kept by the IIG filter, and every item's IIG."""
-    from mbpo_bench.trainers.iig import compute_iig, select_by_iig
+    from mbpo_bench.trainers.iig import select_by_iig
 
-    values = compute_iig(
-        vlm,
-        item_prompts(items, vlm.image_size),
-        [it.target for it in items],
-        null=cfg.iig_null,
-        reduce=cfg.iig_reduce,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-    )
+    values = _pool_iig(vlm, items, cfg)
     if not cfg.iig_filter:
         return list(range(len(items))), values.tolist()
     keep = select_by_iig(values, top_fraction=cfg.iig_top_fraction, threshold=cfg.iig_threshold)
@@ -164,6 +209,29 @@ def candidate_pool(items: Sequence[TaskItem], limit: int | None, seed: int) -> l
     return [pool[i] for i in sorted(pick.tolist())]
 
 
+# one attacked candidate: (index in the pool, its pair if kept, log-prob drop if measured)
+_Row = tuple[int, PreferencePair | None, float | None]
+
+
+def _attack_batch(
+    vlm: VisionLanguageModel, pool: list[TaskItem], idx: list[int], iig: list[float],
+    cfg: MiningConfig, b: int,
+) -> list[_Row]:  # fmt: skip
+    """Steps 2-4 on batch number `b` (pool indices `idx`), seeded by the batch number."""
+    import math
+
+    batch = [pool[i] for i in idx]
+    rejected, attack = _negatives(vlm, batch, cfg, cfg.seed * 1_000_003 + b)
+    rows: list[_Row] = []
+    for k, (i, item, answer) in enumerate(zip(idx, batch, rejected, strict=True)):
+        wrong, parsed = is_wrong(item, answer, cfg.reward_max_words)
+        before = attack["before"][k]
+        drop = before - attack["after"][k] if math.isfinite(before) else None
+        pair = _pair(item, answer, parsed, iig[i], cfg, attack, k) if wrong else None
+        rows.append((i, pair, drop))
+    return rows
+
+
 def mine_pairs(
     vlm: VisionLanguageModel,
     items: Sequence[TaskItem],
@@ -171,8 +239,9 @@ def mine_pairs(
     *,
     progress: bool = False,
 ) -> tuple[list[PreferencePair], MiningStats]:
-    """Run the four steps above over `items`; the model is put in eval mode and left frozen."""
-    import math
+    """Run the four steps above over `items`; the model is put in eval mode and left frozen.
+    Under torchrun the ranks split the batches and all return the one-process result."""
+    from mbpo_bench import parallel
 
     vlm.model.eval()
     stats = MiningStats(items=len(items))
@@ -184,20 +253,15 @@ def mine_pairs(
     stats.selected = len(chosen_idx)
     stats.iig_mean_all = sum(iig) / len(iig)
     stats.iig_mean_selected = sum(iig[i] for i in chosen_idx) / max(len(chosen_idx), 1)
-    pairs: list[PreferencePair] = []
-    drops: list[float] = []
-    for b, start in enumerate(range(0, len(chosen_idx), cfg.batch_size)):
-        idx = chosen_idx[start : start + cfg.batch_size]
-        batch = [pool[i] for i in idx]
-        rejected, attack = _negatives(vlm, batch, cfg, cfg.seed * 1_000_003 + b)
-        stats.attacked += len(batch)
-        for k, (item, answer) in enumerate(zip(batch, rejected, strict=True)):
-            wrong, parsed = is_wrong(item, answer, cfg.reward_max_words)
-            if math.isfinite(attack["before"][k]):
-                drops.append(attack["before"][k] - attack["after"][k])
-            if not wrong:
-                continue
-            pairs.append(_pair(item, answer, parsed, iig[idx[k]], cfg, attack, k))
+    size = cfg.batch_size
+    batches = [chosen_idx[start : start + size] for start in range(0, len(chosen_idx), size)]
+    mine: list[_Row] = []
+    for b in _my_batches(len(batches)):
+        mine += _attack_batch(vlm, pool, batches[b], iig, cfg, b)
+    rows = sorted((row for part in parallel.gather(mine) for row in part), key=lambda r: r[0])
+    pairs = [pair for _, pair, _ in rows if pair is not None]
+    drops = [drop for _, _, drop in rows if drop is not None]
+    stats.attacked = len(rows)
     stats.kept = len(pairs)
     stats.attack = {"logp_drop_mean": sum(drops) / len(drops)} if drops else {}
     return pairs, stats
@@ -230,14 +294,18 @@ def _pair(
 def mine_to_file(
     vlm: VisionLanguageModel, items: Sequence[TaskItem], cfg: MiningConfig, out: Path
 ) -> tuple[list[PreferencePair], MiningStats]:
-    """Mine and write `out` (parquet) plus `<out stem>.stats.json` beside it, atomically."""
+    """Mine and write `out` (parquet) plus `<out stem>.stats.json` beside it, atomically
+    (rank 0 under torchrun)."""
     from mbpo_bench.trainers.data import write_pairs
 
+    from mbpo_bench import parallel
     from mbpo_bench.runs import write_json_atomic
 
     pairs, stats = mine_pairs(vlm, items, cfg)
-    write_pairs(out, pairs)
-    write_json_atomic(out.with_suffix(".stats.json"), stats.as_dict())
+    if parallel.is_main():  # every rank holds the gathered pairs; one writes them
+        write_pairs(out, pairs)
+        write_json_atomic(out.with_suffix(".stats.json"), stats.as_dict())
+    parallel.barrier()  # the file exists for every rank once this returns
     return pairs, stats
 
 
@@ -266,12 +334,14 @@ def run_mine(
     from mbpo_bench.trainers.data import load_items
     from mbpo_bench.trainers.policy import resolve_start
 
+    from mbpo_bench import parallel
     from mbpo_bench.models import load_model
     from mbpo_bench.runs import RunDir
 
     run = RunDir.open(output, overwrite=overwrite, config=config)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    parallel.setup(config.device)  # under torchrun: this rank's GPU and the process group
     items = load_items(config.data, split=config.split, limit=config.limit)
     path, adapter = resolve_start(config.model)
     vlm = load_model(

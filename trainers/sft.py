@@ -6,8 +6,10 @@ defaults below, except that LoRA stays the default as everywhere) and as the "co
 same data, same time" control of every comparison.
 
 The loss is the token mean over the whole optimizer batch (answer tokens + EOS), so gradient
-accumulation gives exactly the gradient of the full batch. Reads top to bottom: config, setup,
-step, loop.
+accumulation gives exactly the gradient of the full batch. Under torchrun the divisor is the
+token count of the GLOBAL batch (`distributed.normaliser`), not this rank's: ranks hold answers
+of different lengths, and only a shared divisor makes the rank-averaged gradient (and the
+averaged loss) equal the one-process ones. Reads top to bottom: config, setup, step, loop.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def run_sft(
         n_tokens = sum(
             len(ids) + 1 for ids in vlm.tokenizer(answers, add_special_tokens=False)["input_ids"]
         )
+        denom = distributed.normaliser(float(n_tokens))  # n_tokens in one process
         policy.train_mode(True)
         total, logp_sum = 0.0, 0.0
         for start in range(0, len(batch), micro):
@@ -83,13 +86,13 @@ def run_sft(
                 requires_grad=True,
             )
             summed = (lp.logps * lp.mask).sum()
-            loss = -summed / n_tokens
+            loss = -summed / denom
             loss.backward()
             total += float(loss.detach())
             logp_sum += float(summed.detach())
         return StepResult(
             loss=total,
-            metrics={"nll": total, "answer_logp_mean": logp_sum / n_tokens},
+            metrics={"nll": total, "answer_logp_mean": logp_sum / denom},
             samples=len(batch),
             tokens=n_tokens,
         )

@@ -66,7 +66,11 @@ def build_config(
 
 
 def eval_command(
-    model: str = typer.Option(..., "--model", help="Checkpoint folder, hub id, or a training run folder (reads final/info.json)."),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="Checkpoint folder, hub id, or a training run folder (reads final/info.json).",
+    ),
     tasks: str = typer.Option(..., "--tasks", help="Task names or a suite, comma-separated."),
     output: Path = typer.Option(..., "--output", help="Run folder (resumed if unfinished)."),
     adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder."),
