@@ -18,6 +18,8 @@ Decisions:
   that predict answer tokens (answer = answer tokens + EOS), and projects only those through
   `lm_head` in float32. Results are left-aligned: `logps[b, t]` is answer token t of item b.
 - Generated texts are decoded without special tokens and stripped of surrounding whitespace.
+- Close-ended answers can skip generation (`choice_logprobs`): one prompt-only prefill gives the
+  log-prob of every choice's first token at the last position (no KV cache, no decode steps).
 """
 
 from __future__ import annotations
@@ -277,6 +279,39 @@ class AdapterBase:
         out = torch.zeros(mask.shape, dtype=torch.float32, device=ids.device)
         out = out.index_put((rows, cols), logp)
         return out, mask
+
+    def choice_logprobs(
+        self, prompts: Sequence[Prompt], choices: Sequence[str], *, batch_size: int = 16
+    ) -> torch.Tensor:
+        """(B, C) float32 log p(first token of `choices[c]` | prompt b) from ONE prompt prefill.
+
+        Close-ended answering without generation: the vocabulary projection runs only at each
+        row's last position (left padding puts every prompt's end there). Greedy decoding picks
+        the same choice whenever its first token is one of the choices' first tokens, so the
+        choices' first tokens must differ.
+        """
+        import torch
+
+        first = [self.tokenizer(c, add_special_tokens=False)["input_ids"][:1] for c in choices]
+        ids = [f[0] for f in first if f]
+        if len(ids) != len(choices) or len(set(ids)) != len(ids):
+            raise UserError(
+                f"choices {list(choices)} do not start with distinct tokens — pass choices whose "
+                "first tokens differ (e.g. 'yes' / 'no')"
+            )
+        out = torch.empty(len(prompts), len(ids), dtype=torch.float32)
+        token_ids = torch.tensor(ids, device=self.device)
+        for group, has_image in self._groups(prompts, None):
+            for idx in _chunks(group, max(1, batch_size)):
+                texts = self.render([prompts[i] for i in idx], has_image)
+                pixels = self._pixels_for(prompts, idx, None) if has_image else None
+                with torch.no_grad():
+                    inputs = self._model_inputs(self._prompt_ids(texts), pixels)
+                    hidden = self.hf_model.model(**inputs, use_cache=False).last_hidden_state
+                    logits = self.hf_model.lm_head(hidden[:, -1]).float()
+                    logp = torch.log_softmax(logits, dim=-1)[:, token_ids]
+                out[idx] = logp.cpu()
+        return out
 
     def answer_logprobs(
         self,

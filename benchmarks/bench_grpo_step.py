@@ -1,0 +1,454 @@
+"""One GRPO step of our trainer on 7B-shaped models: rollout, reference log-probs, update.
+
+    python3 benchmarks/bench_grpo_step.py --shape llava-7b --device cuda --out $OUT/grpo_llava.md
+    python3 benchmarks/bench_grpo_step.py --shape tiny --device cpu --prompts 2 \\
+        --new-tokens 8 --grad-accum 2 --out /tmp/grpo_tiny.md
+
+The measured code is the trainer's own: `trainers.grpo.rollout` (G sampled completions per
+prompt through `VisionLanguageModel.generate`, verifier rewards), `trainers.grpo.policy_update`
+(advantages; per micro-batch the reference log-probs with the adapter disabled, the policy
+log-probs with gradients, the clipped surrogate + k3 KL, backward) and the loop's
+`_optimizer_step` (gradient clipping, AdamW, schedule). The model is the random-weight 7B shape of
+`bench_models.build` (bf16 on the GPU) with a fresh LoRA adapter (`apply_lora`, r=64, alpha=128,
+every language-model linear). Phases:
+- rollout: `rollout()` (image decode, generate, rewards), with min_new_tokens = max_new_tokens
+  injected into `generate` so every completion has exactly `--new-tokens` tokens;
+- reference: the reference forwards inside `policy_update` (timed by wrapping
+  `Policy.reference`); the old policy needs no forward (one update per batch, ratio 1);
+- update: the rest of `policy_update` (policy forward + backward) plus the optimizer step.
+Each phase is bracketed by a device synchronisation. One warm-up step, then `--steps` timed ones.
+
+Stand-in tokenizer: the random model samples from the whole 32k/152k vocabulary, but the tiny
+tokenizer knows ~470 tokens and byte tokens do not round-trip through decode/encode. Sampling is
+therefore restricted (generation_config.suppress_tokens) to the tokenizer's whole-word tokens
+(" word" that encodes back to itself), so the update re-tokenizes completions to the sampled
+length. A real checkpoint needs no restriction; the suppression costs one masked fill per step.
+
+Counting: tokens/s = sequences x (prompt + completion) tokens / step seconds (the verl/EasyR1
+convention; completion = the sampled `--new-tokens`). Update MFU = 4 * N_body * T / seconds /
+790 TFLOP/s with T = the sequences' prompt + completion + EOS tokens: a frozen base with LoRA runs
+the forward (2N) and the activation gradients (2N) but no weight gradients; N_body = decoder
+layers (the vocabulary projection runs only at completion positions, the vision tower without
+gradients: neither is counted, nor attention scores or the LoRA matmuls, so the MFU is a lower
+bound). Decode memory bound: (LM weights + LoRA + KV cache at the mean context) / 4.3 TB/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib.util
+import platform
+import re
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_models import build
+from mbpo_bench.trainers.policy import Policy
+
+from mbpo_bench.data.items import TaskItem
+from mbpo_bench.models.lora import LoraSettings, apply_lora
+
+ROOFLINE_FLOPS = 790e12  # bf16 matrix rate measured on the H200 (issue 8)
+BANDWIDTH = 4.3e12  # bytes/s, HBM bandwidth measured on the H200 (issue 8)
+QUESTION = "Is there a {} in the image?\nAnswer the question using a single word or phrase."
+OBJECTS = ("dog", "cat", "person", "traffic light", "dining table", "umbrella", "car", "bench")
+TRL_WHEELS = "trl, datasets, pyarrow, dill, multiprocess, xxhash, fsspec"
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@dataclass
+class TimedPolicy(Policy):
+    """The trainer's Policy; time spent inside `reference()` (synchronised) is accumulated."""
+
+    device: str = "cpu"
+    ref_seconds: float = 0.0
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[Any]:
+        sync(self.device)
+        start = time.perf_counter()
+        with super().reference() as ref:
+            yield ref
+        sync(self.device)
+        self.ref_seconds += time.perf_counter() - start
+
+
+@dataclass
+class StepRow:
+    step: int
+    rollout: float = float("nan")
+    generate: float = float("nan")  # part of rollout
+    reference: float = float("nan")
+    update: float = float("nan")
+    tokens: int = 0  # prompt + sampled completion, all sequences
+    update_tokens: int = 0  # prompt + re-tokenized completion + EOS, all sequences
+    completion_tokens: int = 0  # re-tokenized completion + EOS, all sequences
+    peak_rollout: float | None = None
+    peak_update: float | None = None
+    loss: float = float("nan")
+    error: str = ""
+
+    @property
+    def total(self) -> float:
+        return self.rollout + self.reference + self.update
+
+
+@dataclass
+class Bench:
+    policy: TimedPolicy
+    items: list[TaskItem]
+    args: argparse.Namespace
+    header: dict[str, str] = field(default_factory=dict)
+    rows: list[StepRow] = field(default_factory=list)
+    generate_seconds: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def word_tokens(tok: Any) -> list[int]:
+    """Ids of " word" tokens that encode back to themselves (safe to concatenate and re-encode)."""
+    out = []
+    for i in range(len(tok)):
+        text = tok.decode([i])
+        if re.fullmatch(r" [a-z]+", text) and tok(text, add_special_tokens=False)["input_ids"] == [
+            i
+        ]:
+            out.append(i)
+    return out
+
+
+def restrict_sampling(vlm: Any) -> int:
+    """Suppress every vocabulary id but the tokenizer's word tokens; returns how many remain."""
+    allowed = set(word_tokens(vlm.tokenizer))
+    vocab = vlm.hf_model.lm_head.weight.shape[0]
+    vlm.hf_model.generation_config.suppress_tokens = [i for i in range(vocab) if i not in allowed]
+    return len(allowed)
+
+
+def instrument_generate(vlm: Any, new_tokens: int, record: list[float], device: str) -> None:
+    """`generate` with min_new_tokens = max_new_tokens by default, its time appended to record."""
+    original = vlm.generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("min_new_tokens", new_tokens)
+        sync(device)
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        sync(device)
+        record.append(time.perf_counter() - start)
+        return out
+
+    vlm.generate = generate
+
+
+def make_items(n: int, side: int, folder: Path, seed: int) -> list[TaskItem]:
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        path = folder / f"{i:04d}.png"
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path)
+        items.append(
+            TaskItem(task="bench", doc_id=str(i), question=QUESTION.format(OBJECTS[i % 8]),
+                     target="yes" if i % 2 else "no", verifier="yesno", image_path=path)
+        )  # fmt: skip
+    return items
+
+
+def prompt_tokens(vlm: Any, items: list[TaskItem]) -> list[int]:
+    from mbpo_bench.trainers.data import item_prompts
+
+    prompts = item_prompts(items, vlm.image_size)
+    return [len(ids) for ids in vlm._prompt_ids(vlm.render(prompts, True))]
+
+
+def peak_gib(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    value = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    return value
+
+
+def run_step(bench: Bench, step: int, opt: tuple[Any, Any, Any, Any]) -> StepRow:
+    """One trainer step on this step's prompts, phase by phase."""
+    from mbpo_bench.trainers import grpo
+    from mbpo_bench.trainers.loop import _optimizer_step
+
+    params, optimizer, scheduler, cfg = opt
+    a, policy, s = bench.args, bench.policy, bench.args.settings
+    items = bench.items[step * a.prompts : (step + 1) * a.prompts]
+    row = StepRow(step=step)
+    policy.ref_seconds = 0.0
+    peak_gib(a.device)
+    sync(a.device)
+    t0 = time.perf_counter()
+    ro = grpo.rollout(policy, items, [], s, None)
+    sync(a.device)
+    t1 = time.perf_counter()
+    row.rollout, row.generate = t1 - t0, bench.generate_seconds[-1]
+    row.peak_rollout = peak_gib(a.device)
+    res = grpo.policy_update(policy, ro, s, a.grad_accum)
+    _optimizer_step(params, optimizer, scheduler, cfg, step, res.loss, None)
+    sync(a.device)
+    row.reference = policy.ref_seconds
+    row.update = time.perf_counter() - t1 - row.reference
+    row.peak_update = peak_gib(a.device)
+    row.loss = res.loss
+    prompt_sum = a.generations * sum(prompt_tokens(policy.vlm, items))
+    row.tokens = prompt_sum + a.generations * len(items) * a.new_tokens
+    row.update_tokens = prompt_sum + res.tokens
+    row.completion_tokens = res.tokens
+    return row
+
+
+def body_parameters(vlm: Any) -> int:
+    """Decoder-layer parameters of the base language model (no embeddings, no LoRA)."""
+    lm = vlm.hf_model.model.language_model
+    embed = lm.get_input_embeddings().weight.numel()
+    return sum(p.numel() for n, p in lm.named_parameters() if "lora_" not in n) - embed
+
+
+def decode_bound(bench: Bench, body: int, mean_prompt: float) -> str:
+    """Measured decode step (generate minus a 1-token prefill probe) against its memory bound."""
+    from mbpo_bench.trainers.data import item_prompts
+
+    a, vlm = bench.args, bench.policy.vlm
+    prompts = item_prompts(bench.items[: a.prompts], vlm.image_size)
+    bench.policy.train_mode(False)
+    with torch.no_grad():
+        vlm.generate(prompts, max_new_tokens=1, min_new_tokens=1, do_sample=True,
+                     num_samples=a.generations, batch_size=a.prompts)  # fmt: skip
+    prefill = bench.generate_seconds[-1]
+    timed = [r.generate for r in bench.rows[1:] if not r.error] or [bench.rows[0].generate]
+    step = (float(np.mean(timed)) - prefill) / max(a.new_tokens - 1, 1)
+    tc = vlm.hf_model.config.text_config
+    head_dim = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
+    size = torch.finfo(vlm.dtype).bits // 8
+    rows = a.prompts * a.generations
+    context = mean_prompt + a.new_tokens / 2
+    kv = rows * context * 2 * tc.num_hidden_layers * tc.num_key_value_heads * head_dim * size
+    head = vlm.hf_model.lm_head.weight.numel()
+    lora = sum(p.numel() * p.element_size() for p in vlm.model.parameters() if p.requires_grad)
+    weights = (body + head) * size + lora
+    bound = (weights + kv) / BANDWIDTH
+    return (
+        f"{rows} rows: 1-token prefill probe {prefill:.3f} s; decode step ~{1e3 * step:.1f} ms "
+        f"((generate - prefill) / {a.new_tokens - 1}); memory bound {1e3 * bound:.1f} ms = "
+        f"(LM weights {weights / 1e9:.1f} GB incl. LoRA + KV cache {kv / 1e9:.1f} GB at the mean "
+        f"context {context:.0f}) / {BANDWIDTH / 1e12:.1f} TB/s; ratio {step / bound:.2f}x"
+    )
+
+
+def step_line(r: StepRow, label: str, body: int) -> str:
+    if r.error:
+        return f"| {label} | {r.error} | | | | | | | | |"
+    mfu = 4 * body * r.update_tokens / r.update / ROOFLINE_FLOPS
+    peaks = "-" if r.peak_rollout is None else f"{r.peak_rollout:.1f} / {r.peak_update:.1f}"
+    return (
+        f"| {label} | {r.rollout:.2f} ({r.generate:.2f}) | {r.reference:.2f} | {r.update:.2f} | "
+        f"{r.total:.2f} | {r.tokens / r.total:,.0f} | {r.update_tokens / r.update:,.0f} | "
+        f"{100 * mfu:.1f} | {peaks} | {r.loss:.4f} |"
+    )
+
+
+def mean_row(rows: list[StepRow]) -> StepRow | None:
+    ok = [r for r in rows if not r.error]
+    if not ok:
+        return None
+    out = StepRow(step=-1)
+    for name in ("rollout", "generate", "reference", "update", "loss"):
+        setattr(out, name, float(np.mean([getattr(r, name) for r in ok])))
+    out.tokens = int(np.mean([r.tokens for r in ok]))
+    out.update_tokens = int(np.mean([r.update_tokens for r in ok]))
+    peaks = [r.peak_rollout for r in ok if r.peak_rollout is not None]
+    if peaks:
+        out.peak_rollout = max(peaks)
+        out.peak_update = max(r.peak_update or 0.0 for r in ok)
+    return out
+
+
+def to_markdown(bench: Bench, body: int) -> str:
+    h = bench.header
+    lines = [f"`{h['command']}`", ""] + [f"- {k}: {v}" for k, v in h.items() if k != "command"]
+    lines += [
+        "",
+        "| step | rollout s (generate s) | reference s | update s | step s | tokens/s "
+        "| update tokens/s | update MFU % | peak GiB rollout / update | loss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in bench.rows:
+        lines.append(step_line(r, "warm-up" if r.step == 0 else str(r.step), body))
+    mean = mean_row(bench.rows[1:])
+    if mean is not None:
+        lines.append(step_line(mean, f"**mean of {len(bench.rows) - 1}**", body))
+    lines += ["", *[f"- {n}" for n in bench.notes]]
+    return "\n".join(lines) + "\n"
+
+
+def write(bench: Bench, body: int) -> None:
+    out = bench.args.out
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        title = f"# GRPO step: {bench.args.shape}\n\n"
+        out.write_text(title + to_markdown(bench, body))
+
+
+def trl_note() -> str:
+    if importlib.util.find_spec("trl") is None:
+        return (f"TRL GRPOTrainer comparison: NOT run — trl is not installed here; it needs these "
+                f"wheels carried to the machine: {TRL_WHEELS} (those the image lacks)")  # fmt: skip
+    return "TRL GRPOTrainer comparison: trl is installed but this script does not run it"
+
+
+def make_header(bench: Bench, body: int, allowed: int, lengths: list[int]) -> dict[str, str]:
+    import transformers
+
+    a, vlm = bench.args, bench.policy.vlm
+    dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else platform.machine()
+    seqs = a.prompts * a.generations
+    lora = sum(p.numel() for p in vlm.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in vlm.model.parameters())
+    return {
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "model": f"{vlm.name} ({vlm.family}, {(total - lora) / 1e6:.1f}M base params, decoder "
+        f"layers N_body = {body / 1e6:.1f}M; {vlm.dtype}, {vlm.image_size} px, "
+        f"{vlm.num_image_tokens()} image tokens)",
+        "device": f"{a.device} {dev} ({torch.get_num_threads()} CPU threads)",
+        "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",
+        "workload": f"{a.prompts} prompts per step x G = {a.generations} = {seqs} sequences; "
+        f"prompt {min(lengths)}-{max(lengths)} tokens (mean {np.mean(lengths):.1f}, image "
+        f"included); completion exactly {a.new_tokens} sampled tokens (temperature 1.0); "
+        f"update micro-batch {-(-seqs // a.grad_accum)} sequences (grad_accum {a.grad_accum})"
+        + (", gradient checkpointing" if a.gradient_checkpointing else ""),
+        "training": f"LoRA r={a.lora_r} alpha={a.lora_alpha} on every language-model linear "
+        f"({lora / 1e6:.1f}M trainable), beta (k3 KL) {a.beta}, AdamW lr 5e-5, clip 1.0",
+        "sampling": f"restricted to the stand-in tokenizer's {allowed} whole-word tokens "
+        "(suppress_tokens), see the script's docstring",
+        "counting": "tokens/s = sequences x (prompt + sampled completion) / step s; update "
+        "tokens/s and MFU use prompt + re-tokenized completion + EOS; MFU = 4 N_body T / s / "
+        "790 TFLOP/s (frozen base + LoRA; vision, lm_head, attention scores, LoRA not counted)",
+        "timing": f"one warm-up step, then {a.steps} timed steps; each phase device-synchronised"
+        + ("; CPU shared with other jobs, expect noise" if a.device == "cpu" else ""),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", default="tiny", choices=["tiny", "llava-7b", "qwen2vl-7b"])
+    parser.add_argument("--family", default="llava", help="tiny shape only")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts (groups) per step")
+    parser.add_argument("--generations", type=int, default=8, help="G")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
+    parser.add_argument("--grad-accum", type=int, default=8)
+    parser.add_argument("--lora-r", type=int, default=64)
+    parser.add_argument("--lora-alpha", type=int, default=128)
+    parser.add_argument("--beta", type=float, default=0.04)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
+    return parser.parse_args(argv)
+
+
+def setup(args: argparse.Namespace, folder: Path) -> tuple[Bench, int, int]:
+    """Model, LoRA, timed policy and items; returns (bench, N_body, allowed tokens)."""
+    from mbpo_bench.trainers.grpo import GRPOSettings
+
+    from mbpo_bench.models.common import unwrap
+
+    vlm = build(args.shape, args.family, args.device, folder)
+    body = body_parameters(vlm)
+    allowed = restrict_sampling(vlm)
+    apply_lora(vlm, LoraSettings(r=args.lora_r, alpha=args.lora_alpha))
+    if args.gradient_checkpointing:
+        unwrap(vlm.model).gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    policy = TimedPolicy(vlm=vlm, lora=True, base=vlm.name, device=args.device)
+    images = folder / "images"
+    images.mkdir()
+    items = make_items((args.steps + 1) * args.prompts, vlm.image_size, images, args.seed)
+    args.settings = GRPOSettings(num_generations=args.generations, max_new_tokens=args.new_tokens,
+                                 generation_batch_size=args.prompts, beta=args.beta)  # fmt: skip
+    bench = Bench(policy=policy, items=items, args=args)
+    instrument_generate(vlm, args.new_tokens, bench.generate_seconds, args.device)
+    return bench, body, allowed
+
+
+def optimizer_parts(bench: Bench) -> tuple[Any, Any, Any, Any]:
+    from mbpo_bench.trainers.loop import OptimConfig, build_optimizer, build_scheduler
+
+    from mbpo_bench.models.lora import trainable_parameters
+
+    a = bench.args
+    cfg = OptimConfig(lr=5e-5, steps=a.steps + 1, batch_size=a.prompts, grad_accum=a.grad_accum)
+    params = list(trainable_parameters(bench.policy.vlm).values())
+    optimizer = build_optimizer(params, cfg)
+    return params, optimizer, build_scheduler(optimizer, cfg), cfg
+
+
+def guarded(bench: Bench, what: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except torch.OutOfMemoryError:
+        bench.notes.append(f"{what}: out of GPU memory")
+        torch.cuda.empty_cache()
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from mbpo_bench.models.loading import resolve_device
+
+    args.device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        bench, body, allowed = setup(args, Path(tmp))
+        lengths = prompt_tokens(bench.policy.vlm, bench.items)
+        bench.header = make_header(bench, body, allowed, lengths)
+        opt = optimizer_parts(bench)
+        for step in range(args.steps + 1):
+            row = guarded(bench, f"step {step}", functools.partial(run_step, bench, step, opt))
+            bench.rows.append(row or StepRow(step=step, error="out of GPU memory"))
+            write(bench, body)
+            print(step_line(bench.rows[-1], str(step), body), flush=True)
+            if row is None:
+                break
+        if bench.rows and not bench.rows[0].error:
+            line = guarded(bench, "decode probe",
+                           lambda: decode_bound(bench, body, float(np.mean(lengths))))  # fmt: skip
+            if line:
+                bench.notes.append(f"rollout decode: {line}")
+        done = [r for r in bench.rows if not r.error]
+        if done:
+            per = np.mean([r.completion_tokens for r in done]) / (args.prompts * args.generations)
+            bench.notes.append(f"completions re-tokenized for the update: {per:.2f} tokens "
+                               f"each incl. EOS (sampled: {args.new_tokens} + EOS)")  # fmt: skip
+        bench.notes.append(trl_note())
+        write(bench, body)
+    print(to_markdown(bench, body))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
