@@ -162,11 +162,12 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` laid over `base`, recursively for nested mappings (neither is changed)."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_dicts(out[key], value)
         else:
             out[key] = value
     return out
@@ -184,8 +185,8 @@ def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | N
             raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
         if not isinstance(loaded, dict):
             raise UserError(f"config file {path} must hold a mapping at the top level")
-        data = _merge(data, loaded)
-    data = _merge(data, parse_overrides(overrides or []))
+        data = merge_dicts(data, loaded)
+    data = merge_dicts(data, parse_overrides(overrides or []))
     return from_dict(cls, data, where=cls.__name__)
 
 

@@ -34,7 +34,14 @@ from typing import Any
 
 from mbpo_bench.ablation.config import AblationConfig, Arm, select_arms
 from mbpo_bench.ablation.overrides import METHOD_NAMES, RoutedOverrides, route
-from mbpo_bench.config import dump_yaml, from_dict, load_config, parse_overrides, to_dict
+from mbpo_bench.config import (
+    dump_yaml,
+    from_dict,
+    load_config,
+    merge_dicts,
+    parse_overrides,
+    to_dict,
+)
 from mbpo_bench.errors import UserError
 
 
@@ -79,16 +86,6 @@ def config_classes() -> dict[str, type]:
     return {m: method_entry(m)[0] for m in METHOD_NAMES}
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def eval_config(
     plan_cfg: AblationConfig, model: str, adapter: str | None, output: Path, user: list[str]
 ) -> Any:
@@ -105,7 +102,7 @@ def eval_config(
         limit=plan_cfg.eval_limit,
     )
     data["probes"]["names"] = list(parse_probes(plan_cfg.probes))
-    return from_dict(EvalConfig, _merge(data, parse_overrides(user)), where="eval")
+    return from_dict(EvalConfig, merge_dicts(data, parse_overrides(user)), where="eval")
 
 
 def final_weights(train_dir: Path, config: Any, start_model: str) -> tuple[str, str | None]:

@@ -29,6 +29,7 @@ from mbpo_bench.metrics import (
     PairedDifference,
     bootstrap_ci,
     paired_bootstrap,
+    percentile_interval,
 )
 from mbpo_bench.reporting.config import ReportConfig
 from mbpo_bench.reporting.loading import RunData, load_run
@@ -208,14 +209,9 @@ def aligned(
     )
 
 
-def percentile_ci(stats: FloatArray, confidence: float) -> tuple[float | None, float | None]:
-    """Percentile interval of bootstrap statistics, ignoring undefined (NaN) resamples."""
-    finite = stats[np.isfinite(stats)]
-    if finite.size == 0:
-        return None, None
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(finite, [tail, 100.0 - tail])
-    return float(low), float(high)
+# One percentile interval for the whole package (mbpo_bench.metrics); the reports call it by
+# this name.
+percentile_ci = percentile_interval
 
 
 def excludes_zero(low: float | None, high: float | None) -> bool:
