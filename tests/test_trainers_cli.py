@@ -23,6 +23,8 @@ def _capture(monkeypatch: pytest.MonkeyPatch, module: str, fn: str) -> dict[str,
         return Result() if fn != "run_mine" else ([], _Stats())
 
     monkeypatch.setattr(importlib.import_module(module), fn, fake)
+    # these tests pass made-up model paths; the early model check has its own test below
+    monkeypatch.setattr("mbpo_bench.models.loading.validate_model", lambda model: "llava")
     return seen
 
 
@@ -123,3 +125,34 @@ def test_cli_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_wrong_model_leaves_no_run_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mbpo_bench.cli.main import main
+
+    for argv in (
+        [
+            "train",
+            "sft",
+            "--model",
+            str(tmp_path / "nope"),
+            "--data",
+            "embedded",
+            "--output",
+            str(tmp_path / "run"),
+        ],
+        [
+            "mine",
+            "--model",
+            str(tmp_path / "nope"),
+            "--data",
+            "embedded",
+            "--output",
+            str(tmp_path / "run"),
+        ],
+    ):
+        assert main(argv) == 2
+        assert "model folder not found" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()

@@ -186,6 +186,13 @@ def resolve_training_run(model: str | Path) -> tuple[str, str | None]:
     raise UserError(f"{info_path} names neither a model nor an adapter — rerun that training")
 
 
+def validate_model(path_or_id: str | Path) -> str:
+    """Cheap checks of `--model` (no weights loaded), run before any run folder is written, so
+    a typo leaves nothing behind that would block the corrected command. Returns model_type."""
+    path, _ = resolve_training_run(path_or_id)
+    return check_folder(resolve_folder(path))
+
+
 def load_model(
     path_or_id: str | Path,
     *,
