@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from mbpo_bench.errors import UserError
 
 # Bump when the generator's output changes for the same config (invalidates every cache).
-GENERATOR_VERSION = 2  # 2: counter-prior eval scenes differ from consistent ones only in the asked attribute
+# 2: counter-prior eval scenes differ from consistent ones only in the asked attribute.
+GENERATOR_VERSION = 2
 
 SHAPE_WORDS = ("circle", "square", "triangle", "star", "cross", "diamond", "heart", "ring")
 COLOR_RGB: dict[str, tuple[int, int, int]] = {
