@@ -258,6 +258,7 @@ def test_commands_print_on_rank_zero_only(
     monkeypatch.setattr("mbpo_bench.trainers.sft.run_sft", lambda *a, **k: _LoopResult())
     monkeypatch.setattr("mbpo_bench.trainers.mining.run_mine", lambda *a, **k: ([], _Stats()))
     monkeypatch.setattr("mbpo_bench.evaluation.api.run_eval", lambda *a, **k: _eval_results())
+    monkeypatch.setattr("mbpo_bench.models.loading.validate_model", lambda model: "llava")
     monkeypatch.setenv("RANK", rank)  # is_main reads the environment only
     monkeypatch.setenv("WORLD_SIZE", "2")
     commands = [
