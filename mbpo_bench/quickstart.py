@@ -65,6 +65,7 @@ class QuickstartConfig:
     output: Path = Path("runs/quickstart")
     report: Path = Path("reports/quickstart.md")
     family: str = "llava"
+    size: str = "tiny"  # "small" (~65M parameters, 224 px) for the GPU-scale run
     seed: int = 0
     threads: int | None = None  # torch CPU threads for every stage (None: torch's default)
     cache_base: bool = True
@@ -77,12 +78,13 @@ class QuickstartConfig:
 
 
 def base_fingerprint(config: QuickstartConfig) -> str:
-    """Everything that shapes the base model: family, seed, its SFT config, package version."""
+    """Everything that shapes the base model: family, size, seed, SFT config, package version."""
     from mbpo_bench import __version__
 
     text = json.dumps(
         {
             "family": config.family,
+            "size": config.size,
             "seed": config.seed,
             "sft": to_dict(config.base),
             "v": __version__,
@@ -121,11 +123,11 @@ def build_base(config: QuickstartConfig, out: Path) -> tuple[Path, dict[str, Any
         return cached, {"cached": True, "seconds": 0.0}
     start = time.perf_counter()
     work = out / "base"
-    tiny = build_tiny_model(config.family, out / "tiny", seed=config.seed)
+    tiny = build_tiny_model(config.family, out / "tiny", size=config.size, seed=config.seed)
     sft = config.base
     sft.model = str(tiny)
     sft.runtime = _runtime(sft.runtime, config)
-    _say(f"SFT of a tiny {config.family} on the biased split ({sft.optim.steps} steps)")
+    _say(f"SFT of a {config.size} {config.family} on the biased split ({sft.optim.steps} steps)")
     run_sft(sft, work, overwrite=True)
     seconds = time.perf_counter() - start
     if not config.cache_base:
