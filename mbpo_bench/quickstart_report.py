@@ -121,7 +121,7 @@ def write_report(
     )
     command = shlex.join(["mbpo-bench", *sys.argv[1:]]) if sys.argv else "mbpo-bench quickstart"
     head = [
-        f"Regenerate: `{command}` (offline, CPU). Run folders: `{out}`.",
+        f"Regenerate: `{command}` (offline). Run folders: `{out}`.",
         "",
         "| stage | seconds |",
         "|---|---:|",
