@@ -203,3 +203,14 @@ def test_real_items_from_fixtures(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert mmvp[0].options == ("Open", "Closed") and mmvp[0].meta["pair_id"] == 0
     assert "A. Open\nB. Closed" in mmvp[0].question
     assert mmvp[0].load_image().size == (8, 8)
+
+
+def test_a_suite_declared_in_user_yaml_resolves(tmp_path: Path) -> None:
+    folder = _user_folder(tmp_path, "my_count")
+    text = (folder / "my_count.yaml").read_text()
+    (folder / "my_count.yaml").write_text(
+        text.replace("  version: 2\n", "  version: 2\n  suites: [my_suite]\n")
+    )
+    assert [s.name for s in resolve_tasks("my_suite", include_paths=[folder])] == ["my_count"]
+    with pytest.raises(UserError, match="unknown task 'no_such_suite'"):
+        resolve_tasks("no_such_suite", include_paths=[folder])

@@ -116,12 +116,25 @@ def get_task(name: str, include_paths: Sequence[str | Path] = ()) -> TaskSpec:
 
 
 def resolve_tasks(names_or_suites: str, include_paths: Sequence[str | Path] = ()) -> list[TaskSpec]:
-    """'embedded,mbpo_mme' -> the specs of every named task and every task of a named suite."""
+    """'embedded,mbpo_mme' -> the specs of every named task and every task of a named suite.
+
+    Suites are the built-in `SUITES` plus every `metadata.suites` name a task YAML declares (a
+    user's own tasks can form a suite of their own).
+    """
     out: dict[str, TaskSpec] = {}
+    declared: dict[str, list[str]] | None = None
     for token in (t.strip() for t in names_or_suites.split(",")):
         if not token:
             continue
-        for name in SUITES.get(token, [token]):
+        names = SUITES.get(token)
+        if names is None:
+            if declared is None:
+                declared = {}
+                for spec in list_tasks(include_paths):
+                    for suite in spec.suites:
+                        declared.setdefault(suite, []).append(spec.name)
+            names = declared.get(token, [token])
+        for name in names:
             out.setdefault(name, get_task(name, include_paths))
     if not out:
         raise UserError("no task given — pass task names or suites, e.g. 'embedded'")
