@@ -94,12 +94,6 @@ def base_fingerprint(config: QuickstartConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _cache_root() -> Path:
-    import os
-
-    return Path(os.environ.get("MBPO_BENCH_CACHE", Path.home() / ".cache" / "mbpo-bench"))
-
-
 def _say(message: str) -> None:
     from rich.console import Console
 
@@ -107,26 +101,26 @@ def _say(message: str) -> None:
 
 
 def _runtime(runtime: RuntimeConfig, config: QuickstartConfig) -> RuntimeConfig:
-    runtime.seed = config.seed
-    runtime.threads = config.threads
-    return runtime
+    """A copy of a stage's runtime with the quickstart's seed and thread count."""
+    return dataclasses.replace(runtime, seed=config.seed, threads=config.threads)
 
 
 def build_base(config: QuickstartConfig, out: Path) -> tuple[Path, dict[str, Any]]:
     """The biased base: from the cache when present, else built and (if asked) cached."""
+    from mbpo_bench.data.sources import default_cache_dir
     from mbpo_bench.models import build_tiny_model
     from mbpo_bench.trainers.sft import run_sft
 
-    cached = _cache_root() / "quickstart" / f"base-{base_fingerprint(config)}"
+    cached = default_cache_dir() / "quickstart" / f"base-{base_fingerprint(config)}"
     if config.cache_base and (cached / "status.json").is_file():
         _say(f"base model from the cache: {cached}")
         return cached, {"cached": True, "seconds": 0.0}
     start = time.perf_counter()
     work = out / "base"
     tiny = build_tiny_model(config.family, out / "tiny", size=config.size, seed=config.seed)
-    sft = config.base
-    sft.model = str(tiny)
-    sft.runtime = _runtime(sft.runtime, config)
+    sft = dataclasses.replace(
+        config.base, model=str(tiny), runtime=_runtime(config.base.runtime, config)
+    )
     _say(f"SFT of a {config.size} {config.family} on the biased split ({sft.optim.steps} steps)")
     run_sft(sft, work, overwrite=True)
     seconds = time.perf_counter() - start
@@ -137,16 +131,17 @@ def build_base(config: QuickstartConfig, out: Path) -> tuple[Path, dict[str, Any
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(work, tmp)
     shutil.copytree(out / "tiny", tmp / "tiny")
-    _repoint_base(tmp)
+    _point_base_at(tmp, cached / "tiny")
     tmp.rename(cached)
     return cached, {"cached": False, "seconds": seconds}
 
 
-def _repoint_base(run: Path) -> None:
-    """A cached full-FT run needs no base folder; record the tiny model's cached copy anyway."""
+def _point_base_at(run: Path, tiny: Path) -> None:
+    """Record the cached copy of the tiny model as the run's starting model (the one in the
+    run folder is gone with it); a full-FT run loads from final/model and needs no base."""
     info_path = run / "final" / "info.json"
     info = json.loads(info_path.read_text())
-    info["base"] = str(run.with_suffix("") / "tiny") if info.get("base") else info.get("base")
+    info["base"] = str(tiny)
     info_path.write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -164,9 +159,9 @@ def sft_seconds_per_step(run: Path) -> float:
 def train_mbpo(config: QuickstartConfig, base: Path, out: Path) -> float:
     from mbpo_bench.trainers.mbpo import run_mbpo
 
-    cfg = config.mbpo
-    cfg.model = str(base)
-    cfg.runtime = _runtime(cfg.runtime, config)
+    cfg = dataclasses.replace(
+        config.mbpo, model=str(base), runtime=_runtime(config.mbpo.runtime, config)
+    )
     _say(f"MBPO from the base ({cfg.optim.steps} steps, hybrid offline ratio "
          f"{cfg.hybrid.offline_ratio})")  # fmt: skip
     start = time.perf_counter()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mbpo_bench.errors import UserError
 from mbpo_bench.metrics import bootstrap_ci, paired_bootstrap
 from mbpo_bench.reporting import meta_is, render_report
 from mbpo_bench.reporting.config import ReportConfig
@@ -63,7 +64,9 @@ def pooled_mean(run: RunData, subset: Subset, seed: int) -> tuple[float, float, 
         for _, v in sorted(item_values(run, task, "image", "accuracy", subset).items())
     ]
     est = bootstrap_ci(values, n_resamples=2000, seed=seed)
-    return float(est.value or 0.0), float(est.ci_low or 0.0), float(est.ci_high or 0.0), len(values)
+    if est.value is None or est.ci_low is None or est.ci_high is None:
+        raise UserError(f"run {run.name} has no scored items in this subset — rerun its evaluation")
+    return est.value, est.ci_low, est.ci_high, len(values)
 
 
 def _verdict(diff: Diff, want: str) -> str:

@@ -189,7 +189,7 @@ def rollout(
 def keep_varied(samples: Sequence[Sequence[tuple[str, float, bool]]], n: int) -> list[int]:
     """Indices of `n` groups: those whose rewards vary first, then the rest, each in order."""
     varied = [j for j, g in enumerate(samples) if len({w for _, w, _ in g}) > 1]
-    flat = [j for j in range(len(samples)) if j not in set(varied)]
+    flat = sorted(set(range(len(samples))) - set(varied))
     return sorted((varied + flat)[:n])
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mbpo_bench.models.loading import resolve_training_run
 from mbpo_bench.models.lora import LoraSettings
 
 if TYPE_CHECKING:
@@ -32,11 +33,8 @@ if TYPE_CHECKING:
 INFO = "info.json"
 
 
-def resolve_start(model: str) -> tuple[str, str | None]:
-    """(model folder or id, adapter folder or None) for `--model`; a run folder is followed."""
-    from mbpo_bench.models.loading import resolve_training_run
-
-    return resolve_training_run(model)
+# `--model` may name a training run folder: the loader's resolver is the one source of truth.
+resolve_start = resolve_training_run
 
 
 @dataclass
