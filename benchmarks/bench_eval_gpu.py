@@ -1,15 +1,20 @@
 """Close-ended (POPE-style) evaluation throughput of our batched path on 7B-shaped models.
 
     python3 benchmarks/bench_eval_gpu.py --shape llava-7b --device cuda --out $OUT/eval_llava.md
-    python3 benchmarks/bench_eval_gpu.py --shape tiny --device cpu --samples 16 \\
-        --baseline-samples 4 --batch-sizes 1,8 --out /tmp/eval_tiny.md
+    python3 benchmarks/bench_eval_gpu.py --shape tiny --family qwen2_vl --device cpu \\
+        --samples 16 --baseline-samples 4 --batch-sizes 1,8 --stock-samples 8 --out /tmp/e.md
 
 Workload: N yes/no questions ("Is there a {object} in the image?" + POPE's answer instruction),
 one random image each at model resolution, greedy decoding of exactly `--new-tokens` tokens
 (min_new_tokens = max_new_tokens). Paths, each timed after one discarded warm-up call:
-- `generate` at batch 1: the stand-in for lmms-eval's stock llava_hf / qwen2_vl wrappers at their
-  defaults (llava_hf asserts batch_size == 1; both call HF generate one sample at a time). It is
-  an upper bound of their rate: they also run the HF processor per sample, which we do not.
+- `generate` at batch 1: our path one sample at a time, as lmms-eval's stock llava_hf /
+  qwen2_vl wrappers run at their defaults (llava_hf asserts batch_size == 1).
+- `lmms-eval <wrapper> (stock)`, last: the REAL stock wrapper (lmms_stock.py), loading this
+  model from a saved folder with its defaults, on the first `--stock-samples` items, timed
+  around its `generate_until`; our model is saved and freed first. Its section gives ours (the
+  fastest batched row) / stock, the parsed-answer and text agreement on the common items, and
+  whether its first generate call got our prompt ids and pixels. Without lmms-eval the row says
+  why it did not run, and `generate` at batch 1 stands in.
 - `generate` at batch B: `VisionLanguageModel.generate` over prompts sorted by token length
   (the eval runner's order), B prompts per call.
 - `prefill-choice`: `choice_logprobs`, one prompt-only prefill reading the log-probs of the
@@ -35,9 +40,10 @@ configuration, so a crash keeps the rows measured before it.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import gc
 import platform
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -51,6 +57,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lmms_stock
 from bench_models import build
 
 from mbpo_bench.models import Prompt
@@ -100,6 +107,8 @@ class State:
     header: dict[str, str]
     rows: list[Row] = field(default_factory=list)
     texts: dict[int, list[str]] = field(default_factory=dict)  # batch -> greedy text per item
+    answers: dict[str, dict[int, str | None]] = field(default_factory=dict)  # row -> item -> answer
+    peer: list[str] = field(default_factory=list)  # lines of the stock-wrapper section
 
 
 def make_prompts(n: int, side: int, seed: int) -> list[Prompt]:
@@ -121,7 +130,7 @@ def plant_answer_head(vlm: Any, scale: float, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     u = torch.randn(head.weight.shape[1], generator=gen)
     u = (u / u.norm()).to(head.weight.device, head.weight.dtype)
-    ids = [vlm.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in CHOICES]
+    ids = choice_ids(vlm.tokenizer)
     with torch.no_grad():
         head.weight[ids[0]] = scale * u
         head.weight[ids[1]] = -scale * u
@@ -232,6 +241,16 @@ def identical(batched: Sequence[str], single: dict[int, str]) -> str:
     return f"= batch 1: texts {texts}/{len(single)}, parsed answers {answers}/{len(single)}"
 
 
+def parse_yesno(text: str) -> str | None:
+    from mbpo_bench.tasks.verifiers import parse
+
+    return parse("yesno", text)
+
+
+def remember(state: State, key: str, items: list[int], answers: Sequence[str | None]) -> None:
+    state.answers[key] = dict(zip(items, answers, strict=True))
+
+
 def measure(
     state: State,
     row: Row,
@@ -279,6 +298,7 @@ def run_batch_size(
     )  # fmt: skip
     if texts is not None:
         state.texts[b] = texts
+        remember(state, f"generate batch {b}", items, [parse_yesno(texts[i]) for i in items])
         if b == 1:
             state.rows[-1].check = "reference for the checks"
         elif 1 in state.texts:
@@ -291,6 +311,8 @@ def run_batch_size(
         lambda: prefill_choice(vlm, prompts, first, b),
         lambda: prefill_choice(vlm, prompts, items, b), args,
     )  # fmt: skip
+    if choice is not None:
+        remember(state, f"prefill-choice batch {b}", items, [choice[i] for i in items])
     if choice is not None and texts is not None:
         state.rows[-1].check = agreement([choice[i] for i in items], [texts[i] for i in items])
     scored = measure(
@@ -298,6 +320,8 @@ def run_batch_size(
         lambda: score_choice(vlm, prompts, first, b),
         lambda: score_choice(vlm, prompts, items, b), args,
     )  # fmt: skip
+    if scored is not None:
+        remember(state, f"score-choice batch {b}", items, [scored[0][i] for i in items])
     if scored is not None and texts is not None:
         greedy_items = [texts[i] for i in items]
         state.rows[-1].check = (
@@ -311,7 +335,8 @@ def to_markdown(state: State) -> str:
     h = state.header
     lines = [f"`{h['command']}`", ""]
     lines += [f"- {k}: {v}" for k, v in h.items() if k != "command"]
-    base = next((r.rate for r in state.rows if r.batch == 1 and not r.error), None)
+    base = next((r.rate for r in state.rows if r.path == "generate" and r.batch == 1
+                 and not r.error), None)  # fmt: skip
     lines += [
         "",
         "| path | batch | samples | samples/s | x batch 1 | TFLOP/sample | TFLOP/s "
@@ -330,6 +355,9 @@ def to_markdown(state: State) -> str:
             f"{r.flops / 1e12:.4f} | {rate / 1e12:.2f} | {100 * rate / ROOFLINE_FLOPS:.1f} | "
             f"{peak} | {r.check} |"
         )
+    if state.peer:
+        lines += ["", "## Against lmms-eval's stock wrapper (same run, same model, same items)", ""]
+        lines += [f"- {line}" for line in state.peer]
     return "\n".join(lines) + "\n"
 
 
@@ -341,14 +369,113 @@ def write(state: State, out: Path | None) -> None:
                    + to_markdown(state))  # fmt: skip
 
 
-def lmms_note() -> str:
-    if importlib.util.find_spec("lmms_eval") is None:
-        return ("NOT installed on this machine, so the stock llava_hf / qwen2_vl wrappers were not "
-                "run; `generate` at batch 1 stands in for them (their default and, for llava_hf, "
-                "only batch size; an upper bound of their rate: they also run the HF processor "
-                "per sample)")  # fmt: skip
-    return ("installed but not run by this script (benchmarks/bench_eval.py runs the stock "
-            "wrapper); `generate` at batch 1 stands in for it")  # fmt: skip
+TINY_QWEN_SIDE = 112  # a multiple of the tiny patch unit (16) and of qwen_vl_utils' factor (28)
+
+
+def build_model(args: argparse.Namespace, tmp: Path) -> Any:
+    if args.shape == "tiny" and args.family.startswith("qwen") and args.stock_samples:
+        from mbpo_bench.models import build_tiny_model, load_model
+
+        folder = build_tiny_model(args.family, tmp / args.family, image_size=TINY_QWEN_SIDE)
+        vlm = load_model(folder, device=args.device)
+        vlm.name = f"tiny {args.family}"
+        return vlm
+    return build(args.shape, args.family, args.device, tmp)
+
+
+def choice_ids(tokenizer: Any) -> list[int]:
+    return [tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in CHOICES]
+
+
+def best_row(state: State) -> Row | None:
+    ours = [r for r in state.rows if r.batch > 1 and not r.error and r.seconds == r.seconds]
+    return max(ours, key=lambda r: r.rate, default=None)
+
+
+def peer_checks(state: State, peer: lmms_stock.Peer, texts: list[str], baseline: int) -> list[str]:
+    """Parsed-answer agreement of the stock wrapper with our rows, on the common items."""
+    stock = dict(zip(peer.items, [parse_yesno(t) for t in texts], strict=True))
+    best = best_row(state)
+    widest = max(state.texts, default=1)
+    keys = ["generate batch 1", f"generate batch {widest}"]
+    keys += [f"{best.path} batch {best.batch}"] if best else []
+    out = []
+    for key in dict.fromkeys(keys):
+        ours = state.answers.get(key, {})
+        common = [i for i in peer.items if i in ours]
+        same = sum(stock[i] is not None and stock[i] == ours[i] for i in common)
+        out.append(f"parsed answers = {key} {same}/{len(common)}")
+    for b in dict.fromkeys([1, widest]):
+        if b in state.texts:
+            common = [i for i in peer.items if b > 1 or i < baseline]
+            same = sum(texts[i].strip() == state.texts[b][i].strip() for i in common)
+            out.append(f"texts = generate batch {b} {same}/{len(common)}")
+    unparsed = sum(a is None for a in stock.values())
+    empty = sum(not t.strip() for t in texts)
+    return [*out, f"{unparsed} unparsed, {empty} empty (a generation error reads as '')"]
+
+
+def run_peer(
+    state: State, peer: lmms_stock.Peer, folder: Path, lengths: list[int], counts: Counts,
+    prompts: list[Prompt], args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """Load the stock wrapper from `folder`, time its generate_until, record row and notes."""
+    n, k = args.new_tokens, len(peer.items)
+    p = float(np.mean([lengths[i] for i in peer.items]))
+    row = Row(f"lmms-eval {lmms_stock.wrapper_name(peer.family)} (stock)", 1, k,
+              flops=sample_flops(counts, p + n - 1, n, 1))  # fmt: skip
+    try:
+        lm, margs, load_s = lmms_stock.load_wrapper(peer.family, folder, args.device)
+        rows = lmms_stock.head_rows(lm.model, choice_ids(lm.tokenizer))
+        same = peer.head is not None and torch.equal(rows, peer.head)
+        peer.notes.append(f"wrapper: `{type(lm).__module__}.{type(lm).__name__}({margs})`, all "
+                          f"other arguments default; loaded in {load_s:.1f} s as {lm.model.dtype}; "
+                          f"planted head rows identical after save/load: {same}")  # fmt: skip
+        reqs = lmms_stock.instances(
+            lm, [prompts[i].text for i in peer.items], [prompts[i].image for i in peer.items], n
+        )
+        seen: dict[str, torch.Tensor] = {}
+        texts = measure(state, row, lambda: seen.update(lmms_stock.spy_inputs(lm, reqs[:1])),
+                        lambda: lmms_stock.generate(lm, reqs), args)  # fmt: skip
+        if peer.pixels is not None:
+            peer.notes.append(lmms_stock.input_check(seen, peer.ids, peer.pixels))
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        row.error = f"failed: {type(exc).__name__}: {exc}".splitlines()[0].replace("|", "/")
+        if row not in state.rows:
+            state.rows.append(row)
+        texts = None
+    if texts is not None:
+        row.check = "; ".join(peer_checks(state, peer, texts, args.baseline_samples))
+    summarize_peer(state, peer, row)
+    write(state, args.out)
+
+
+def summarize_peer(state: State, peer: lmms_stock.Peer, row: Row | None) -> None:
+    state.peer += [f"lmms-eval: {lmms_stock.versions()}", *peer.notes]
+    best = best_row(state)
+    if row is None or row.error or best is None:
+        state.peer.append(
+            f"stock wrapper: {peer.error or (row.error if row else '')}; "
+            "`generate` at batch 1 stands in for it (its default batch size)"
+        )
+    else:
+        base = next((r for r in state.rows if r.path == "generate" and r.batch == 1), None)
+        vs1 = f"; our generate at batch 1 / stock: {base.rate / row.rate:.2f}x" if base else ""
+        state.peer.append(
+            f"**ours / stock: {best.rate / row.rate:.2f}x** (best batched path: {best.path} at "
+            f"batch {best.batch}, {best.rate:.2f} samples/s; stock {row.rate:.2f} samples/s over "
+            f"{row.samples} items after one warm-up item){vs1}")  # fmt: skip
+
+
+def peer_header(args: argparse.Namespace) -> str:
+    if args.stock_samples:
+        return ("the stock wrapper runs in this run (row `lmms-eval ... (stock)`, section below); "
+                "`generate` at batch 1 is our own batch-1 path")  # fmt: skip
+    return ("stock wrappers not run (--stock-samples 0); `generate` at batch 1 stands in for them "
+            "(their default and, for llava_hf, only batch size)")  # fmt: skip
 
 
 def make_header(
@@ -380,13 +507,13 @@ def make_header(
         "(T_lm: generate P+new-1, prefill-choice P, score-choice 2*(P+2); T_logits: new, 1, 4; "
         f"images: 1, 1, 2); generate at the mean prompt: {gen / 1e12:.3f} TFLOP, "
         f"roofline {ROOFLINE_FLOPS / gen:.1f} samples/s at 790 TFLOP/s",
-        "lmms-eval": lmms_note(),
+        "lmms-eval": peer_header(args),
         "timing": "one warm-up call on the first batch, then one timed pass over all samples"
         + ("; CPU shared with other jobs, expect noise" if device == "cpu" else ""),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="tiny", choices=["tiny", "llava-7b", "qwen2vl-7b"])
     parser.add_argument("--family", default="llava", help="tiny shape only")
@@ -394,6 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default="1,32,64,128", help="comma-separated")
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--baseline-samples", type=int, default=32)
+    parser.add_argument("--stock-samples", type=int, default=32,
+                        help="items through lmms-eval's stock wrapper (0: skip it)")  # fmt: skip
+    parser.add_argument("--stock-dir", type=Path, default=None,
+                        help="where the temporary checkpoint for the stock wrapper goes")  # fmt: skip
     parser.add_argument("--new-tokens", type=int, default=4)
     parser.add_argument("--plant-scale", type=float, default=1000.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -405,18 +536,42 @@ def main(argv: list[str] | None = None) -> int:
     from mbpo_bench.models.loading import resolve_device
 
     args.device = resolve_device(args.device)
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
     args.baseline_samples = min(args.baseline_samples, args.samples)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        vlm = build(args.shape, args.family, args.device, Path(tmp))
+        vlm = build_model(args, Path(tmp))
     plant_answer_head(vlm, args.plant_scale, args.seed)
     prompts = make_prompts(args.samples, vlm.image_size, args.seed)
+    peer = lmms_stock.prepare(vlm, prompts, min(args.stock_samples, args.samples))
     lengths = prompt_lengths(vlm, prompts)
     counts = count_parameters(vlm)
     state = State(header=make_header(vlm, counts, lengths, args))
-    for b in sizes:
+    for b in (int(b) for b in args.batch_sizes.split(",")):
         run_batch_size(vlm, prompts, lengths, counts, b, state, args)
+    if peer.error:
+        summarize_peer(state, peer, None)
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="bench_eval_stock_", dir=args.stock_dir))
+        try:
+            ids = choice_ids(vlm.tokenizer)
+            lmms_stock.save_for_peer(vlm, peer, prompts, folder, args.new_tokens, ids)
+        except Exception as exc:  # a full disk, say: keep our rows, say why the peer is missing
+            peer.error = f"not run: saving failed: {type(exc).__name__}: {exc}".splitlines()[0]
+            summarize_peer(state, peer, None)
+        else:
+            del vlm  # the stock wrapper loads its own copy from the folder
+            gc.collect()
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            run_peer(state, peer, folder, lengths, counts, prompts, args)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    write(state, args.out)
     print(to_markdown(state))
     return 0
 

@@ -31,10 +31,12 @@ def build_config(
     online: bool = False,
     trust_remote_code: bool = False,
     backend: str = "native",
+    answer_mode: str = "generate",
     overrides: list[str] | None = None,
 ) -> Any:
     """Options -> EvalConfig (defaults, then options, then `--set` overrides)."""
     from mbpo_bench.config import from_dict, parse_overrides, to_dict
+    from mbpo_bench.evaluation.choices import check_answer_mode
     from mbpo_bench.evaluation.config import EvalConfig
     from mbpo_bench.evaluation.probes import parse_probes
 
@@ -55,6 +57,7 @@ def build_config(
         online=online,
         trust_remote_code=trust_remote_code,
         backend=backend,
+        answer_mode=check_answer_mode(answer_mode),
     )
     data["probes"]["names"] = list(parse_probes(probes))
     for key, value in parse_overrides(overrides or []).items():
@@ -99,6 +102,12 @@ def eval_command(
     backend: str = typer.Option(
         "native", "--backend", help="native, or lmms-eval (image probe only)."
     ),
+    answer_mode: str = typer.Option(
+        "generate",
+        "--answer-mode",
+        help="generate (greedy decoding), or choice: close-ended items by one prefill over "
+        "their answer set (others are generated).",
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Any config field: section.key=value."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
@@ -123,6 +132,7 @@ def eval_command(
         online=online,
         trust_remote_code=trust_remote_code,
         backend=backend,
+        answer_mode=answer_mode,
         overrides=overrides,
     )
     results = run_eval(config, overwrite=overwrite, progress=not no_progress)
@@ -144,6 +154,10 @@ def summary(results: Any, output: Path) -> str:
         if rel is not None and rel.value is not None:
             parts.append(f"reliance(blind) {rel.value:+.3f}")
         lines.append(f"{name}: " + ", ".join(parts))
+    if results.answer_mode != "generate":
+        counts = ", ".join(f"{n} by {mode}" for mode, n in results.answered.items())
+        why = ", ".join(f"{n} {reason}" for reason, n in results.fallbacks.items())
+        lines.append(f"answer mode {results.answer_mode}: {counts}" + (f" ({why})" if why else ""))
     rate = f"{results.samples_per_s:.1f} samples/s" if results.samples_per_s else "no new samples"
     lines.append(f"{results.n_samples} samples, {rate}; results: {output / 'results.json'}")
     return "\n".join(lines)

@@ -13,7 +13,8 @@ and verifiers that lmms-eval calls. Integration:
    `simple_evaluate` with that wrapper where lmms-eval is installed, into the same results files.
 
 Modules: `config` (EvalConfig), `probes` (image/blind/mismatched/noise/adversarial/iig),
-`runner` (plan + resumable execution), `batches` (one batch through the model -> rows), `store`
+`runner` (plan + resumable execution), `batches` (one batch through the model -> rows),
+`choices` (`answer_mode: choice`: close-ended answers by one prefill over the answer set), `store`
 (samples.jsonl, timing, meta), `scoring` (rows -> metrics with CIs; `recompute_results`),
 `schema` (results.json), `pairing` (paired comparison of two runs), `api` (`run_eval`),
 `hashing` (cheap model content hashes), `progress` (rich bar). Nothing here imports torch,

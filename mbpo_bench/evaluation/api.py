@@ -160,6 +160,11 @@ def run_eval(config: EvalConfig, *, overwrite: bool = False, progress: bool = Tr
     if config.backend == "lmms-eval":
         from mbpo_bench.evaluation.lmms_backend import run_lmms_eval
 
+        if config.answer_mode != "generate":
+            raise UserError(
+                f"--backend lmms-eval generates every answer, it has no answer mode "
+                f"'{config.answer_mode}' — drop --answer-mode, or use the native backend"
+            )
         if parallel.world_size() > 1:
             raise UserError(
                 "--backend lmms-eval runs in one process — launch it without torchrun, or use "

@@ -4,7 +4,10 @@ A row holds everything needed to recompute every metric and to pair samples betw
 task, probe, doc id, prompt text, the image used ("path", "mismatched:path", "noise:seed",
 None), target and its canonical form, options, response, parsed answer, verdict (correct, score,
 components) and the item's meta labels; `iig` rows hold per-token-mean log-probs of the reference
-answer with and without the image instead of a response.
+answer with and without the image instead of a response. Generation-probe rows also say how the
+response came about: `answer_mode` "generate" (plus `fallback`, the reason, when the run's mode
+is "choice") or "choice" (plus `choice_logprobs`, each answer form's first-token log-prob; see
+`choices.py`).
 """
 
 from __future__ import annotations
@@ -118,11 +121,67 @@ def _adversarial(
     return result.images, before, after
 
 
+def _answers(
+    vlm: VisionLanguageModel,
+    plan: TaskPlan,
+    items: list[TaskItem],
+    prompts: list[Prompt],
+    pixels: torch.Tensor | None,
+    config: EvalConfig,
+    seed: int,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Per item: (response, how it was answered): by choice prefill where the run's mode and the
+    item allow it, else by generation (the items left over, as one sub-batch, seeded)."""
+    import torch
+
+    from mbpo_bench.evaluation.choices import Choices, choose, plan_answers
+
+    gen = plan.info.generation
+    modes = plan_answers(
+        items,
+        plan.info.prompt_template,
+        vlm.tokenizer,
+        mode=config.answer_mode,
+        samples=gen.do_sample,
+    )
+    out: list[tuple[str, dict[str, Any]]] = [("", {}) for _ in items]
+    chosen = [k for k, m in enumerate(modes) if isinstance(m, Choices)]
+    if chosen:
+        picks = choose(
+            vlm,
+            [prompts[k] for k in chosen],
+            [m for m in modes if isinstance(m, Choices)],
+            pixel_images=None if pixels is None else pixels[chosen],
+            batch_size=config.batch_size,
+        )
+        for k, (text, scores) in zip(chosen, picks, strict=True):
+            out[k] = (text, {"answer_mode": "choice", "choice_logprobs": scores})
+    taken = set(chosen)
+    rest = [k for k in range(len(items)) if k not in taken]
+    if not rest:
+        return out
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        texts = vlm.generate(
+            [prompts[k] for k in rest],
+            max_new_tokens=config.max_new_tokens or gen.max_new_tokens,
+            do_sample=gen.do_sample,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            batch_size=len(rest),
+            pixel_images=pixels if pixels is None or len(rest) == len(items) else pixels[rest],
+        )
+    for k, generated in zip(rest, texts, strict=True):
+        how: dict[str, Any] = {"answer_mode": "generate"}
+        if modes[k]:
+            how["fallback"] = modes[k]
+        out[k] = (truncate_at(generated[0], gen.until), how)
+    return out
+
+
 def generation_batch(
     vlm: VisionLanguageModel, plan: TaskPlan, batch: Batch, config: EvalConfig
 ) -> list[dict[str, Any]]:
-    import torch
-
     items = [plan.items[d] for d in batch.doc_ids]
     inputs = [
         probe_input(
@@ -138,21 +197,10 @@ def generation_batch(
     pixels, before, after = None, None, None
     if batch.probe == "adversarial":
         pixels, before, after = _adversarial(vlm, inputs, items, config, seed)
-    gen = plan.info.generation
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        texts = vlm.generate(
-            [i.prompt for i in inputs],
-            max_new_tokens=config.max_new_tokens or gen.max_new_tokens,
-            do_sample=gen.do_sample,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            batch_size=len(inputs),
-            pixel_images=pixels,
-        )
+    answers = _answers(vlm, plan, items, [i.prompt for i in inputs], pixels, config, seed)
     rows = []
-    for k, (it, inp, out) in enumerate(zip(items, inputs, texts, strict=True)):
-        row = generation_row(plan, batch.probe, it, inp, truncate_at(out[0], gen.until))
+    for k, (it, inp, (response, how)) in enumerate(zip(items, inputs, answers, strict=True)):
+        row = {**generation_row(plan, batch.probe, it, inp, response), **how}
         if before is not None and after is not None:
             row["attack_logp_before"], row["attack_logp_after"] = before[k], after[k]
         rows.append(row)
@@ -165,6 +213,8 @@ def iig_batch(
     """IIG of the reference answers: answer log-probs with the image and under I0."""
     import torch
 
+    from mbpo_bench.data.images import load_rgb
+    from mbpo_bench.errors import UserError
     from mbpo_bench.trainers.iig import iig_from_logprobs, null_image
 
     items = [plan.items[d] for d in batch.doc_ids]
@@ -175,7 +225,16 @@ def iig_batch(
             stable_seed(it.task, it.doc_id, "iig", str(config.probes.seed))
         )
         with_image.append(Prompt(it.question, it.load_image(vlm.image_size)))
-        without.append(Prompt(it.question, null_image(cond, vlm.image_size, gen)))
+        if cond == "mismatched":  # the mismatched probe's image: in distribution
+            if it.doc_id not in plan.mismatched:
+                raise UserError(
+                    f"IIG with the mismatched null needs another image of task {it.task}, which "
+                    "has fewer than two — use --set probes.iig_null=text"
+                )
+            null = load_rgb(plan.mismatched[it.doc_id], size=vlm.image_size, item=it.doc_id)
+        else:
+            null = null_image(cond, vlm.image_size, gen)
+        without.append(Prompt(it.question, null))
     targets = [it.target for it in items]
     with torch.no_grad():
         a = vlm.answer_logprobs(with_image, targets)

@@ -3,6 +3,10 @@
 Every default the evaluation uses is a field here (method.md: no hidden literals). A resumed
 run must have the SAME config as the interrupted one (RunDir refuses otherwise), which is why
 `--overwrite` is not part of it: it is an action, not a setting.
+
+`answer_mode` "choice" answers close-ended items by one prompt prefill over their known answer
+set instead of greedy decoding (`choices.py`); a run in choice mode and one in generate mode are
+different measurements, which results.json records and `mbpo-bench report` flags.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from typing import Literal
 
 from mbpo_bench.evaluation.probes import CHEAP_PROBES
 
+AnswerMode = Literal["generate", "choice"]
+
 
 @dataclass
 class ProbeConfig:
     names: list[str] = field(default_factory=lambda: list(CHEAP_PROBES))
     seed: int = 0  # seeds the mismatched derangement and the noise images
-    iig_null: Literal["text", "black", "noise"] = "text"  # I0 of method.md
+    iig_null: Literal["text", "black", "noise", "mismatched"] = "text"  # I0 of method.md
     iig_reduce: Literal["mean", "sum"] = "mean"
     adversarial_eps: float = 8 / 255
     adversarial_alpha: float = 2 / 255
@@ -54,3 +60,4 @@ class EvalConfig:
     online: bool = False
     trust_remote_code: bool = False
     backend: Literal["native", "lmms-eval"] = "native"
+    answer_mode: AnswerMode = "generate"

@@ -14,13 +14,19 @@ for paired comparisons), so it is explicit about everything a reader needs to tr
 Layout (`Results`):
     schema_version, model{...}, probes[...], bootstrap{...}, tasks{name: TaskResult},
     packages{...}, git_sha, python, device, wall_time_s, compute_time_s, samples_per_s,
-    n_samples, items_skipped, config{...}
+    n_samples, items_skipped, config{...}, answer_mode, answered{...}, fallbacks{...}
     TaskResult: task, version, prompt_template, verifier, generation{...}, n_items,
-                items_skipped[{doc_id, reason}], probes{probe: {probe, n, metrics{...}}},
-                balance{name: Metric}
+                items_skipped[{doc_id, reason}],
+                probes{probe: {probe, n, metrics{...}, answered{...}}}, balance{name: Metric}
+
+`answer_mode` is the run's ("generate" or "choice", see `choices.py`); `answered` counts the
+generation probes' samples by how they were answered ({"choice": n, "generate": m}) per probe and
+for the run; `fallbacks` counts, for the run, why samples of a choice-mode run were generated.
 
 `SCHEMA_VERSION` increases on any incompatible change; `Results.from_json` refuses other versions
 and reports the first problem as one line naming its path (`tasks.pope.probes.image.metrics...`).
+Fields added compatibly (with a default, read as that default from older files) keep the version:
+`answer_mode`, `answered` and `fallbacks` (absent: "generate", counts unknown = {}).
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ class ProbeResult:
     probe: str
     n: int  # samples scored under this probe
     metrics: dict[str, Metric]
+    answered: dict[str, int] = field(default_factory=dict)  # answer mode -> samples
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,9 @@ class Results:
     n_samples: int
     items_skipped: int
     config: dict[str, Any]
+    answer_mode: str = "generate"
+    answered: dict[str, int] = field(default_factory=dict)  # answer mode -> samples, all tasks
+    fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> samples generated
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,14 +10,16 @@ expected form was found), for yes/no tasks POPE's `precision`, `recall`, `f1` an
 (share of PREDICTED yes; lmms-eval's POPE counts ground-truth yes), and `accuracy[key=value]` for
 each item label in `GROUP_KEYS` that takes at least two values in the items' meta. The `iig` probe reports `iig`,
 `logp_image` and `logp_null` (mean per-token log-probs of the reference answer).
+Each generation probe also counts its samples by `answer_mode` (choice or generate), and the
+run counts why a choice-mode run generated some (`fallback` of the rows).
 Bootstrap resamples are drawn over items with a seed derived from (bootstrap seed, task), and
 differences between probes are paired over the items both probes cover.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -202,9 +204,11 @@ def score_task(
         ordered = [have[d] for d in sorted(planned)]
         cols = _probe_columns(probe, ordered, verifier)
         metrics = {k: scorer.ratio(m, HIGHER_IS_BETTER.get(k, True)) for k, m in cols.items()}
+        answered: dict[str, int] = {}
         if probe != "iig":
             metrics.update(_task_metrics(scorer, task_meta.get("metrics", {}), ordered, metrics))
-        probes[probe] = ProbeResult(probe, len(ordered), metrics)
+            answered = _count(r.get("answer_mode", "generate") for r in ordered)
+        probes[probe] = ProbeResult(probe, len(ordered), metrics, answered)
     planned_rows = {p: {d: by_probe[p][d] for d in task_meta["probes"][p]} for p in probes}
     return TaskResult(
         task=task,
@@ -217,6 +221,30 @@ def score_task(
         probes=probes,
         balance=_balance(scorer, planned_rows, verifier, probes),
     )
+
+
+def _count(values: Iterable[Any]) -> dict[str, int]:
+    """value -> how often, sorted by value (deterministic JSON)."""
+    return dict(sorted(Counter(str(v) for v in values).items()))
+
+
+def _answer_counts(
+    tasks: dict[str, TaskResult], meta: dict[str, Any], by_task: dict[str, list[dict[str, Any]]]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(samples per answer mode over every task and probe, fallback reason -> planned samples)."""
+    answered: Counter[str] = Counter()
+    for task in tasks.values():
+        for probe in task.probes.values():
+            answered.update(probe.answered)
+    reasons = []
+    for name, tmeta in meta["tasks"].items():
+        planned = {(p, str(d)) for p, ids in tmeta["probes"].items() for d in ids}
+        reasons += [
+            r["fallback"]
+            for r in by_task.get(name, [])
+            if r.get("fallback") and (r["probe"], str(r["doc_id"])) in planned
+        ]
+    return dict(sorted(answered.items())), _count(reasons)
 
 
 def recompute_results(run_dir: Path) -> Results:
@@ -235,6 +263,7 @@ def recompute_results(run_dir: Path) -> Results:
         name: score_task(name, tmeta, by_task.get(name, []), config)
         for name, tmeta in meta["tasks"].items()
     }
+    answered, fallbacks = _answer_counts(tasks, meta, by_task)
     wall, compute, timed = store.timing()
     n_samples = sum(p.n for t in tasks.values() for p in t.probes.values())
     device = env.get("device", {}).get("name") if isinstance(env.get("device"), dict) else None
@@ -256,4 +285,7 @@ def recompute_results(run_dir: Path) -> Results:
         n_samples=n_samples,
         items_skipped=sum(len(t.items_skipped) for t in tasks.values()),
         config=to_dict(config),
+        answer_mode=config.answer_mode,
+        answered=answered,
+        fallbacks=fallbacks,
     )

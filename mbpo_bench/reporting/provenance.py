@@ -22,7 +22,12 @@ ENV_PACKAGES = ("mbpo-bench", "torch", "transformers", "peft", "lmms-eval", "trl
 def runs_table(
     runs: list[tuple[str, Path, Results]], report_dir: Path, baseline: str | None
 ) -> pd.DataFrame:
-    """One row per evaluated run: folder, model, adapter, tasks, probes."""
+    """One row per evaluated run: folder, model, adapter, tasks, probes (+ answer mode).
+
+    The answer-mode column appears only when some run is not in the default generate mode, so
+    reports of generate-only runs stay as they were.
+    """
+    modes = any(results.answer_mode != "generate" for _, _, results in runs)
     rows = {}
     for name, path, results in runs:
         label = f"{name} (baseline)" if name == baseline else name
@@ -34,11 +39,20 @@ def runs_table(
             ", ".join(sorted(results.tasks)),
             ", ".join(results.probes),
         ]
+        if modes:
+            rows[label].append(answer_mode_cell(results))
+    columns = ["folder", "model", "adapter", "tasks", "probes"]
     df = pd.DataFrame.from_dict(
-        rows, orient="index", columns=["folder", "model", "adapter", "tasks", "probes"]
+        rows, orient="index", columns=[*columns, "answer mode"] if modes else columns
     )
     df.index.name = "run"
     return df
+
+
+def answer_mode_cell(results: Results) -> str:
+    """'choice (120 choice, 40 generate)': the run's mode and how its samples were answered."""
+    counts = ", ".join(f"{n} {mode}" for mode, n in results.answered.items())
+    return f"{results.answer_mode} ({counts})" if counts else results.answer_mode
 
 
 def _with_hash(name: str | None, digest: str | None) -> str:

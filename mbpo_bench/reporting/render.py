@@ -9,6 +9,9 @@ Decisions:
 - Results of one task are compared only when every run used the same task version and prompt
   template; otherwise the report is refused (one line naming the task and the runs) unless
   `allow_version_mismatch`, which renders the task flagged with "†" and a warning at the top.
+- Runs answered in different answer modes (greedy generation vs one prefill over the choices)
+  are not the same measurement: the report is still rendered (comparing the modes is a use),
+  with a warning at the top and the mode per run in the runs table.
 - Output is deterministic for the same inputs (seeded bootstrap, sorted tasks, no timestamps of
   its own, paths relative to the report), so golden tests compare it byte for byte; it is
   written atomically.
@@ -63,6 +66,7 @@ def render_report(
         raise UserError(f"report path {out} does not end in .md — pass --out reports/NAME.md")
     runs, base = load_runs(run_dirs, baseline, names)
     flagged, warnings = check_versions(runs, config.allow_version_mismatch)
+    warnings += check_answer_modes(runs)
     curves = [read_curves(Path(p), Path(p).resolve().name) for p in training_runs]
     plots = plot_curves(curves, out.parent, f"{out.stem}_curves") if curves else []
 
@@ -144,6 +148,21 @@ def check_versions(runs: Sequence[RunData], allow: bool) -> tuple[list[str], lis
         flagged.append(task)
         warnings.append(f"task `{task}` †: {what}; its comparisons are not like for like.")
     return flagged, warnings
+
+
+def check_answer_modes(runs: Sequence[RunData]) -> list[str]:
+    """A warning when the runs were answered in different answer modes (else none)."""
+    by_mode: dict[str, list[str]] = {}
+    for run in runs:
+        by_mode.setdefault(run.results.answer_mode, []).append(run.name)
+    if len(by_mode) < 2:
+        return []
+    listed = "; ".join(f"{mode}: {', '.join(names)}" for mode, names in by_mode.items())
+    return [
+        f"runs were answered in different answer modes ({listed}); choice mode scores one "
+        "prefill over each item's answer set instead of greedy generation, so their "
+        "differences are not like for like."
+    ]
 
 
 def _name(run: RunData | None) -> str | None:
