@@ -211,7 +211,7 @@ def _miner(monkeypatch: pytest.MonkeyPatch, null: str, tmp_path: Path) -> Callab
     return mine
 
 
-@pytest.mark.parametrize("null", ["text", "noise"])
+@pytest.mark.parametrize("null", ["text", "noise", "mismatched"])
 def test_mining_on_two_ranks_writes_the_one_process_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, null: str
 ) -> None:

@@ -3,8 +3,13 @@
     IIG(I, q, y) = mean_t [ log p(y_t | I, q, y_<t) - log p(y_t | I0, q, y_<t) ]
 
 I0 is the "no image" condition: by default the text-only prompt (no image tokens at all), or a
-black image, or a Gaussian-noise image (method.md); `reduce="sum"` sums instead of averaging over
-answer tokens. The same answer is scored in both conditions, so both token masks are the answer's
+black image, or a Gaussian-noise image (method.md), or a mismatched image (another prompt's
+image: a seeded derangement over the whole list, the mismatched probe's). The mismatched null is ours: a model never
+trained without images answers a text-only or black-image prompt out of distribution (near
+chance, field notes), so IIG against those nulls measures "in distribution at all" rather than
+"the image changed the answer"; another scene is in distribution and exposes the language prior
+(method.md's mismatched-image probe). `reduce="sum"` sums instead of averaging over answer
+tokens. The same answer is scored in both conditions, so both token masks are the answer's
 tokens; positions outside the mask never count.
 
 The pure part (`iig_from_logprobs`, `select_by_iig`) is tensor math; `compute_iig` drives a model
@@ -26,7 +31,7 @@ if TYPE_CHECKING:
 
     from mbpo_bench.models.protocol import VisionLanguageModel
 
-NullCondition = Literal["text", "black", "noise"]
+NullCondition = Literal["text", "black", "noise", "mismatched"]
 Reduce = Literal["mean", "sum"]
 
 
@@ -74,7 +79,8 @@ def select_by_iig(
 def null_image(
     condition: NullCondition, size: int, generator: torch.Generator
 ) -> Image.Image | None:
-    """The I0 image: None for the text-only prompt, else a black or a Gaussian-noise image."""
+    """The I0 image: None for the text-only prompt, else a black or a Gaussian-noise image
+    (the mismatched null needs the other prompts: `compute_iig` draws them)."""
     from PIL import Image
 
     if condition == "text":
@@ -84,7 +90,9 @@ def null_image(
     if condition == "noise":
         pixels = (torch.randn((size, size, 3), generator=generator) * 0.25 + 0.5).clamp(0, 1)
         return Image.fromarray((pixels * 255).round().to(torch.uint8).numpy(), "RGB")
-    raise ValueError(f"unknown IIG null condition {condition!r}; expected text, black or noise")
+    raise ValueError(
+        f"unknown IIG null condition {condition!r}; expected text, black, noise or mismatched"
+    )
 
 
 def compute_iig(
@@ -99,11 +107,19 @@ def compute_iig(
 ) -> torch.Tensor:
     """(N,) IIG of each answer given its prompt (with image), in batches, without gradients."""
     generator = torch.Generator().manual_seed(seed)
+    partner: list[int] = []
+    if null == "mismatched":
+        from mbpo_bench.evaluation.probes import derangement
+
+        partner = derangement(len(prompts), seed)
     out = []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
         ans = list(answers[start : start + batch_size])
-        nulls = [Prompt(p.text, null_image(null, vlm.image_size, generator)) for p in chunk]
+        if null == "mismatched":
+            nulls = [Prompt(p.text, prompts[partner[start + j]].image) for j, p in enumerate(chunk)]
+        else:
+            nulls = [Prompt(p.text, null_image(null, vlm.image_size, generator)) for p in chunk]
         with torch.no_grad():
             with_image = vlm.answer_logprobs(chunk, ans)
             without = vlm.answer_logprobs(nulls, ans)

@@ -8,7 +8,12 @@ For each candidate (I, q, y_gt) with an image (method.md):
      (uniform noise of the same L-inf budget) and `blind` (the text-only answer, no image).
   3. The rejected answer is the model's own answer (greedy by default) on the perturbed image.
   4. The pair is kept only if the task's verifier says that answer is wrong (a task without a
-     verifier: if it differs from y_gt after normalising case and whitespace).
+     verifier: if it differs from y_gt after normalising case and whitespace). Option (ours,
+     `keep="prior"`): also require that wrong answer to be the one the model gives WITHOUT the
+     image (greedy, text-only prompt), i.e. the language prior's answer. This is method.md's
+     premise for a hard negative made a check: on a prior-consistent item the prior IS the
+     truth, so a wrong answer under attack is not a prior fallback and such pairs would train
+     the prior in, not out (measured on the embedded benchmark; see the quickstart report).
 chosen = y_gt and rejected are trained later with the CLEAN image; rows refer to it by path.
 
 The model must be frozen here: PGD takes gradients w.r.t. the pixels only (`pgd.pgd_attack`), and
@@ -47,13 +52,14 @@ if TYPE_CHECKING:
     from mbpo_bench.models.protocol import VisionLanguageModel
 
 NegativeSource = Literal["pgd", "noise", "blind"]
+KeepRule = Literal["wrong", "prior"]
 
 
 @dataclass
 class MiningConfig:
     source: NegativeSource = "pgd"
     iig_filter: bool = True
-    iig_null: Literal["text", "black", "noise"] = "text"
+    iig_null: Literal["text", "black", "noise", "mismatched"] = "text"
     iig_reduce: Literal["mean", "sum"] = "mean"
     iig_top_fraction: float | None = 0.5  # ours: the paper keeps "high-IIG" samples
     iig_threshold: float | None = None
@@ -68,6 +74,7 @@ class MiningConfig:
     batch_size: int = 16
     limit: int | None = 2000  # candidates: a seeded random subset of the items (None = all)
     reward_max_words: int = 10  # the verifier's length limit
+    keep: KeepRule = "wrong"  # "prior": the wrong answer must also be the text-only answer
     seed: int = 0
 
 
@@ -173,7 +180,7 @@ def _pool_iig(vlm: VisionLanguageModel, items: list[TaskItem], cfg: MiningConfig
 
     if not parallel.active():
         return iig(items)
-    if cfg.iig_null == "noise":
+    if cfg.iig_null in ("noise", "mismatched"):  # nulls drawn across the whole pool
         shared = parallel.gather(iig(items) if parallel.is_main() else None)[0]
         assert shared is not None
         return shared
@@ -222,14 +229,31 @@ def _attack_batch(
 
     batch = [pool[i] for i in idx]
     rejected, attack = _negatives(vlm, batch, cfg, cfg.seed * 1_000_003 + b)
+    priors = _prior_answers(vlm, batch, cfg) if cfg.keep == "prior" else None
     rows: list[_Row] = []
     for k, (i, item, answer) in enumerate(zip(idx, batch, rejected, strict=True)):
         wrong, parsed = is_wrong(item, answer, cfg.reward_max_words)
+        if wrong and priors is not None:
+            wrong = parsed is not None and parsed == priors[k]
         before = attack["before"][k]
         drop = before - attack["after"][k] if math.isfinite(before) else None
         pair = _pair(item, answer, parsed, iig[i], cfg, attack, k) if wrong else None
         rows.append((i, pair, drop))
     return rows
+
+
+def _prior_answers(
+    vlm: VisionLanguageModel, batch: list[TaskItem], cfg: MiningConfig
+) -> list[str | None]:
+    """The parsed greedy answer of each item's text-only prompt: the language prior's answer."""
+    prompts = [Prompt(p.text, None) for p in item_prompts(batch, vlm.image_size)]
+    answers = vlm.generate(
+        prompts, max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size
+    )
+    return [
+        is_wrong(item, a[0], cfg.reward_max_words)[1]
+        for item, a in zip(batch, answers, strict=True)
+    ]
 
 
 def mine_pairs(

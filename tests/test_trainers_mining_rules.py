@@ -1,0 +1,97 @@
+"""Mining options of ours: the mismatched IIG null and the prior-fallback keep rule.
+
+Fake models only: what is checked is which image each null prompt carries and which pairs the
+keep rule lets through, not a model's numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from mbpo_bench.trainers import mining
+from mbpo_bench.trainers.iig import compute_iig
+from PIL import Image
+
+from mbpo_bench.data.items import TaskItem
+from mbpo_bench.models.protocol import AnswerLogprobs, Prompt
+
+
+class ImageIdModel:
+    """log p(answer) = the id painted into the image's red channel; records every call."""
+
+    image_size = 4
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def answer_logprobs(self, prompts: list[Prompt], answers: list[str]) -> AnswerLogprobs:
+        ids = [p.image.getpixel((0, 0))[0] for p in prompts]  # type: ignore[union-attr,index]
+        self.calls.append(ids)
+        logps = torch.tensor(ids, dtype=torch.float32)[:, None]
+        return AnswerLogprobs(logps=logps, mask=torch.ones_like(logps, dtype=torch.bool))
+
+
+def _painted(i: int) -> Image.Image:
+    return Image.new("RGB", (4, 4), (i, 0, 0))
+
+
+def _mismatched_iig(seed: int) -> tuple[list[int], list[float]]:
+    """(the image id each prompt's null carried, the IIG values) for 7 prompts in batches of 3."""
+    prompts = [Prompt(f"q{i}", _painted(i)) for i in range(7)]
+    model = ImageIdModel()
+    values = compute_iig(model, prompts, ["a"] * 7, null="mismatched", batch_size=3, seed=seed)  # type: ignore[arg-type]
+    nulls = [i for call in model.calls[1::2] for i in call]  # per batch: image call, then null
+    return nulls, values.tolist()
+
+
+def test_mismatched_null_uses_another_prompts_image_and_is_seeded() -> None:
+    nulls, values = _mismatched_iig(0)
+    assert sorted(nulls) == list(range(7)), "every image is some prompt's null exactly once"
+    assert all(n != i for i, n in enumerate(nulls)), "a prompt never gets its own image"
+    assert values == [float(i - n) for i, n in enumerate(nulls)]
+    assert _mismatched_iig(0)[0] == nulls
+    assert any(_mismatched_iig(s)[0] != nulls for s in (1, 2, 3))
+
+
+def _items(n: int) -> list[TaskItem]:
+    return [
+        TaskItem("t", str(i), f"q{i}", "yes" if i % 2 else "no", "yesno",
+                 image_path=Path(f"/none/{i}.png"))
+        for i in range(n)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("keep", ["wrong", "prior"])
+def test_prior_keep_rule_keeps_only_wrong_answers_that_are_the_text_only_answer(
+    keep: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = _items(8)
+    monkeypatch.setattr(
+        mining, "item_prompts", lambda its, size: [Prompt(it.question) for it in its]
+    )
+    # under attack every item answers "yes"; without the image items 0-3 answer "yes", 4-7 "no"
+    monkeypatch.setattr(
+        mining, "_negatives",
+        lambda vlm, batch, cfg, seed: (["yes"] * len(batch),
+                                       {"before": [0.0] * len(batch), "after": [-1.0] * len(batch),
+                                        "linf": [0.03] * len(batch)}),
+    )  # fmt: skip
+
+    def generate(prompts: list[Prompt], **_: Any) -> list[list[str]]:
+        assert all(p.image is None for p in prompts), "the prior answer is the text-only one"
+        return [["yes" if int(p.text[1:]) < 4 else "no"] for p in prompts]
+
+    vlm = SimpleNamespace(model=SimpleNamespace(eval=lambda: None), image_size=4, generate=generate)
+    cfg = mining.MiningConfig(iig_filter=False, keep=keep, limit=None, batch_size=3)  # type: ignore[arg-type]
+    monkeypatch.setattr(mining, "_pool_iig", lambda v, its, c: torch.zeros(len(its)))
+    pairs, stats = mining.mine_pairs(vlm, items, cfg)  # type: ignore[arg-type]
+    wrong = {it.doc_id for it in items if it.target == "no"}  # "yes" is wrong for these
+    if keep == "wrong":
+        assert {p.doc_id for p in pairs} == wrong
+    else:
+        assert {p.doc_id for p in pairs} == {d for d in wrong if int(d) < 4} == {"0", "2"}
+    assert stats.kept == len(pairs)
