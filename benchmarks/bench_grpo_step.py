@@ -3,6 +3,16 @@
     python3 benchmarks/bench_grpo_step.py --shape llava-7b --device cuda --out $OUT/grpo_llava.md
     python3 benchmarks/bench_grpo_step.py --shape tiny --device cpu --prompts 2 \\
         --new-tokens 8 --grad-accum 2 --out /tmp/grpo_tiny.md
+    python3 benchmarks/bench_grpo_step.py --shape llava-7b --device cuda \\
+        --variants default,merged,merged+static,merged+static+shared --out $OUT/grpo_llava.md
+
+Rollout speed variants (`GRPOSettings` fields, `mbpo_bench.models.rollout_speed`): `merged`
+(--merge-lora-rollout: LoRA folded into fresh copies of the base weights while sampling),
+`static` (--rollout-cache static: StaticCache, decode compiled by transformers on CUDA;
+`static-eager` with --no-rollout-compile), `shared` (--shared-prefill: one prefill per prompt,
+KV cache repeated G times), joined with "+". `--variants a,b,...` runs each in turn on the same
+model (built once) and items, each with its own warm-up step and fresh optimizer, into one
+report with a side-by-side summary; without it the flags make the single variant.
 
 The measured code is the trainer's own: `trainers.grpo.rollout` (G sampled completions per
 prompt through `VisionLanguageModel.generate`, verifier rewards), `trainers.grpo.policy_update`
@@ -60,6 +70,7 @@ from mbpo_bench.trainers.policy import Policy
 
 from mbpo_bench.data.items import TaskItem
 from mbpo_bench.models.lora import LoraSettings, apply_lora
+from mbpo_bench.models.rollout_speed import GenerationSpeed, parse_label
 
 ROOFLINE_FLOPS = 790e12  # bf16 matrix rate measured on the H200 (issue 8)
 BANDWIDTH = 4.3e12  # bytes/s, HBM bandwidth measured on the H200 (issue 8)
@@ -111,12 +122,24 @@ class StepRow:
 
 
 @dataclass
+class Variant:
+    """One rollout-speed configuration's steps (warm-up first) and its decode probe."""
+
+    speed: GenerationSpeed
+    settings: Any  # GRPOSettings carrying `speed`
+    rows: list[StepRow] = field(default_factory=list)
+    decode: str = ""  # the decode probe's line
+    decode_ms: float = float("nan")
+    bound_ms: float = float("nan")
+
+
+@dataclass
 class Bench:
     policy: TimedPolicy
     items: list[TaskItem]
     args: argparse.Namespace
     header: dict[str, str] = field(default_factory=dict)
-    rows: list[StepRow] = field(default_factory=list)
+    variants: list[Variant] = field(default_factory=list)
     generate_seconds: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -185,13 +208,13 @@ def peak_gib(device: str) -> float | None:
     return value
 
 
-def run_step(bench: Bench, step: int, opt: tuple[Any, Any, Any, Any]) -> StepRow:
+def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, Any]) -> StepRow:
     """One trainer step on this step's prompts, phase by phase."""
     from mbpo_bench.trainers import grpo
     from mbpo_bench.trainers.loop import _optimizer_step
 
     params, optimizer, scheduler, cfg = opt
-    a, policy, s = bench.args, bench.policy, bench.args.settings
+    a, policy, s = bench.args, bench.policy, var.settings
     items = bench.items[step * a.prompts : (step + 1) * a.prompts]
     row = StepRow(step=step)
     policy.ref_seconds = 0.0
@@ -224,8 +247,9 @@ def body_parameters(vlm: Any) -> int:
     return sum(p.numel() for n, p in lm.named_parameters() if "lora_" not in n) - embed
 
 
-def decode_bound(bench: Bench, body: int, mean_prompt: float) -> str:
-    """Measured decode step (generate minus a 1-token prefill probe) against its memory bound."""
+def decode_bound(bench: Bench, var: Variant, body: int, mean_prompt: float) -> None:
+    """Measured decode step (generate minus a 1-token prefill probe, same speed options) against
+    its memory bound; fills `var.decode`, `var.decode_ms`, `var.bound_ms`."""
     from mbpo_bench.trainers.data import item_prompts
 
     a, vlm = bench.args, bench.policy.vlm
@@ -233,9 +257,9 @@ def decode_bound(bench: Bench, body: int, mean_prompt: float) -> str:
     bench.policy.train_mode(False)
     with torch.no_grad():
         vlm.generate(prompts, max_new_tokens=1, min_new_tokens=1, do_sample=True,
-                     num_samples=a.generations, batch_size=a.prompts)  # fmt: skip
+                     num_samples=a.generations, batch_size=a.prompts, speed=var.speed)  # fmt: skip
     prefill = bench.generate_seconds[-1]
-    timed = [r.generate for r in bench.rows[1:] if not r.error] or [bench.rows[0].generate]
+    timed = [r.generate for r in var.rows[1:] if not r.error] or [var.rows[0].generate]
     step = (float(np.mean(timed)) - prefill) / max(a.new_tokens - 1, 1)
     tc = vlm.hf_model.config.text_config
     head_dim = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
@@ -245,24 +269,26 @@ def decode_bound(bench: Bench, body: int, mean_prompt: float) -> str:
     kv = rows * context * 2 * tc.num_hidden_layers * tc.num_key_value_heads * head_dim * size
     head = vlm.hf_model.lm_head.weight.numel()
     lora = sum(p.numel() * p.element_size() for p in vlm.model.parameters() if p.requires_grad)
-    weights = (body + head) * size + lora
+    weights = (body + head) * size + (0 if var.speed.merge_lora else lora)
     bound = (weights + kv) / BANDWIDTH
-    return (
+    var.decode_ms, var.bound_ms = 1e3 * step, 1e3 * bound
+    var.decode = (
         f"{rows} rows: 1-token prefill probe {prefill:.3f} s; decode step ~{1e3 * step:.1f} ms "
         f"((generate - prefill) / {a.new_tokens - 1}); memory bound {1e3 * bound:.1f} ms = "
-        f"(LM weights {weights / 1e9:.1f} GB incl. LoRA + KV cache {kv / 1e9:.1f} GB at the mean "
-        f"context {context:.0f}) / {BANDWIDTH / 1e12:.1f} TB/s; ratio {step / bound:.2f}x"
+        f"(LM weights {weights / 1e9:.1f} GB {'merged' if var.speed.merge_lora else 'incl. LoRA'}"
+        f" + KV cache {kv / 1e9:.1f} GB at the mean context {context:.0f}) / "
+        f"{BANDWIDTH / 1e12:.1f} TB/s; ratio {step / bound:.2f}x"
     )
 
 
-def step_line(r: StepRow, label: str, body: int) -> str:
+def step_line(r: StepRow, variant: str, label: str, body: int) -> str:
     if r.error:
-        return f"| {label} | {r.error} | | | | | | | | |"
+        return f"| {variant} | {label} | {r.error} | | | | | | | | |"
     mfu = 4 * body * r.update_tokens / r.update / ROOFLINE_FLOPS
     peaks = "-" if r.peak_rollout is None else f"{r.peak_rollout:.1f} / {r.peak_update:.1f}"
     return (
-        f"| {label} | {r.rollout:.2f} ({r.generate:.2f}) | {r.reference:.2f} | {r.update:.2f} | "
-        f"{r.total:.2f} | {r.tokens / r.total:,.0f} | {r.update_tokens / r.update:,.0f} | "
+        f"| {variant} | {label} | {r.rollout:.2f} ({r.generate:.2f}) | {r.reference:.2f} | "
+        f"{r.update:.2f} | {r.total:.2f} | {r.tokens / r.total:,.0f} | {r.update_tokens / r.update:,.0f} | "
         f"{100 * mfu:.1f} | {peaks} | {r.loss:.4f} |"
     )
 
@@ -283,21 +309,48 @@ def mean_row(rows: list[StepRow]) -> StepRow | None:
     return out
 
 
+def summary(bench: Bench) -> list[str]:
+    """The variants side by side: mean of the timed steps, decode step against its bound."""
+    lines = [
+        "| variant | rollout s | generate s | decode ms / step | x memory bound | step s "
+        "| tokens/s | step speed-up vs the first row |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    first = None
+    for var in bench.variants:
+        m = mean_row(var.rows[1:])
+        if m is None:
+            lines.append(f"| {var.speed.label()} | no timed step | | | | | | |")
+            continue
+        first = first or m.total
+        lines.append(
+            f"| {var.speed.label()} | {m.rollout:.2f} | {m.generate:.2f} | {var.decode_ms:.1f} | "
+            f"{var.decode_ms / var.bound_ms:.2f} | {m.total:.2f} | {m.tokens / m.total:,.0f} | "
+            f"{first / m.total:.2f}x |"
+        )
+    return lines
+
+
 def to_markdown(bench: Bench, body: int) -> str:
     h = bench.header
     lines = [f"`{h['command']}`", ""] + [f"- {k}: {v}" for k, v in h.items() if k != "command"]
+    if len(bench.variants) > 1:
+        lines += ["", *summary(bench)]
     lines += [
         "",
-        "| step | rollout s (generate s) | reference s | update s | step s | tokens/s "
+        "| variant | step | rollout s (generate s) | reference s | update s | step s | tokens/s "
         "| update tokens/s | update MFU % | peak GiB rollout / update | loss |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in bench.rows:
-        lines.append(step_line(r, "warm-up" if r.step == 0 else str(r.step), body))
-    mean = mean_row(bench.rows[1:])
-    if mean is not None:
-        lines.append(step_line(mean, f"**mean of {len(bench.rows) - 1}**", body))
-    lines += ["", *[f"- {n}" for n in bench.notes]]
+    for var in bench.variants:
+        name = var.speed.label()
+        for r in var.rows:
+            lines.append(step_line(r, name, "warm-up" if r.step == 0 else str(r.step), body))
+        mean = mean_row(var.rows[1:])
+        if mean is not None:
+            lines.append(step_line(mean, name, f"**mean of {len(var.rows) - 1}**", body))
+    decode = [f"rollout decode ({v.speed.label()}): {v.decode}" for v in bench.variants if v.decode]
+    lines += ["", *[f"- {n}" for n in decode + bench.notes]]
     return "\n".join(lines) + "\n"
 
 
@@ -343,6 +396,11 @@ def make_header(bench: Bench, body: int, allowed: int, lengths: list[int]) -> di
         "counting": "tokens/s = sequences x (prompt + sampled completion) / step s; update "
         "tokens/s and MFU use prompt + re-tokenized completion + EOS; MFU = 4 N_body T / s / "
         "790 TFLOP/s (frozen base + LoRA; vision, lm_head, attention scores, LoRA not counted)",
+        "rollout variants": ", ".join(v.speed.label() for v in bench.variants)
+        + " (merged: LoRA folded into copies of the base weights while sampling; static: "
+        "StaticCache, decode compiled by transformers on CUDA, static-eager: not compiled; "
+        "shared: one prefill per prompt, KV cache repeated G times); each from its own warm-up "
+        "step (compilation included there) with a fresh optimizer, same model and items",
         "timing": f"one warm-up step, then {a.steps} timed steps; each phase device-synchronised"
         + ("; CPU shared with other jobs, expect noise" if a.device == "cpu" else ""),
     }
@@ -365,7 +423,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--merge-lora-rollout",
+        action="store_true",
+        help="sample with LoRA merged into copies of the base weights",
+    )
+    parser.add_argument("--rollout-cache", default="dynamic", choices=["dynamic", "static"])
+    parser.add_argument(
+        "--no-rollout-compile",
+        action="store_true",
+        help="static cache without transformers' compiled decode step",
+    )
+    parser.add_argument(
+        "--shared-prefill",
+        action="store_true",
+        help="one prefill per prompt, its KV cache repeated G times",
+    )
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated rollout variants run in turn on one model, e.g. "
+        "default,merged,merged+static,merged+static+shared (overrides the flags)",
+    )
+    args = parser.parse_args(argv)
+    if args.variants:
+        args.speeds = [parse_label(v) for v in args.variants.split(",") if v.strip()]
+    else:
+        args.speeds = [
+            GenerationSpeed(
+                merge_lora=args.merge_lora_rollout,
+                cache=args.rollout_cache,
+                compile=not args.no_rollout_compile,
+                shared_prefill=args.shared_prefill,
+            )
+        ]
+    return args
 
 
 def setup(args: argparse.Namespace, folder: Path) -> tuple[Bench, int, int]:
@@ -386,9 +478,16 @@ def setup(args: argparse.Namespace, folder: Path) -> tuple[Bench, int, int]:
     images = folder / "images"
     images.mkdir()
     items = make_items((args.steps + 1) * args.prompts, vlm.image_size, images, args.seed)
-    args.settings = GRPOSettings(num_generations=args.generations, max_new_tokens=args.new_tokens,
-                                 generation_batch_size=args.prompts, beta=args.beta)  # fmt: skip
     bench = Bench(policy=policy, items=items, args=args)
+    for speed in args.speeds:
+        settings = GRPOSettings(
+            num_generations=args.generations, max_new_tokens=args.new_tokens,
+            generation_batch_size=args.prompts, beta=args.beta,
+            merge_lora_for_rollout=speed.merge_lora, rollout_cache=speed.cache,
+            rollout_compile=speed.compile, shared_prefill=speed.shared_prefill,
+        )  # fmt: skip
+        assert settings.generation_speed() == speed
+        bench.variants.append(Variant(speed=speed, settings=settings))
     instrument_generate(vlm, args.new_tokens, bench.generate_seconds, args.device)
     return bench, body, allowed
 
@@ -414,6 +513,35 @@ def guarded(bench: Bench, what: str, fn: Callable[[], Any]) -> Any:
         return None
 
 
+def run_variant(bench: Bench, var: Variant, body: int, lengths: list[int]) -> None:
+    """Warm-up + timed steps of one variant (stops at the first out-of-memory), then its probe."""
+    opt = optimizer_parts(bench)
+    label = var.speed.label()
+    for step in range(bench.args.steps + 1):
+        row = guarded(bench, f"{label} step {step}",
+                      functools.partial(run_step, bench, var, step, opt))  # fmt: skip
+        var.rows.append(row or StepRow(step=step, error="out of GPU memory"))
+        write(bench, body)
+        print(step_line(var.rows[-1], label, str(step), body), flush=True)
+        if row is None:
+            break
+    if var.rows and not var.rows[0].error:
+        probe = functools.partial(decode_bound, bench, var, body, float(np.mean(lengths)))
+        guarded(bench, f"{label} decode probe", probe)
+    if var.speed.cache == "static":
+        bench.notes.append(f"{label}: {compile_counters()}")
+
+
+def compile_counters() -> str:
+    """torch.compile's running totals (graphs compiled, CUDA-graph skips): a skip means decoding
+    ran compiled but WITHOUT CUDA graphs (the launch overhead the static cache is meant to cut)."""
+    from torch._dynamo.utils import counters
+
+    stats = {"unique graphs": counters["stats"]["unique_graphs"]}
+    stats.update({k: v for k, v in counters["inductor"].items() if "cudagraph" in k})
+    return "torch.compile totals so far: " + ", ".join(f"{k} {v}" for k, v in stats.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -426,24 +554,17 @@ def main(argv: list[str] | None = None) -> int:
         bench, body, allowed = setup(args, Path(tmp))
         lengths = prompt_tokens(bench.policy.vlm, bench.items)
         bench.header = make_header(bench, body, allowed, lengths)
-        opt = optimizer_parts(bench)
-        for step in range(args.steps + 1):
-            row = guarded(bench, f"step {step}", functools.partial(run_step, bench, step, opt))
-            bench.rows.append(row or StepRow(step=step, error="out of GPU memory"))
-            write(bench, body)
-            print(step_line(bench.rows[-1], str(step), body), flush=True)
-            if row is None:
-                break
-        if bench.rows and not bench.rows[0].error:
-            line = guarded(bench, "decode probe",
-                           lambda: decode_bound(bench, body, float(np.mean(lengths))))  # fmt: skip
-            if line:
-                bench.notes.append(f"rollout decode: {line}")
-        done = [r for r in bench.rows if not r.error]
+        for var in bench.variants:
+            run_variant(bench, var, body, lengths)
+        done = [r for v in bench.variants for r in v.rows if not r.error]
         if done:
             per = np.mean([r.completion_tokens for r in done]) / (args.prompts * args.generations)
             bench.notes.append(f"completions re-tokenized for the update: {per:.2f} tokens "
                                f"each incl. EOS (sampled: {args.new_tokens} + EOS)")  # fmt: skip
+        if any(v.speed.cache == "static" for v in bench.variants):
+            bench.notes.append("static cache: attention reads the whole preallocated cache "
+                               "(prompt + new tokens rounded up to 64); the memory bound counts "
+                               "the mean context only")  # fmt: skip
         bench.notes.append(trl_note())
         write(bench, body)
     print(to_markdown(bench, body))

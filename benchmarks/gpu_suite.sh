@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
-# GPU performance suite for issue 8, in ONE device call (about 6 minutes on an H200, 8 at most):
-# install the package, then, each in its own process with its own time limit so that a crash or
-# a hang loses only that run (each script also catches out-of-memory per configuration and
-# rewrites its markdown after every configuration):
-#   1. bench_eval_gpu  llava-7b    batches 1, 32, 64, 128   -> $OUT/eval_llava-7b.md
-#   2. bench_grpo_step llava-7b    8 prompts x G=8, 64 tokens -> $OUT/grpo_llava-7b.md
-#   3. bench_eval_gpu  qwen2vl-7b  (if time is left)          -> $OUT/eval_qwen2vl-7b.md
-#   4. bench_grpo_step qwen2vl-7b  (if time is left)          -> $OUT/grpo_qwen2vl-7b.md
-# plus $OUT/suite.log (every run's stdout/stderr and exit code): at most 5 files, flat.
-# --tiny: the same four runs with tiny CPU models (files eval_tiny-llava.md, ...), wiring only.
+# GPU performance suite for issue 8: one PART per device call (each fits the 600 s limit):
+#   eval        bench_eval_gpu  llava-7b, qwen2vl-7b: batches 1, 32, 64, 128 and lmms-eval's stock
+#               wrapper on the same model and items     -> $OUT/eval_{llava-7b,qwen2vl-7b}.md
+#   grpo-llava  bench_grpo_step llava-7b, 8 prompts x G=8, 64 tokens, rollout variants
+#               $VARIANTS, then bench_grpo_trl (TRL GRPOTrainer, same workload; its markdown ends
+#               with ours vs TRL)                       -> $OUT/grpo_llava-7b.md, grpo_trl_llava-7b.{md,json}
+#   grpo-qwen   the same for qwen2vl-7b
+# plus $OUT/suite.log (every run's stdout/stderr and exit code). Each run is its own process
+# with its own time limit, so a crash or a hang loses only that run (each script also catches
+# out-of-memory per configuration and rewrites its markdown after every configuration).
+# Wheels in .whl/ (benchmarks/gpu_wheels_*.txt) are installed when present: carry `.whl`.
+# --tiny: the same runs with tiny CPU models (files eval_tiny-llava.md, ...), wiring only.
 #
-#   bash benchmarks/gpu_suite.sh            # on the GPU machine, from the repository root
+#   bash benchmarks/gpu_suite.sh eval         # on the GPU machine, from the repository root
+#   bash benchmarks/gpu_suite.sh grpo-llava
 #   PYTHON=/work/venv/bin/python SITE=/tmp/suite_site OUT=/tmp/suite_out \
 #     INSTALL_CMD="uv pip install -q --no-deps --python /work/venv/bin/python --target /tmp/suite_site ." \
-#     bash benchmarks/gpu_suite.sh --tiny   # CPU wiring test with tiny models
+#     bash benchmarks/gpu_suite.sh --tiny      # CPU wiring test with tiny models
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
 SITE=${SITE:-/tmp/site}
 PYTHON=${PYTHON:-python3}
-BUDGET=${SUITE_BUDGET_S:-480}  # seconds for everything; a run that cannot start with 45 s left is skipped
+BUDGET=${SUITE_BUDGET_S:-560}  # seconds for everything; a run that cannot start with 45 s left is skipped
 INSTALL_CMD=${INSTALL_CMD:-"$PYTHON -m pip install -q --no-deps --no-build-isolation --target $SITE ."}
 TINY=0
-[[ "${1:-}" == "--tiny" ]] && TINY=1
+[[ "${1:-}" == "--tiny" ]] && { TINY=1; shift; }
+PARTS=("$@")  # eval, grpo-llava, grpo-qwen (default: all three; one device call fits one part)
+((${#PARTS[@]})) || PARTS=(eval grpo-llava grpo-qwen)
+want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 LOG="$OUT/suite.log"
 : >"$LOG"
@@ -34,6 +40,12 @@ note "== install: $INSTALL_CMD"
 if ! eval "$INSTALL_CMD" >>"$LOG" 2>&1; then
     note "install failed, see $LOG"
     exit 1
+fi
+# Wheels carried in .whl/ (lmms-eval and its missing imports, TRL, ...: see benchmarks/gpu_wheels_*.txt)
+WHEEL_CMD=${WHEEL_CMD:-"$PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE .whl/*.whl"}
+if compgen -G ".whl/*.whl" >/dev/null; then
+    note "== install wheels ($(ls .whl/*.whl | wc -l) files): $WHEEL_CMD"
+    eval "$WHEEL_CMD" >>"$LOG" 2>&1 || note "wheel install failed (peer rows will say so), see $LOG"
 fi
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -55,26 +67,34 @@ run() {  # run NAME LIMIT_S ARGS... : one benchmark process under its own time l
 
 if ((TINY)); then
     DEV=(--device cpu --threads 1)
-    EVAL=(--samples 16 --baseline-samples 4 --batch-sizes 1,8,16)
+    EVAL=(--samples 16 --baseline-samples 4 --batch-sizes 1,8,16 --stock-samples 8)
     GRPO=(--prompts 2 --generations 4 --new-tokens 8 --grad-accum 2 --steps 1)
+    VARIANTS=default,merged+shared
     LLAVA=(--shape tiny --family llava)
     QWEN=(--shape tiny --family qwen2_vl)
     L=tiny-llava Q=tiny-qwen2vl
 else
     DEV=(--device cuda)
-    EVAL=(--samples 256 --baseline-samples 32 --batch-sizes 1,32,64,128)
+    EVAL=(--samples 256 --baseline-samples 32 --batch-sizes 1,32,64,128 --stock-samples 32)
     GRPO=(--prompts 8 --generations 8 --new-tokens 64 --grad-accum 8 --steps 2)
+    VARIANTS=${VARIANTS:-default,merged+static,merged+static+shared}
     LLAVA=(--shape llava-7b)
     QWEN=(--shape qwen2vl-7b)
     L=llava-7b Q=qwen2vl-7b
 fi
 
-run eval_$L 150 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" "${EVAL[@]}" \
-    --out "$OUT/eval_$L.md"
-run grpo_$L 150 benchmarks/bench_grpo_step.py "${LLAVA[@]}" "${DEV[@]}" "${GRPO[@]}" \
-    --out "$OUT/grpo_$L.md"
-run eval_$Q 130 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL[@]}" \
-    --out "$OUT/eval_$Q.md"
-run grpo_$Q 130 benchmarks/bench_grpo_step.py "${QWEN[@]}" "${DEV[@]}" "${GRPO[@]}" \
-    --out "$OUT/grpo_$Q.md"
+if want eval; then
+    run eval_$L 280 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" "${EVAL[@]}" \
+        --out "$OUT/eval_$L.md"
+    run eval_$Q 260 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL[@]}" \
+        --out "$OUT/eval_$Q.md"
+fi
+for fam in llava qwen; do
+    want grpo-$fam || continue
+    if [[ $fam == llava ]]; then SHAPE=("${LLAVA[@]}") N=$L; else SHAPE=("${QWEN[@]}") N=$Q; fi
+    run grpo_$N 330 benchmarks/bench_grpo_step.py "${SHAPE[@]}" "${DEV[@]}" "${GRPO[@]}" \
+        --variants "$VARIANTS" --out "$OUT/grpo_$N.md"
+    run grpo_trl_$N 220 benchmarks/bench_grpo_trl.py "${SHAPE[@]}" "${DEV[@]}" "${GRPO[@]}" \
+        --out "$OUT/grpo_trl_$N.md" --ours "$OUT/grpo_$N.md"
+done
 note "== suite done in $((SECONDS - START)) s; files: $(cd "$OUT" && ls | tr '\n' ' ')"

@@ -36,6 +36,7 @@ from mbpo_bench.trainers.loop import (
 from mbpo_bench.trainers.losses import Aggregation
 
 from mbpo_bench.models.lora import LoraSettings
+from mbpo_bench.models.rollout_speed import GenerationSpeed, RolloutCache
 from mbpo_bench.runs import RunDir
 
 if TYPE_CHECKING:
@@ -69,6 +70,21 @@ class GRPOSettings:
     # sample each prompt in its own generate call seeded by (seed, step, position in the global
     # batch): the same rollouts for any number of processes (slower: G rows per generate call)
     seed_per_prompt: bool = False
+    # rollout speed (`models.rollout_speed`): the same samples, faster; all off = plain generate.
+    # merged: sample with LoRA folded into fresh copies of the base weights (the originals are
+    # never written, so the reference policy stays bit-exact; +1 copy of the LM linears meanwhile)
+    merge_lora_for_rollout: bool = False
+    rollout_cache: RolloutCache = "dynamic"  # "static": StaticCache (compiled decode on CUDA)
+    rollout_compile: bool = True  # with the static cache: let transformers compile the decode
+    shared_prefill: bool = False  # one prefill per prompt, its KV cache repeated G times
+
+    def generation_speed(self) -> GenerationSpeed:
+        return GenerationSpeed(
+            merge_lora=self.merge_lora_for_rollout,
+            cache=self.rollout_cache,
+            compile=self.rollout_compile,
+            shared_prefill=self.shared_prefill,
+        )
 
 
 @dataclass
@@ -123,7 +139,7 @@ def sample(
         return [[] for _ in prompts]
     policy.train_mode(False)
     kw = {"max_new_tokens": s.max_new_tokens, "do_sample": True, "temperature": s.temperature,
-          "top_p": s.top_p, "num_samples": n}  # fmt: skip
+          "top_p": s.top_p, "num_samples": n, "speed": s.generation_speed()}  # fmt: skip
     if seeds is None:
         texts = policy.vlm.generate(prompts, batch_size=s.generation_batch_size, **kw)
     else:

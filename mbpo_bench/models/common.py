@@ -18,6 +18,8 @@ Decisions:
   that predict answer tokens (answer = answer tokens + EOS), and projects only those through
   `lm_head` in float32. Results are left-aligned: `logps[b, t]` is answer token t of item b.
 - Generated texts are decoded without special tokens and stripped of surrounding whitespace.
+- `generate(speed=...)` takes the rollout speed options of `rollout_speed` (merged LoRA, static
+  cache, shared prefill); the default is plain transformers `generate` with a DynamicCache.
 - Close-ended answers can skip generation (`choice_logprobs`): one prompt-only prefill gives the
   log-prob of every choice's first token at the last position (no KV cache, no decode steps).
 """
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.errors import UserError
 from mbpo_bench.models.protocol import AnswerLogprobs, Prompt
+from mbpo_bench.models.rollout_speed import GenerationSpeed, merged_lora, run_generate
 
 if TYPE_CHECKING:
     import torch
@@ -219,27 +222,37 @@ class AdapterBase:
         batch_size: int = 16,
         pixel_images: torch.Tensor | None = None,
         min_new_tokens: int = 0,
+        speed: GenerationSpeed | None = None,
     ) -> list[list[str]]:
-        """`num_samples` texts per prompt, in prompt order; `batch_size` counts prompts."""
+        """`num_samples` texts per prompt, in prompt order; `batch_size` counts prompts.
+
+        `speed` picks faster ways to the same samples (merged LoRA, static cache, shared
+        prefill; see `rollout_speed`); None is plain transformers `generate`.
+        """
+        import contextlib
+
         import torch
 
+        speed = speed or GenerationSpeed()
         cfg = self._generation_config(
             max_new_tokens, min_new_tokens, do_sample, temperature, top_p, num_samples
         )
         results: list[list[str]] = [[] for _ in prompts]
-        for group, has_image in self._groups(prompts, pixel_images):
-            for idx in _chunks(group, max(1, batch_size)):
-                texts = self.render([prompts[i] for i in idx], has_image)
-                pixels = self._pixels_for(prompts, idx, pixel_images) if has_image else None
-                with torch.no_grad():
-                    inputs = self._model_inputs(self._prompt_ids(texts), pixels)
-                    out = self.hf_model.generate(**inputs, generation_config=cfg)
-                new = out[:, inputs["input_ids"].shape[1] :]
-                decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-                for j, i in enumerate(idx):
-                    results[i] = [
-                        t.strip() for t in decoded[j * num_samples : (j + 1) * num_samples]
-                    ]
+        merge = merged_lora(self.model) if speed.merge_lora else contextlib.nullcontext()
+        with merge:
+            for group, has_image in self._groups(prompts, pixel_images):
+                for idx in _chunks(group, max(1, batch_size)):
+                    texts = self.render([prompts[i] for i in idx], has_image)
+                    pixels = self._pixels_for(prompts, idx, pixel_images) if has_image else None
+                    with torch.no_grad():
+                        inputs = self._model_inputs(self._prompt_ids(texts), pixels)
+                        out = run_generate(self.hf_model, inputs, cfg, num_samples, speed)
+                    new = out[:, inputs["input_ids"].shape[1] :]
+                    decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+                    for j, i in enumerate(idx):
+                        results[i] = [
+                            t.strip() for t in decoded[j * num_samples : (j + 1) * num_samples]
+                        ]
         return results
 
     # ---- scoring ------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from mbpo_bench.models.rollout_speed import GenerationSpeed
+
 ImageMode = Literal["image", "blind", "black", "noise"]
 
 
@@ -69,10 +71,14 @@ class VisionLanguageModel(Protocol):
         num_samples: int = 1,
         batch_size: int = 16,
         pixel_images: torch.Tensor | None = None,
+        min_new_tokens: int = 0,
+        speed: GenerationSpeed | None = None,
     ) -> list[list[str]]:
         """Texts for each prompt: `num_samples` of them (GRPO groups), in prompt order.
 
         `pixel_images` (B, 3, H, W) in [0,1] replaces the prompts' PIL images (PGD-perturbed).
+        `speed` only changes how fast the same samples come (merged LoRA, static KV cache, one
+        prefill per prompt; see `rollout_speed.GenerationSpeed`); None = plain `generate`.
         """
         ...
 
