@@ -366,7 +366,8 @@ def trl_note() -> str:
     if importlib.util.find_spec("trl") is None:
         return (f"TRL GRPOTrainer comparison: NOT run — trl is not installed here; it needs these "
                 f"wheels carried to the machine: {TRL_WHEELS} (those the image lacks)")  # fmt: skip
-    return "TRL GRPOTrainer comparison: trl is installed but this script does not run it"
+    return ("TRL GRPOTrainer comparison: benchmarks/bench_grpo_trl.py --ours <this file> runs "
+            "TRL on the same workload and writes the side-by-side table")  # fmt: skip
 
 
 def make_header(bench: Bench, body: int, allowed: int, lengths: list[int]) -> dict[str, str]:
