@@ -35,11 +35,13 @@ EMBEDDED_TASKS = ("mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedd
 
 
 def _base_sft() -> SFTConfig:
-    """The biased base (field notes: lr 3e-4, 5% warmup, linear decay, clip 1, batch 16)."""
+    """The biased base (field notes: lr 3e-4, 5% warmup, linear decay, clip 1, batch 16).
+    1000 steps (not the notes' 1200) so that a first run fits 5 minutes on 2 CPU cores; the
+    base still shows the bias (reports/quickstart.md, finding 1)."""
     return SFTConfig(
         data="embedded",
         full_finetune=True,
-        optim=OptimConfig(lr=3e-4, steps=1200, batch_size=16, warmup_ratio=0.05),
+        optim=OptimConfig(lr=3e-4, steps=1000, batch_size=16, warmup_ratio=0.05),
         runtime=RuntimeConfig(save_every=400, progress=False),
     )
 
@@ -47,7 +49,7 @@ def _base_sft() -> SFTConfig:
 def _mbpo() -> MBPOConfig:
     """method.md's defaults (eps 8/255, alpha 2/255, 10 PGD steps, IIG top half, G = 8,
     beta 0.04, half the groups offline), with budgets sized for 2 CPU cores: 1024 mining
-    candidates, 100 steps of 8 groups, 3-token answers, and DAPO's dynamic sampling (4x the
+    candidates, 60 steps of 8 groups, 3-token answers, and DAPO's dynamic sampling (4x the
     online prompts, keeping the groups whose rewards vary)."""
     cfg = MBPOConfig(data="embedded", full_finetune=True)
     cfg.mining.limit = 1024
@@ -55,7 +57,7 @@ def _mbpo() -> MBPOConfig:
     cfg.grpo.max_new_tokens = 3
     cfg.grpo.oversample = 4
     cfg.grpo.generation_batch_size = 256
-    cfg.optim.steps = 100
+    cfg.optim.steps = 60
     cfg.runtime = RuntimeConfig(save_every=50, progress=False)
     return cfg
 
@@ -72,7 +74,9 @@ class QuickstartConfig:
     base: SFTConfig = field(default_factory=_base_sft)
     mbpo: MBPOConfig = field(default_factory=_mbpo)
     control_time_factor: float = 1.0  # control wall time = factor x MBPO's
-    eval_limit: int | None = None  # items per task (None: the whole eval split)
+    # items per task (None: the whole eval split of 1000): 500 = 250 counter-prior a task, paired
+    # CIs of about +-0.02 on the pooled differences, and a first run under 5 minutes
+    eval_limit: int | None = 500
     eval_batch_size: int = 64
     probes: list[str] = field(default_factory=lambda: ["image", "blind", "mismatched", "noise"])
 

@@ -11,7 +11,10 @@ def quickstart_command(
     output: Path = typer.Option(Path("runs/quickstart"), help="Folder for every stage's run."),
     report: Path = typer.Option(Path("reports/quickstart.md"), help="Markdown report to write."),
     threads: int = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
-    eval_limit: int = typer.Option(None, help="Evaluate only the first N items of each task."),
+    eval_limit: int = typer.Option(
+        None,
+        help="Evaluate only the first N items of each task (default 500 of 1000; the override eval_limit=null evaluates all).",
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild the base model."),
     config: Path = typer.Option(None, help="YAML file of QuickstartConfig fields."),
     overrides: list[str] = typer.Argument(None, help="Config overrides: section.key=value ..."),
