@@ -391,7 +391,8 @@ def make_header(bench: Bench, body: int, allowed: int, lengths: list[int]) -> di
         f"update micro-batch {-(-seqs // a.grad_accum)} sequences (grad_accum {a.grad_accum})"
         + (", gradient checkpointing" if a.gradient_checkpointing else ""),
         "training": f"LoRA r={a.lora_r} alpha={a.lora_alpha} on every language-model linear "
-        f"({lora / 1e6:.1f}M trainable), beta (k3 KL) {a.beta}, AdamW lr 5e-5, clip 1.0",
+        f"({lora / 1e6:.1f}M trainable, fp32), beta (k3 KL) {a.beta}, AdamW lr 5e-5, clip 1.0; "
+        f"fp32 matmuls {'without TF32 (--no-tf32)' if a.no_tf32 else 'on TF32 (runtime.tf32)'}",
         "sampling": f"restricted to the stand-in tokenizer's {allowed} whole-word tokens "
         "(suppress_tokens), see the script's docstring",
         "counting": "tokens/s = sequences x (prompt + sampled completion) / step s; update "
@@ -423,6 +424,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="fp32 matmuls (the LoRA adapters) without TF32, as before "
+                             "runtime.tf32 existed (the trainer's default is TF32 on)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
     parser.add_argument(
         "--merge-lora-rollout",
@@ -547,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32  # as the trainer's setup_runtime
     from mbpo_bench.models.loading import resolve_device
 
     args.device = resolve_device(args.device)

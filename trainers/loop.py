@@ -79,6 +79,9 @@ class RuntimeConfig:
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     gradient_checkpointing: bool = False
     threads: int | None = None  # torch CPU threads; None leaves torch's default
+    # fp32 matmuls on TF32 tensor cores (CUDA): peft keeps LoRA adapters in fp32 on a bf16
+    # base, and plain fp32 GEMMs run on CUDA cores at a fraction of the tensor-core rate
+    tf32: bool = True
     save_every: int = 50
     keep_checkpoints: int = 2
     progress: bool = True
@@ -109,6 +112,7 @@ def setup_runtime(runtime: RuntimeConfig) -> None:
     """Threads, seeds and (under torchrun) the process group, before any model is built."""
     if runtime.threads is not None:
         torch.set_num_threads(runtime.threads)
+    torch.backends.cuda.matmul.allow_tf32 = runtime.tf32
     seed_everything(runtime.seed)
     distributed.setup(runtime.device)
 
