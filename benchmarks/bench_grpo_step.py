@@ -408,8 +408,8 @@ def make_header(bench: Bench, body: int, allowed: int, lengths: list[int]) -> di
     }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_workload_args(parser: argparse.ArgumentParser) -> None:
+    """The workload both GRPO-step benchmarks share (ours here, TRL's in bench_grpo_trl.py)."""
     parser.add_argument("--shape", default="tiny", choices=["tiny", "llava-7b", "qwen2vl-7b"])
     parser.add_argument("--family", default="llava", help="tiny shape only")
     parser.add_argument("--device", default="auto")
@@ -424,6 +424,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_workload_args(parser)
     parser.add_argument("--no-tf32", action="store_true",
                         help="fp32 matmuls (the LoRA adapters) without TF32, as before "
                              "runtime.tf32 existed (the trainer's default is TF32 on)")  # fmt: skip

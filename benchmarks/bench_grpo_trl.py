@@ -138,20 +138,7 @@ class Recorder:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", default="tiny", choices=["tiny", "llava-7b", "qwen2vl-7b"])
-    parser.add_argument("--family", default="llava", help="tiny shape only")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--prompts", type=int, default=8, help="prompts (groups) per step")
-    parser.add_argument("--generations", type=int, default=8, help="G")
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
-    parser.add_argument("--grad-accum", type=int, default=8)
-    parser.add_argument("--lora-r", type=int, default=64)
-    parser.add_argument("--lora-alpha", type=int, default=128)
-    parser.add_argument("--beta", type=float, default=0.04)
-    parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ours_bench.add_workload_args(parser)
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
     parser.add_argument("--json", type=Path, default=None, help="JSON (default: --out's .json)")
     parser.add_argument("--ours", type=Path, default=None,

@@ -24,3 +24,14 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ' (did you mean: a, b?)' for the closest candidates, or '' if none is close."""
     close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.5)
     return f" (did you mean: {', '.join(close)}?)" if close else ""
+
+
+def check_choice(what: str, name: str, choices: Iterable[str]) -> str:
+    """`name` if it is one of `choices`; else a one-line UserError naming them, with a guess."""
+    options = list(choices)
+    if name not in options:
+        raise UserError(
+            f"unknown {what} '{name}'{did_you_mean(name, options)} — "
+            f"choose one of: {', '.join(options)}"
+        )
+    return name

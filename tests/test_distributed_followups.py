@@ -10,6 +10,7 @@ test_distributed_helpers.py), with fake models so that each check takes about a 
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing as mp
 import os
@@ -45,7 +46,11 @@ def _worker(rank: int, store: str, fn: Callable[[int], Any], queue: Any) -> None
         torch.distributed.init_process_group(
             "gloo", init_method=f"file://{store}", rank=rank, world_size=2
         )
-        queue.put((rank, fn(rank)))
+        # bytes, not tensors: torch shares queued tensors through file descriptors that die
+        # with this process, which may exit before the parent reads them (a flaky failure)
+        buffer = io.BytesIO()
+        torch.save(fn(rank), buffer)
+        queue.put((rank, buffer.getvalue()))
         torch.distributed.destroy_process_group()
     except BaseException:
         queue.put((rank, traceback.format_exc()))
@@ -64,7 +69,7 @@ def on_two_ranks(tmp_path: Path, fn: Callable[[int], Any]) -> dict[int, Any]:
         p.join(timeout=60)
     for r in (0, 1):
         assert not isinstance(out[r], str), out[r]  # a traceback from that rank
-    return out
+    return {r: torch.load(io.BytesIO(out[r]), weights_only=False) for r in (0, 1)}
 
 
 # ---------------------------------------------------------------- SFT: global token normaliser

@@ -214,3 +214,25 @@ def test_a_suite_declared_in_user_yaml_resolves(tmp_path: Path) -> None:
     assert [s.name for s in resolve_tasks("my_suite", include_paths=[folder])] == ["my_count"]
     with pytest.raises(UserError, match="unknown task 'no_such_suite'"):
         resolve_tasks("no_such_suite", include_paths=[folder])
+
+
+def test_include_path_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mbpo_bench.data.registry import INCLUDE_PATH_ENV, add_include_paths
+
+    folder = _user_folder(tmp_path, "my_env_count")
+    monkeypatch.setenv(INCLUDE_PATH_ENV, "")  # restored after the test, whatever we add
+    with pytest.raises(UserError, match="unknown task"):
+        get_task("my_env_count")
+    add_include_paths([folder])
+    assert get_task("my_env_count").name == "my_env_count"
+    with pytest.raises(UserError, match="task folder not found"):
+        add_include_paths([tmp_path / "missing"])
+
+
+def test_train_and_mine_refuse_a_missing_include_path(tmp_path: Path) -> None:
+    from mbpo_bench.cli.main import main
+
+    for argv in (["mine", "--model", "m", "--output", str(tmp_path / "o")],
+                 ["train", "sft", "--model", "m", "--output", str(tmp_path / "o")]):  # fmt: skip
+        assert main([*argv, "--include-path", str(tmp_path / "nope")]) != 0
+        assert not (tmp_path / "o").exists()

@@ -106,10 +106,16 @@ def ablate_command(
     no_base: bool = typer.Option(False, "--no-base", help="Do not evaluate the start model."),
     config_file: Path | None = typer.Option(None, "--config", help="An ablation.yaml file."),
     sets: list[str] = typer.Option([], "--set", help="Same as a positional key=value override."),
+    include_path: list[Path] = typer.Option(
+        [], "--include-path", help="Extra folder of task YAML (repeatable), as for eval."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; run nothing."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No evaluation progress bars."),
 ) -> None:
     """Factorial MBPO ablation + SFT/DPO/GRPO baselines over seeds; one report with mean/spread."""
+    from mbpo_bench.data.registry import add_include_paths
+
+    add_include_paths(include_path)
     from mbpo_bench.ablation import build_plan, format_plan, run_ablation
 
     config = build_config(

@@ -25,9 +25,15 @@ def mine_command(
     config_file: Path | None = typer.Option(None, "--config", help="YAML file of config fields."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     sets: list[str] = typer.Option([], "--set", help="Same as a positional key=value override."),
+    include_path: list[Path] = typer.Option(
+        [], "--include-path", help="Extra folder of task YAML (repeatable), as for eval."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
 ) -> None:
     """Mine adversarial hard negatives into a preference dataset (pairs.parquet)."""
+    from mbpo_bench.data.registry import add_include_paths
+
+    add_include_paths(include_path)
     from mbpo_bench import parallel
     from mbpo_bench.cli.train_cmd import build_config
     from mbpo_bench.config import print_config

@@ -82,9 +82,15 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue an unfinished run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     sets: list[str] = typer.Option([], "--set", help="Same as a positional key=value override."),
+    include_path: list[Path] = typer.Option(
+        [], "--include-path", help="Extra folder of task YAML (repeatable), as for eval."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
 ) -> None:
     """Train with sft, dpo, grpo or mbpo; writes checkpoints, metrics.jsonl and final/ weights."""
+    from mbpo_bench.data.registry import add_include_paths
+
+    add_include_paths(include_path)
     from mbpo_bench import parallel
     from mbpo_bench.config import print_config
 

@@ -3,7 +3,9 @@
 Tasks come from three places, in this order: the package's own `mbpo_bench.tasks` folder, folders
 registered by third-party packages under the entry-point group `mbpo_bench.tasks` (the entry
 point loads to a folder path, or to a module whose folder is used), and user folders passed as
-`include_paths` (`--include-path DIR`). A user task whose name clashes with an existing one is
+`include_paths` (`--include-path DIR`) or listed in $MBPO_BENCH_INCLUDE_PATH (folders separated
+by the OS path separator; `train`, `mine` and `ablate` pass their `--include-path` this way, so the
+trainers' item loading sees the same catalogue as `eval`). A user task whose name clashes with an existing one is
 refused (lmms-eval would silently let the built-in win). Items are `TaskItem`s with the task's
 prompt applied, so evaluation probes and trainers see the same text; embedded tasks generate
 their data on first use, real ones read it through `sources`.
@@ -40,7 +42,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "mbpo_bench.tasks"
-EMBEDDED_CONFIG_ENV = "MBPO_BENCH_EMBEDDED_CONFIG"  # YAML file of EmbeddedConfig fields
+EMBEDDED_CONFIG_ENV = "MBPO_BENCH_EMBEDDED_CONFIG"
+INCLUDE_PATH_ENV = "MBPO_BENCH_INCLUDE_PATH"  # extra task folders, os.pathsep-separated  # YAML file of EmbeddedConfig fields
 
 SUITES: dict[str, list[str]] = {
     "embedded": ["mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedded_count"],
@@ -98,7 +101,22 @@ def _catalogue(include_paths: tuple[str, ...]) -> dict[str, TaskSpec]:
 
 
 def _key(include_paths: Iterable[str | Path]) -> tuple[str, ...]:
-    return tuple(str(Path(p).expanduser().resolve()) for p in include_paths)
+    """The given folders, then those of $MBPO_BENCH_INCLUDE_PATH, resolved, each once."""
+    env = [p for p in os.environ.get(INCLUDE_PATH_ENV, "").split(os.pathsep) if p]
+    return tuple(dict.fromkeys(str(Path(p).expanduser().resolve()) for p in [*include_paths, *env]))
+
+
+def add_include_paths(folders: Iterable[str | Path]) -> None:
+    """Put `folders` in $MBPO_BENCH_INCLUDE_PATH for this process (and its children, e.g.
+    torchrun workers started after it), ahead of what was there."""
+    given = [str(Path(f).expanduser().resolve()) for f in folders]
+    if not given:
+        return
+    for folder in given:
+        if not Path(folder).is_dir():
+            raise UserError(f"task folder not found: {folder} — pass an existing --include-path")
+    old = os.environ.get(INCLUDE_PATH_ENV, "")
+    os.environ[INCLUDE_PATH_ENV] = os.pathsep.join([*given, *([old] if old else [])])
 
 
 def list_tasks(include_paths: Sequence[str | Path] = ()) -> list[TaskSpec]:

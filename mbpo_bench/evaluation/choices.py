@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, get_args
 
-from mbpo_bench.errors import UserError, did_you_mean
+from mbpo_bench.errors import UserError, check_choice
 from mbpo_bench.evaluation.config import AnswerMode
 
 if TYPE_CHECKING:
@@ -59,12 +59,7 @@ TokenReader = Callable[[str], int | None]
 
 def check_answer_mode(name: str) -> str:
     """`name` if it is an answer mode; else a one-line UserError with a suggestion."""
-    if name not in ANSWER_MODES:
-        raise UserError(
-            f"unknown answer mode '{name}'{did_you_mean(name, ANSWER_MODES)} — "
-            f"choose one of: {', '.join(ANSWER_MODES)}"
-        )
-    return name
+    return check_choice("answer mode", name, ANSWER_MODES)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mbpo_bench.errors import UserError, did_you_mean
+from mbpo_bench.errors import check_choice
 
 FAMILIES: dict[str, str] = {
     "llava": "LlavaForConditionalGeneration: CLIP vision + Llama text (LLaVA-1.5 layout)",
@@ -49,18 +49,8 @@ SIZES: dict[str, SizeSpec] = {
 
 
 def check_family(family: str) -> str:
-    if family not in FAMILIES:
-        raise UserError(
-            f"unknown model family '{family}'{did_you_mean(family, FAMILIES)} — "
-            f"choose one of: {', '.join(FAMILIES)}"
-        )
-    return family
+    return check_choice("model family", family, FAMILIES)
 
 
 def check_size(size: str) -> SizeSpec:
-    if size not in SIZES:
-        raise UserError(
-            f"unknown model size '{size}'{did_you_mean(size, SIZES)} — "
-            f"choose one of: {', '.join(SIZES)}"
-        )
-    return SIZES[size]
+    return SIZES[check_choice("model size", size, SIZES)]

@@ -60,7 +60,8 @@ def resolve_folder(path_or_id: str | Path, *, local_files_only: bool = True) -> 
     except LocalEntryNotFoundError as exc:
         raise UserError(
             f"model '{text}' is neither a local folder nor in the Hugging Face cache — fix the "
-            f"path, download it (hf download {text}), or pass --online"
+            f"path or download it first (hf download {text}; `mbpo-bench eval --online` may "
+            "fetch it)"
         ) from exc
     except HfHubHTTPError as exc:
         raise UserError(
