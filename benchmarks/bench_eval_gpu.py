@@ -109,6 +109,7 @@ class State:
     texts: dict[int, list[str]] = field(default_factory=dict)  # batch -> greedy text per item
     answers: dict[str, dict[int, str | None]] = field(default_factory=dict)  # row -> item -> answer
     peer: list[str] = field(default_factory=list)  # lines of the stock-wrapper section
+    extra: list[str] = field(default_factory=list)  # appended sections (profile)
 
 
 def make_prompts(n: int, side: int, seed: int) -> list[Prompt]:
@@ -358,6 +359,8 @@ def to_markdown(state: State) -> str:
     if state.peer:
         lines += ["", "## Against lmms-eval's stock wrapper (same run, same model, same items)", ""]
         lines += [f"- {line}" for line in state.peer]
+    for section in state.extra:
+        lines += ["", section.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -530,6 +533,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
+    parser.add_argument("--profile", action="store_true",
+                        help="append a torch.profiler breakdown of one prefill-choice batch "
+                             "at the largest batch size (matmul / attention / other)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -553,6 +559,16 @@ def main(argv: list[str] | None = None) -> int:
     state = State(header=make_header(vlm, counts, lengths, args))
     for b in (int(b) for b in args.batch_sizes.split(",")):
         run_batch_size(vlm, prompts, lengths, counts, b, state, args)
+    if args.profile:
+        from profile_ops import profile_section
+
+        b = max(int(b) for b in args.batch_sizes.split(","))
+        first = sorted(range(args.samples), key=lambda i: (lengths[i], i))[:b]
+        state.extra.append(profile_section(
+            lambda: prefill_choice(vlm, prompts, first, b), args.device,
+            f"one prefill-choice batch of {len(first)}",
+        ))  # fmt: skip
+        write(state, args.out)
     if peer.error:
         summarize_peer(state, peer, None)
     else:

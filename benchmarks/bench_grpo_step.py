@@ -142,6 +142,7 @@ class Bench:
     variants: list[Variant] = field(default_factory=list)
     generate_seconds: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # appended sections (profile)
 
 
 def word_tokens(tok: Any) -> list[int]:
@@ -351,6 +352,8 @@ def to_markdown(bench: Bench, body: int) -> str:
             lines.append(step_line(mean, name, f"**mean of {len(var.rows) - 1}**", body))
     decode = [f"rollout decode ({v.speed.label()}): {v.decode}" for v in bench.variants if v.decode]
     lines += ["", *[f"- {n}" for n in decode + bench.notes]]
+    for section in bench.extra:
+        lines += ["", section.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -449,6 +452,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="one prefill per prompt, its KV cache repeated G times",
     )
+    parser.add_argument("--profile", action="store_true",
+                        help="append a torch.profiler breakdown of one extra step of the last "
+                             "variant (matmul / attention / other)")  # fmt: skip
     parser.add_argument(
         "--variants",
         default=None,
@@ -542,6 +548,20 @@ def run_variant(bench: Bench, var: Variant, body: int, lengths: list[int]) -> No
         bench.notes.append(f"{label}: {compile_counters()}")
 
 
+def profile_step(bench: Bench, var: Variant, body: int) -> None:
+    """One more step of `var` under torch.profiler (not counted in the rows): where the step's
+    time goes by operator class, rollout + reference + update together."""
+    from profile_ops import profile_section
+
+    opt = optimizer_parts(bench)
+    step = bench.args.steps  # the last timed step's prompts again (the item list ends there)
+    bench.extra.append(profile_section(
+        lambda: run_step(bench, var, step, opt), bench.args.device,
+        f"one whole step ({var.speed.label()}), after the timed ones",
+    ))  # fmt: skip
+    write(bench, body)
+
+
 def compile_counters() -> str:
     """torch.compile's running totals (graphs compiled, CUDA-graph skips): a skip means decoding
     ran compiled but WITHOUT CUDA graphs (the launch overhead the static cache is meant to cut)."""
@@ -567,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.header = make_header(bench, body, allowed, lengths)
         for var in bench.variants:
             run_variant(bench, var, body, lengths)
+        if args.profile and bench.variants:
+            profile_step(bench, bench.variants[-1], body)
         done = [r for v in bench.variants for r in v.rows if not r.error]
         if done:
             per = np.mean([r.completion_tokens for r in done]) / (args.prompts * args.generations)

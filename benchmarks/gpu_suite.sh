@@ -67,16 +67,18 @@ run() {  # run NAME LIMIT_S ARGS... : one benchmark process under its own time l
 
 if ((TINY)); then
     DEV=(--device cpu --threads 1)
-    EVAL=(--samples 16 --baseline-samples 4 --batch-sizes 1,8,16 --stock-samples 8)
+    EVAL=(--samples 16 --baseline-samples 4 --batch-sizes 1,8,16 --stock-samples 8 --profile)
     GRPO=(--prompts 2 --generations 4 --new-tokens 8 --grad-accum 2 --steps 1)
+    PROFILE=(--profile)
     VARIANTS=default,merged+shared
     LLAVA=(--shape tiny --family llava)
     QWEN=(--shape tiny --family qwen2_vl)
     L=tiny-llava Q=tiny-qwen2vl
 else
     DEV=(--device cuda)
-    EVAL=(--samples 256 --baseline-samples 32 --batch-sizes 1,32,64,128 --stock-samples 32)
+    EVAL=(--samples 256 --baseline-samples 32 --batch-sizes 1,32,64,128 --stock-samples 32 --profile)
     GRPO=(--prompts 8 --generations 8 --new-tokens 64 --grad-accum 8 --steps 2)
+    PROFILE=(--profile)  # ours only: one extra profiled step, by operator class
     VARIANTS=${VARIANTS:-default,merged+static,merged+static+shared}
     LLAVA=(--shape llava-7b)
     QWEN=(--shape qwen2vl-7b)
@@ -92,7 +94,7 @@ fi
 for fam in llava qwen; do
     want grpo-$fam || continue
     if [[ $fam == llava ]]; then SHAPE=("${LLAVA[@]}") N=$L; else SHAPE=("${QWEN[@]}") N=$Q; fi
-    run grpo_$N 330 benchmarks/bench_grpo_step.py "${SHAPE[@]}" "${DEV[@]}" "${GRPO[@]}" \
+    run grpo_$N 330 benchmarks/bench_grpo_step.py "${SHAPE[@]}" "${DEV[@]}" "${GRPO[@]}" "${PROFILE[@]}" \
         --variants "$VARIANTS" --out "$OUT/grpo_$N.md"
     run grpo_trl_$N 220 benchmarks/bench_grpo_trl.py "${SHAPE[@]}" "${DEV[@]}" "${GRPO[@]}" \
         --out "$OUT/grpo_trl_$N.md" --ours "$OUT/grpo_$N.md"
