@@ -74,6 +74,9 @@ class QuickstartConfig:
     base: SFTConfig = field(default_factory=_base_sft)
     mbpo: MBPOConfig = field(default_factory=_mbpo)
     control_time_factor: float = 1.0  # control wall time = factor x MBPO's
+    # fixed control steps (None: time-matched, the default): the time match makes the control
+    # depend on the machine's speed; a fixed count reproduces a report exactly elsewhere
+    control_steps: int | None = None
     # items per task (None: the whole eval split of 1000): 500 = 250 counter-prior a task, paired
     # CIs of about +-0.02 on the pooled differences, and a first run under 5 minutes
     eval_limit: int | None = 500
@@ -181,6 +184,13 @@ def train_control(config: QuickstartConfig, base: Path, out: Path, budget_s: flo
 
     per_step = sft_seconds_per_step(base)
     steps = max(1, round(budget_s * config.control_time_factor / per_step))
+    if config.control_steps is not None:
+        if config.control_steps < 1:
+            raise UserError(
+                f"control_steps must be at least 1, got {config.control_steps} — "
+                "or null for the time-matched control"
+            )
+        steps = config.control_steps
     cfg = copy.deepcopy(config.base)
     cfg.model = str(base)
     # The base's own optimizer settings (warmup, decay) over the control's steps: the plain

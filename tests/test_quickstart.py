@@ -77,5 +77,7 @@ def test_quickstart_runs_end_to_end_and_reuses_the_cached_base(
     assert "## Findings" in text and "Base model built in this run" in text
     for run in ("base", "control", "mbpo"):
         assert (tmp_path / "qs" / f"eval_{run}" / "results.json").is_file()
-    assert main([*argv, *TINY_OVERRIDES]) == 0
+    assert main([*argv, *TINY_OVERRIDES, "control_steps=3"]) == 0
     assert "Base model taken from the cache" in (tmp_path / "r" / "qs.md").read_text()
+    rows = (tmp_path / "qs" / "control" / "metrics.jsonl").read_text().splitlines()
+    assert len([r for r in rows if r.strip()]) == 3, "a fixed control_steps replaces the time match"
