@@ -17,6 +17,7 @@ from mbpo_bench.trainers.iig import compute_iig
 from PIL import Image
 
 from mbpo_bench.data.items import TaskItem
+from mbpo_bench.errors import UserError
 from mbpo_bench.models.protocol import AnswerLogprobs, Prompt
 
 
@@ -95,3 +96,23 @@ def test_prior_keep_rule_keeps_only_wrong_answers_that_are_the_text_only_answer(
     else:
         assert {p.doc_id for p in pairs} == {d for d in wrong if int(d) < 4} == {"0", "2"}
     assert stats.kept == len(pairs)
+
+
+def test_online_pool_all_or_the_mined_pairs_items() -> None:
+    from mbpo_bench.trainers.data import PreferencePair
+    from mbpo_bench.trainers.hybrid import online_items
+
+    items = _items(4)
+    pair = PreferencePair(
+        task="t", doc_id="2", image_path="/none/2.png", question="q2", target="yes",
+        verifier="yesno", options=(), chosen="yes", rejected="no", iig=1.0, source="pgd",
+        rejected_parsed="no", attack_logp_before=0.0, attack_logp_after=-1.0, attack_linf=0.03,
+        attack_steps=10,
+    )  # fmt: skip
+    assert online_items(items, [pair], "all") == items
+    mined = online_items(items, [pair], "mined")
+    assert [(it.doc_id, it.question, it.target) for it in mined] == [("2", "q2", "yes")]
+    with pytest.raises(UserError, match="kept no pairs"):
+        online_items(items, [], "mined")
+    with pytest.raises(UserError, match=r"unknown hybrid\.online_pool"):
+        online_items(items, [pair], "mine")

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+
+from mbpo_bench.errors import UserError
+
+if TYPE_CHECKING:
+    from mbpo_bench.trainers.data import PreferencePair
+
+    from mbpo_bench.data.items import TaskItem
 
 SampleSource = Literal["online", "chosen", "rejected"]
 GroupKind = Literal["online", "offline"]
@@ -127,3 +134,20 @@ class HybridSettings:
     chosen_reward: float = 2.0
     rejected_reward: float = 0.0
     offline_extra_samples: int = 0  # online samples added to each offline group (0 = pair only)
+    # online prompts: "all" task items (default), or "mined": the items of the mined pairs only,
+    # the prompts PGD mining flagged (ours; field notes: online groups from a prior-dominated
+    # pool carry almost no signal)
+    online_pool: Literal["all", "mined"] = "all"
+
+
+def online_items(
+    items: list[TaskItem], pairs: Sequence[PreferencePair], pool: str
+) -> list[TaskItem]:
+    """The online prompts: every task item ("all"), or the items of the mined pairs ("mined")."""
+    if pool == "all":
+        return items
+    if pool != "mined":
+        raise UserError(f"unknown hybrid.online_pool '{pool}' — choose one of: all, mined")
+    if not pairs:
+        raise UserError("hybrid.online_pool=mined but mining kept no pairs — use all")
+    return [pair.as_item() for pair in pairs]

@@ -55,6 +55,7 @@ def run_mbpo(
 ) -> LoopResult:
     from mbpo_bench.trainers.data import load_items
     from mbpo_bench.trainers.dpo import load_or_mine_pairs
+    from mbpo_bench.trainers.hybrid import online_items
     from mbpo_bench.trainers.policy import load_policy
 
     run = RunDir.open(output, overwrite=overwrite, config=config)
@@ -70,6 +71,7 @@ def run_mbpo(
     pairs = load_or_mine_pairs(
         policy, source, config.split, config.limit, config.mining, run, items=items
     )
+    items = online_items(items, pairs, config.hybrid.online_pool)
     run.log(f"stage 2: {len(pairs)} offline pairs, {len(items)} online items")
     step, position = make_step_fn(
         policy, items, pairs, config.grpo, config.optim, config.runtime.seed, config.hybrid

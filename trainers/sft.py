@@ -40,6 +40,11 @@ class SFTConfig:
     full_finetune: bool = False
     save_merged: bool = False  # LoRA: also write final/model (merged), loadable without the base
     trust_remote_code: bool = False
+    # ours: this fraction of training samples is shown WITHOUT its image (text-only prompt, same
+    # answer), as real LMMs see text-only data: the text-only prompt becomes in distribution and
+    # the model's blind answer is its language prior (what IIG's default null and MBPO's premise
+    # assume). Drawn per (step, item), so it is the same for any number of processes.
+    blind_fraction: float = 0.0
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=3e-4, steps=1200, batch_size=16, warmup_ratio=0.05)
     )
@@ -54,6 +59,11 @@ def run_sft(
     from mbpo_bench.trainers.data import item_prompts, load_items
     from mbpo_bench.trainers.policy import load_policy
 
+    from mbpo_bench.errors import UserError
+    from mbpo_bench.models.protocol import Prompt
+
+    if not 0.0 <= config.blind_fraction <= 1.0:  # before the run folder exists
+        raise UserError(f"blind_fraction must be in [0, 1], got {config.blind_fraction}")
     run = RunDir.open(output, overwrite=overwrite, config=config)
     setup_runtime(config.runtime)
     items = load_items(config.data, split=config.split, limit=config.limit)
@@ -69,8 +79,19 @@ def run_sft(
     stream = IndexStream(len(items), config.optim.batch_size, seed=config.runtime.seed)
     micro = config.optim.micro_batch_size
 
+    def prompts_for(part: list[int], i: int) -> list[Prompt]:
+        shown = item_prompts([items[j] for j in part], vlm.image_size)
+        if config.blind_fraction == 0.0:
+            return shown
+        return [
+            Prompt(p.text, None) if _is_blind(config.runtime.seed, i, j, config.blind_fraction)
+            else p
+            for p, j in zip(shown, part, strict=True)
+        ]  # fmt: skip
+
     def step(i: int) -> StepResult:
-        batch = [items[j] for j in distributed.shard(stream.batch(i))]
+        indices = distributed.shard(stream.batch(i))
+        batch = [items[j] for j in indices]
         answers = [it.target for it in batch]
         n_tokens = sum(
             len(ids) + 1 for ids in vlm.tokenizer(answers, add_special_tokens=False)["input_ids"]
@@ -79,9 +100,8 @@ def run_sft(
         policy.train_mode(True)
         total, logp_sum = 0.0, 0.0
         for start in range(0, len(batch), micro):
-            part = batch[start : start + micro]
             lp = vlm.answer_logprobs(
-                item_prompts(part, vlm.image_size),
+                prompts_for(indices[start : start + micro], i),
                 answers[start : start + micro],
                 requires_grad=True,
             )
@@ -108,3 +128,11 @@ def run_sft(
         title="sft",
         data_position=stream.position,
     )
+
+
+def _is_blind(seed: int, step: int, index: int, fraction: float) -> bool:
+    """Whether item `index` is shown without its image at `step` (a stable hash, no RNG state)."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{seed}:{step}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
