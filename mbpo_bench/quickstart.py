@@ -37,23 +37,36 @@ EMBEDDED_TASKS = ("mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedd
 def _base_sft() -> SFTConfig:
     """The biased base (field notes: lr 3e-4, 5% warmup, linear decay, clip 1, batch 16).
     1000 steps (not the notes' 1200) so that a first run fits 5 minutes on 2 CPU cores; the
-    base still shows the bias (reports/quickstart.md, finding 1)."""
+    base still shows the bias (reports/quickstart.md, finding 1). 10% of the samples are shown
+    without their image, as a real LMM also sees text-only data: that makes the text-only prompt
+    (IIG's default null) give the model's language prior, which is what IIG selection assumes
+    (without it IIG's top 10% held 1 of 63 counter-prior candidates, with it 55;
+    reports/gpu/mbpo_variants.md, follow-up)."""
     return SFTConfig(
         data="embedded",
         full_finetune=True,
+        blind_fraction=0.1,
         optim=OptimConfig(lr=3e-4, steps=1000, batch_size=16, warmup_ratio=0.05),
         runtime=RuntimeConfig(save_every=400, progress=False),
     )
 
 
 def _mbpo() -> MBPOConfig:
-    """method.md's defaults (eps 8/255, alpha 2/255, 10 PGD steps, IIG top half, G = 8,
-    beta 0.04, half the groups offline), with budgets sized for 2 CPU cores: 1024 mining
-    candidates, 60 steps of 8 groups, 3-token answers, and DAPO's dynamic sampling (4x the
-    online prompts, keeping the groups whose rewards vary)."""
+    """method.md's defaults (10 PGD steps, G = 8, beta 0.04, half the groups offline) except
+    four settings of ours, chosen after the variant sweep of reports/gpu/mbpo_variants.md (so
+    the report's CIs do not account for that choice): IIG top 10% (not half), PGD eps 32/255 and
+    alpha 8/255 (8/255 moves a 48 px image too little), `keep=prior` (the wrong answer must be
+    the text-only one) and online prompts from the mined pairs' items. Budgets sized for 2 CPU
+    cores: 1024 mining candidates, 60 steps of 8 groups, 3-token answers, and DAPO's dynamic
+    sampling (4x the online prompts, keeping the groups whose rewards vary)."""
     cfg = MBPOConfig(data="embedded", full_finetune=True)
     cfg.mining.limit = 1024
     cfg.mining.batch_size = 64
+    cfg.mining.iig_top_fraction = 0.1
+    cfg.mining.eps = 32 / 255
+    cfg.mining.alpha = 8 / 255
+    cfg.mining.keep = "prior"
+    cfg.hybrid.online_pool = "mined"
     cfg.grpo.max_new_tokens = 3
     cfg.grpo.oversample = 4
     cfg.grpo.generation_batch_size = 256

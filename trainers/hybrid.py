@@ -143,11 +143,10 @@ class HybridSettings:
 def online_items(
     items: list[TaskItem], pairs: Sequence[PreferencePair], pool: str
 ) -> list[TaskItem]:
-    """The online prompts: every task item ("all"), or the items of the mined pairs ("mined")."""
-    if pool == "all":
-        return items
-    if pool != "mined":
+    """The online prompts: every task item ("all"), or the items of the mined pairs ("mined";
+    every task item when mining kept none, which the caller logs: a run is not lost to it)."""
+    if pool not in ("all", "mined"):
         raise UserError(f"unknown hybrid.online_pool '{pool}' — choose one of: all, mined")
-    if not pairs:
-        raise UserError("hybrid.online_pool=mined but mining kept no pairs — use all")
+    if pool == "all" or not pairs:
+        return items
     return [pair.as_item() for pair in pairs]

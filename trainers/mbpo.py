@@ -71,6 +71,8 @@ def run_mbpo(
     pairs = load_or_mine_pairs(
         policy, source, config.split, config.limit, config.mining, run, items=items
     )
+    if config.hybrid.online_pool == "mined" and not pairs:
+        run.log("hybrid.online_pool=mined, but mining kept no pairs: online prompts from all items")
     items = online_items(items, pairs, config.hybrid.online_pool)
     run.log(f"stage 2: {len(pairs)} offline pairs, {len(items)} online items")
     step, position = make_step_fn(
