@@ -1,5 +1,5 @@
 """Data-parallel follow-ups on two gloo processes forked from this one (as in
-test_distributed_helpers.py), with fake models so that each check takes about a second:
+test_distributed_helpers.py; the `two_ranks` fixture of conftest.py), with fake models so that each check takes about a second:
 
 - the SFT step divides by the GLOBAL answer-token count: ranks holding different token counts
   give the one-process gradient and loss (a per-rank divisor would not);
@@ -10,11 +10,7 @@ test_distributed_helpers.py), with fake models so that each check takes about a 
 
 from __future__ import annotations
 
-import io
 import json
-import multiprocessing as mp
-import os
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,38 +34,6 @@ DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 def _one_process(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in DIST_ENV:
         monkeypatch.delenv(key, raising=False)
-
-
-def _worker(rank: int, store: str, fn: Callable[[int], Any], queue: Any) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)})
-    try:
-        torch.distributed.init_process_group(
-            "gloo", init_method=f"file://{store}", rank=rank, world_size=2
-        )
-        # bytes, not tensors: torch shares queued tensors through file descriptors that die
-        # with this process, which may exit before the parent reads them (a flaky failure)
-        buffer = io.BytesIO()
-        torch.save(fn(rank), buffer)
-        queue.put((rank, buffer.getvalue()))
-        torch.distributed.destroy_process_group()
-    except BaseException:
-        queue.put((rank, traceback.format_exc()))
-
-
-def on_two_ranks(tmp_path: Path, fn: Callable[[int], Any]) -> dict[int, Any]:
-    """fn(rank) on two forked gloo ranks (they inherit this process's monkeypatches)."""
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    store = str(tmp_path / "store")
-    procs = [ctx.Process(target=_worker, args=(r, store, fn, queue)) for r in (0, 1)]
-    for p in procs:
-        p.start()
-    out = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-    for r in (0, 1):
-        assert not isinstance(out[r], str), out[r]  # a traceback from that rank
-    return {r: torch.load(io.BytesIO(out[r]), weights_only=False) for r in (0, 1)}
 
 
 # ---------------------------------------------------------------- SFT: global token normaliser
@@ -157,10 +121,10 @@ def _sft_step(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], dict[str, Any]
 
 
 def test_sft_gradient_with_uneven_tokens_on_two_ranks_equals_one_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch, two_ranks: Any
 ) -> None:
     step = _sft_step(monkeypatch)
-    two = on_two_ranks(tmp_path, step)
+    two = two_ranks(step)
     one = step(0)  # after the fork: the parent stays a plain one-process run
     assert two[0]["local_tokens"] != two[1]["local_tokens"], "equal counts: the test is empty"
     assert two[0]["local_tokens"] + two[1]["local_tokens"] == one["local_tokens"]
@@ -218,10 +182,10 @@ def _miner(monkeypatch: pytest.MonkeyPatch, null: str, tmp_path: Path) -> Callab
 
 @pytest.mark.parametrize("null", ["text", "noise", "mismatched"])
 def test_mining_on_two_ranks_writes_the_one_process_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, null: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, null: str, two_ranks: Any
 ) -> None:
     mine = _miner(monkeypatch, null, tmp_path / "two")
-    two = on_two_ranks(tmp_path, mine)
+    two = two_ranks(mine)
     one = _miner(monkeypatch, null, tmp_path / "one")(0)
     assert one["stats"]["selected"] == 8 and 0 < one["stats"]["kept"] < 8
     assert sorted(two[0]["seeds"] + two[1]["seeds"]) == one["seeds"]  # each batch once

@@ -6,9 +6,7 @@ test_distributed_torchrun.py (slow)."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -107,27 +105,8 @@ def _collectives(rank: int) -> dict[str, Any]:
     }
 
 
-def _worker(rank: int, store: str, queue: Any) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)})
-    try:
-        torch.distributed.init_process_group(
-            "gloo", init_method=f"file://{store}", rank=rank, world_size=2
-        )
-        queue.put((rank, _collectives(rank)))
-        torch.distributed.destroy_process_group()
-    except BaseException:
-        queue.put((rank, traceback.format_exc()))
-
-
-def test_collectives_on_two_gloo_processes(tmp_path: Path) -> None:
-    ctx = mp.get_context("fork")  # inherits the imported modules: no second torch import
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, str(tmp_path / "store"), queue)) for r in (0, 1)]
-    for p in procs:
-        p.start()
-    out = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
+def test_collectives_on_two_gloo_processes(two_ranks: Any) -> None:
+    out = two_ranks(_collectives)
     for r in (0, 1):
         assert isinstance(out[r], dict), out[r]
         assert out[r]["grads"] == [[1.5] * 3, [2.0] * 3, None]
