@@ -4,11 +4,11 @@
 
 I0 is the "no image" condition: by default the text-only prompt (no image tokens at all), or a
 black image, or a Gaussian-noise image (method.md), or a mismatched image (another prompt's
-image: a seeded derangement over the whole list, the mismatched probe's). The mismatched null is ours: a model never
-trained without images answers a text-only or black-image prompt out of distribution (near
-chance, field notes), so IIG against those nulls measures "in distribution at all" rather than
-"the image changed the answer"; another scene is in distribution and exposes the language prior
-(method.md's mismatched-image probe). `reduce="sum"` sums instead of averaging over answer
+image: a seeded derangement over the whole list, as the mismatched probe draws). The mismatched
+null is ours: a model never trained without images answers a text-only or black-image prompt out
+of distribution (near chance, field notes), so IIG against those nulls measures "in distribution
+at all" rather than "the image changed the answer"; another scene is in distribution and exposes
+the language prior (method.md's mismatched-image probe). `reduce="sum"` sums instead of averaging over answer
 tokens. The same answer is scored in both conditions, so both token masks are the answer's
 tokens; positions outside the mask never count.
 

@@ -169,7 +169,7 @@ def _answers(
             temperature=gen.temperature,
             top_p=gen.top_p,
             batch_size=len(rest),
-            pixel_images=pixels if pixels is None or len(rest) == len(items) else pixels[rest],
+            pixel_images=None if pixels is None else pixels[rest],
         )
     for k, generated in zip(rest, texts, strict=True):
         how: dict[str, Any] = {"answer_mode": "generate"}

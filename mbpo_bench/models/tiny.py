@@ -175,22 +175,14 @@ def build_processor(family: str, spec: SizeSpec, image_size: int, tok: Any) -> A
     from mbpo_bench.models.loading import image_only_qwen_processor
 
     improc = image_processor(family, spec, image_size)
-    if family == "llava":
+    if family in ("llava", "llava_siglip_qwen2"):
+        clip = family == "llava"  # CLIP has a CLS token the "default" strategy drops; SigLIP none
         return tf.LlavaProcessor(
             image_processor=improc,
             tokenizer=tok,
             patch_size=spec.patch_size,
-            vision_feature_select_strategy="default",
-            num_additional_image_tokens=1,
-            chat_template=tok.chat_template,
-        )
-    if family == "llava_siglip_qwen2":
-        return tf.LlavaProcessor(
-            image_processor=improc,
-            tokenizer=tok,
-            patch_size=spec.patch_size,
-            vision_feature_select_strategy="full",
-            num_additional_image_tokens=0,
+            vision_feature_select_strategy="default" if clip else "full",
+            num_additional_image_tokens=1 if clip else 0,
             chat_template=tok.chat_template,
         )
     from transformers.utils import is_torchvision_available
