@@ -197,12 +197,7 @@ def train_control(config: QuickstartConfig, base: Path, out: Path, budget_s: flo
 
     per_step = sft_seconds_per_step(base)
     steps = max(1, round(budget_s * config.control_time_factor / per_step))
-    if config.control_steps is not None:
-        if config.control_steps < 1:
-            raise UserError(
-                f"control_steps must be at least 1, got {config.control_steps} — "
-                "or null for the time-matched control"
-            )
+    if config.control_steps is not None:  # checked by run_quickstart before any stage ran
         steps = config.control_steps
     cfg = copy.deepcopy(config.base)
     cfg.model = str(base)
@@ -232,6 +227,11 @@ def run_quickstart(config: QuickstartConfig) -> Path:
     """Run every stage; return the report's path."""
     from mbpo_bench.quickstart_report import write_report
 
+    if config.control_steps is not None and config.control_steps < 1:
+        raise UserError(
+            f"control_steps must be at least 1, got {config.control_steps} — "
+            "or null for the time-matched control"
+        )
     if config.threads is not None:
         import torch
 

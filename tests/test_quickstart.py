@@ -56,6 +56,15 @@ def test_unknown_override_is_one_line_error(capsys: pytest.CaptureFixture[str]) 
     assert "unknown config key 'QuickstartConfig.mbpo.optim.stepz' (did you mean: steps?)" in err
 
 
+def test_bad_control_steps_is_refused_before_any_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--output", str(out), "control_steps=0"]) != 0
+    assert "control_steps must be at least 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_quickstart_runs_end_to_end_and_reuses_the_cached_base(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
