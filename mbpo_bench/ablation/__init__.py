@@ -5,6 +5,7 @@
   with `METHOD:`, the evaluations with `eval:`);
 - `plan`: every mining, training and evaluation run with its resolved config (`--dry-run`);
 - `execute`: runs the plan, resumably, and writes `report.md` and `per_seed.csv`;
+- `jobs`: `--jobs N`, several groups of runs at once in spawned worker processes;
 - `aggregate`: per-seed metrics from `results.json` and their mean and spread per arm;
 - `report`: the markdown; `commands`: the standalone command of every run, from its config.
 

@@ -11,6 +11,8 @@ A run that fails with a `UserError` (a diverged loss, mining that kept no DPO pa
 does not load) is recorded and the ablation goes on with the other runs; the report lists it
 and the command exits non-zero at the end. Any other exception is a bug and stops everything.
 Runs go seed-major, so an interrupted ablation has complete comparisons for its first seeds.
+With `--jobs N` the runs go to N worker processes instead (`jobs.py`), grouped so that the runs
+sharing a mining folder stay together; a crashed worker then fails its own runs only.
 """
 
 from __future__ import annotations
@@ -128,10 +130,17 @@ def run_ablation(
     progress: bool = True,
     log: Log = _stderr,
     argv: list[str] | None = None,
+    jobs: int = 1,
 ) -> AblationResult:
-    """Mine, train and evaluate every run of the plan (skipping finished ones), then report."""
+    """Mine, train and evaluate every run of the plan (skipping finished ones), then report.
+
+    `jobs` > 1 runs that many groups of runs at once in worker processes (`jobs.py`); the
+    per-seed results are the same as with one run at a time.
+    """
+    from mbpo_bench.ablation.jobs import check_jobs, run_parallel
     from mbpo_bench.models.loading import resolve_folder
 
+    check_jobs(jobs)
     plan = build_plan(config, output)
     check_existing(plan)
     resolve_folder(plan.start[0], local_files_only=True)  # a wrong --model fails before any run
@@ -139,10 +148,17 @@ def run_ablation(
     write_atomic(output / "ablation.yaml", dump_yaml(config))
     argv = list(sys.argv) if argv is None else argv
     write_atomic(output / "command.txt", shlex.join(argv) + "\n")
+    parallel = jobs > 1
+    failures = run_parallel(plan, jobs, log) if parallel else run_sequential(plan, log, progress)
+    return write_outputs(plan, failures, argv)
+
+
+def run_sequential(plan: Plan, log: Log, progress: bool) -> dict[str, str]:
+    """The base evaluation, then every run in plan order, in this process; the failures."""
     failures: dict[str, str] = {}
     failed_mining: dict[Path, str] = {}
     if plan.base_eval is not None:
-        log(f"[base] {config.model}")
+        log(f"[base] {plan.config.model}")
         try:
             evaluate(plan.base_eval, log, progress)
         except UserError as exc:
@@ -156,7 +172,7 @@ def run_ablation(
             log(f"  failed: {exc}")
         finally:
             _free_memory()
-    return write_outputs(plan, failures, argv)
+    return failures
 
 
 def write_outputs(plan: Plan, failures: dict[str, str], argv: list[str]) -> AblationResult:

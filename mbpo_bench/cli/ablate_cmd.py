@@ -8,6 +8,9 @@ continued SFT, DPO on PGD pairs and plain GRPO; every arm from the same start, w
 budget, at every seed; evaluated with the image, blind and mismatched probes; one report
 (`<output>/report.md`) with mean and spread per arm. `--dry-run` prints the plan and trains
 nothing; rerunning the same command skips what finished and resumes what was interrupted.
+`--jobs N` runs N groups of runs at once in worker processes (`mbpo_bench.ablation.jobs`), for
+a small model that leaves the GPU idle; it is not a setting of the ablation (not saved in
+`ablation.yaml`), since it changes no result.
 
 Settings: defaults, then `--config FILE` (an `ablation.yaml`), then the options given here,
 then `key=value` training overrides (appended to the file's). The command only builds the
@@ -111,11 +114,20 @@ def ablate_command(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; run nothing."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No evaluation progress bars."),
+    jobs: int = typer.Option(
+        1,
+        "--jobs",
+        help="Runs at once (default 1), each group in its own process; runs that share mined "
+        "pairs share one. Results do not change. On CPU, jobs x runtime.threads should not "
+        "exceed the cores.",
+    ),
 ) -> None:
     """Factorial MBPO ablation + SFT/DPO/GRPO baselines over seeds; one report with mean/spread."""
+    from mbpo_bench.ablation.jobs import check_jobs
     from mbpo_bench.data.registry import add_include_paths
 
-    add_include_paths(include_path)
+    check_jobs(jobs)
+    add_include_paths(include_path)  # via the environment, so --jobs workers see them too
     from mbpo_bench.ablation import build_plan, format_plan, run_ablation
 
     config = build_config(
@@ -124,9 +136,14 @@ def ablate_command(
         no_base=no_base, overrides=[*(overrides or []), *sets],
     )  # fmt: skip
     if dry_run:
-        typer.echo(format_plan(build_plan(config, output)), nl=False)
+        plan = build_plan(config, output)
+        typer.echo(format_plan(plan), nl=False)
+        if jobs > 1:
+            from mbpo_bench.ablation.jobs import format_groups, group_runs
+
+            typer.echo(format_groups(group_runs(plan), jobs), nl=False)
         return
-    result = run_ablation(config, output, progress=not no_progress)
+    result = run_ablation(config, output, progress=not no_progress, jobs=jobs)
     if result.failures:
         first, message = next(iter(result.failures.items()))
         raise UserError(
