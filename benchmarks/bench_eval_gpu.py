@@ -20,6 +20,16 @@ one random image each at model resolution, greedy decoding of exactly `--new-tok
 - `prefill-choice`: `choice_logprobs`, one prompt-only prefill reading the log-probs of the
   choices' first tokens ("yes" / "no") at the last position; answer = the larger.
 - `score-choice`: `answer_logprobs` on prompt+"yes" and prompt+"no" (2B rows, one call).
+- `prefill-choice compiled` (--compile), after the other rows: prefill-choice with
+  `compiled_layers(vlm)` (mbpo_bench.models.compile: each decoder / vision layer torch.compiled)
+  active; its warm-up is one whole pass (every padded length compiles there, not in the timed
+  pass), warm-up minus timed pass = the compile seconds, stated separately. The candidate fix
+  before/after in one process; a missing module makes only this row an error.
+`--paths` picks the rows (`generate` is the reference of the checks); `--no-stock` skips the
+stock wrapper (a profiling call: the markdown points to the committed comparison instead).
+`--profile`: torch.profiler on the largest batch of prefill-choice (and of the compiled row):
+operator classes, wall time, device-busy share (profile_ops.py), plus the batch's anatomy
+(eval_anatomy.py): CPU input preparation vs vision tower vs language model, in seconds.
 Checks: batch-B greedy texts against batch 1 on the first `--baseline-samples` items; each
 choice path's answer against greedy generation's parsed answer (yesno verifier).
 
@@ -46,236 +56,42 @@ import shlex
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lmms_stock
 from bench_models import build
+from eval_rows import (
+    CHOICES,
+    PATHS,
+    ROOFLINE_FLOPS,
+    Counts,
+    Row,
+    State,
+    agreement,
+    best_row,
+    choice_ids,
+    count_parameters,
+    greedy,
+    identical,
+    make_prompts,
+    measure,
+    parse_yesno,
+    plant_answer_head,
+    prefill_choice,
+    prompt_lengths,
+    remember,
+    sample_flops,
+    score_choice,
+    to_markdown,
+    write,
+)
 
 from mbpo_bench.models import Prompt
-
-ROOFLINE_FLOPS = 790e12  # bf16 matrix rate measured on the H200 (issue 8)
-# Candidate answers as the stand-in tokenizer's word tokens: the planted model then writes
-# "yes no yes ..." (space-separated, so the yesno verifier parses its first word).
-CHOICES = (" yes", " no")
-INSTRUCTION = "\nAnswer the question using a single word or phrase."
-OBJECTS = (
-    "dog", "cat", "person", "car", "bicycle", "traffic light", "dining table", "potted plant",
-    "fire hydrant", "baseball glove", "tennis racket", "cell phone", "teddy bear", "hair drier",
-    "toothbrush", "umbrella", "parking meter", "sports ball", "wine glass", "motorcycle",
-)  # fmt: skip
-
-
-@dataclass
-class Counts:
-    """Parameters of each part of the model, and the vision tower's tokens per image."""
-
-    body: int
-    head: int
-    vision: int
-    vision_tokens: int
-
-
-@dataclass
-class Row:
-    path: str
-    batch: int
-    samples: int
-    seconds: float = float("nan")
-    flops: float = float("nan")  # per sample
-    peak_gib: float | None = None
-    check: str = ""
-    error: str = ""
-
-    @property
-    def rate(self) -> float:
-        return self.samples / self.seconds
-
-
-@dataclass
-class State:
-    """Everything measured so far, so a crash or OOM keeps the rows before it."""
-
-    header: dict[str, str]
-    rows: list[Row] = field(default_factory=list)
-    texts: dict[int, list[str]] = field(default_factory=dict)  # batch -> greedy text per item
-    answers: dict[str, dict[int, str | None]] = field(default_factory=dict)  # row -> item -> answer
-    peer: list[str] = field(default_factory=list)  # lines of the stock-wrapper section
-    extra: list[str] = field(default_factory=list)  # appended sections (profile)
-
-
-def make_prompts(n: int, side: int, seed: int) -> list[Prompt]:
-    rng = np.random.default_rng(seed)
-    prompts = []
-    for i in range(n):
-        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-        text = f"Is there a {OBJECTS[i % len(OBJECTS)]} in the image?{INSTRUCTION}"
-        prompts.append(Prompt(text, Image.fromarray(pixels)))
-    return prompts
-
-
-def plant_answer_head(vlm: Any, scale: float, seed: int) -> None:
-    """Rows of the choices' first tokens := +scale*u / -scale*u (untied from the embeddings)."""
-    hf = vlm.hf_model
-    head = hf.lm_head
-    if head.weight is hf.get_input_embeddings().weight:
-        head.weight = torch.nn.Parameter(head.weight.detach().clone(), requires_grad=False)
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.randn(head.weight.shape[1], generator=gen)
-    u = (u / u.norm()).to(head.weight.device, head.weight.dtype)
-    ids = choice_ids(vlm.tokenizer)
-    with torch.no_grad():
-        head.weight[ids[0]] = scale * u
-        head.weight[ids[1]] = -scale * u
-
-
-def count_parameters(vlm: Any) -> Counts:
-    hf = vlm.hf_model
-    lm = hf.model.language_model
-    embed = lm.get_input_embeddings().weight.numel()
-    body = sum(p.numel() for p in lm.parameters()) - embed
-    head = hf.lm_head.weight.numel()
-    total = sum(p.numel() for p in hf.parameters())
-    tied = hf.lm_head.weight is lm.get_input_embeddings().weight
-    vision = total - body - embed - (0 if tied else head)
-    return Counts(body=body, head=head, vision=vision, vision_tokens=vision_tokens(vlm))
-
-
-def vision_tokens(vlm: Any) -> int:
-    """Tokens the vision tower runs on per image (patches; CLIP adds its CLS token)."""
-    if vlm.family == "llava":
-        cfg = vlm.hf_model.config.vision_config
-        cls = 1 if cfg.model_type == "clip_vision_model" else 0
-        return int((vlm.image_size // cfg.patch_size) ** 2 + cls)
-    return int((vlm.image_size // vlm.patch) ** 2)
-
-
-def sample_flops(c: Counts, lm_tokens: float, logit_positions: float, images: float) -> float:
-    return (
-        2 * c.body * lm_tokens
-        + 2 * c.head * logit_positions
-        + 2 * c.vision * c.vision_tokens * images
-    )
-
-
-def prompt_lengths(vlm: Any, prompts: Sequence[Prompt]) -> list[int]:
-    return [len(ids) for ids in vlm._prompt_ids(vlm.render(prompts, True))]
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], Any], device: str) -> tuple[Any, float]:
-    sync(device)
-    start = time.perf_counter()
-    out = fn()
-    sync(device)
-    return out, time.perf_counter() - start
-
-
-def batches(order: list[int], size: int) -> list[list[int]]:
-    return [order[i : i + size] for i in range(0, len(order), size)]
-
-
-def greedy(vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int, n: int) -> list[str]:
-    out = [""] * len(prompts)
-    for idx in batches(order, b):
-        texts = vlm.generate([prompts[i] for i in idx], max_new_tokens=n, min_new_tokens=n,
-                             batch_size=b)  # fmt: skip
-        for i, t in zip(idx, texts, strict=True):
-            out[i] = t[0]
-    return out
-
-
-def prefill_choice(vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int) -> list[str]:
-    out = [""] * len(prompts)
-    for idx in batches(order, b):
-        logp = vlm.choice_logprobs([prompts[i] for i in idx], CHOICES, batch_size=b)
-        for i, k in zip(idx, logp.argmax(-1).tolist(), strict=True):
-            out[i] = CHOICES[k].strip()
-    return out
-
-
-def score_choice(
-    vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int
-) -> tuple[list[str], list[str]]:
-    """(first-token rule, answer+EOS sum rule) choices from 2B-row answer_logprobs calls."""
-    first, total = [""] * len(prompts), [""] * len(prompts)
-    for idx in batches(order, b):
-        rows = [prompts[i] for i in idx for _ in CHOICES]
-        answers = [c for _ in idx for c in CHOICES]
-        with torch.no_grad():
-            lp = vlm.answer_logprobs(rows, answers)
-        by_first = lp.logps[:, 0].view(len(idx), len(CHOICES)).argmax(-1).tolist()
-        by_sum = lp.sum().view(len(idx), len(CHOICES)).argmax(-1).tolist()
-        for i, kf, ks in zip(idx, by_first, by_sum, strict=True):
-            first[i], total[i] = CHOICES[kf].strip(), CHOICES[ks].strip()
-    return first, total
-
-
-def agreement(ours: Sequence[str], greedy_texts: Sequence[str]) -> str:
-    from mbpo_bench.tasks.verifiers import parse
-
-    parsed = [parse("yesno", t) for t in greedy_texts]
-    pairs = [(o, p) for o, p in zip(ours, parsed, strict=True) if p is not None]
-    same = sum(o == p for o, p in pairs)
-    yes = sum(o == "yes" for o in ours)
-    return (f"= greedy parsed answer {same}/{len(pairs)} ({len(ours) - len(pairs)} unparsed; "
-            f"'yes' {yes}/{len(ours)})")  # fmt: skip
-
-
-def identical(batched: Sequence[str], single: dict[int, str]) -> str:
-    from mbpo_bench.tasks.verifiers import parse
-
-    texts = sum(batched[i] == t for i, t in single.items())
-    answers = sum(parse("yesno", batched[i]) == parse("yesno", t) for i, t in single.items())
-    return f"= batch 1: texts {texts}/{len(single)}, parsed answers {answers}/{len(single)}"
-
-
-def parse_yesno(text: str) -> str | None:
-    from mbpo_bench.tasks.verifiers import parse
-
-    return parse("yesno", text)
-
-
-def remember(state: State, key: str, items: list[int], answers: Sequence[str | None]) -> None:
-    state.answers[key] = dict(zip(items, answers, strict=True))
-
-
-def measure(
-    state: State,
-    row: Row,
-    warm: Callable[[], Any],
-    full: Callable[[], Any],
-    args: argparse.Namespace,
-) -> Any:
-    """Warm up, time `full`, record the row (an OOM becomes the row's error) and rewrite --out."""
-    out = None
-    try:
-        warm()
-        if args.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        out, row.seconds = timed(full, args.device)
-        if args.device.startswith("cuda"):
-            row.peak_gib = torch.cuda.max_memory_allocated() / 2**30
-    except torch.OutOfMemoryError:
-        row.error = "out of GPU memory"
-        torch.cuda.empty_cache()
-    state.rows.append(row)
-    write(state, args.out)
-    label = f"{row.rate:.1f} samples/s" if not row.error else row.error
-    print(f"{row.path:>15} batch {row.batch:>4}: {label}", flush=True)
-    return out
 
 
 def run_batch_size(
@@ -293,10 +109,12 @@ def run_batch_size(
     def row(path: str, lm: float, logits: float, images: float) -> Row:
         return Row(path, b, len(items), flops=sample_flops(counts, lm, logits, images))
 
-    texts = measure(
-        state, row("generate", p + n - 1, n, 1),
-        lambda: greedy(vlm, prompts, first, b, n), lambda: greedy(vlm, prompts, items, b, n), args,
-    )  # fmt: skip
+    texts = None
+    if "generate" in args.paths:
+        texts = measure(
+            state, row("generate", p + n - 1, n, 1), lambda: greedy(vlm, prompts, first, b, n),
+            lambda: greedy(vlm, prompts, items, b, n), args,
+        )  # fmt: skip
     if texts is not None:
         state.texts[b] = texts
         remember(state, f"generate batch {b}", items, [parse_yesno(texts[i]) for i in items])
@@ -307,69 +125,55 @@ def run_batch_size(
             state.rows[-1].check = identical(texts, single)
     if b == 1:
         return
+    if "prefill-choice" in args.paths:
+        prefill_row(vlm, prompts, items, row("prefill-choice", p, 1, 1), state, args)
+    if "score-choice" in args.paths:
+        score_row(vlm, prompts, items, row("score-choice", 2 * (p + 2), 4, 2), state, args)
+    write(state, args.out)
+
+
+def prefill_row(
+    vlm: Any, prompts: list[Prompt], items: list[int], row: Row, state: State,
+    args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """Time prefill-choice over `items`; check its answers against greedy (and, compiled,
+    against the eager row). The compiled row warms up on the whole pass (every padded length)."""
+    b = row.batch
+    first = items if row.path.endswith("compiled") else items[:b]
     choice = measure(
-        state, row("prefill-choice", p, 1, 1),
-        lambda: prefill_choice(vlm, prompts, first, b),
+        state, row, lambda: prefill_choice(vlm, prompts, first, b),
         lambda: prefill_choice(vlm, prompts, items, b), args,
     )  # fmt: skip
-    if choice is not None:
-        remember(state, f"prefill-choice batch {b}", items, [choice[i] for i in items])
-    if choice is not None and texts is not None:
-        state.rows[-1].check = agreement([choice[i] for i in items], [texts[i] for i in items])
+    if choice is None:
+        return
+    remember(state, f"{row.path} batch {b}", items, [choice[i] for i in items])
+    texts = state.texts.get(b)
+    checks = [agreement([choice[i] for i in items], [texts[i] for i in items])] if texts else []
+    eager = state.answers.get(f"prefill-choice batch {b}", {})
+    if row.path != "prefill-choice" and eager:
+        same = sum(eager.get(i) == choice[i] for i in items)
+        checks.append(f"= eager prefill-choice answers {same}/{len(items)}")
+    row.check = "; ".join(checks)
+
+
+def score_row(
+    vlm: Any, prompts: list[Prompt], items: list[int], row: Row, state: State,
+    args: argparse.Namespace,
+) -> None:  # fmt: skip
+    b, first = row.batch, items[: row.batch]
     scored = measure(
-        state, row("score-choice", 2 * (p + 2), 4, 2),
-        lambda: score_choice(vlm, prompts, first, b),
+        state, row, lambda: score_choice(vlm, prompts, first, b),
         lambda: score_choice(vlm, prompts, items, b), args,
     )  # fmt: skip
     if scored is not None:
         remember(state, f"score-choice batch {b}", items, [scored[0][i] for i in items])
+    texts = state.texts.get(b)
     if scored is not None and texts is not None:
         greedy_items = [texts[i] for i in items]
-        state.rows[-1].check = (
+        row.check = (
             "first token " + agreement([scored[0][i] for i in items], greedy_items)
             + "; answer+EOS sum " + agreement([scored[1][i] for i in items], greedy_items)
         )  # fmt: skip
-    write(state, args.out)
-
-
-def to_markdown(state: State) -> str:
-    h = state.header
-    lines = [f"`{h['command']}`", ""]
-    lines += [f"- {k}: {v}" for k, v in h.items() if k != "command"]
-    base = next((r.rate for r in state.rows if r.path == "generate" and r.batch == 1
-                 and not r.error), None)  # fmt: skip
-    lines += [
-        "",
-        "| path | batch | samples | samples/s | x batch 1 | TFLOP/sample | TFLOP/s "
-        "| % of 790 TFLOP/s | peak GiB | check |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in state.rows:
-        if r.error:
-            lines.append(f"| {r.path} | {r.batch} | {r.samples} | {r.error} | | | | | | |")
-            continue
-        rate = r.flops * r.rate
-        speedup = f"{r.rate / base:.2f}" if base else "-"
-        peak = "-" if r.peak_gib is None else f"{r.peak_gib:.1f}"
-        lines.append(
-            f"| {r.path} | {r.batch} | {r.samples} | {r.rate:.2f} | {speedup} | "
-            f"{r.flops / 1e12:.4f} | {rate / 1e12:.2f} | {100 * rate / ROOFLINE_FLOPS:.1f} | "
-            f"{peak} | {r.check} |"
-        )
-    if state.peer:
-        lines += ["", "## Against lmms-eval's stock wrapper (same run, same model, same items)", ""]
-        lines += [f"- {line}" for line in state.peer]
-    for section in state.extra:
-        lines += ["", section.rstrip("\n")]
-    return "\n".join(lines) + "\n"
-
-
-def write(state: State, out: Path | None) -> None:
-    if out is None:
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"# Close-ended evaluation throughput: {state.header['shape']}\n\n"
-                   + to_markdown(state))  # fmt: skip
 
 
 TINY_QWEN_SIDE = 112  # a multiple of the tiny patch unit (16) and of qwen_vl_utils' factor (28)
@@ -384,15 +188,6 @@ def build_model(args: argparse.Namespace, tmp: Path) -> Any:
         vlm.name = f"tiny {args.family}"
         return vlm
     return build(args.shape, args.family, args.device, tmp)
-
-
-def choice_ids(tokenizer: Any) -> list[int]:
-    return [tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in CHOICES]
-
-
-def best_row(state: State) -> Row | None:
-    ours = [r for r in state.rows if r.batch > 1 and not r.error and r.seconds == r.seconds]
-    return max(ours, key=lambda r: r.rate, default=None)
 
 
 def peer_checks(state: State, peer: lmms_stock.Peer, texts: list[str], baseline: int) -> list[str]:
@@ -473,7 +268,22 @@ def summarize_peer(state: State, peer: lmms_stock.Peer, row: Row | None) -> None
             f"{row.samples} items after one warm-up item){vs1}")  # fmt: skip
 
 
+COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "perf" / "h200"
+
+
+def committed_peer(shape: str) -> str:
+    """Where the stock-wrapper comparison of this shape is committed (from an earlier run)."""
+    path = COMMITTED / f"eval_{shape}.md"
+    rel = path.relative_to(COMMITTED.parents[2])
+    if path.exists():
+        return f"the peer figure on this workload is committed in `{rel}`"
+    return f"no peer figure is committed for shape {shape} (the 7B shapes: {rel.parent}/eval_*.md)"
+
+
 def peer_header(args: argparse.Namespace) -> str:
+    if args.no_stock:
+        return (f"stock wrapper NOT run in this call (--no-stock: a profiling call); "
+                f"{committed_peer(args.shape)}")  # fmt: skip
     if args.stock_samples:
         return ("the stock wrapper runs in this run (row `lmms-eval ... (stock)`, section below); "
                 "`generate` at batch 1 is our own batch-1 path")  # fmt: skip
@@ -535,7 +345,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
     parser.add_argument("--profile", action="store_true",
                         help="append a torch.profiler breakdown of one prefill-choice batch "
-                             "at the largest batch size (matmul / attention / other)")  # fmt: skip
+                             "at the largest batch size (matmul / attention / other, busy "
+                             "share) and its anatomy (input preparation / vision / LM)")  # fmt: skip
+    parser.add_argument("--paths", default=",".join(PATHS),
+                        help="rows to measure, comma-separated from " + ", ".join(PATHS))  # fmt: skip
+    parser.add_argument("--no-stock", action="store_true",
+                        help="skip lmms-eval's stock wrapper (its figure is committed)")  # fmt: skip
+    parser.add_argument("--compile", action="store_true",
+                        help="one more prefill-choice row per batch size with compiled_layers "
+                             "(mbpo_bench.models.compile) active")  # fmt: skip
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend for --compile (eager: wiring tests)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -543,6 +363,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     args.device = resolve_device(args.device)
     args.baseline_samples = min(args.baseline_samples, args.samples)
+    args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    unknown = [p for p in args.paths if p not in PATHS]
+    if unknown:
+        parser.error(f"--paths: unknown {unknown}; choose from {', '.join(PATHS)}")
+    args.sizes = [int(b) for b in args.batch_sizes.split(",")]
     return args
 
 
@@ -553,43 +378,124 @@ def main(argv: list[str] | None = None) -> int:
         vlm = build_model(args, Path(tmp))
     plant_answer_head(vlm, args.plant_scale, args.seed)
     prompts = make_prompts(args.samples, vlm.image_size, args.seed)
-    peer = lmms_stock.prepare(vlm, prompts, min(args.stock_samples, args.samples))
+    k = 0 if args.no_stock else min(args.stock_samples, args.samples)
+    peer = lmms_stock.prepare(vlm, prompts, k)  # k = 0: only the prompts as the peer sees them
     lengths = prompt_lengths(vlm, prompts)
     counts = count_parameters(vlm)
     state = State(header=make_header(vlm, counts, lengths, args))
-    for b in (int(b) for b in args.batch_sizes.split(",")):
+    for b in args.sizes:
         run_batch_size(vlm, prompts, lengths, counts, b, state, args)
     if args.profile:
-        from profile_ops import profile_section
-
-        b = max(int(b) for b in args.batch_sizes.split(","))
-        first = sorted(range(args.samples), key=lambda i: (lengths[i], i))[:b]
-        state.extra.append(profile_section(
-            lambda: prefill_choice(vlm, prompts, first, b), args.device,
-            f"one prefill-choice batch of {len(first)}",
-        ))  # fmt: skip
-        write(state, args.out)
-    if peer.error:
+        profile_batch(vlm, prompts, lengths, counts, state, args, compiled=False)
+    if args.compile:
+        run_compiled(vlm, prompts, lengths, counts, state, args)
+    if args.no_stock:
+        state.peer_title = "lmms-eval's stock wrapper: not run in this call"
+        state.peer.append(peer_header(args))
+    elif peer.error:
         summarize_peer(state, peer, None)
     else:
-        folder = Path(tempfile.mkdtemp(prefix="bench_eval_stock_", dir=args.stock_dir))
-        try:
-            ids = choice_ids(vlm.tokenizer)
-            lmms_stock.save_for_peer(vlm, peer, prompts, folder, args.new_tokens, ids)
-        except Exception as exc:  # a full disk, say: keep our rows, say why the peer is missing
-            peer.error = f"not run: saving failed: {type(exc).__name__}: {exc}".splitlines()[0]
-            summarize_peer(state, peer, None)
-        else:
-            del vlm  # the stock wrapper loads its own copy from the folder
-            gc.collect()
-            if args.device.startswith("cuda"):
-                torch.cuda.empty_cache()
-            run_peer(state, peer, folder, lengths, counts, prompts, args)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        run_stock(vlm, peer, prompts, lengths, counts, state, args)
     write(state, args.out)
     print(to_markdown(state))
     return 0
+
+
+def run_stock(
+    vlm: Any, peer: lmms_stock.Peer, prompts: list[Prompt], lengths: list[int], counts: Counts,
+    state: State, args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """Save our model for the stock wrapper, free ours, run the wrapper on the saved copy."""
+    folder = Path(tempfile.mkdtemp(prefix="bench_eval_stock_", dir=args.stock_dir))
+    try:
+        ids = choice_ids(vlm.tokenizer)
+        lmms_stock.save_for_peer(vlm, peer, prompts, folder, args.new_tokens, ids)
+    except Exception as exc:  # a full disk, say: keep our rows, say why the peer is missing
+        peer.error = f"not run: saving failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        summarize_peer(state, peer, None)
+    else:
+        del vlm  # the stock wrapper loads its own copy from the folder
+        gc.collect()
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        run_peer(state, peer, folder, lengths, counts, prompts, args)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def sorted_items(lengths: list[int], n: int) -> list[int]:
+    return sorted(range(n), key=lambda i: (lengths[i], i))
+
+
+def profile_batch(
+    vlm: Any, prompts: list[Prompt], lengths: list[int], counts: Counts, state: State,
+    args: argparse.Namespace, *, compiled: bool,
+) -> None:  # fmt: skip
+    """Profile and dissect the largest batch of prefill-choice (inside the caller's compiled
+    context when `compiled`): operator classes and busy share, then the batch's anatomy."""
+    from eval_anatomy import anatomy_lines, measure_anatomy
+    from profile_ops import profile_section
+
+    b = max(args.sizes)
+    first = sorted_items(lengths, args.samples)[:b]
+    label = "compiled layers" if compiled else "eager"
+    state.extra.append(profile_section(
+        lambda: prefill_choice(vlm, prompts, first, b), args.device,
+        f"one prefill-choice batch of {len(first)} ({label})",
+    ))  # fmt: skip
+    write(state, args.out)
+    batch = [prompts[i] for i in first]
+    anatomy = measure_anatomy(vlm, batch, lambda: prefill_choice(vlm, prompts, first, b),
+                              choice_ids(vlm.tokenizer), args.device)  # fmt: skip
+    vision = 2.0 * counts.vision * counts.vision_tokens * len(first)
+    lm = 2.0 * counts.body * sum(lengths[i] for i in first) + 2.0 * counts.head * len(first)
+    title = f"{len(first)} prompts ({label})"
+    state.extra.append("\n".join(anatomy_lines(anatomy, title, vision, lm, ROOFLINE_FLOPS)))
+    write(state, args.out)
+
+
+def run_compiled(
+    vlm: Any, prompts: list[Prompt], lengths: list[int], counts: Counts, state: State,
+    args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """The candidate fix in the same process: prefill-choice rows with compiled layers, then
+    (with --profile) the compiled batch's profile and anatomy; notes on compile time and dynamo."""
+    from bench_compile import dynamo_delta, dynamo_snapshot, load_compiled_layers
+
+    sizes = [b for b in args.sizes if b > 1]
+    items = sorted_items(lengths, args.samples)
+    p = float(np.mean([lengths[i] for i in items]))
+    flops = sample_flops(counts, p, 1, 1)
+    notes = [f"`compiled_layers(vlm, backend={args.compile_backend!r})` around the rows below"]
+    try:
+        compiled_layers = load_compiled_layers()
+    except RuntimeError as exc:
+        for b in sizes:
+            state.rows.append(Row("prefill-choice compiled", b, len(items), flops=flops,
+                                  error=str(exc).replace("|", "/")))  # fmt: skip
+        state.extra.append("\n".join(["## Compiled layers (--compile)", "", f"- {exc}"]))
+        write(state, args.out)
+        return
+    before = dynamo_snapshot()
+    section = len(state.extra)
+    state.extra.append("")  # the notes go here once known; profiles follow
+    with compiled_layers(vlm, backend=args.compile_backend):
+        for b in sizes:
+            row = Row("prefill-choice compiled", b, len(items), flops=flops)
+            prefill_row(vlm, prompts, items, row, state, args)
+            eager = next((r for r in state.rows if r.path == "prefill-choice" and r.batch == b
+                          and not r.error), None)  # fmt: skip
+            if not row.error:
+                vs = f"; x eager {row.rate / eager.rate:.2f}" if eager else ""
+                notes.append(f"batch {b}: warm-up pass {row.warm_seconds:.1f} s (compilation "
+                             f"included), timed pass {row.seconds:.2f} s: compile ~"
+                             f"{row.warm_seconds - row.seconds:.1f} s{vs}")  # fmt: skip
+        notes.append(dynamo_delta(before) + " during the compiled rows")
+        state.extra[section] = "\n".join(["## Compiled layers (--compile)", "",
+                                          *[f"- {n}" for n in notes]])  # fmt: skip
+        write(state, args.out)
+        if args.profile and any(not r.error for r in state.rows if r.path.endswith("compiled")):
+            profile_batch(vlm, prompts, lengths, counts, state, args, compiled=True)
 
 
 if __name__ == "__main__":

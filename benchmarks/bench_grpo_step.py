@@ -13,6 +13,18 @@ Rollout speed variants (`GRPOSettings` fields, `mbpo_bench.models.rollout_speed`
 KV cache repeated G times), joined with "+". `--variants a,b,...` runs each in turn on the same
 model (built once) and items, each with its own warm-up step and fresh optimizer, into one
 report with a side-by-side summary; without it the flags make the single variant.
+A variant token `compile` (e.g. `merged+static+shared+compile`; --compile-layers for the single
+variant) sets the variant's `RuntimeConfig.compile_layers`: its reference and update passes run
+inside `compiled_layers(vlm)` (mbpo_bench.models.compile), as the trainer applies it. The token is
+not a rollout option (stripped before `parse_label`); the compilation happens in the variant's
+warm-up step, whose extra seconds and dynamo's counters are stated in the notes, so the timed
+steps exclude it. A missing module or field makes only that variant an error line.
+
+`--profile`: each variant's reference and update phases, each under its own profiler section
+(operator split and device-busy share; grpo_phases.py), on its last rollout; the last variant's
+rollout too. `--update-only N`: N more updates (reference included) + optimizer steps per variant
+on its last rollout, no rollout in between: a steadier update tokens/s than the timed steps give.
+Both run right after their variant's steps, so a time limit hit later keeps them.
 
 The measured code is the trainer's own: `trainers.grpo.rollout` (G sampled completions per
 prompt through `VisionLanguageModel.generate`, verifier rewards), `trainers.grpo.policy_update`
@@ -48,16 +60,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import importlib.util
-import platform
 import re
-import shlex
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -66,17 +76,25 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import build
+from grpo_report import (
+    ROOFLINE_FLOPS,
+    StepRow,
+    make_header,
+    mean_row,
+    step_line,
+    to_markdown,
+    trl_note,
+    write,
+)
 from mbpo_bench.trainers.policy import Policy
 
 from mbpo_bench.data.items import TaskItem
 from mbpo_bench.models.lora import LoraSettings, apply_lora
 from mbpo_bench.models.rollout_speed import GenerationSpeed, parse_label
 
-ROOFLINE_FLOPS = 790e12  # bf16 matrix rate measured on the H200 (issue 8)
 BANDWIDTH = 4.3e12  # bytes/s, HBM bandwidth measured on the H200 (issue 8)
 QUESTION = "Is there a {} in the image?\nAnswer the question using a single word or phrase."
 OBJECTS = ("dog", "cat", "person", "traffic light", "dining table", "umbrella", "car", "bench")
-TRL_WHEELS = "trl, datasets, pyarrow, dill, multiprocess, xxhash, fsspec"
 
 
 def sync(device: str) -> None:
@@ -102,35 +120,23 @@ class TimedPolicy(Policy):
 
 
 @dataclass
-class StepRow:
-    step: int
-    rollout: float = float("nan")
-    generate: float = float("nan")  # part of rollout
-    reference: float = float("nan")
-    update: float = float("nan")
-    tokens: int = 0  # prompt + sampled completion, all sequences
-    update_tokens: int = 0  # prompt + re-tokenized completion + EOS, all sequences
-    completion_tokens: int = 0  # re-tokenized completion + EOS, all sequences
-    peak_rollout: float | None = None
-    peak_update: float | None = None
-    loss: float = float("nan")
-    error: str = ""
-
-    @property
-    def total(self) -> float:
-        return self.rollout + self.reference + self.update
-
-
-@dataclass
 class Variant:
     """One rollout-speed configuration's steps (warm-up first) and its decode probe."""
 
     speed: GenerationSpeed
     settings: Any  # GRPOSettings carrying `speed`
+    compile: bool = False  # the `compile` token: runtime.compile_layers
+    runtime: Any = None  # RuntimeConfig (None when it could not be made; see error)
+    error: str = ""  # why the variant did not run
     rows: list[StepRow] = field(default_factory=list)
     decode: str = ""  # the decode probe's line
     decode_ms: float = float("nan")
     bound_ms: float = float("nan")
+    last: tuple[Any, int] | None = None  # the last step's rollout and its prompt tokens
+
+    @property
+    def label(self) -> str:
+        return self.speed.label() + ("+compile" if self.compile else "")
 
 
 @dataclass
@@ -143,6 +149,16 @@ class Bench:
     generate_seconds: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # appended sections (profile)
+    compiled_layers: Callable[..., Any] | None = None  # mbpo_bench.models.compile's, if needed
+    update_runs: dict[str, list[Any]] = field(default_factory=dict)  # --update-only, by variant
+    update_section: int | None = None  # its index in `extra`
+
+    def layers(self, var: Variant) -> contextlib.AbstractContextManager[Any]:
+        """The variant's reference/update context: its compiled layers, or nothing."""
+        if self.compiled_layers is None or not getattr(var.runtime, "compile_layers", False):
+            return contextlib.nullcontext()
+        return self.compiled_layers(self.policy.vlm, enabled=True,  # type: ignore[no-any-return]
+                                    backend=self.args.compile_backend)  # fmt: skip
 
 
 def word_tokens(tok: Any) -> list[int]:
@@ -227,7 +243,8 @@ def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, An
     t1 = time.perf_counter()
     row.rollout, row.generate = t1 - t0, bench.generate_seconds[-1]
     row.peak_rollout = peak_gib(a.device)
-    res = grpo.policy_update(policy, ro, s, a.grad_accum)
+    with bench.layers(var):
+        res = grpo.policy_update(policy, ro, s, a.grad_accum)
     _optimizer_step(params, optimizer, scheduler, cfg, step, res.loss, None)
     sync(a.device)
     row.reference = policy.ref_seconds
@@ -235,6 +252,7 @@ def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, An
     row.peak_update = peak_gib(a.device)
     row.loss = res.loss
     prompt_sum = a.generations * sum(prompt_tokens(policy.vlm, items))
+    var.last = (ro, prompt_sum)
     row.tokens = prompt_sum + a.generations * len(items) * a.new_tokens
     row.update_tokens = prompt_sum + res.tokens
     row.completion_tokens = res.tokens
@@ -282,135 +300,6 @@ def decode_bound(bench: Bench, var: Variant, body: int, mean_prompt: float) -> N
     )
 
 
-def step_line(r: StepRow, variant: str, label: str, body: int) -> str:
-    if r.error:
-        return f"| {variant} | {label} | {r.error} | | | | | | | | |"
-    mfu = 4 * body * r.update_tokens / r.update / ROOFLINE_FLOPS
-    peaks = "-" if r.peak_rollout is None else f"{r.peak_rollout:.1f} / {r.peak_update:.1f}"
-    return (
-        f"| {variant} | {label} | {r.rollout:.2f} ({r.generate:.2f}) | {r.reference:.2f} | "
-        f"{r.update:.2f} | {r.total:.2f} | {r.tokens / r.total:,.0f} | {r.update_tokens / r.update:,.0f} | "
-        f"{100 * mfu:.1f} | {peaks} | {r.loss:.4f} |"
-    )
-
-
-def mean_row(rows: list[StepRow]) -> StepRow | None:
-    ok = [r for r in rows if not r.error]
-    if not ok:
-        return None
-    out = StepRow(step=-1)
-    for name in ("rollout", "generate", "reference", "update", "loss"):
-        setattr(out, name, float(np.mean([getattr(r, name) for r in ok])))
-    out.tokens = int(np.mean([r.tokens for r in ok]))
-    out.update_tokens = int(np.mean([r.update_tokens for r in ok]))
-    peaks = [r.peak_rollout for r in ok if r.peak_rollout is not None]
-    if peaks:
-        out.peak_rollout = max(peaks)
-        out.peak_update = max(r.peak_update or 0.0 for r in ok)
-    return out
-
-
-def summary(bench: Bench) -> list[str]:
-    """The variants side by side: mean of the timed steps, decode step against its bound."""
-    lines = [
-        "| variant | rollout s | generate s | decode ms / step | x memory bound | step s "
-        "| tokens/s | step speed-up vs the first row |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    first = None
-    for var in bench.variants:
-        m = mean_row(var.rows[1:])
-        if m is None:
-            lines.append(f"| {var.speed.label()} | no timed step | | | | | | |")
-            continue
-        first = first or m.total
-        lines.append(
-            f"| {var.speed.label()} | {m.rollout:.2f} | {m.generate:.2f} | {var.decode_ms:.1f} | "
-            f"{var.decode_ms / var.bound_ms:.2f} | {m.total:.2f} | {m.tokens / m.total:,.0f} | "
-            f"{first / m.total:.2f}x |"
-        )
-    return lines
-
-
-def to_markdown(bench: Bench, body: int) -> str:
-    h = bench.header
-    lines = [f"`{h['command']}`", ""] + [f"- {k}: {v}" for k, v in h.items() if k != "command"]
-    if len(bench.variants) > 1:
-        lines += ["", *summary(bench)]
-    lines += [
-        "",
-        "| variant | step | rollout s (generate s) | reference s | update s | step s | tokens/s "
-        "| update tokens/s | update MFU % | peak GiB rollout / update | loss |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for var in bench.variants:
-        name = var.speed.label()
-        for r in var.rows:
-            lines.append(step_line(r, name, "warm-up" if r.step == 0 else str(r.step), body))
-        mean = mean_row(var.rows[1:])
-        if mean is not None:
-            lines.append(step_line(mean, name, f"**mean of {len(var.rows) - 1}**", body))
-    decode = [f"rollout decode ({v.speed.label()}): {v.decode}" for v in bench.variants if v.decode]
-    lines += ["", *[f"- {n}" for n in decode + bench.notes]]
-    for section in bench.extra:
-        lines += ["", section.rstrip("\n")]
-    return "\n".join(lines) + "\n"
-
-
-def write(bench: Bench, body: int) -> None:
-    out = bench.args.out
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        title = f"# GRPO step: {bench.args.shape}\n\n"
-        out.write_text(title + to_markdown(bench, body))
-
-
-def trl_note() -> str:
-    if importlib.util.find_spec("trl") is None:
-        return (f"TRL GRPOTrainer comparison: NOT run — trl is not installed here; it needs these "
-                f"wheels carried to the machine: {TRL_WHEELS} (those the image lacks)")  # fmt: skip
-    return ("TRL GRPOTrainer comparison: benchmarks/bench_grpo_trl.py --ours <this file> runs "
-            "TRL on the same workload and writes the side-by-side table")  # fmt: skip
-
-
-def make_header(bench: Bench, body: int, allowed: int, lengths: list[int]) -> dict[str, str]:
-    import transformers
-
-    a, vlm = bench.args, bench.policy.vlm
-    dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else platform.machine()
-    seqs = a.prompts * a.generations
-    lora = sum(p.numel() for p in vlm.model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in vlm.model.parameters())
-    return {
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "model": f"{vlm.name} ({vlm.family}, {(total - lora) / 1e6:.1f}M base params, decoder "
-        f"layers N_body = {body / 1e6:.1f}M; {vlm.dtype}, {vlm.image_size} px, "
-        f"{vlm.num_image_tokens()} image tokens)",
-        "device": f"{a.device} {dev} ({torch.get_num_threads()} CPU threads)",
-        "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",
-        "workload": f"{a.prompts} prompts per step x G = {a.generations} = {seqs} sequences; "
-        f"prompt {min(lengths)}-{max(lengths)} tokens (mean {np.mean(lengths):.1f}, image "
-        f"included); completion exactly {a.new_tokens} sampled tokens (temperature 1.0); "
-        f"update micro-batch {-(-seqs // a.grad_accum)} sequences (grad_accum {a.grad_accum})"
-        + (", gradient checkpointing" if a.gradient_checkpointing else ""),
-        "training": f"LoRA r={a.lora_r} alpha={a.lora_alpha} on every language-model linear "
-        f"({lora / 1e6:.1f}M trainable, fp32), beta (k3 KL) {a.beta}, AdamW lr 5e-5, clip 1.0; "
-        f"fp32 matmuls {'without TF32 (--no-tf32)' if a.no_tf32 else 'on TF32 (runtime.tf32)'}",
-        "sampling": f"restricted to the stand-in tokenizer's {allowed} whole-word tokens "
-        "(suppress_tokens), see the script's docstring",
-        "counting": "tokens/s = sequences x (prompt + sampled completion) / step s; update "
-        "tokens/s and MFU use prompt + re-tokenized completion + EOS; MFU = 4 N_body T / s / "
-        "790 TFLOP/s (frozen base + LoRA; vision, lm_head, attention scores, LoRA not counted)",
-        "rollout variants": ", ".join(v.speed.label() for v in bench.variants)
-        + " (merged: LoRA folded into copies of the base weights while sampling; static: "
-        "StaticCache, decode compiled by transformers on CUDA, static-eager: not compiled; "
-        "shared: one prefill per prompt, KV cache repeated G times); each from its own warm-up "
-        "step (compilation included there) with a fresh optimizer, same model and items",
-        "timing": f"one warm-up step, then {a.steps} timed steps; each phase device-synchronised"
-        + ("; CPU shared with other jobs, expect noise" if a.device == "cpu" else ""),
-    }
-
-
 def add_workload_args(parser: argparse.ArgumentParser) -> None:
     """The workload both GRPO-step benchmarks share (ours here, TRL's in bench_grpo_trl.py)."""
     parser.add_argument("--shape", default="tiny", choices=["tiny", "llava-7b", "qwen2vl-7b"])
@@ -453,17 +342,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="one prefill per prompt, its KV cache repeated G times",
     )
     parser.add_argument("--profile", action="store_true",
-                        help="append a torch.profiler breakdown of one extra step of the last "
-                             "variant (matmul / attention / other)")  # fmt: skip
+                        help="profile each variant's reference and update phases (and the last "
+                             "variant's rollout) one section each (matmul / attention / other, "
+                             "device-busy share)")  # fmt: skip
     parser.add_argument(
         "--variants",
         default=None,
         help="comma-separated rollout variants run in turn on one model, e.g. "
-        "default,merged,merged+static,merged+static+shared (overrides the flags)",
+        "default,merged,merged+static,merged+static+shared (overrides the flags); a '+compile' "
+        "part compiles the decoder layers for the reference and update passes",
     )
+    parser.add_argument("--compile-layers", action="store_true",
+                        help="single variant: RuntimeConfig.compile_layers (see --variants)")  # fmt: skip
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend of the compiled layers (eager: wiring tests)")  # fmt: skip
+    parser.add_argument("--update-only", type=int, default=0, metavar="N",
+                        help="N more updates per variant on its last rollout, timed")  # fmt: skip
     args = parser.parse_args(argv)
     if args.variants:
-        args.speeds = [parse_label(v) for v in args.variants.split(",") if v.strip()]
+        labels = [v for v in args.variants.split(",") if v.strip()]
+        args.speeds = [parse_label(strip_compile(v)[0]) for v in labels]
+        args.compiles = [strip_compile(v)[1] for v in labels]
     else:
         args.speeds = [
             GenerationSpeed(
@@ -473,7 +372,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 shared_prefill=args.shared_prefill,
             )
         ]
+        args.compiles = [args.compile_layers]
     return args
+
+
+def strip_compile(label: str) -> tuple[str, bool]:
+    """("merged+static", True) for "merged+static+compile": the token is not a rollout option."""
+    parts = [p.strip() for p in label.split("+")]
+    rest = [p for p in parts if p != "compile"]
+    return "+".join(rest) or "default", len(rest) < len(parts)
 
 
 def setup(args: argparse.Namespace, folder: Path) -> tuple[Bench, int, int]:
@@ -495,7 +402,7 @@ def setup(args: argparse.Namespace, folder: Path) -> tuple[Bench, int, int]:
     images.mkdir()
     items = make_items((args.steps + 1) * args.prompts, vlm.image_size, images, args.seed)
     bench = Bench(policy=policy, items=items, args=args)
-    for speed in args.speeds:
+    for speed, compiled in zip(args.speeds, args.compiles, strict=True):
         settings = GRPOSettings(
             num_generations=args.generations, max_new_tokens=args.new_tokens,
             generation_batch_size=args.prompts, beta=args.beta,
@@ -503,9 +410,36 @@ def setup(args: argparse.Namespace, folder: Path) -> tuple[Bench, int, int]:
             rollout_compile=speed.compile, shared_prefill=speed.shared_prefill,
         )  # fmt: skip
         assert settings.generation_speed() == speed
-        bench.variants.append(Variant(speed=speed, settings=settings))
+        var = Variant(speed=speed, settings=settings, compile=compiled)
+        make_runtime(bench, var)
+        bench.variants.append(var)
     instrument_generate(vlm, args.new_tokens, bench.generate_seconds, args.device)
     return bench, body, allowed
+
+
+def make_runtime(bench: Bench, var: Variant) -> None:
+    """The variant's RuntimeConfig (compile_layers from its `compile` token); with compile, also
+    the compiled_layers context manager, whose absence becomes the variant's error."""
+    from mbpo_bench.trainers.loop import RuntimeConfig
+
+    tf32 = not bench.args.no_tf32
+    if not var.compile:
+        var.runtime = RuntimeConfig(tf32=tf32)
+        return
+    try:
+        var.runtime = RuntimeConfig(tf32=tf32, compile_layers=True)  # type: ignore[call-arg]
+    except TypeError:  # the trainer's field not in this checkout: the bench applies it alike
+        var.runtime = SimpleNamespace(**vars(RuntimeConfig(tf32=tf32)), compile_layers=True)
+        bench.notes.append(f"{var.label}: RuntimeConfig has no compile_layers field in this "
+                           "checkout; the benchmark enters compiled_layers around the reference "
+                           "and update passes itself, as the trainer does with the field")  # fmt: skip
+    if bench.compiled_layers is None:
+        from bench_compile import load_compiled_layers
+
+        try:
+            bench.compiled_layers = load_compiled_layers()
+        except RuntimeError as exc:
+            var.error = str(exc)
 
 
 def optimizer_parts(bench: Bench) -> tuple[Any, Any, Any, Any]:
@@ -520,27 +454,51 @@ def optimizer_parts(bench: Bench) -> tuple[Any, Any, Any, Any]:
     return params, optimizer, build_scheduler(optimizer, cfg), cfg
 
 
-def guarded(bench: Bench, what: str, fn: Callable[[], Any]) -> Any:
+def guarded(bench: Bench, what: str, fn: Callable[[], Any], catch_all: bool = False) -> Any:
+    """fn(); an out-of-memory (or, with catch_all, any failure: a compile error, say) becomes a
+    note and None, so the measurements before it are kept."""
     try:
         return fn()
     except torch.OutOfMemoryError:
         bench.notes.append(f"{what}: out of GPU memory")
         torch.cuda.empty_cache()
         return None
+    except Exception as exc:
+        if not catch_all:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        bench.notes.append(f"{what}: failed: {type(exc).__name__}: {exc}".splitlines()[0])
+        return None
 
 
 def run_variant(bench: Bench, var: Variant, body: int, lengths: list[int]) -> None:
-    """Warm-up + timed steps of one variant (stops at the first out-of-memory), then its probe."""
+    """Warm-up + timed steps of one variant (stops at the first failure), then its probe."""
+    from bench_compile import dynamo_delta, dynamo_snapshot
+
+    label = var.label
+    if var.error:
+        bench.notes.append(f"{label}: {var.error}")
+        var.rows.append(StepRow(step=0, error=var.error.replace("|", "/")))
+        write(bench, body)
+        return
     opt = optimizer_parts(bench)
-    label = var.speed.label()
+    counts = dynamo_snapshot()
     for step in range(bench.args.steps + 1):
         row = guarded(bench, f"{label} step {step}",
-                      functools.partial(run_step, bench, var, step, opt))  # fmt: skip
-        var.rows.append(row or StepRow(step=step, error="out of GPU memory"))
+                      functools.partial(run_step, bench, var, step, opt), var.compile)  # fmt: skip
+        var.rows.append(row or StepRow(step=step, error="failed or out of GPU memory (notes)"))
         write(bench, body)
         print(step_line(var.rows[-1], label, str(step), body), flush=True)
         if row is None:
             break
+        if (var.compile or var.speed.cache == "static") and step in (0, bench.args.steps):
+            when = "warm-up step" if step == 0 else "timed steps"
+            bench.notes.append(f"{label}, {when}: {dynamo_delta(counts)}")
+            counts = dynamo_snapshot()
+    if var.compile:
+        bench.notes.append(compile_note(var))
     if var.rows and not var.rows[0].error:
         probe = functools.partial(decode_bound, bench, var, body, float(np.mean(lengths)))
         guarded(bench, f"{label} decode probe", probe)
@@ -548,17 +506,54 @@ def run_variant(bench: Bench, var: Variant, body: int, lengths: list[int]) -> No
         bench.notes.append(f"{label}: {compile_counters()}")
 
 
-def profile_step(bench: Bench, var: Variant, body: int) -> None:
-    """One more step of `var` under torch.profiler (not counted in the rows): where the step's
-    time goes by operator class, rollout + reference + update together."""
-    from profile_ops import profile_section
+def compile_note(var: Variant) -> str:
+    """The compile seconds of the warm-up step: its reference + update over the timed mean."""
+    timed = mean_row(var.rows[1:])
+    first = var.rows[0] if var.rows else None
+    if timed is None or first is None or first.error:
+        return f"{var.label}: compile seconds unknown (no warm-up step and timed step to compare)"
+    extra = first.reference + first.update - timed.reference - timed.update
+    return (f"{var.label}: layer compilation ~{extra:.1f} s (warm-up step's reference + update "
+            f"{first.reference + first.update:.2f} s minus the timed mean "
+            f"{timed.reference + timed.update:.2f} s); excluded from the timed steps")  # fmt: skip
 
-    opt = optimizer_parts(bench)
-    step = bench.args.steps  # the last timed step's prompts again (the item list ends there)
-    bench.extra.append(profile_section(
-        lambda: run_step(bench, var, step, opt), bench.args.device,
-        f"one whole step ({var.speed.label()}), after the timed ones",
-    ))  # fmt: skip
+
+def profile_variant(bench: Bench, var: Variant, body: int, rollout: bool) -> None:
+    """Per-phase profiles of one extra step of `var` on its last rollout (a fresh rollout of
+    the last step's prompts first when `rollout`); not counted in the rows."""
+    from grpo_phases import profile_sections
+
+    a = bench.args
+    if var.last is None:
+        return
+    phases = ("rollout", "reference", "update") if rollout else ("reference", "update")
+    items = bench.items[a.steps * a.prompts : (a.steps + 1) * a.prompts]
+    fn = functools.partial(
+        profile_sections, bench.policy, items, var.last[0], var.settings, a.grad_accum,
+        optimizer_parts(bench), a.device, var.label, functools.partial(bench.layers, var), phases,
+    )  # fmt: skip
+    bench.extra.extend(guarded(bench, f"{var.label} profile", fn, True) or [])
+    write(bench, body)
+
+
+def update_only(bench: Bench, var: Variant, body: int) -> None:
+    """--update-only N: N timed updates of `var` on its last rollout, into the shared table."""
+    from grpo_phases import update_runs, update_table
+
+    a = bench.args
+    if var.last is None:
+        return
+    ro, prompt_sum = var.last
+    fn = functools.partial(
+        update_runs, bench.policy, ro, var.settings, a.grad_accum, optimizer_parts(bench),
+        a.update_only, a.device, functools.partial(bench.layers, var), prompt_sum,
+    )  # fmt: skip
+    bench.update_runs[var.label] = guarded(bench, f"{var.label} update-only", fn, True) or []
+    table = "\n".join(update_table(bench.update_runs, body, ROOFLINE_FLOPS))
+    if bench.update_section is None:
+        bench.update_section = len(bench.extra)
+        bench.extra.append(table)
+    bench.extra[bench.update_section] = table
     write(bench, body)
 
 
@@ -585,10 +580,12 @@ def main(argv: list[str] | None = None) -> int:
         bench, body, allowed = setup(args, Path(tmp))
         lengths = prompt_tokens(bench.policy.vlm, bench.items)
         bench.header = make_header(bench, body, allowed, lengths)
-        for var in bench.variants:
-            run_variant(bench, var, body, lengths)
-        if args.profile and bench.variants:
-            profile_step(bench, bench.variants[-1], body)
+        for var in bench.variants:  # each variant's extras before the next variant (a
+            run_variant(bench, var, body, lengths)  # time limit then keeps the earlier ones)
+            if args.update_only:
+                update_only(bench, var, body)
+            if args.profile:
+                profile_variant(bench, var, body, rollout=var is bench.variants[-1])
         done = [r for v in bench.variants for r in v.rows if not r.error]
         if done:
             per = np.mean([r.completion_tokens for r in done]) / (args.prompts * args.generations)

@@ -6,6 +6,18 @@
 #               $VARIANTS, then bench_grpo_trl (TRL GRPOTrainer, same workload; its markdown ends
 #               with ours vs TRL)                       -> $OUT/grpo_llava-7b.md, grpo_trl_llava-7b.{md,json}
 #   grpo-qwen   the same for qwen2vl-7b
+#   profile     one lean call for "what bounds it" (issue 8's unmet targets), not in the default:
+#               bench_eval_gpu llava-7b at batch 128 only (generate + prefill-choice rows, no stock
+#               wrapper: its figure is committed), eager then with compiled decoder layers, each
+#               profiled with the batch's anatomy (input preparation / vision / LM)
+#                                                       -> $OUT/profile_eval_llava-7b.md
+#               bench_grpo_step llava-7b, variants merged+static+shared and +compile (compiled
+#               reference/update passes), 1 timed step each, 2 update-only runs each, every
+#               phase profiled on its own                -> $OUT/profile_grpo_llava-7b.md
+#               Limits 200 + 310 s (estimates from the committed runs: eval ~160 s = build ~40,
+#               rows ~20, profile + anatomy ~20 each, compiled warm-up ~60; grpo ~280 s = build
+#               ~40, eager variant ~55 + 15 (update-only) + 15 (profile), compile variant ~40 +
+#               layer compile 60-120 + 15 + 25)
 # plus $OUT/suite.log (every run's stdout/stderr and exit code). Each run is its own process
 # with its own time limit, so a crash or a hang loses only that run (each script also catches
 # out-of-memory per configuration and rewrites its markdown after every configuration).
@@ -16,7 +28,8 @@
 #   bash benchmarks/gpu_suite.sh grpo-llava
 #   PYTHON=/work/venv/bin/python SITE=/tmp/suite_site OUT=/tmp/suite_out \
 #     INSTALL_CMD="uv pip install -q --no-deps --python /work/venv/bin/python --target /tmp/suite_site ." \
-#     bash benchmarks/gpu_suite.sh --tiny      # CPU wiring test with tiny models
+#     bash benchmarks/gpu_suite.sh --tiny [PART...]  # CPU wiring test with tiny models
+#   bash benchmarks/gpu_suite.sh profile      # the lean profiling call (~8 min of limits)
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
@@ -26,7 +39,7 @@ BUDGET=${SUITE_BUDGET_S:-560}  # seconds for everything; a run that cannot start
 INSTALL_CMD=${INSTALL_CMD:-"$PYTHON -m pip install -q --no-deps --no-build-isolation --target $SITE ."}
 TINY=0
 [[ "${1:-}" == "--tiny" ]] && { TINY=1; shift; }
-PARTS=("$@")  # eval, grpo-llava, grpo-qwen (default: all three; one device call fits one part)
+PARTS=("$@")  # eval, grpo-llava, grpo-qwen, profile (default: the first three; one call fits one)
 ((${#PARTS[@]})) || PARTS=(eval grpo-llava grpo-qwen)
 want() { [[ " ${PARTS[*]} " == *" $1 "* ]]; }
 mkdir -p "$OUT"
@@ -71,6 +84,10 @@ if ((TINY)); then
     GRPO=(--prompts 2 --generations 4 --new-tokens 8 --grad-accum 2 --steps 1)
     PROFILE=(--profile)
     VARIANTS=default,merged+shared
+    PROF_EVAL=(--samples 16 --baseline-samples 4 --batch-sizes 16 --compile-backend eager)
+    PROF_GRPO=(--prompts 2 --generations 4 --new-tokens 8 --grad-accum 2 --steps 1 --update-only 1
+               --compile-backend eager)
+    PROF_VARIANTS=merged+shared,merged+shared+compile
     LLAVA=(--shape tiny --family llava)
     QWEN=(--shape tiny --family qwen2_vl)
     L=tiny-llava Q=tiny-qwen2vl
@@ -80,6 +97,9 @@ else
     GRPO=(--prompts 8 --generations 8 --new-tokens 64 --grad-accum 8 --steps 2)
     PROFILE=(--profile)  # ours only: one extra profiled step, by operator class
     VARIANTS=${VARIANTS:-default,merged+static,merged+static+shared}
+    PROF_EVAL=(--samples 256 --baseline-samples 32 --batch-sizes 128)
+    PROF_GRPO=(--prompts 8 --generations 8 --new-tokens 64 --grad-accum 8 --steps 1 --update-only 2)
+    PROF_VARIANTS=merged+static+shared,merged+static+shared+compile
     LLAVA=(--shape llava-7b)
     QWEN=(--shape qwen2vl-7b)
     L=llava-7b Q=qwen2vl-7b
@@ -99,4 +119,10 @@ for fam in llava qwen; do
     run grpo_trl_$N 220 benchmarks/bench_grpo_trl.py "${SHAPE[@]}" "${DEV[@]}" "${GRPO[@]}" \
         --out "$OUT/grpo_trl_$N.md" --ours "$OUT/grpo_$N.md"
 done
+if want profile; then
+    run profile_eval_$L 200 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" "${PROF_EVAL[@]}" \
+        --paths generate,prefill-choice --no-stock --compile --profile --out "$OUT/profile_eval_$L.md"
+    run profile_grpo_$L 310 benchmarks/bench_grpo_step.py "${LLAVA[@]}" "${DEV[@]}" "${PROF_GRPO[@]}" \
+        --variants "$PROF_VARIANTS" --profile --out "$OUT/profile_grpo_$L.md"
+fi
 note "== suite done in $((SECONDS - START)) s; files: $(cd "$OUT" && ls | tr '\n' ' ')"
