@@ -14,11 +14,13 @@ KV cache repeated G times), joined with "+". `--variants a,b,...` runs each in t
 model (built once) and items, each with its own warm-up step and fresh optimizer, into one
 report with a side-by-side summary; without it the flags make the single variant.
 A variant token `compile` (e.g. `merged+static+shared+compile`; --compile-layers for the single
-variant) sets the variant's `RuntimeConfig.compile_layers`: its reference and update passes run
-inside `compiled_layers(vlm)` (mbpo_bench.models.compile), as the trainer applies it. The token is
-not a rollout option (stripped before `parse_label`); the compilation happens in the variant's
-warm-up step, whose extra seconds and dynamo's counters are stated in the notes, so the timed
-steps exclude it. A missing module or field makes only that variant an error line.
+variant) sets the variant's `RuntimeConfig.compile_layers`, handed to the policy as the trainer
+does (`Policy.compile_layers`), so `policy_update`'s own `policy.compiled()` runs the reference
+and update passes through `compiled_layers` (mbpo_bench.models.compile); the bench wraps them once
+more only to pass --compile-backend (a nested compiled_layers is a no-op). The token is not a
+rollout option (stripped before `parse_label`); the compilation happens in the variant's warm-up
+step, whose extra seconds and dynamo's counters are stated in the notes, so the timed steps
+exclude it. A missing module or field makes only that variant an error line.
 
 `--profile`: each variant's reference and update phases, each under its own profiler section
 (operator split and device-busy share; grpo_phases.py), on its last rollout; the last variant's
@@ -67,7 +69,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -154,8 +155,13 @@ class Bench:
     update_section: int | None = None  # its index in `extra`
 
     def layers(self, var: Variant) -> contextlib.AbstractContextManager[Any]:
-        """The variant's reference/update context: its compiled layers, or nothing."""
-        if self.compiled_layers is None or not getattr(var.runtime, "compile_layers", False):
+        """Make `var` the policy's configuration (`Policy.compile_layers` from its runtime: the
+        trainer's own `policy.compiled()` inside `policy_update`) and return the bench's outer
+        context, which only adds --compile-backend: an inner compiled_layers on layers already
+        compiled is a no-op, so the outer backend holds (inductor, the trainer's, by default)."""
+        on = bool(getattr(var.runtime, "compile_layers", False))
+        self.policy.compile_layers = on
+        if self.compiled_layers is None or not on:
             return contextlib.nullcontext()
         return self.compiled_layers(self.policy.vlm, enabled=True,  # type: ignore[no-any-return]
                                     backend=self.args.compile_backend)  # fmt: skip
@@ -427,12 +433,10 @@ def make_runtime(bench: Bench, var: Variant) -> None:
         var.runtime = RuntimeConfig(tf32=tf32)
         return
     try:
-        var.runtime = RuntimeConfig(tf32=tf32, compile_layers=True)  # type: ignore[call-arg]
-    except TypeError:  # the trainer's field not in this checkout: the bench applies it alike
-        var.runtime = SimpleNamespace(**vars(RuntimeConfig(tf32=tf32)), compile_layers=True)
-        bench.notes.append(f"{var.label}: RuntimeConfig has no compile_layers field in this "
-                           "checkout; the benchmark enters compiled_layers around the reference "
-                           "and update passes itself, as the trainer does with the field")  # fmt: skip
+        var.runtime = RuntimeConfig(tf32=tf32, compile_layers=True)
+    except TypeError as exc:
+        var.error = f"not run: RuntimeConfig has no compile_layers field here ({exc})"
+        return
     if bench.compiled_layers is None:
         from bench_compile import load_compiled_layers
 
@@ -484,16 +488,20 @@ def run_variant(bench: Bench, var: Variant, body: int, lengths: list[int]) -> No
         write(bench, body)
         return
     opt = optimizer_parts(bench)
-    counts = dynamo_snapshot()
+    tracked = var.compile or var.speed.cache == "static"
+    counts = dynamo_snapshot() if tracked else {}
     for step in range(bench.args.steps + 1):
+        before = dynamo_snapshot() if tracked else {}
         row = guarded(bench, f"{label} step {step}",
                       functools.partial(run_step, bench, var, step, opt), var.compile)  # fmt: skip
         var.rows.append(row or StepRow(step=step, error="failed or out of GPU memory (notes)"))
+        if row is not None and tracked:
+            row.graphs = dynamo_snapshot()["unique graphs"] - before["unique graphs"]
         write(bench, body)
         print(step_line(var.rows[-1], label, str(step), body), flush=True)
         if row is None:
             break
-        if (var.compile or var.speed.cache == "static") and step in (0, bench.args.steps):
+        if tracked and step in (0, bench.args.steps):
             when = "warm-up step" if step == 0 else "timed steps"
             bench.notes.append(f"{label}, {when}: {dynamo_delta(counts)}")
             counts = dynamo_snapshot()
@@ -513,9 +521,14 @@ def compile_note(var: Variant) -> str:
     if timed is None or first is None or first.error:
         return f"{var.label}: compile seconds unknown (no warm-up step and timed step to compare)"
     extra = first.reference + first.update - timed.reference - timed.update
+    late = sum(r.graphs for r in var.rows[1:])
+    clean = ("excluded from the timed steps" if not late else
+             f"timed steps compiled {late} more graph(s) (a state the warm-up step did not see, "
+             "e.g. a micro-batch without padding): such a step is marked and left out of the "
+             "mean unless all did; the update-only runs show their own dynamo line")  # fmt: skip
     return (f"{var.label}: layer compilation ~{extra:.1f} s (warm-up step's reference + update "
             f"{first.reference + first.update:.2f} s minus the timed mean "
-            f"{timed.reference + timed.update:.2f} s); excluded from the timed steps")  # fmt: skip
+            f"{timed.reference + timed.update:.2f} s); {clean}")  # fmt: skip
 
 
 def profile_variant(bench: Bench, var: Variant, body: int, rollout: bool) -> None:
@@ -538,17 +551,22 @@ def profile_variant(bench: Bench, var: Variant, body: int, rollout: bool) -> Non
 
 def update_only(bench: Bench, var: Variant, body: int) -> None:
     """--update-only N: N timed updates of `var` on its last rollout, into the shared table."""
+    from bench_compile import dynamo_delta, dynamo_snapshot
     from grpo_phases import update_runs, update_table
 
     a = bench.args
     if var.last is None:
         return
     ro, prompt_sum = var.last
+    tracked = var.compile or var.speed.cache == "static"
+    counts = dynamo_snapshot() if tracked else {}
     fn = functools.partial(
         update_runs, bench.policy, ro, var.settings, a.grad_accum, optimizer_parts(bench),
         a.update_only, a.device, functools.partial(bench.layers, var), prompt_sum,
     )  # fmt: skip
     bench.update_runs[var.label] = guarded(bench, f"{var.label} update-only", fn, True) or []
+    if tracked:
+        bench.notes.append(f"{var.label}, update-only runs: {dynamo_delta(counts)}")
     table = "\n".join(update_table(bench.update_runs, body, ROOFLINE_FLOPS))
     if bench.update_section is None:
         bench.update_section = len(bench.extra)

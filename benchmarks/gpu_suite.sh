@@ -11,13 +11,15 @@
 #               wrapper: its figure is committed), eager then with compiled decoder layers, each
 #               profiled with the batch's anatomy (input preparation / vision / LM)
 #                                                       -> $OUT/profile_eval_llava-7b.md
-#               bench_grpo_step llava-7b, variants merged+static+shared and +compile (compiled
-#               reference/update passes), 1 timed step each, 2 update-only runs each, every
-#               phase profiled on its own                -> $OUT/profile_grpo_llava-7b.md
-#               Limits 200 + 310 s (estimates from the committed runs: eval ~160 s = build ~40,
-#               rows ~20, profile + anatomy ~20 each, compiled warm-up ~60; grpo ~280 s = build
-#               ~40, eager variant ~55 + 15 (update-only) + 15 (profile), compile variant ~40 +
-#               layer compile 60-120 + 15 + 25)
+#               bench_grpo_step llava-7b, variants $PROF_VARIANTS (merged+static+shared and
+#               +compile: compiled reference/update passes), 1 timed step + 2 update-only runs
+#               each, reference and update profiled on their own (and the last variant's rollout)
+#                                                       -> $OUT/profile_grpo_llava-7b.md
+#               Within PROFILE_BUDGET_S (520 s): eval limit 200 s (estimate ~160: process + build
+#               ~40, rows ~20, eager profile + anatomy ~20, compiled warm-up pass ~60 incl. the
+#               inductor compile, compiled profile + anatomy ~20), grpo the rest up to 330 s
+#               (estimate ~300: build ~40, eager variant ~55 + update-only 15 + profile 15,
+#               compile variant ~25 + layer compile 60-150 + update-only 15 + profile 25)
 # plus $OUT/suite.log (every run's stdout/stderr and exit code). Each run is its own process
 # with its own time limit, so a crash or a hang loses only that run (each script also catches
 # out-of-memory per configuration and rewrites its markdown after every configuration).
@@ -29,7 +31,7 @@
 #   PYTHON=/work/venv/bin/python SITE=/tmp/suite_site OUT=/tmp/suite_out \
 #     INSTALL_CMD="uv pip install -q --no-deps --python /work/venv/bin/python --target /tmp/suite_site ." \
 #     bash benchmarks/gpu_suite.sh --tiny [PART...]  # CPU wiring test with tiny models
-#   bash benchmarks/gpu_suite.sh profile      # the lean profiling call (~8 min of limits)
+#   bash benchmarks/gpu_suite.sh profile      # the lean profiling call (<= 520 s; ~460 s expected)
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
@@ -99,7 +101,7 @@ else
     VARIANTS=${VARIANTS:-default,merged+static,merged+static+shared}
     PROF_EVAL=(--samples 256 --baseline-samples 32 --batch-sizes 128)
     PROF_GRPO=(--prompts 8 --generations 8 --new-tokens 64 --grad-accum 8 --steps 1 --update-only 2)
-    PROF_VARIANTS=merged+static+shared,merged+static+shared+compile
+    PROF_VARIANTS=${PROF_VARIANTS:-merged+static+shared,merged+static+shared+compile}
     LLAVA=(--shape llava-7b)
     QWEN=(--shape qwen2vl-7b)
     L=llava-7b Q=qwen2vl-7b
@@ -119,10 +121,13 @@ for fam in llava qwen; do
     run grpo_trl_$N 220 benchmarks/bench_grpo_trl.py "${SHAPE[@]}" "${DEV[@]}" "${GRPO[@]}" \
         --out "$OUT/grpo_trl_$N.md" --ours "$OUT/grpo_$N.md"
 done
-if want profile; then
+if want profile; then  # both runs within PROFILE_BUDGET_S; grpo gets what eval leaves, <= 330 s
+    PROFILE_BUDGET=${PROFILE_BUDGET_S:-520}
     run profile_eval_$L 200 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" "${PROF_EVAL[@]}" \
         --paths generate,prefill-choice --no-stock --compile --profile --out "$OUT/profile_eval_$L.md"
-    run profile_grpo_$L 310 benchmarks/bench_grpo_step.py "${LLAVA[@]}" "${DEV[@]}" "${PROF_GRPO[@]}" \
-        --variants "$PROF_VARIANTS" --profile --out "$OUT/profile_grpo_$L.md"
+    GRPO_LIMIT=$((PROFILE_BUDGET - (SECONDS - START)))
+    ((GRPO_LIMIT > 330)) && GRPO_LIMIT=330
+    run profile_grpo_$L "$GRPO_LIMIT" benchmarks/bench_grpo_step.py "${LLAVA[@]}" "${DEV[@]}" \
+        "${PROF_GRPO[@]}" --variants "$PROF_VARIANTS" --profile --out "$OUT/profile_grpo_$L.md"
 fi
 note "== suite done in $((SECONDS - START)) s; files: $(cd "$OUT" && ls | tr '\n' ' ')"

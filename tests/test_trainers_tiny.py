@@ -231,23 +231,20 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(
 
 
 def _killed_run(method: str, overrides: list[str], out: Path, kill_at: int) -> None:
-    """Run in a forked child that SIGKILLs itself after step `kill_at` (a real kill -9)."""
+    """`mbpo-bench train` in a child process that SIGKILLs itself after step `kill_at` (a real
+    kill -9). A fresh interpreter, not a fork: autograd refuses to run in a child forked from a
+    process whose autograd threads already started (an earlier test in the same worker)."""
     import signal
+    import subprocess
+    import sys
 
     from mbpo_bench.trainers.loop import KILL_ENV
 
-    pid = os.fork()
-    if pid == 0:  # the child never returns into pytest
-        code = 1
-        try:
-            os.environ[KILL_ENV] = str(kill_at)
-            run_method(method, overrides, out)
-        except BaseException:
-            code = 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    env = {**os.environ, KILL_ENV: str(kill_at), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "mbpo_bench", "train", method, *overrides,
+           "--output", str(out), "--quiet"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
 
 TIMING = {"samples_per_s", "tokens_per_s", "step_time_s", "elapsed_s"}

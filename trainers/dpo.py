@@ -207,15 +207,16 @@ def run_dpo(
         # gradients is the whole batch's (SFT divides by tokens, which differ: it needs the
         # global `distributed.normaliser`)
         total, sums = 0.0, dict[str, float]()
-        for k, start in enumerate(range(0, len(batch), micro)):
-            seed = config.runtime.seed * 1_000_003 + i * 1_009 + k
-            loss, stats = _micro_loss(
-                policy, batch[start : start + micro], config, seed, len(batch)
-            )
-            loss.backward()
-            total += float(loss.detach())
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value
+        with policy.compiled():  # runtime.compile_layers; mining (PGD) above stays eager
+            for k, start in enumerate(range(0, len(batch), micro)):
+                seed = config.runtime.seed * 1_000_003 + i * 1_009 + k
+                loss, stats = _micro_loss(
+                    policy, batch[start : start + micro], config, seed, len(batch)
+                )
+                loss.backward()
+                total += float(loss.detach())
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value
         metrics = {key: value / len(batch) for key, value in sums.items()}
         texts = [p.chosen for p in batch] + [p.rejected for p in batch]
         ids = policy.vlm.tokenizer(texts, add_special_tokens=False)["input_ids"]

@@ -307,15 +307,16 @@ def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int)
     size = -(-len(keep) // grad_accum)
     total = 0.0
     sums: dict[str, float] = {}
-    for start in range(0, len(keep), size):
-        sl = slice(start, start + size)
-        loss, parts = _chunk_loss(
-            policy, prompts[sl], responses[sl], adv.advantages[keep][sl], s, norms
-        )
-        loss.backward()
-        total += float(loss.detach())
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + v
+    with policy.compiled():  # reference + policy forward and backward; the rollout stays eager
+        for start in range(0, len(keep), size):
+            sl = slice(start, start + size)
+            loss, parts = _chunk_loss(
+                policy, prompts[sl], responses[sl], adv.advantages[keep][sl], s, norms
+            )
+            loss.backward()
+            total += float(loss.detach())
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
     metrics.update(sums)
     metrics["response_tokens_mean"] = norms["tokens"] / norms["sequences"]
     return StepResult(loss=total, metrics=metrics, samples=len(keep), tokens=sum(lengths))

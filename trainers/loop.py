@@ -82,6 +82,11 @@ class RuntimeConfig:
     # fp32 matmuls on TF32 tensor cores (CUDA): peft keeps LoRA adapters in fp32 on a bf16
     # base, and plain fp32 GEMMs run on CUDA cores at a fraction of the tensor-core rate
     tf32: bool = True
+    # torch.compile each decoder layer (`models.compile.compiled_layers`) for the training
+    # forward/backward passes (policy update, reference log-probs), never for rollout generation
+    # or PGD mining. Off by default: the first steps pay the compile (~1 min at 7B), which long
+    # runs win back (measured figures: reports/perf/h200)
+    compile_layers: bool = False
     save_every: int = 50
     keep_checkpoints: int = 2
     progress: bool = True

@@ -43,6 +43,7 @@ class Policy:
     lora: bool
     base: str  # what --model resolved to (recorded in final/info.json)
     frozen_reference: VisionLanguageModel | None = None
+    compile_layers: bool = False  # RuntimeConfig.compile_layers
 
     @property
     def module(self) -> torch.nn.Module:
@@ -61,6 +62,18 @@ class Policy:
             yield self.frozen_reference
         else:
             raise RuntimeError("this policy was loaded without a reference (need_reference=False)")
+
+    @contextlib.contextmanager
+    def compiled(self) -> Iterator[None]:
+        """Around full-sequence forward/backward passes (never rollouts): the policy's (and a
+        frozen reference's) decoder layers torch.compile'd when `compile_layers` is set."""
+        from mbpo_bench.models.compile import compiled_layers
+
+        with contextlib.ExitStack() as stack:
+            for vlm in (self.vlm, self.frozen_reference):
+                if vlm is not None:
+                    stack.enter_context(compiled_layers(vlm, enabled=self.compile_layers))
+            yield
 
     def train_mode(self, on: bool) -> None:
         self.vlm.model.train(on)
@@ -141,4 +154,7 @@ def load_policy(
         apply_lora(vlm, lora)
     if runtime.gradient_checkpointing:
         _enable_checkpointing(vlm)
-    return Policy(vlm=vlm, lora=not full_finetune, base=path, frozen_reference=frozen)
+    return Policy(
+        vlm=vlm, lora=not full_finetune, base=path, frozen_reference=frozen,
+        compile_layers=runtime.compile_layers,
+    )  # fmt: skip

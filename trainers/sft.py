@@ -60,6 +60,7 @@ def run_sft(
     from mbpo_bench.trainers.policy import load_policy
 
     from mbpo_bench.errors import UserError
+    from mbpo_bench.models.compile import compiled_layers
     from mbpo_bench.models.protocol import Prompt
 
     if not 0.0 <= config.blind_fraction <= 1.0:  # before the run folder exists
@@ -99,17 +100,18 @@ def run_sft(
         denom = distributed.normaliser(float(n_tokens))  # n_tokens in one process
         policy.train_mode(True)
         total, logp_sum = 0.0, 0.0
-        for start in range(0, len(batch), micro):
-            lp = vlm.answer_logprobs(
-                prompts_for(indices[start : start + micro], i),
-                answers[start : start + micro],
-                requires_grad=True,
-            )
-            summed = (lp.logps * lp.mask).sum()
-            loss = -summed / denom
-            loss.backward()
-            total += float(loss.detach())
-            logp_sum += float(summed.detach())
+        with compiled_layers(vlm, enabled=config.runtime.compile_layers):
+            for start in range(0, len(batch), micro):
+                lp = vlm.answer_logprobs(
+                    prompts_for(indices[start : start + micro], i),
+                    answers[start : start + micro],
+                    requires_grad=True,
+                )
+                summed = (lp.logps * lp.mask).sum()
+                loss = -summed / denom
+                loss.backward()
+                total += float(loss.detach())
+                logp_sum += float(summed.detach())
         return StepResult(
             loss=total,
             metrics={"nll": total, "answer_logp_mean": logp_sum / denom},

@@ -32,6 +32,7 @@ def build_config(
     trust_remote_code: bool = False,
     backend: str = "native",
     answer_mode: str = "generate",
+    compile: bool = False,
     overrides: list[str] | None = None,
 ) -> Any:
     """Options -> EvalConfig (defaults, then options, then `--set` overrides)."""
@@ -58,6 +59,7 @@ def build_config(
         trust_remote_code=trust_remote_code,
         backend=backend,
         answer_mode=check_answer_mode(answer_mode),
+        compile=compile,
     )
     data["probes"]["names"] = list(parse_probes(probes))
     for key, value in parse_overrides(overrides or []).items():
@@ -108,6 +110,12 @@ def eval_command(
         help="generate (greedy decoding), or choice: close-ended items by one prefill over "
         "their answer set (others are generated).",
     ),
+    compile: bool = typer.Option(
+        False,
+        "--compile",
+        help="torch.compile the decoder layers for choice prefills and scoring passes (not for "
+        "generation); pays off on long GPU runs.",
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Any config field: section.key=value."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
@@ -133,6 +141,7 @@ def eval_command(
         trust_remote_code=trust_remote_code,
         backend=backend,
         answer_mode=answer_mode,
+        compile=compile,
         overrides=overrides,
     )
     results = run_eval(config, overwrite=overwrite, progress=not no_progress)

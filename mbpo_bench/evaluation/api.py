@@ -165,6 +165,11 @@ def run_eval(config: EvalConfig, *, overwrite: bool = False, progress: bool = Tr
                 f"--backend lmms-eval generates every answer, it has no answer mode "
                 f"'{config.answer_mode}' — drop --answer-mode, or use the native backend"
             )
+        if config.compile:
+            raise UserError(
+                "--compile applies to the native backend's prefill and scoring passes, not to "
+                "--backend lmms-eval — drop --compile, or use the native backend"
+            )
         if parallel.world_size() > 1:
             raise UserError(
                 "--backend lmms-eval runs in one process — launch it without torchrun, or use "

@@ -135,6 +135,7 @@ def _answers(
     import torch
 
     from mbpo_bench.evaluation.choices import Choices, choose, plan_answers
+    from mbpo_bench.models.compile import compiled_layers
 
     gen = plan.info.generation
     modes = plan_answers(
@@ -147,13 +148,14 @@ def _answers(
     out: list[tuple[str, dict[str, Any]]] = [("", {}) for _ in items]
     chosen = [k for k, m in enumerate(modes) if isinstance(m, Choices)]
     if chosen:
-        picks = choose(
-            vlm,
-            [prompts[k] for k in chosen],
-            [m for m in modes if isinstance(m, Choices)],
-            pixel_images=None if pixels is None else pixels[chosen],
-            batch_size=config.batch_size,
-        )
+        with compiled_layers(vlm, enabled=config.compile):  # the prefill; never generate below
+            picks = choose(
+                vlm,
+                [prompts[k] for k in chosen],
+                [m for m in modes if isinstance(m, Choices)],
+                pixel_images=None if pixels is None else pixels[chosen],
+                batch_size=config.batch_size,
+            )
         for k, (text, scores) in zip(chosen, picks, strict=True):
             out[k] = (text, {"answer_mode": "choice", "choice_logprobs": scores})
     taken = set(chosen)
@@ -215,6 +217,7 @@ def iig_batch(
 
     from mbpo_bench.data.images import load_rgb
     from mbpo_bench.errors import UserError
+    from mbpo_bench.models.compile import compiled_layers
     from mbpo_bench.trainers.iig import iig_from_logprobs, null_image
 
     items = [plan.items[d] for d in batch.doc_ids]
@@ -236,7 +239,7 @@ def iig_batch(
             null = null_image(cond, vlm.image_size, gen)
         without.append(Prompt(it.question, null))
     targets = [it.target for it in items]
-    with torch.no_grad():
+    with torch.no_grad(), compiled_layers(vlm, enabled=config.compile):
         a = vlm.answer_logprobs(with_image, targets)
         b = vlm.answer_logprobs(without, targets)
     mask = (a.mask & b.mask).cpu()

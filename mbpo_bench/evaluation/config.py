@@ -7,6 +7,11 @@ run must have the SAME config as the interrupted one (RunDir refuses otherwise),
 `answer_mode` "choice" answers close-ended items by one prompt prefill over their known answer
 set instead of greedy decoding (`choices.py`); a run in choice mode and one in generate mode are
 different measurements, which results.json records and `mbpo-bench report` flags.
+
+`compile` runs the choice prefills and the IIG scoring passes through torch.compile'd decoder
+layers (`models/compile.py`); generation, including the generate fallback, stays eager. It
+changes speed, not the measurement (log-probs agree to float rounding), and is recorded in
+results.json's `config` like the batch size.
 """
 
 from __future__ import annotations
@@ -61,3 +66,4 @@ class EvalConfig:
     trust_remote_code: bool = False
     backend: Literal["native", "lmms-eval"] = "native"
     answer_mode: AnswerMode = "generate"
+    compile: bool = False  # compiled decoder layers for prefill / scoring passes (native backend)

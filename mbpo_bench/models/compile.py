@@ -1,0 +1,194 @@
+"""Regional compilation: torch.compile'd decoder layers for full-sequence forward(+backward) passes.
+
+Why: between the GEMMs of a 7B step sits memory-bound glue that eager PyTorch runs as separate
+kernels (fp32 RMSNorm, rotary, SiLU * up, residual adds, and peft LoRA's cast / scale / add on
+every linear). Inductor fuses it. The H200 numbers that motivated this are in issue 8 and, once
+measured, in reports/perf/h200.
+
+Why regional (each decoder layer) and not the whole model: the 32 layers of a 7B LM are one class
+with one forward, so dynamo traces and inductor compiles that forward once and every layer reuses
+the graph (parameters are graph inputs, `inline_inbuilt_nn_modules`); a whole-model compile
+traces all 32 unrolled (minutes) and breaks on the vision / image-merge code (data-dependent
+scatter of image features into the text sequence). `vision=True` also compiles LLaVA's vision
+tower encoder layers (CLIP / SigLIP `encoder.layers`): the same mechanism, and close-ended eval
+at batch 128 runs CLIP-L on 128 images per prefill. Qwen2-VL's `visual.blocks` stay eager: their
+attention splits the packed images with `cu_seqlens.tolist()`, a data-dependent graph break in
+every block (its language model layers compile without a break).
+
+Why not during generation: `generate` decodes one token per call with a KV cache, a different
+shape regime with its own compile path (static cache + CUDA graphs, `rollout_speed.py`). A layer
+called with a KV cache (`cache` in transformers 5.24, `past_key_values` in 5.17) therefore runs
+its plain eager forward even inside the context; callers enter the context only around scoring
+passes (`use_cache=False`) anyway.
+
+Decisions:
+- The compiled function is bound as the layer's instance-level `forward`, not swapped into the
+  ModuleList: the module tree is untouched, so parameter names, state_dict keys and the
+  optimizer's parameter references are the same inside and outside the context. Module hooks
+  run eagerly around the compiled forward; that matters, because transformers 5.24 collects
+  hidden states (LLaVA's vision feature layer) with forward hooks on these layers.
+- One compiled callable per (layer class, backend) per process, `dynamic=True` (batch and
+  sequence length vary), created on first use and reused: re-entering the context, another
+  model of the same class, or the LoRA reference (adapter disabled) never rebuilds it; a new
+  state (grad on/off, train/eval, adapter on/off, padding mask or none) adds one cached graph.
+- Dynamo caches graphs per code object with a default limit of 8 before it silently falls back
+  to eager. In transformers 5.24 every layer class's `forward` is the same checkpointing wrapper
+  (one code object for LM and vision layers), and the states above multiply, so the limit is
+  raised to `RECOMPILE_LIMIT` while the context is active (it only matters at compile time).
+- Entering the context for a model whose layers are already compiled (nested use) is a no-op
+  for those layers; the outer context restores them.
+- Known graph break: on torch 2.11 (the GPU image) dynamo cannot trace `ContextVar.get` in the
+  output-capturing hook transformers 5.17 puts on CLIP's attention, so each CLIP layer is two
+  graphs. Measured on the H200 (LLaVA-7B shape), removing those hooks changed neither the
+  update nor the prefill throughput, so they are left alone. torch 2.15 traces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from mbpo_bench.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from mbpo_bench.models.protocol import VisionLanguageModel
+
+RECOMPILE_LIMIT = 64
+# the KV-cache argument of a decoder layer across transformers versions (5.24, 5.17, older)
+CACHE_KWARGS = ("cache", "past_key_values", "past_key_value", "layer_past")
+_MARK = "_mbpo_compiled_layer"
+
+
+def _language_model(inner: Any) -> Any:
+    lm = getattr(inner, "language_model", None)
+    if lm is None and hasattr(inner, "get_decoder"):
+        lm = inner.get_decoder()
+    return lm
+
+
+def _vision_tower(inner: Any) -> Any:
+    """LLaVA's CLIP / SigLIP tower; None for Qwen2-VL (`visual`, see the module docstring)."""
+    return getattr(inner, "vision_tower", None)
+
+
+def _layer_list(root: Any, what: str) -> torch.nn.ModuleList:
+    """The longest ModuleList under `root` whose entries are all of one class."""
+    import torch
+
+    lists = [
+        m
+        for m in root.modules()
+        if isinstance(m, torch.nn.ModuleList) and len(m) and len({type(x) for x in m}) == 1
+    ]
+    if not lists:
+        raise UserError(
+            f"no {what} layers found in {type(root).__name__} — compiled layers support LLaVA "
+            "and Qwen2-VL models; run without compilation"
+        )
+    return max(lists, key=len)
+
+
+def decoder_layers(model: Any, *, vision: bool = True) -> list[torch.nn.ModuleList]:
+    """The language model's decoder layers (and, with `vision`, LLaVA's vision encoder layers).
+
+    `model` is the transformers model, possibly under a peft wrapper (`VisionLanguageModel.model`).
+    """
+    from mbpo_bench.models.common import unwrap
+
+    hf = unwrap(model)
+    inner = getattr(hf, "model", hf)
+    lm = _language_model(inner)
+    if lm is None:
+        raise UserError(
+            f"{type(hf).__name__} has no language model to compile — compiled layers support "
+            "LLaVA and Qwen2-VL models; run without compilation"
+        )
+    out = [_layer_list(lm, "decoder")]
+    tower = _vision_tower(inner) if vision else None
+    if tower is not None:
+        out.append(_layer_list(tower, "vision encoder"))
+    return out
+
+
+_COMPILED: dict[tuple[type, str], Callable[..., Any]] = {}
+
+
+def _compiled_forward(cls: type[torch.nn.Module], backend: str) -> Callable[..., Any]:
+    """torch.compile of the class's forward, made once per (class, backend) in this process."""
+    import torch
+
+    key = (cls, backend)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(cls.forward, dynamic=True, backend=backend)
+    return _COMPILED[key]
+
+
+def _bind(layer: torch.nn.Module, backend: str) -> Callable[..., Any]:
+    """The layer's forward through the compiled function, eager when given a KV cache."""
+    eager = type(layer).forward
+    compiled = _compiled_forward(type(layer), backend)
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if any(kwargs.get(k) is not None for k in CACHE_KWARGS):
+            return eager(layer, *args, **kwargs)
+        return compiled(layer, *args, **kwargs)
+
+    setattr(forward, _MARK, True)
+    return forward
+
+
+def _install(layer: torch.nn.Module, backend: str) -> bool:
+    """Bind the compiled forward; False when this layer is already compiled (nested use)."""
+    own = vars(layer).get("forward")
+    if own is not None:
+        if getattr(own, _MARK, False):
+            return False
+        raise UserError(
+            f"{type(layer).__name__} already has its own forward (accelerate hooks from a "
+            "device_map or offloading?) — load the model on one device, or run without "
+            "compilation"
+        )
+    layer.forward = _bind(layer, backend)  # type: ignore[method-assign]
+    return True
+
+
+def _recompile_limit() -> Any:
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    return cfg.patch(**{name: max(RECOMPILE_LIMIT, getattr(cfg, name))})
+
+
+@contextlib.contextmanager
+def compiled_layers(
+    vlm: VisionLanguageModel,
+    *,
+    enabled: bool = True,
+    backend: str = "inductor",
+    vision: bool = True,
+) -> Iterator[None]:
+    """While active, `vlm`'s decoder layers (and LLaVA's vision encoder layers when `vision`)
+    run through torch.compile (`backend`; "eager" traces with dynamo but skips inductor, for tests).
+
+    Use it around full-sequence scoring passes (answer log-probs, choice prefill) and their
+    backward, never around `generate`. The original forwards are restored on exit, also when
+    the block raises. `enabled=False` is a no-op.
+    """
+    if not enabled:
+        yield
+        return
+    layers = [layer for group in decoder_layers(vlm.model, vision=vision) for layer in group]
+    installed: list[torch.nn.Module] = []
+    try:
+        for layer in layers:
+            if _install(layer, backend):
+                installed.append(layer)
+        with _recompile_limit():
+            yield
+    finally:
+        for layer in installed:
+            del layer.forward

@@ -1,0 +1,166 @@
+"""The compiled-layers candidate fix in the GPU benchmarks, wired on tiny CPU models.
+
+mbpo_bench.models.compile (another module's job) is replaced by a stand-in context manager that
+records how it was entered, so these tests check the benchmarks' wiring only: which passes run
+inside it (eager rows and variants never, the compiled row / the `compile` variant's reference and
+update passes always), that a missing module costs only the compiled row / variant, and that the
+markdown keeps what bench_grpo_trl.py parses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import re
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_compile
+import bench_eval_gpu
+import bench_grpo_step
+import bench_grpo_trl
+from eval_rows import Counts, State
+
+MODULE = "mbpo_bench.models.compile"
+
+
+@pytest.fixture
+def stand_in(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """A recording compiled_layers, and RuntimeConfig.compile_layers where the field is missing."""
+    calls: list[dict[str, Any]] = []
+
+    @contextlib.contextmanager
+    def compiled_layers(
+        vlm: Any, *, enabled: bool = True, backend: str = "inductor", vision: bool = True
+    ) -> Iterator[None]:
+        calls.append({"vlm": vlm, "enabled": enabled, "backend": backend, "grad": None})
+        yield
+
+    module = types.ModuleType(MODULE)
+    module.compiled_layers = compiled_layers  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, MODULE, module)
+    from mbpo_bench.trainers import loop
+
+    if "compile_layers" not in {f.name for f in dataclasses.fields(loop.RuntimeConfig)}:
+        stand = dataclasses.make_dataclass(
+            "RuntimeConfig", [("compile_layers", bool, False)], bases=(loop.RuntimeConfig,)
+        )
+        monkeypatch.setattr(loop, "RuntimeConfig", stand)
+    return calls
+
+
+def test_a_missing_module_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, MODULE, None)  # import fails as if the file were absent
+    with pytest.raises(RuntimeError, match=re.escape(f"compiled variant not run: {MODULE} is")):
+        bench_compile.load_compiled_layers()
+
+
+def test_compile_token_is_stripped_before_the_rollout_label_is_parsed() -> None:
+    assert bench_grpo_step.strip_compile("merged+static+shared+compile") == (
+        "merged+static+shared",
+        True,
+    )
+    assert bench_grpo_step.strip_compile("compile") == ("default", True)
+    assert bench_grpo_step.strip_compile("merged") == ("merged", False)
+    args = bench_grpo_step.parse_args(
+        ["--variants", "merged+static+shared,merged+static+compile+shared"]
+    )
+    assert args.compiles == [False, True]
+    assert args.speeds[0] == args.speeds[1]  # the token is not a rollout option
+    assert bench_grpo_step.parse_args(["--compile-layers"]).compiles == [True]
+
+
+def test_timed_steps_that_compiled_are_left_out_of_the_mean() -> None:
+    from grpo_report import StepRow, mean_label, mean_row
+
+    def step(i: int, update: float, graphs: int = 0, error: str = "") -> StepRow:
+        return StepRow(step=i, rollout=1.0, generate=1.0, reference=1.0, update=update,
+                       tokens=10, update_tokens=10, graphs=graphs, error=error)  # fmt: skip
+
+    rows = [step(1, 9.0, graphs=2), step(2, 2.0), step(3, 4.0), step(4, 1.0, error="oom")]
+    mean = mean_row(rows)
+    assert mean is not None and mean.update == 3.0  # steps 2 and 3 only
+    assert mean_label(rows) == "**mean of 2** (1 that compiled left out)"
+    compiled = [step(1, 9.0, graphs=2), step(2, 5.0, graphs=1)]
+    every = mean_row(compiled)
+    assert every is not None and every.update == 7.0  # all compiled: all count
+    assert mean_label(compiled) == "**mean of 2**"
+
+
+def test_eval_compiled_rows_are_errors_when_the_module_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, MODULE, None)
+    args = argparse.Namespace(sizes=[1, 8, 16], samples=16, compile_backend="inductor",
+                              out=tmp_path / "e.md", profile=True)  # fmt: skip
+    state = State(header={"command": "x", "shape": "tiny"})
+    counts = Counts(body=10, head=2, vision=3, vision_tokens=4)
+    bench_eval_gpu.run_compiled(None, [], [5] * 16, counts, state, args)
+    assert [(r.batch, r.path) for r in state.rows] == [(8, "prefill-choice compiled"),
+                                                      (16, "prefill-choice compiled")]  # fmt: skip
+    assert all("mbpo_bench.models.compile is not importable" in r.error for r in state.rows)
+    assert "## Compiled layers (--compile)" in (tmp_path / "e.md").read_text()
+
+
+@pytest.mark.slow
+def test_eval_compiled_row_runs_inside_the_context_and_matches_eager(
+    stand_in: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    torch.set_num_threads(1)
+    out = tmp_path / "eval.md"
+    bench_eval_gpu.main(["--shape", "tiny", "--device", "cpu", "--samples", "8",
+                         "--baseline-samples", "2", "--batch-sizes", "8", "--paths",
+                         "generate,prefill-choice", "--no-stock", "--compile", "--compile-backend",
+                         "eager", "--profile", "--out", str(out)])  # fmt: skip
+    text = out.read_text()
+    row = next(ln for ln in text.splitlines() if ln.startswith("| prefill-choice compiled | 8 |"))
+    assert "= greedy parsed answer" in row and "= eager prefill-choice answers 8/8" in row
+    assert len(stand_in) == 1 and stand_in[0]["backend"] == "eager"
+    assert "score-choice" not in text.split("| path |")[1].split("##")[0]  # --paths
+    assert "lmms-eval's stock wrapper: not run in this call" in text
+    assert "reports/perf/h200" in text
+    assert "batch 8: warm-up pass" in text and "compile ~" in text
+    for label in ("eager", "compiled layers"):
+        assert f"## Profile: one prefill-choice batch of 8 ({label})" in text
+        assert f"## Anatomy of one prefill-choice batch: 8 prompts ({label})" in text
+    assert "input preparation is" in text
+
+
+@pytest.mark.slow
+def test_grpo_compile_variant_wraps_reference_and_update_only(
+    stand_in: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    torch.set_num_threads(1)
+    out = tmp_path / "grpo.md"
+    bench_grpo_step.main(["--shape", "tiny", "--device", "cpu", "--prompts", "1",
+                          "--generations", "2", "--new-tokens", "4", "--grad-accum", "1",
+                          "--steps", "1", "--variants", "default,compile", "--compile-backend",
+                          "eager", "--update-only", "1", "--profile", "--out", str(out)])  # fmt: skip
+    text = out.read_text()
+    # the bench's own (--compile-backend): compile variant only, 2 steps (warm-up + 1) +
+    # 1 update-only + the profiled reference + update
+    ours = [c for c in stand_in if c["backend"] == "eager"]
+    assert len(ours) == 5 and all(c["enabled"] for c in ours)
+    # the trainer's (policy.compiled() in policy_update, default backend): every update of both
+    # variants (2 steps + 1 update-only + 1 profiled), enabled by the compile variant only
+    trainer = [c["enabled"] for c in stand_in if c["backend"] == "inductor"]
+    assert trainer == [False] * 4 + [True] * 4
+    assert "default+compile: layer compilation ~" in text
+    assert "default+compile, warm-up step: dynamo: frames +" in text
+    assert "| default+compile | 1 |" in text  # update-only row
+    assert "## Profile: rollout (default+compile)" in text
+    assert "## Profile: rollout (default)" not in text  # rollout: the last variant only
+    for label in ("default", "default+compile"):
+        assert f"## Profile: update ({label})" in text
+        assert f"## Profile: reference forwards ({label})" in text
+    assert "| policy forward + backward |" in text and "| optimizer step |" in text
+    parsed = bench_grpo_trl.parse_ours(out)  # TRL's comparison still reads our means
+    assert set(parsed["means"]) == {"default", "default+compile"}

@@ -1,0 +1,326 @@
+"""Regional compilation (`models/compile.py`): same numbers, same module tree, never in generate.
+
+Fast tests use backend "eager" (dynamo traces every layer, inductor is skipped), on tiny LLaVA
+and Qwen2-VL models with a LoRA adapter whose B matrices are random (peft starts them at zero,
+which would hide a wrong adapter path). The slow test runs inductor. CPU timing means nothing
+here; the H200 benchmarks measure the speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mbpo_bench.errors import UserError
+from mbpo_bench.models import Prompt, build_tiny_model, load_model
+from mbpo_bench.models import compile as compile_mod
+from mbpo_bench.models.compile import compiled_layers, decoder_layers
+from mbpo_bench.models.lora import LoraSettings, apply_lora
+
+torch.set_num_threads(1)
+FIXTURES = Path(__file__).parent / "fixtures"
+ANSWERS = ["yes", "two stars", "red", "no"]
+
+
+def _image(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+
+
+def _prompts() -> list[Prompt]:
+    """Image and text-only prompts of different lengths (left padding in both groups)."""
+    return [
+        Prompt("Is there a red circle? Answer with yes or no.", _image(0)),
+        Prompt("How many stars?", None),
+        Prompt("What colour is the square?", _image(1)),
+        Prompt("There is a star. Is there a heart? Answer with yes or no.", None),
+    ]
+
+
+def _with_adapter(folder: Path) -> Any:
+    vlm = load_model(folder, dtype="float32")
+    apply_lora(vlm, LoraSettings(r=4, alpha=8))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in vlm.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return vlm
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
+    """family -> a tiny model with a random LoRA adapter (built once per module)."""
+    cache: dict[str, Any] = {}
+
+    def get(family: str) -> Any:
+        if family not in cache:
+            folder = build_tiny_model(family, tmp_path_factory.mktemp(family), seed=1)
+            cache[family] = _with_adapter(folder)
+        return cache[family]
+
+    return get
+
+
+def _layers(vlm: Any) -> list[torch.nn.Module]:
+    return [layer for group in decoder_layers(vlm.model) for layer in group]
+
+
+def _compiled(vlm: Any) -> list[bool]:
+    return ["forward" in vars(layer) for layer in _layers(vlm)]
+
+
+def _scores_and_grads(vlm: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    vlm.model.zero_grad(set_to_none=True)
+    lp = vlm.answer_logprobs(_prompts(), ANSWERS, requires_grad=True)
+    (lp.logps * lp.mask).sum().backward()
+    grads = {n: p.grad.clone() for n, p in vlm.model.named_parameters() if p.requires_grad}
+    vlm.model.zero_grad(set_to_none=True)
+    return lp.logps.detach(), grads
+
+
+def _assert_close(a: tuple[torch.Tensor, dict[str, torch.Tensor]], b: Any, atol: float) -> None:
+    torch.testing.assert_close(a[0], b[0], atol=atol, rtol=0)
+    assert a[1].keys() == b[1].keys() and any("lora_" in k for k in a[1])
+    for name in a[1]:
+        torch.testing.assert_close(a[1][name], b[1][name], atol=atol, rtol=0, msg=name)
+
+
+def _graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_layers_compile_inside_and_the_module_tree_is_untouched(
+    tiny: Callable[[str], Any], family: str
+) -> None:
+    vlm = tiny(family)
+    kinds = [type(group[0]).__name__ for group in decoder_layers(vlm.model)]
+    # LLaVA: the LM and the CLIP tower; Qwen2-VL's vision blocks stay eager (graph breaks)
+    assert kinds == (["LlamaDecoderLayer", "CLIPEncoderLayer"] if family == "llava" else
+                     ["Qwen2VLDecoderLayer"])  # fmt: skip
+    assert len(decoder_layers(vlm.model, vision=False)) == 1
+    params = {n: id(p) for n, p in vlm.model.named_parameters()}
+    keys = list(vlm.model.state_dict())
+    assert not any(_compiled(vlm))
+    with compiled_layers(vlm, backend="eager"):
+        assert all(_compiled(vlm))
+        assert {n: id(p) for n, p in vlm.model.named_parameters()} == params
+        assert list(vlm.model.state_dict()) == keys
+    assert not any(_compiled(vlm))
+    with compiled_layers(vlm, enabled=False, backend="eager"):
+        assert not any(_compiled(vlm))
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_scores_and_lora_gradients_equal_eager_and_reentry_reuses_the_graphs(
+    tiny: Callable[[str], Any], family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vlm = tiny(family)
+    calls: list[str] = []
+    real = compile_mod._compiled_forward
+
+    def spy(cls: type, backend: str) -> Callable[..., Any]:
+        fn = real(cls, backend)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls.append(cls.__name__)
+            return fn(*args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(compile_mod, "_compiled_forward", spy)
+    eager = _scores_and_grads(vlm)
+    with compiled_layers(vlm, backend="eager"):
+        compiled = _scores_and_grads(vlm)
+    assert len(calls) >= len(_layers(vlm))  # every layer went through the compiled function
+    _assert_close(eager, compiled, atol=1e-5)
+    graphs = _graphs()
+    with compiled_layers(vlm, backend="eager"):
+        again = _scores_and_grads(vlm)
+    assert _graphs() == graphs
+    _assert_close(eager, again, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_generate_is_unchanged_inside_and_after_the_context(
+    tiny: Callable[[str], Any], family: str
+) -> None:
+    vlm = tiny(family)
+    before = vlm.generate(_prompts(), max_new_tokens=4)
+    choices = vlm.choice_logprobs(_prompts(), ["yes", "no"])
+    with compiled_layers(vlm, backend="eager"):
+        # a layer given a KV cache runs its eager forward: greedy decoding is the same
+        assert vlm.generate(_prompts(), max_new_tokens=4) == before
+        torch.testing.assert_close(
+            vlm.choice_logprobs(_prompts(), ["yes", "no"]), choices, atol=1e-5, rtol=0
+        )
+    assert vlm.generate(_prompts(), max_new_tokens=4) == before
+
+
+def test_the_originals_come_back_when_the_block_raises(tiny: Callable[[str], Any]) -> None:
+    vlm = tiny("llava")
+    with pytest.raises(RuntimeError, match="boom"), compiled_layers(vlm, backend="eager"):
+        assert all(_compiled(vlm))
+        raise RuntimeError("boom")
+    assert not any(_compiled(vlm))
+
+
+def test_nested_use_is_a_no_op_and_a_foreign_forward_is_refused(
+    tiny: Callable[[str], Any],
+) -> None:
+    vlm = tiny("llava")
+    with compiled_layers(vlm, backend="eager"):
+        with compiled_layers(vlm, backend="eager"):
+            assert all(_compiled(vlm))
+        assert all(_compiled(vlm))  # the inner exit left the outer's layers alone
+    assert not any(_compiled(vlm))
+    last = _layers(vlm)[-1]
+    last.forward = lambda *a, **k: None  # type: ignore[method-assign]
+    try:
+        with pytest.raises(UserError, match="own forward"), compiled_layers(vlm, backend="eager"):
+            pass
+        assert _compiled(vlm) == [False] * (len(_layers(vlm)) - 1) + [True]
+    finally:
+        del last.forward
+
+
+def _spy(log: list[tuple[str, Any]], active: list[bool]) -> Callable[..., Any]:
+    """A stand-in for `compiled_layers` that logs its entry and marks the block as active."""
+
+    @contextlib.contextmanager
+    def spy(vlm: Any, *, enabled: bool = True, **kw: Any) -> Iterator[None]:
+        log.append(("enter", enabled))
+        active.append(enabled)
+        try:
+            yield
+        finally:
+            active.pop()
+
+    return spy
+
+
+def test_runtime_compile_layers_reaches_the_update_but_not_the_rollout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mbpo_bench.trainers import grpo
+    from mbpo_bench.trainers.loop import OptimConfig
+    from mbpo_bench.trainers.policy import load_policy
+
+    from mbpo_bench.config import dump_yaml, load_config
+    from mbpo_bench.data.items import TaskItem
+
+    assert grpo.GRPOConfig().runtime.compile_layers is False
+    cfg = load_config(grpo.GRPOConfig, None, ["runtime.compile_layers=true"])
+    assert cfg.runtime.compile_layers is True
+    (tmp_path / "c.yaml").write_text(dump_yaml(cfg))
+    assert load_config(grpo.GRPOConfig, tmp_path / "c.yaml") == cfg
+
+    folder = build_tiny_model("llava", tmp_path / "m", seed=1)
+    policy = load_policy(str(folder), lora=LoraSettings(r=4, alpha=8), full_finetune=False,
+                         runtime=cfg.runtime, need_reference=True)  # fmt: skip
+    log: list[tuple[str, Any]] = []
+    active: list[bool] = []
+    real_generate = policy.vlm.generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        log.append(("generate", any(active)))
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(policy.vlm, "generate", generate)
+    real_scores = policy.vlm.answer_logprobs
+
+    def answer_logprobs(*args: Any, **kwargs: Any) -> Any:
+        log.append(("score", any(active)))
+        return real_scores(*args, **kwargs)
+
+    monkeypatch.setattr(policy.vlm, "answer_logprobs", answer_logprobs)
+    _image(3).save(tmp_path / "img.png")
+    item = TaskItem("t", "0", "Is it red? Answer yes or no.", "yes", "yesno", tmp_path / "img.png")
+    s = grpo.GRPOSettings(num_generations=2, max_new_tokens=2)
+    monkeypatch.setattr(compile_mod, "compiled_layers", _spy(log, active))
+    step, _ = grpo.make_step_fn(policy, [item], [], s, OptimConfig(batch_size=1), seed=0)
+    result = step(0)
+    assert result.samples == 2
+    # the rollout ran eager; the reference and policy scoring passes inside the context
+    assert log == [("generate", False), ("enter", True), ("score", True), ("score", True)]
+
+
+def test_eval_compile_is_recorded_and_changes_no_score(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mbpo_bench.cli.eval_cmd import build_config
+    from mbpo_bench.cli.main import main
+    from mbpo_bench.models.common import AdapterBase
+
+    assert build_config(model="m", tasks="t", output=tmp_path).compile is False
+    assert build_config(model="m", tasks="t", output=tmp_path, compile=True).compile is True
+    (tmp_path / "embedded.yaml").write_text("n_train: 8\nn_eval_per_cell: 4\n")
+    monkeypatch.setenv("MBPO_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MBPO_BENCH_EMBEDDED_CONFIG", str(tmp_path / "embedded.yaml"))
+    monkeypatch.setenv("MBPO_BENCH_DATA", str(FIXTURES))
+    entered: list[bool] = []
+    real = compile_mod.compiled_layers
+
+    def eager_backend(vlm: Any, *, enabled: bool = True, **kw: Any) -> Any:
+        entered.append(enabled)
+        return real(vlm, enabled=enabled, backend="eager")
+
+    monkeypatch.setattr(compile_mod, "compiled_layers", eager_backend)
+    generated_compiled: list[bool] = []
+    real_generate = AdapterBase.generate
+
+    def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        generated_compiled.append(any(_compiled(self)))
+        return real_generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(AdapterBase, "generate", generate)
+    model = build_tiny_model("llava", tmp_path / "m", seed=0)
+    rows = {}
+    for flag in ([], ["--compile"]):
+        out = tmp_path / f"run{len(flag)}"
+        code = main(["eval", "--model", str(model), "--output", str(out), "--tasks",
+                     "mbpo_embedded_existence,mbpo_embedded_count", "--limit", "3",
+                     "--probes", "image,iig", "--answer-mode", "choice", "--max-new-tokens", "1",
+                     "--no-progress", "--set", "bootstrap.n_resamples=20", *flag])  # fmt: skip
+        assert code == 0
+        results = json.loads((out / "results.json").read_text())
+        assert results["config"]["compile"] is bool(flag)
+        lines = (out / "samples.jsonl").read_text().splitlines()
+        rows[bool(flag)] = {(r["task"], r["probe"], r["doc_id"]): r for r in map(json.loads, lines)}
+    assert True in entered and generated_compiled and not any(generated_compiled)
+    assert rows[True].keys() == rows[False].keys()
+    for key, a in rows[False].items():
+        b = rows[True][key]
+        assert a.get("response") == b.get("response"), key
+        for field in ("logp_image", "logp_null"):
+            if field in a:
+                assert b[field] == pytest.approx(a[field], abs=1e-5)
+        for form, value in (a.get("choice_logprobs") or {}).items():
+            assert b["choice_logprobs"][form] == pytest.approx(value, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_inductor_matches_eager_and_reentry_does_not_recompile(
+    tiny: Callable[[str], Any],
+) -> None:
+    vlm = tiny("llava")
+    eager = _scores_and_grads(vlm)
+    texts = vlm.generate(_prompts(), max_new_tokens=4)
+    with compiled_layers(vlm):
+        _assert_close(eager, _scores_and_grads(vlm), atol=1e-4)
+    graphs = _graphs()
+    with compiled_layers(vlm):
+        _assert_close(eager, _scores_and_grads(vlm), atol=1e-4)
+    assert _graphs() == graphs
+    assert vlm.generate(_prompts(), max_new_tokens=4) == texts
