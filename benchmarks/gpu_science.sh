@@ -48,6 +48,10 @@ if [[ -d "$SITE/mbpo_bench" ]]; then
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+# `python -m mbpo_bench` from the repository root would import the source tree's mbpo_bench (which
+# lacks the installed mbpo_bench.trainers / .tasks mapping) before the installed one: seen on the
+# H200 as "No module named 'mbpo_bench.trainers'" in every job. Python 3.11+: keep cwd off sys.path.
+export PYTHONSAFEPATH=1
 
 usage() {
     sed -n '/^# Usage/,/^# CPU wiring/p' "$0" | sed 's/^# \{0,1\}//' >&2
