@@ -14,46 +14,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from support_prompts import mixed_prompts, noise_image, with_random_adapter
 
 from mbpo_bench.errors import UserError
-from mbpo_bench.models import Prompt, build_tiny_model, load_model
+from mbpo_bench.models import build_tiny_model
 from mbpo_bench.models import compile as compile_mod
 from mbpo_bench.models.compile import compiled_layers, decoder_layers
-from mbpo_bench.models.lora import LoraSettings, apply_lora
+from mbpo_bench.models.lora import LoraSettings
 
 torch.set_num_threads(1)
 FIXTURES = Path(__file__).parent / "fixtures"
 ANSWERS = ["yes", "two stars", "red", "no"]
-
-
-def _image(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
-
-
-def _prompts() -> list[Prompt]:
-    """Image and text-only prompts of different lengths (left padding in both groups)."""
-    return [
-        Prompt("Is there a red circle? Answer with yes or no.", _image(0)),
-        Prompt("How many stars?", None),
-        Prompt("What colour is the square?", _image(1)),
-        Prompt("There is a star. Is there a heart? Answer with yes or no.", None),
-    ]
-
-
-def _with_adapter(folder: Path) -> Any:
-    vlm = load_model(folder, dtype="float32")
-    apply_lora(vlm, LoraSettings(r=4, alpha=8))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in vlm.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return vlm
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +37,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
     def get(family: str) -> Any:
         if family not in cache:
             folder = build_tiny_model(family, tmp_path_factory.mktemp(family), seed=1)
-            cache[family] = _with_adapter(folder)
+            cache[family] = with_random_adapter(folder)
         return cache[family]
 
     return get
@@ -80,7 +53,7 @@ def _compiled(vlm: Any) -> list[bool]:
 
 def _scores_and_grads(vlm: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     vlm.model.zero_grad(set_to_none=True)
-    lp = vlm.answer_logprobs(_prompts(), ANSWERS, requires_grad=True)
+    lp = vlm.answer_logprobs(mixed_prompts(4), ANSWERS, requires_grad=True)
     (lp.logps * lp.mask).sum().backward()
     grads = {n: p.grad.clone() for n, p in vlm.model.named_parameters() if p.requires_grad}
     vlm.model.zero_grad(set_to_none=True)
@@ -157,15 +130,15 @@ def test_generate_is_unchanged_inside_and_after_the_context(
     tiny: Callable[[str], Any], family: str
 ) -> None:
     vlm = tiny(family)
-    before = vlm.generate(_prompts(), max_new_tokens=4)
-    choices = vlm.choice_logprobs(_prompts(), ["yes", "no"])
+    before = vlm.generate(mixed_prompts(4), max_new_tokens=4)
+    choices = vlm.choice_logprobs(mixed_prompts(4), ["yes", "no"])
     with compiled_layers(vlm, backend="eager"):
         # a layer given a KV cache runs its eager forward: greedy decoding is the same
-        assert vlm.generate(_prompts(), max_new_tokens=4) == before
+        assert vlm.generate(mixed_prompts(4), max_new_tokens=4) == before
         torch.testing.assert_close(
-            vlm.choice_logprobs(_prompts(), ["yes", "no"]), choices, atol=1e-5, rtol=0
+            vlm.choice_logprobs(mixed_prompts(4), ["yes", "no"]), choices, atol=1e-5, rtol=0
         )
-    assert vlm.generate(_prompts(), max_new_tokens=4) == before
+    assert vlm.generate(mixed_prompts(4), max_new_tokens=4) == before
 
 
 def test_the_originals_come_back_when_the_block_raises(tiny: Callable[[str], Any]) -> None:
@@ -245,7 +218,7 @@ def test_runtime_compile_layers_reaches_the_update_but_not_the_rollout(
         return real_scores(*args, **kwargs)
 
     monkeypatch.setattr(policy.vlm, "answer_logprobs", answer_logprobs)
-    _image(3).save(tmp_path / "img.png")
+    noise_image(3).save(tmp_path / "img.png")
     item = TaskItem("t", "0", "Is it red? Answer yes or no.", "yes", "yesno", tmp_path / "img.png")
     s = grpo.GRPOSettings(num_generations=2, max_new_tokens=2)
     monkeypatch.setattr(compile_mod, "compiled_layers", _spy(log, active))
@@ -316,11 +289,11 @@ def test_inductor_matches_eager_and_reentry_does_not_recompile(
 ) -> None:
     vlm = tiny("llava")
     eager = _scores_and_grads(vlm)
-    texts = vlm.generate(_prompts(), max_new_tokens=4)
+    texts = vlm.generate(mixed_prompts(4), max_new_tokens=4)
     with compiled_layers(vlm):
         _assert_close(eager, _scores_and_grads(vlm), atol=1e-4)
     graphs = _graphs()
     with compiled_layers(vlm):
         _assert_close(eager, _scores_and_grads(vlm), atol=1e-4)
     assert _graphs() == graphs
-    assert vlm.generate(_prompts(), max_new_tokens=4) == texts
+    assert vlm.generate(mixed_prompts(4), max_new_tokens=4) == texts

@@ -13,10 +13,9 @@ from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from support_prompts import mixed_prompts, noise_image
 
 from mbpo_bench.errors import UserError
 from mbpo_bench.models import Prompt, build_tiny_model, load_model
@@ -113,22 +112,6 @@ def test_an_error_in_the_loop_body_shuts_the_worker_down() -> None:
 
 
 # ---- choice_logprobs on tiny models ---------------------------------------------------------------
-def _image(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
-
-
-def _prompts() -> list[Prompt]:
-    """Mixed image / text-only prompts, interleaved, of different lengths."""
-    return [
-        Prompt("Is there a red circle? Answer with yes or no.", _image(0)),
-        Prompt("How many stars?", None),
-        Prompt("What colour is the square?", _image(1)),
-        Prompt("There is a star. Is there a heart? Answer with yes or no.", None),
-        Prompt("Is it round?", _image(2)),
-        Prompt("Yes or no?", None),
-        Prompt("Is the picture dark? Answer with yes or no.", _image(3)),
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +131,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
 def test_chunked_equals_sequential_and_one_chunk(
     tiny: Callable[[str], Any], family: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    vlm, prompts = tiny(family), _prompts()
+    vlm, prompts = tiny(family), mixed_prompts()
     chunked = vlm.choice_logprobs(prompts, CHOICES, batch_size=2)
     assert not _workers()
     single = vlm.choice_logprobs(prompts, CHOICES, batch_size=len(prompts))
@@ -169,7 +152,10 @@ def test_an_image_token_error_in_the_second_chunk_is_the_same_user_error(
 ) -> None:
     vlm = tiny("llava")
     # groups run image prompts first: the bad text-only prompt is the 2nd chunk at batch_size 1
-    prompts = [Prompt(f"Is this {vlm.image_token} a cat?", None), Prompt("Is it round?", _image(0))]
+    prompts = [
+        Prompt(f"Is this {vlm.image_token} a cat?", None),
+        Prompt("Is it round?", noise_image(0)),
+    ]
     with pytest.raises(UserError, match="image tokens, expected 0"):
         vlm.choice_logprobs(prompts, CHOICES, batch_size=1)
     assert not _workers()

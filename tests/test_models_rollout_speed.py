@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from support_prompts import mixed_prompts, with_random_adapter
 
 from mbpo_bench.config import dump_yaml, from_dict, load_config, to_dict
 from mbpo_bench.errors import UserError
@@ -25,43 +24,16 @@ torch.set_num_threads(1)
 LABELS = ["merged", "static", "shared", "static+shared", "merged+static+shared"]
 
 
-def _image(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
-
-
-def _prompts() -> list[Prompt]:
-    """Image and text-only prompts of different lengths (left padding in both groups)."""
-    return [
-        Prompt("Is there a red circle? Answer with yes or no.", _image(0)),
-        Prompt("How many stars?", None),
-        Prompt("What colour is the square?", _image(1)),
-        Prompt("There is a star. Is there a heart? Answer with yes or no.", None),
-        Prompt("Ring?", _image(2)),
-    ]
-
-
-def _with_adapter(folder: Path, dtype: str = "float32") -> Any:
-    vlm = load_model(folder, dtype=dtype)
-    apply_lora(vlm, LoraSettings(r=4, alpha=8))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in vlm.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return vlm
-
-
 @pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
 def vlm(request: Any, tmp_path_factory: Any) -> Any:
     folder = tmp_path_factory.mktemp(request.param)
     build_tiny_model(request.param, folder, seed=1)
-    return _with_adapter(folder)
+    return with_random_adapter(folder)
 
 
 @pytest.mark.parametrize("label", LABELS)
 def test_greedy_texts_equal_the_default_path(vlm: Any, label: str) -> None:
-    prompts = _prompts()
+    prompts = mixed_prompts(5)
     base = vlm.generate(prompts, max_new_tokens=6, batch_size=8)
     speed = parse_label(label)
     # greedy with several samples per prompt only exists on the shared path (transformers refuses
@@ -75,17 +47,17 @@ def test_greedy_texts_equal_the_default_path(vlm: Any, label: str) -> None:
 def test_sampling_with_a_seed_is_reproducible_and_unchanged(vlm: Any, label: str) -> None:
     kw: dict[str, Any] = {"max_new_tokens": 5, "num_samples": 3, "do_sample": True}
     torch.manual_seed(3)
-    default = vlm.generate(_prompts(), **kw)
+    default = vlm.generate(mixed_prompts(5), **kw)
     runs = []
     for _ in range(2):
         torch.manual_seed(3)
-        runs.append(vlm.generate(_prompts(), speed=parse_label(label), **kw))
+        runs.append(vlm.generate(mixed_prompts(5), speed=parse_label(label), **kw))
     assert runs[0] == runs[1]
     assert runs[0] == default  # same random draws in the same order, same distributions
 
 
 def _logits(vlm: Any) -> torch.Tensor:
-    prompts = [p for p in _prompts() if p.image is not None]
+    prompts = [p for p in mixed_prompts(5) if p.image is not None]
     pixels = vlm.images_to_tensor([p.image for p in prompts])
     inputs, _ = vlm.scoring_batch(prompts, ["yes"] * len(prompts), pixels)
     with torch.no_grad():
@@ -109,7 +81,7 @@ def test_merged_lora_computes_the_adapter_and_restores_it(vlm: Any) -> None:
 def bf16_llava(tmp_path_factory: Any) -> Any:
     folder = tmp_path_factory.mktemp("llava_bf16")
     build_tiny_model("llava", folder, seed=1)
-    return _with_adapter(folder, dtype="bfloat16")
+    return with_random_adapter(folder, dtype="bfloat16")
 
 
 def _snapshot(model: Any) -> dict[str, torch.Tensor]:
@@ -127,7 +99,9 @@ def test_weights_are_bit_identical_after_a_merged_bf16_rollout(bf16_llava: Any) 
     before = _snapshot(bf16_llava.model)
     torch.manual_seed(0)
     speed = GenerationSpeed(merge_lora=True)
-    bf16_llava.generate(_prompts(), max_new_tokens=4, do_sample=True, num_samples=2, speed=speed)
+    bf16_llava.generate(
+        mixed_prompts(5), max_new_tokens=4, do_sample=True, num_samples=2, speed=speed
+    )
     after = _snapshot(bf16_llava.model)
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -146,8 +120,10 @@ def test_merged_lora_restores_the_weights_when_the_block_raises(bf16_llava: Any)
 def test_merged_lora_without_an_adapter_is_a_no_op(tmp_path: Path) -> None:
     build_tiny_model("llava", tmp_path, seed=2)
     plain = load_model(tmp_path)
-    base = plain.generate(_prompts()[:2], max_new_tokens=3)
-    assert plain.generate(_prompts()[:2], max_new_tokens=3, speed=parse_label("merged")) == base
+    base = plain.generate(mixed_prompts(5)[:2], max_new_tokens=3)
+    assert (
+        plain.generate(mixed_prompts(5)[:2], max_new_tokens=3, speed=parse_label("merged")) == base
+    )
 
 
 def test_labels_round_trip_and_reject_unknown_parts() -> None:
@@ -212,7 +188,7 @@ def test_compiled_static_cache_on_cuda_keeps_texts_and_weights(family: str, tmp_
         for name, p in vlm.model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
-    prompts = _prompts()
+    prompts = mixed_prompts(5)
     base = vlm.generate(prompts, max_new_tokens=8, batch_size=8)
     for label in ["static", "merged+static", "merged+static+shared"]:
         speed = parse_label(label)
