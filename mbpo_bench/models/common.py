@@ -22,19 +22,15 @@ Decisions:
   cache, shared prefill); the default is plain transformers `generate` with a DynamicCache.
 - Close-ended answers can skip generation (`choice_logprobs`): one prompt-only prefill gives the
   log-prob of every choice's first token at the last position (no KV cache, no decode steps).
-  With several chunks, chunk i+1's inputs are built on one worker thread while the model runs
-  chunk i (`prefetch.py`; measured: 9% GPU idle on input preparation at batch 128 on the H200).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.errors import UserError
-from mbpo_bench.models.prefetch import prefetched
 from mbpo_bench.models.protocol import AnswerLogprobs, Prompt
 from mbpo_bench.models.rollout_speed import GenerationSpeed, merged_lora, run_generate
 
@@ -318,33 +314,17 @@ class AdapterBase:
             )
         out = torch.empty(len(prompts), len(ids), dtype=torch.float32)
         token_ids = torch.tensor(ids, device=self.device)
-        chunks = [
-            (idx, has_image)
-            for group, has_image in self._groups(prompts, None)
-            for idx in _chunks(group, max(1, batch_size))
-        ]
-        # chunk i+1 is prepared on a worker thread while the model runs chunk i (prefetch.py)
-        with contextlib.closing(
-            prefetched(chunks, lambda c: self._chunk_inputs(prompts, *c))
-        ) as it:
-            for (idx, _), inputs in it:
+        for group, has_image in self._groups(prompts, None):
+            for idx in _chunks(group, max(1, batch_size)):
+                texts = self.render([prompts[i] for i in idx], has_image)
+                pixels = self._pixels_for(prompts, idx, None) if has_image else None
                 with torch.no_grad():
+                    inputs = self._model_inputs(self._prompt_ids(texts), pixels)
                     hidden = self.hf_model.model(**inputs, use_cache=False).last_hidden_state
                     logits = self.hf_model.lm_head(hidden[:, -1]).float()
                     logp = torch.log_softmax(logits, dim=-1)[:, token_ids]
                 out[idx] = logp.cpu()
         return out
-
-    def _chunk_inputs(
-        self, prompts: Sequence[Prompt], idx: list[int], has_image: bool
-    ) -> dict[str, torch.Tensor]:
-        """Model inputs of `prompts[idx]` on the device; safe to run on a worker thread."""
-        import torch
-
-        texts = self.render([prompts[i] for i in idx], has_image)
-        pixels = self._pixels_for(prompts, idx, None) if has_image else None
-        with torch.no_grad():  # grad mode is thread-local: set it here, not only in the caller
-            return self._model_inputs(self._prompt_ids(texts), pixels)
 
     def answer_logprobs(
         self,
