@@ -10,6 +10,7 @@ test_distributed_helpers.py; the `two_ranks` fixture of conftest.py), with fake 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,9 @@ class _Policy:
 
     def train_mode(self, on: bool) -> None:
         pass
+
+    def compiled(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # the real Policy's, with compile_layers off
 
 
 # answers of 1..7 words: ranks of a 4-item batch hold different token counts

@@ -60,7 +60,6 @@ def run_sft(
     from mbpo_bench.trainers.policy import load_policy
 
     from mbpo_bench.errors import UserError
-    from mbpo_bench.models.compile import compiled_layers
     from mbpo_bench.models.protocol import Prompt
 
     if not 0.0 <= config.blind_fraction <= 1.0:  # before the run folder exists
@@ -100,7 +99,7 @@ def run_sft(
         denom = distributed.normaliser(float(n_tokens))  # n_tokens in one process
         policy.train_mode(True)
         total, logp_sum = 0.0, 0.0
-        with compiled_layers(vlm, enabled=config.runtime.compile_layers):
+        with policy.compiled():  # runtime.compile_layers, as in DPO and GRPO
             for start in range(0, len(batch), micro):
                 lp = vlm.answer_logprobs(
                     prompts_for(indices[start : start + micro], i),

@@ -189,8 +189,8 @@ def run_groups(
     """Run every group, at most `jobs` at once, each in a spawned process; results in order.
 
     `worker` must be importable by name in a fresh interpreter (spawn pickles it by reference).
+    `jobs` is validated by the callers (`run_ablation`, the CLI), before anything is written.
     """
-    check_jobs(jobs)
     if not groups:
         return []
     with ThreadPoolExecutor(max_workers=min(jobs, len(groups))) as threads:
