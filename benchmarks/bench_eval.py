@@ -25,20 +25,15 @@ import sys
 import tempfile
 import time
 import traceback
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 
 def _versions() -> str:
-    names = ("torch", "transformers", "lmms-eval", "decord")
-    out = []
-    for n in names:
-        try:
-            out.append(f"{n} {metadata.version(n)}")
-        except metadata.PackageNotFoundError:
-            out.append(f"{n} (not installed)")
-    return ", ".join(out)
+    from mbpo_bench.runs import package_versions
+
+    found = package_versions(("torch", "transformers", "lmms-eval", "decord"))
+    return ", ".join(f"{n} {v or '(not installed)'}" for n, v in found.items())
 
 
 def _norm(text: str, until: list[str]) -> str:

@@ -76,7 +76,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import build
+from bench_models import build, sync
 from grpo_report import (
     ROOFLINE_FLOPS,
     StepRow,
@@ -96,11 +96,6 @@ from mbpo_bench.models.rollout_speed import GenerationSpeed, parse_label
 BANDWIDTH = 4.3e12  # bytes/s, HBM bandwidth measured on the H200 (issue 8)
 QUESTION = "Is there a {} in the image?\nAnswer the question using a single word or phrase."
 OBJECTS = ("dog", "cat", "person", "traffic light", "dining table", "umbrella", "car", "bench")
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 @dataclass

@@ -342,16 +342,10 @@ def to_markdown(header: dict[str, str], rows: list[TrlRow], body: int, notes: li
 
 
 def versions() -> str:
-    import importlib.metadata as md
+    from mbpo_bench.runs import package_versions
 
     names = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "pyarrow")
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {md.version(name)}")
-        except md.PackageNotFoundError:
-            found.append(f"{name} -")
-    return ", ".join(found)
+    return ", ".join(f"{n} {v or '-'}" for n, v in package_versions(names).items())
 
 
 def make_header(args: argparse.Namespace, trainer: Any, vlm: Any, body: int) -> dict[str, str]:

@@ -122,18 +122,19 @@ def build(shape: str, family: str, device: str, workdir: Path) -> Any:
     return _llava_7b(tok, device) if shape == "llava-7b" else _qwen2vl_7b(tok, device)
 
 
-def _sync(device: str) -> None:
+def sync(device: str) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on CPU. Shared by every bench."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
 
 def _time(fn: Any, device: str, repeats: int) -> float:
     fn()  # warm-up
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - start) / repeats
 
 

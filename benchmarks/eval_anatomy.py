@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from bench_models import sync
 
 from mbpo_bench.models import Prompt
 
@@ -43,12 +44,10 @@ class Anatomy:
 def _fastest(fn: Callable[[], Any], device: str, repeats: int) -> float:
     best = float("inf")
     for _ in range(max(1, repeats)):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        sync(device)
         start = time.perf_counter()
         fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return best
 

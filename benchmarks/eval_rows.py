@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_models import sync
 from PIL import Image
 
 from mbpo_bench.models import Prompt
@@ -131,11 +132,6 @@ def sample_flops(c: Counts, lm_tokens: float, logit_positions: float, images: fl
 
 def prompt_lengths(vlm: Any, prompts: Sequence[Prompt]) -> list[int]:
     return [len(ids) for ids in vlm._prompt_ids(vlm.render(prompts, True))]
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def timed(fn: Callable[[], Any], device: str) -> tuple[Any, float]:

@@ -27,13 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from bench_models import sync
 
 Layers = Callable[[], AbstractContextManager[Any]]
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def reference_passes(policy: Any, ro: Any, s: Any, grad_accum: int) -> None:
@@ -126,12 +122,12 @@ def update_runs(
     runs = []
     for i in range(n):
         policy.ref_seconds = 0.0
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         with layers():
             res = grpo.policy_update(policy, ro, s, grad_accum)
         _optimizer_step(params, optimizer, scheduler, cfg, i, res.loss, None)
-        _sync(device)
+        sync(device)
         total = time.perf_counter() - start
         runs.append(UpdateRun(policy.ref_seconds, total - policy.ref_seconds,
                               prompt_tokens + res.tokens))  # fmt: skip

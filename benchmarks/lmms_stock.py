@@ -38,7 +38,6 @@ import time
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ import torch
 from PIL import Image
 
 from mbpo_bench.models import Prompt
+from mbpo_bench.runs import package_versions
 
 WRAPPERS = {
     "llava": ("lmms_eval.models.simple.llava_hf", "LlavaHf", "llava_hf"),
@@ -61,13 +61,8 @@ def wrapper_name(family: str) -> str:
 
 
 def versions() -> str:
-    out = []
-    for name in ("lmms_eval", "qwen-vl-utils", "decord", "accelerate"):
-        try:
-            out.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            out.append(f"{name} (not installed)")
-    return ", ".join(out)
+    found = package_versions(("lmms_eval", "qwen-vl-utils", "decord", "accelerate"))
+    return ", ".join(f"{n} {v or '(not installed)'}" for n, v in found.items())
 
 
 def ensure_decord() -> str:

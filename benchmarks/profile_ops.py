@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from bench_models import sync
 
 # cuBLAS / CUTLASS kernel names, aten ops on CPU, and inductor's matmul templates (triton_tem_*)
 GEMM_MARKERS = ("gemm", "aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "cutlass", "sm90_xmma", "nvjet", "triton_tem")  # fmt: skip
@@ -48,11 +49,6 @@ def op_class(name: str) -> str:
     return "other"
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 @dataclass
 class PhaseClock:
     """Named top-level phases of a profiled call: synchronised wall time + a profiler range."""
@@ -64,11 +60,11 @@ class PhaseClock:
     def phase(self, name: str) -> Iterator[None]:
         from torch.profiler import record_function
 
-        _sync(self.device)
+        sync(self.device)
         start = time.perf_counter()
         with record_function(PHASE_PREFIX + name):
             yield
-            _sync(self.device)
+            sync(self.device)
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
@@ -148,10 +144,10 @@ def profile_section(
     if phases is not None:
         phases.seconds.clear()
     with profile(activities=activities) as prof:
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         wall = time.perf_counter() - start
     events = [
         e for e in prof.key_averages() if _self_time(e, on_cuda) > 0 and _is_work(e, e.key, on_cuda)
