@@ -297,3 +297,17 @@ def test_inductor_matches_eager_and_reentry_does_not_recompile(
         _assert_close(eager, _scores_and_grads(vlm), atol=1e-4)
     assert _graphs() == graphs
     assert vlm.generate(mixed_prompts(4), max_new_tokens=4) == texts
+
+
+def test_compile_with_the_lmms_eval_backend_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mbpo_bench.cli.main import main
+
+    out = tmp_path / "o"
+    code = main(["eval", "--model", "m", "--tasks", "embedded", "--output", str(out),
+                 "--compile", "--backend", "lmms-eval", "--probes", "image"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1
+    assert "--compile" in err and "native backend" in err
+    assert not out.exists()
