@@ -21,7 +21,7 @@ from typing import Any
 from mbpo_bench.tasks.verifiers import VERIFIERS, verify
 
 TASK_PATHS_ENV = "MBPO_BENCH_TASK_PATHS"
-_DOCS_PREFIX = "docs_for_"
+DOCS_PREFIX = "docs_for_"
 
 
 def score_row(
@@ -76,8 +76,8 @@ def process_docs(dataset: Any, *, task: str) -> Any:
 
 
 def __getattr__(name: str) -> Callable[[Any], Any]:
-    if name.startswith(_DOCS_PREFIX):
-        return partial(process_docs, task=name[len(_DOCS_PREFIX) :])
+    if name.startswith(DOCS_PREFIX):
+        return partial(process_docs, task=name[len(DOCS_PREFIX) :])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -40,6 +40,25 @@ def test_list_with_fixture_data_root(
     assert "yes" in line.split("│")[-2]
 
 
+def test_list_says_where_each_task_came_from(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    source = Path(__file__).parent.parent / "tasks" / "embedded" / "mbpo_embedded_count.yaml"
+    (folder / "my_count.yaml").write_text(
+        source.read_text()
+        .replace("../_template.yaml", str(source.parent.parent / "_template.yaml"))
+        .replace("task: mbpo_embedded_count", "task: my_count")
+    )
+    assert main(["tasks", "list", "--include-path", str(folder)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    mine = next(row for row in rows if "my_count" in row).split("│")
+    builtin = next(row for row in rows if "mbpo_embedded_count" in row).split("│")
+    assert mine[-3].strip() == str(folder) and builtin[-3].strip() == "built-in"
+    assert mine[2].strip() == "embedded"  # it joins the built-in suite its YAML names
+
+
 def test_show(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["tasks", "show", "mbpo_pope_random"]) == 0
     out = capsys.readouterr().out

@@ -8,13 +8,14 @@ import pytest
 
 from mbpo_bench.data.embedded import EmbeddedConfig
 from mbpo_bench.data.registry import (
-    SUITES,
     data_available,
     get_task,
     list_tasks,
     load_items,
     resolve_tasks,
+    suites,
     training_items,
+    validate_tasks,
 )
 from mbpo_bench.errors import UserError
 
@@ -41,18 +42,96 @@ metadata:
 
 def _user_folder(tmp_path: Path, name: str) -> Path:
     folder = tmp_path / "mine"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / f"{name}.yaml").write_text(USER_TASK.format(name=name))
     return folder
 
 
+# The built-in suites, in their order (the table that used to live in the registry; the order is
+# the order `--tasks SUITE` evaluates and trains on them, so it must not change by accident).
+BUILTIN_SUITES = {
+    "embedded": ["mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedded_count"],
+    "general": ["mbpo_mme", "mbpo_mmstar", "mbpo_ai2d", "mbpo_mmvp", "mbpo_realworldqa"],
+    "hallucination": [
+        "mbpo_pope_random", "mbpo_pope_popular", "mbpo_pope_adversarial",
+        "mbpo_hallusionbench", "mbpo_amber_discriminative", "mbpo_chair",
+    ],
+}  # fmt: skip
+
+
 def test_builtin_tasks_and_suites_resolve() -> None:
     names = {spec.name for spec in list_tasks()}
-    for suite in SUITES.values():
-        assert set(suite) <= names
     assert all(name.startswith("mbpo_") for name in names)
+    assert suites() == BUILTIN_SUITES
     specs = resolve_tasks("embedded, mbpo_embedded_color")
-    assert [s.name for s in specs] == SUITES["embedded"]
+    assert [s.name for s in specs] == BUILTIN_SUITES["embedded"]
+    assert {s.origin for s in list_tasks()} == {"built-in"}
+
+
+def _with_suite(folder: Path, name: str, line: str) -> None:
+    path = folder / f"{name}.yaml"
+    path.write_text(path.read_text().replace("  version: 2\n", f"  version: 2\n{line}"))
+
+
+def test_a_new_builtin_task_joins_its_suite_from_its_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Silent failure (a) of issue 14: a list in the registry used to win over the YAML, so a new
+    built-in task with `suites: [hallucination]` was not run by `--tasks hallucination`."""
+    import shutil
+
+    import mbpo_bench.data.registry as registry
+
+    builtin = tmp_path / "tasks"
+    shutil.copytree(registry.builtin_tasks_dir(), builtin, ignore=shutil.ignore_patterns("*.py*"))
+    (builtin / "mbpo_new.yaml").write_text(USER_TASK.format(name="mbpo_new"))
+    _with_suite(builtin, "mbpo_new", "  suites: [hallucination]\n")
+    monkeypatch.setattr(registry, "builtin_tasks_dir", lambda: builtin)
+    registry._catalogue.cache_clear()
+    try:
+        names = [s.name for s in resolve_tasks("hallucination")]
+        assert names == [*BUILTIN_SUITES["hallucination"], "mbpo_new"]
+        assert get_task("mbpo_new").origin == "built-in"
+    finally:
+        registry._catalogue.cache_clear()
+
+
+def test_a_user_task_joins_a_builtin_suite_in_its_order(tmp_path: Path) -> None:
+    """Silent failure (a), second half: a user task naming a built-in suite used to be ignored."""
+    folder = _user_folder(tmp_path, "my_count")
+    _with_suite(folder, "my_count", "  suites: [embedded]\n")
+    assert [s.name for s in resolve_tasks("embedded", include_paths=[folder])] == [
+        *BUILTIN_SUITES["embedded"],
+        "my_count",
+    ]
+    first = _user_folder(tmp_path / "first", "my_first")  # the catalogue is cached per folder
+    _with_suite(first, "my_first", "  suites: [embedded]\n  suite_order: 0\n")
+    names = [s.name for s in resolve_tasks("embedded", include_paths=[first])]
+    assert names == ["my_first", *BUILTIN_SUITES["embedded"]]
+    assert get_task("my_count", include_paths=[folder]).origin == str(folder.resolve())
+    assert [s.name for s in resolve_tasks("embedded")] == BUILTIN_SUITES["embedded"]
+
+
+def test_suite_order_must_be_an_integer(tmp_path: Path) -> None:
+    folder = _user_folder(tmp_path, "my_count")
+    _with_suite(folder, "my_count", "  suite_order: first\n")
+    with pytest.raises(
+        UserError, match=r"my_count\.yaml: metadata\.suite_order must be an integer"
+    ):
+        list_tasks(include_paths=[folder])
+
+
+def test_validate_refuses_functions_naming_another_task(tmp_path: Path) -> None:
+    """Silent failure (b) of issue 14: `process_docs: docs_for_<other task>` passed validation
+    and fed lmms-eval the other task's items."""
+    folder = _user_folder(tmp_path, "my_count")
+    assert validate_tasks([folder])[1] == []
+    path = folder / "my_count.yaml"
+    path.write_text(path.read_text().replace("docs_for_my_count", "docs_for_mbpo_embedded_count"))
+    n_ok, problems = validate_tasks([folder])
+    assert n_ok == 15 and len(problems) == 1
+    assert str(path) in problems[0] and "names task 'mbpo_embedded_count'" in problems[0]
+    assert "use docs_for_my_count" in problems[0]
 
 
 def test_unknown_task_suggests() -> None:
@@ -176,6 +255,8 @@ def test_entry_point_task_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     folder = _user_folder(tmp_path, "plugin_count")
 
     class _EP:
+        name = "my_plugin"
+
         def load(self) -> str:
             return str(folder)
 
@@ -188,6 +269,7 @@ def test_entry_point_task_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     registry._catalogue.cache_clear()
     try:
         assert get_task("plugin_count").yaml_path.parent == folder
+        assert get_task("plugin_count").origin == "plugin my_plugin"
     finally:
         registry._catalogue.cache_clear()
 
@@ -207,10 +289,7 @@ def test_real_items_from_fixtures(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_a_suite_declared_in_user_yaml_resolves(tmp_path: Path) -> None:
     folder = _user_folder(tmp_path, "my_count")
-    text = (folder / "my_count.yaml").read_text()
-    (folder / "my_count.yaml").write_text(
-        text.replace("  version: 2\n", "  version: 2\n  suites: [my_suite]\n")
-    )
+    _with_suite(folder, "my_count", "  suites: [my_suite]\n")
     assert [s.name for s in resolve_tasks("my_suite", include_paths=[folder])] == ["my_count"]
     with pytest.raises(UserError, match="unknown task 'no_such_suite'"):
         resolve_tasks("no_such_suite", include_paths=[folder])

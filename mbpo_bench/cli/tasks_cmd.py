@@ -25,7 +25,8 @@ def _include(paths: list[Path] | None) -> list[Path]:
 def list_command(
     include_path: list[Path] = typer.Option(None, "--include-path", help=INCLUDE_HELP),
 ) -> None:
-    """List tasks and whether their data is available here."""
+    """List tasks, where each came from (built-in, plugin, include folder) and whether their data
+    is available here."""
     from rich.console import Console
     from rich.table import Table
 
@@ -33,7 +34,7 @@ def list_command(
 
     table = Table(title="mbpo-bench tasks ('tasks show NAME' for prompt, metrics, data path)")
     table.add_column("task", no_wrap=True)
-    for column in ("suites", "verifier", "data here"):
+    for column in ("suites", "verifier", "from", "data here"):
         table.add_column(column)
     for spec in list_tasks(_include(include_path)):
         available = data_available(spec)
@@ -41,6 +42,7 @@ def list_command(
             spec.name,
             ", ".join(spec.suites),
             spec.verifier or "(open-ended)",
+            spec.origin,
             ("generated" if spec.data["source"] == "embedded" else "yes") if available else "no",
         )
     Console().print(table)
@@ -64,7 +66,7 @@ def show_command(
             where += f" (or the HF cache / hub: {spec.data['hub_id']})"
     lines = [
         f"task:        {spec.name} (version {spec.version})",
-        f"yaml:        {spec.yaml_path}",
+        f"yaml:        {spec.yaml_path} ({spec.origin})",
         f"suites:      {', '.join(spec.suites) or '-'}",
         f"verifier:    {spec.verifier or '(open-ended)'}",
         f"metrics:     {', '.join(spec.metrics)}",

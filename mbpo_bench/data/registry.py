@@ -9,10 +9,15 @@ trainers' item loading sees the same catalogue as `eval`). A user task whose nam
 refused (lmms-eval would silently let the built-in win). Items are `TaskItem`s with the task's
 prompt applied, so evaluation probes and trainers see the same text; embedded tasks generate
 their data on first use, real ones read it through `sources`.
+
+Suites have one source: each task YAML's `metadata.suites` (ordered by `metadata.suite_order`,
+then by name). There is no list here, so a new built-in task joins its suite by saying so, and a
+user task may join a built-in suite as well as form its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import os
@@ -29,7 +34,6 @@ if TYPE_CHECKING:
     from mbpo_bench.data.embedded_config import EmbeddedConfig
 
 __all__ = [
-    "SUITES",
     "TaskSpec",
     "aggregate",
     "builtin_tasks_dir",
@@ -38,21 +42,13 @@ __all__ = [
     "list_tasks",
     "load_items",
     "resolve_tasks",
+    "suites",
     "training_items",
 ]
 
 ENTRY_POINT_GROUP = "mbpo_bench.tasks"
 EMBEDDED_CONFIG_ENV = "MBPO_BENCH_EMBEDDED_CONFIG"
 INCLUDE_PATH_ENV = "MBPO_BENCH_INCLUDE_PATH"  # extra task folders, os.pathsep-separated  # YAML file of EmbeddedConfig fields
-
-SUITES: dict[str, list[str]] = {
-    "embedded": ["mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedded_count"],
-    "hallucination": [
-        "mbpo_pope_random", "mbpo_pope_popular", "mbpo_pope_adversarial",
-        "mbpo_hallusionbench", "mbpo_amber_discriminative", "mbpo_chair",
-    ],
-    "general": ["mbpo_mme", "mbpo_mmstar", "mbpo_ai2d", "mbpo_mmvp", "mbpo_realworldqa"],
-}  # fmt: skip
 
 
 def builtin_tasks_dir() -> Path:
@@ -62,14 +58,20 @@ def builtin_tasks_dir() -> Path:
     return Path(mbpo_bench.tasks.__file__).parent
 
 
-def _entry_point_dirs() -> list[Path]:
+def _entry_point_dirs() -> list[tuple[str, Path]]:
     dirs = []
     for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
         loaded = ep.load()
         target = loaded() if callable(loaded) else loaded
         path = Path(getattr(target, "__file__", "") or str(target))
-        dirs.append(path.parent if path.is_file() else path)
+        dirs.append((f"plugin {getattr(ep, 'name', '?')}", path.parent if path.is_file() else path))
     return dirs
+
+
+def _folders(include_paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
+    """(origin, folder) of every task folder, built-in first: what `tasks list` shows as 'from'."""
+    user = [(str(Path(p)), Path(p)) for p in include_paths]
+    return [("built-in", builtin_tasks_dir()), *_entry_point_dirs(), *user]
 
 
 def _scan(folder: Path) -> list[TaskSpec]:
@@ -88,15 +90,14 @@ def _scan(folder: Path) -> list[TaskSpec]:
 @functools.lru_cache(maxsize=16)
 def _catalogue(include_paths: tuple[str, ...]) -> dict[str, TaskSpec]:
     found: dict[str, TaskSpec] = {}
-    folders = [builtin_tasks_dir(), *_entry_point_dirs(), *(Path(p) for p in include_paths)]
-    for folder in folders:
+    for origin, folder in _folders(include_paths):
         for spec in _scan(folder):
             if spec.name in found:
                 raise UserError(
                     f"task name '{spec.name}' in {spec.yaml_path} clashes with the task of the "
                     f"same name in {found[spec.name].yaml_path} — rename your task"
                 )
-            found[spec.name] = spec
+            found[spec.name] = dataclasses.replace(spec, origin=origin)
     return found
 
 
@@ -123,11 +124,29 @@ def list_tasks(include_paths: Sequence[str | Path] = ()) -> list[TaskSpec]:
     return sorted(_catalogue(_key(include_paths)).values(), key=lambda s: s.name)
 
 
+def suites(include_paths: Sequence[str | Path] = ()) -> dict[str, list[str]]:
+    """Suite name -> its task names, from every task's `metadata.suites` (the only source)."""
+    members: dict[str, list[TaskSpec]] = {}
+    for spec in _catalogue(_key(include_paths)).values():
+        for suite in spec.suites:
+            members.setdefault(suite, []).append(spec)
+    last = float("inf")
+    return {
+        suite: [
+            s.name
+            for s in sorted(
+                specs, key=lambda s: (s.suite_order if s.suite_order is not None else last, s.name)
+            )
+        ]
+        for suite, specs in sorted(members.items())
+    }
+
+
 def get_task(name: str, include_paths: Sequence[str | Path] = ()) -> TaskSpec:
     catalogue = _catalogue(_key(include_paths))
     if name not in catalogue:
         raise UserError(
-            f"unknown task '{name}'{did_you_mean(name, [*catalogue, *SUITES])} — "
+            f"unknown task '{name}'{did_you_mean(name, [*catalogue, *suites(include_paths)])} — "
             "run 'mbpo-bench tasks list' to see the tasks"
         )
     return catalogue[name]
@@ -136,23 +155,16 @@ def get_task(name: str, include_paths: Sequence[str | Path] = ()) -> TaskSpec:
 def resolve_tasks(names_or_suites: str, include_paths: Sequence[str | Path] = ()) -> list[TaskSpec]:
     """'embedded,mbpo_mme' -> the specs of every named task and every task of a named suite.
 
-    Suites are the built-in `SUITES` plus every `metadata.suites` name a task YAML declares (a
-    user's own tasks can form a suite of their own).
+    A suite is every task whose YAML lists it in `metadata.suites`, built-in or the user's own.
     """
     out: dict[str, TaskSpec] = {}
     declared: dict[str, list[str]] | None = None
     for token in (t.strip() for t in names_or_suites.split(",")):
         if not token:
             continue
-        names = SUITES.get(token)
-        if names is None:
-            if declared is None:
-                declared = {}
-                for spec in list_tasks(include_paths):
-                    for suite in spec.suites:
-                        declared.setdefault(suite, []).append(spec.name)
-            names = declared.get(token, [token])
-        for name in names:
+        if declared is None:
+            declared = suites(include_paths)
+        for name in declared.get(token, [token]):
             out.setdefault(name, get_task(name, include_paths))
     if not out:
         raise UserError("no task given — pass task names or suites, e.g. 'embedded'")
@@ -242,8 +254,6 @@ def _rows(
 
 
 def _with_data(spec: TaskSpec, **changes: Any) -> TaskSpec:
-    import dataclasses
-
     return dataclasses.replace(spec, data={**spec.data, **changes})
 
 
@@ -333,14 +343,24 @@ def aggregate(spec: TaskSpec, rows: Sequence[dict[str, Any]]) -> dict[str, float
 
 
 def _check_refs(spec: TaskSpec) -> list[str]:
-    """Every `!function` target and the data adapter must import."""
+    """Every `!function` target and the data adapter must import, and a `docs_for_<task>` must
+    name this task (another name would silently feed lmms-eval that task's items)."""
     from mbpo_bench.data.task_spec import FunctionRef
+    from mbpo_bench.tasks.common import DOCS_PREFIX  # `docs_for_<task>` -> that task's items
 
-    refs = [v for v in spec.raw.values() if isinstance(v, FunctionRef)]
+    named = [(k, v) for k, v in spec.raw.items() if isinstance(v, FunctionRef)]
+    refs = [v for _, v in named]
     refs += [FunctionRef(a) for a in spec.aggregations.values() if a]
     if spec.data.get("adapter"):
         refs.append(FunctionRef(spec.data["adapter"]))
     problems = []
+    for key, ref in named:
+        fn = ref.rpartition(".")[2]
+        if fn.startswith(DOCS_PREFIX) and fn[len(DOCS_PREFIX) :] != spec.name:
+            problems.append(
+                f"{spec.yaml_path}: {key} '{ref}' names task '{fn[len(DOCS_PREFIX) :]}', "
+                f"not this task '{spec.name}' — use {DOCS_PREFIX}{spec.name}"
+            )
     for ref in refs:
         module, _, fn = ref.rpartition(".")
         try:
@@ -352,10 +372,9 @@ def _check_refs(spec: TaskSpec) -> list[str]:
 
 def validate_tasks(include_paths: Sequence[str | Path] = ()) -> tuple[int, list[str]]:
     """(number of valid tasks, problems naming their files) over every task folder."""
-    folders = [builtin_tasks_dir(), *_entry_point_dirs(), *(Path(p) for p in include_paths)]
     seen: dict[str, Path] = {}
     problems: list[str] = []
-    for folder in folders:
+    for _, folder in _folders(include_paths):
         if not folder.is_dir():
             problems.append(f"{folder}: task folder not found")
             continue

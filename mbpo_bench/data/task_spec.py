@@ -9,7 +9,8 @@ folder) builds a task from the standard keys; our registry reads the standard ke
       version: 1
       verifier: yesno            # a name in mbpo_bench.tasks.verifiers.VERIFIERS, or null
       prompt: "{question}\\nAnswer with yes or no."   # fields: question, options, choices
-      suites: [hallucination]
+      suites: [hallucination]    # the only source of suites (the registry has no list)
+      suite_order: 1             # optional: position within its suites (unset: after, by name)
       data: {source: local | embedded, ...}   # where the items come from (see sources.py)
 
 `!function a.b.c` tags are kept as `FunctionRef("a.b.c")` strings: parsing never imports
@@ -57,6 +58,8 @@ class TaskSpec:
     yaml_path: Path
     output_type: str = "generate_until"
     description: str = ""
+    suite_order: int | None = None  # position within its suites; None: after the ordered ones
+    origin: str = field(default="", compare=False)  # "built-in", "plugin NAME" or the folder
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -123,6 +126,11 @@ def spec_from_yaml(path: Path) -> TaskSpec | None:
     if not isinstance(data_cfg, dict) or "source" not in data_cfg:
         raise UserError(f"{where}: metadata.data must be a mapping with 'source' — fix the file")
     suites = meta.get("suites") or []
+    suite_order = meta.get("suite_order")
+    if suite_order is not None and (
+        isinstance(suite_order, bool) or not isinstance(suite_order, int)
+    ):
+        raise UserError(f"{where}: metadata.suite_order must be an integer — fix the file")
     return TaskSpec(
         name=name,
         version=str(meta.get("version", "0")),
@@ -136,5 +144,6 @@ def spec_from_yaml(path: Path) -> TaskSpec | None:
         yaml_path=path,
         output_type=str(data.get("output_type", "generate_until")),
         description=str(meta.get("description", "")),
+        suite_order=suite_order,
         raw=data,
     )
