@@ -177,9 +177,9 @@ def _micro_loss(
 def run_dpo(
     config: DPOConfig, output: Path, *, resume: bool = False, overwrite: bool = False
 ) -> LoopResult:
-    from mbpo_bench.trainers import distributed
     from mbpo_bench.trainers.policy import load_policy
 
+    from mbpo_bench import parallel
     from mbpo_bench.errors import UserError
 
     run = RunDir.open(output, overwrite=overwrite, config=config)
@@ -200,12 +200,12 @@ def run_dpo(
     micro = config.optim.micro_batch_size
 
     def step(i: int) -> StepResult:
-        batch = [pairs[j] for j in distributed.shard(stream.batch(i))]
+        batch = [pairs[j] for j in parallel.shard(stream.batch(i))]
         policy.train_mode(True)
         # dividing by this rank's pair count is exact under torchrun: batches are always full and
         # batch_size % world == 0, so every rank holds the same count and the rank mean of the
         # gradients is the whole batch's (SFT divides by tokens, which differ: it needs the
-        # global `distributed.normaliser`)
+        # global `parallel.normaliser`)
         total, sums = 0.0, dict[str, float]()
         with policy.compiled():  # runtime.compile_layers; mining (PGD) above stays eager
             for k, start in enumerate(range(0, len(batch), micro)):

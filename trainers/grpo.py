@@ -263,17 +263,18 @@ def _chunk_loss(
 def _advantages(flat: FlatBatch, s: GRPOSettings) -> Advantages:
     """Group-relative advantages; "batch" scaling divides by the std of the GLOBAL batch's
     rewards when several processes each hold part of it (groups never straddle ranks)."""
-    from mbpo_bench.trainers import distributed
     from mbpo_bench.trainers.advantages import compute_advantages
 
-    if s.scaling != "batch" or distributed.world_size() <= 1:
+    from mbpo_bench import parallel
+
+    if s.scaling != "batch" or parallel.world_size() <= 1:
         return compute_advantages(flat.rewards, flat.group_ids, scaling=s.scaling, eps=s.adv_eps)
     import dataclasses
 
     import torch
 
     base = compute_advantages(flat.rewards, flat.group_ids, scaling="none", eps=s.adv_eps)
-    parts = distributed.gather([float(r) for r in flat.rewards.tolist()])
+    parts = parallel.gather([float(r) for r in flat.rewards.tolist()])
     rewards = torch.tensor([r for part in parts for r in part], dtype=torch.float32)
     std = rewards.std() if rewards.numel() > 1 else rewards.new_zeros(())
     return dataclasses.replace(base, advantages=base.advantages / (std + s.adv_eps))
@@ -283,10 +284,11 @@ def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int)
     """Advantages, then backward over `grad_accum` micro-batches of the step's samples.
 
     The loss normalisers (sequences, tokens) are those of the global batch over the world size
-    (`distributed.normaliser`), so the rank-averaged gradient is the whole batch's gradient.
+    (`parallel.normaliser`), so the rank-averaged gradient is the whole batch's gradient.
     """
-    from mbpo_bench.trainers import distributed
     from mbpo_bench.trainers.hybrid import flatten
+
+    from mbpo_bench import parallel
 
     flat = flatten(ro.groups)
     adv = _advantages(flat, s)
@@ -298,8 +300,8 @@ def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int)
     ids = policy.vlm.tokenizer(responses, add_special_tokens=False)["input_ids"] if keep else []
     lengths = [len(t) + 1 for t in ids]
     norms = {  # collectives: every rank computes them, even one with nothing to train on
-        "sequences": distributed.normaliser(float(len(keep))),
-        "tokens": distributed.normaliser(float(sum(lengths))),
+        "sequences": parallel.normaliser(float(len(keep))),
+        "tokens": parallel.normaliser(float(sum(lengths))),
     }
     if not keep:
         return StepResult(loss=0.0, metrics={**metrics, "policy_loss": 0.0}, samples=0)
@@ -337,8 +339,9 @@ def make_step_fn(
     hybrid: HybridSettings | None = None,
 ) -> tuple[Callable[[int], StepResult], Callable[[int], dict[str, int]]]:
     """The step function (and its data position) over online items and offline pairs."""
-    from mbpo_bench.trainers import distributed
     from mbpo_bench.trainers.hybrid import plan_mix
+
+    from mbpo_bench import parallel
 
     ratio = hybrid.offline_ratio if hybrid is not None else 0.0
     n_off, n_on = plan_mix(optim.batch_size, ratio, len(pairs))
@@ -346,12 +349,12 @@ def make_step_fn(
     offline = IndexStream(len(pairs), n_off, seed=seed + 1)
 
     def step(i: int) -> StepResult:
-        on = [items[j] for j in distributed.shard(online.batch(i))] if n_on else []
-        off = [pairs[j] for j in distributed.shard(offline.batch(i))] if n_off else []
+        on = [items[j] for j in parallel.shard(online.batch(i))] if n_on else []
+        off = [pairs[j] for j in parallel.shard(offline.batch(i))] if n_off else []
         seeds = None
         if s.seed_per_prompt:  # by position in the global batch: online groups, then offline
-            where = distributed.shard(range(n_on * s.oversample)) + [
-                n_on + k for k in distributed.shard(range(n_off))
+            where = parallel.shard(range(n_on * s.oversample)) + [
+                n_on + k for k in parallel.shard(range(n_off))
             ]
             seeds = [prompt_seed(seed, i, k) for k in where]
         ro = rollout(policy, on, off, s, hybrid, seeds)

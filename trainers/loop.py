@@ -7,7 +7,7 @@ for SFT, DPO, GRPO and MBPO: per-step seeding, a non-finite loss or gradient che
 optimizer step, gradient averaging across ranks, clipping, AdamW, warmup + linear decay, the
 metrics row (JSONL, TensorBoard when installed, rich progress), checkpoints every N steps,
 `--resume`, and the final weights. Under torchrun each rank runs its shard of the global batch
-(`distributed`), the step's loss and metrics are averaged over ranks before the NaN check and
+(`mbpo_bench.parallel`), the step's loss and metrics are averaged over ranks before the NaN check and
 the metrics row, only rank 0 writes, and a checkpoint resumes on any number of processes (it
 holds the replicated weights and optimizer state, and the data position is the step count).
 
@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from mbpo_bench.trainers import checkpoint, distributed
+from mbpo_bench.trainers import checkpoint
 
+from mbpo_bench import parallel
 from mbpo_bench.errors import UserError
 from mbpo_bench.runs import RunDir, append_jsonl, read_jsonl, write_atomic
 
@@ -119,11 +120,11 @@ def setup_runtime(runtime: RuntimeConfig) -> None:
         torch.set_num_threads(runtime.threads)
     torch.backends.cuda.matmul.allow_tf32 = runtime.tf32
     seed_everything(runtime.seed)
-    distributed.setup(runtime.device)
+    parallel.setup(runtime.device)
 
 
 def step_seed(seed: int, step: int) -> int:
-    return (seed * 1_000_003 + step * 7_919 + distributed.rank() * 104_729) % (2**31 - 1)
+    return (seed * 1_000_003 + step * 7_919 + parallel.rank() * 104_729) % (2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class MetricsLog:
     def __init__(self, run: RunDir, tensorboard: bool) -> None:
         self.path = run.path / METRICS
         self.writer: Any = None
-        if tensorboard and distributed.is_main():
+        if tensorboard and parallel.is_main():
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -204,7 +205,7 @@ class MetricsLog:
 
     def truncate(self, step: int) -> None:
         """Drop rows after `step` (written by a run that died before its next checkpoint)."""
-        if not distributed.is_main() or not self.path.exists():
+        if not parallel.is_main() or not self.path.exists():
             return
         rows = [r for r in read_jsonl(self.path) if int(r.get("step", 0)) <= step]
         import json
@@ -212,7 +213,7 @@ class MetricsLog:
         write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def log(self, row: dict[str, Any]) -> None:
-        if not distributed.is_main():
+        if not parallel.is_main():
             return
         append_jsonl(self.path, [row])
         if self.writer is not None:
@@ -242,7 +243,7 @@ def _progress(enabled: bool, total: int, title: str) -> Any:
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
         console=Console(stderr=True),
-        disable=not enabled or not distributed.is_main(),
+        disable=not enabled or not parallel.is_main(),
         transient=False,
     )
 
@@ -262,19 +263,19 @@ class LoopResult:
 def _across_ranks(result: StepResult) -> StepResult:
     """Loss and metrics averaged over ranks, samples and tokens summed (identity in one
     process). Every rank then checks the same loss, so a NaN stops all of them together."""
-    if distributed.world_size() <= 1:
+    if parallel.world_size() <= 1:
         return result
-    parts = distributed.gather(result)
+    parts = parallel.gather(result)
     return StepResult(
         loss=sum(p.loss for p in parts) / len(parts),
-        metrics=distributed.average([p.metrics for p in parts]),
+        metrics=parallel.average([p.metrics for p in parts]),
         samples=sum(p.samples for p in parts),
         tokens=sum(p.tokens for p in parts),
     )
 
 
 def _check_world(optim: OptimConfig) -> None:
-    world = distributed.world_size()
+    world = parallel.world_size()
     if optim.batch_size % world:
         raise UserError(
             f"optim.batch_size {optim.batch_size} does not split over {world} processes — "
@@ -332,7 +333,7 @@ def _optimizer_step(
 ) -> float:
     if not math.isfinite(loss):
         _diverged("the loss", loss, step, last)
-    distributed.all_reduce_grads(params)
+    parallel.all_reduce_grads(params)
     norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
     if not math.isfinite(norm):
         _diverged("the gradient norm", norm, step, last)
@@ -397,21 +398,21 @@ def train_loop(
             log.log(row)
             done = step + 1
             if done % runtime.save_every == 0 or done == optim.steps:
-                if distributed.is_main():
+                if parallel.is_main():
                     position = data_position(done) if data_position else {"step": done}
                     last_ckpt = checkpoint.save(
                         run.path / "checkpoints", done, model, optimizer=optimizer,
                         scheduler=scheduler, data=position, keep=runtime.keep_checkpoints,
                     )  # fmt: skip
-                distributed.barrier()
+                parallel.barrier()
             bar.update(task, completed=done, info=_summary(row))
             if kill_at and done == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
     log.close()
-    if not row and distributed.is_main():  # resumed after the last step: report its row
+    if not row and parallel.is_main():  # resumed after the last step: report its row
         rows = read_jsonl(log.path)
         row = rows[-1] if rows else {}
-    if distributed.is_main():
+    if parallel.is_main():
         _save_final(run, save_final)
         run.finish(steps=optim.steps, metrics=row)
     return LoopResult(steps=optim.steps, last=row, resumed_from=start)

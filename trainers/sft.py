@@ -7,7 +7,7 @@ same data, same time" control of every comparison.
 
 The loss is the token mean over the whole optimizer batch (answer tokens + EOS), so gradient
 accumulation gives exactly the gradient of the full batch. Under torchrun the divisor is the
-token count of the GLOBAL batch (`distributed.normaliser`), not this rank's: ranks hold answers
+token count of the GLOBAL batch (`parallel.normaliser`), not this rank's: ranks hold answers
 of different lengths, and only a shared divisor makes the rank-averaged gradient (and the
 averaged loss) equal the one-process ones. Reads top to bottom: config, setup, step, loop.
 """
@@ -55,10 +55,10 @@ class SFTConfig:
 def run_sft(
     config: SFTConfig, output: Path, *, resume: bool = False, overwrite: bool = False
 ) -> LoopResult:
-    from mbpo_bench.trainers import distributed
     from mbpo_bench.trainers.data import item_prompts, load_items
     from mbpo_bench.trainers.policy import load_policy
 
+    from mbpo_bench import parallel
     from mbpo_bench.errors import UserError
     from mbpo_bench.models.protocol import Prompt
 
@@ -90,13 +90,13 @@ def run_sft(
         ]  # fmt: skip
 
     def step(i: int) -> StepResult:
-        indices = distributed.shard(stream.batch(i))
+        indices = parallel.shard(stream.batch(i))
         batch = [items[j] for j in indices]
         answers = [it.target for it in batch]
         n_tokens = sum(
             len(ids) + 1 for ids in vlm.tokenizer(answers, add_special_tokens=False)["input_ids"]
         )
-        denom = distributed.normaliser(float(n_tokens))  # n_tokens in one process
+        denom = parallel.normaliser(float(n_tokens))  # n_tokens in one process
         policy.train_mode(True)
         total, logp_sum = 0.0, 0.0
         with policy.compiled():  # runtime.compile_layers, as in DPO and GRPO

@@ -16,7 +16,7 @@ Modules: `config` (EvalConfig), `probes` (image/blind/mismatched/noise/adversari
 `runner` (plan + resumable execution), `batches` (one batch through the model -> rows),
 `choices` (`answer_mode: choice`: close-ended answers by one prefill over the answer set), `store`
 (samples.jsonl, timing, meta), `scoring` (rows -> metrics with CIs; `recompute_results`),
-`schema` (results.json), `pairing` (paired comparison of two runs), `api` (`run_eval`),
+`schema` (results.json), `api` (`run_eval`; paired comparisons of two runs: `reporting.paired`),
 `hashing` (cheap model content hashes), `progress` (rich bar). Nothing here imports torch,
 transformers or lmms-eval at module level.
 """

@@ -1,4 +1,4 @@
-"""Pure math: token log-probs, masked reductions, group advantages, hybrid groups."""
+"""Pure math: group advantages, hybrid groups."""
 
 from __future__ import annotations
 
@@ -6,54 +6,8 @@ import pytest
 import torch
 from mbpo_bench.trainers import advantages as adv
 from mbpo_bench.trainers import hybrid
-from mbpo_bench.trainers.logprobs import (
-    masked_mean,
-    sequence_logprob,
-    shift_for_causal,
-    token_logprobs,
-)
 
 torch.set_num_threads(1)
-
-
-def test_token_logprobs_equals_log_softmax_gather_in_chunks() -> None:
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 5, 11, generator=g)
-    tokens = torch.randint(0, 11, (3, 5), generator=g)
-    ref = logits.log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
-    torch.testing.assert_close(token_logprobs(logits, tokens, chunk_rows=4), ref)
-    mask = torch.rand(3, 5, generator=g) > 0.4
-    out = token_logprobs(logits, tokens, mask)
-    assert (out[~mask] == 0).all()
-    torch.testing.assert_close(out[mask], ref[mask])
-
-
-def test_token_logprobs_gradient_matches_reference() -> None:
-    logits = torch.randn(2, 4, 7, requires_grad=True)
-    tokens = torch.randint(0, 7, (2, 4))
-    token_logprobs(logits, tokens).sum().backward()
-    assert logits.grad is not None
-    mine = logits.grad.clone()
-    logits.grad = None
-    logits.log_softmax(-1).gather(-1, tokens[..., None]).sum().backward()
-    torch.testing.assert_close(mine, logits.grad)
-
-
-def test_token_logprobs_shape_mismatch_raises() -> None:
-    with pytest.raises(ValueError, match="do not match"):
-        token_logprobs(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long))
-
-
-def test_shift_and_sequence_reductions() -> None:
-    logits = torch.randn(1, 4, 6)
-    ids = torch.tensor([[1, 2, 3, 4]])
-    target = torch.tensor([[0, 0, 1, 1]])
-    lg, tok, m = shift_for_causal(logits, ids, target)
-    assert lg.shape == (1, 3, 6) and tok.tolist() == [[2, 3, 4]] and m.tolist() == [[0, 1, 1]]
-    lp = token_logprobs(lg, tok, m)
-    assert sequence_logprob(lp, m, "sum").item() == pytest.approx(lp[0, 1:].sum().item())
-    assert sequence_logprob(lp, m, "mean").item() == pytest.approx(lp[0, 1:].mean().item())
-    assert masked_mean(torch.ones(2, 3), torch.zeros(2, 3, dtype=torch.bool)).tolist() == [0, 0]
 
 
 def test_group_advantages_formula_and_zero_variance() -> None:
