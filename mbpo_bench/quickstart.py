@@ -10,6 +10,11 @@ Stages, each a run folder under `output` (so every number in the report can be r
 4. `eval_{base,control,mbpo}/`: `mbpo-bench eval` on the embedded suite with the probes.
 5. The report (`mbpo-bench report`), opened by a findings section computed from the same files:
    each claim is stated with its paired 95% CI and marked as shown or NOT shown, never assumed.
+   It goes to `output/report.md` (beside its figures) unless `report` names another file, so a
+   quickstart run inside the checkout never rewrites the committed `reports/quickstart.md`.
+
+Every long stage shows a progress bar (rate, ETA), and a one-line plan at the start gives the
+expected duration on this machine (`plan.py`).
 """
 
 from __future__ import annotations
@@ -78,7 +83,8 @@ def _mbpo() -> MBPOConfig:
 @dataclass
 class QuickstartConfig:
     output: Path = Path("runs/quickstart")
-    report: Path = Path("reports/quickstart.md")
+    report: Path | None = None  # None: output/report.md, inside the run folder
+    progress: bool = True  # progress bars on stderr for every long stage
     family: str = "llava"
     size: str = "tiny"  # "small" (~65M parameters, 224 px) for the GPU-scale run
     seed: int = 0
@@ -120,19 +126,36 @@ def _say(message: str) -> None:
     Console(stderr=True).print(f"[bold cyan]quickstart[/] {message}")
 
 
+def report_path(config: QuickstartConfig) -> Path:
+    """Where the report goes: `report` when given, else inside the quickstart's own folder."""
+    return config.report if config.report is not None else config.output / "report.md"
+
+
 def _runtime(runtime: RuntimeConfig, config: QuickstartConfig) -> RuntimeConfig:
-    """A copy of a stage's runtime with the quickstart's seed and thread count."""
-    return dataclasses.replace(runtime, seed=config.seed, threads=config.threads)
+    """A copy of a stage's runtime with the quickstart's seed, thread count and progress (not
+    part of the base's fingerprint: it changes neither weights nor numbers)."""
+    return dataclasses.replace(
+        runtime, seed=config.seed, threads=config.threads, progress=config.progress
+    )
+
+
+def base_cache_dir(config: QuickstartConfig) -> Path:
+    from mbpo_bench.data.sources import default_cache_dir
+
+    return default_cache_dir() / "quickstart" / f"base-{base_fingerprint(config)}"
+
+
+def base_is_cached(config: QuickstartConfig) -> bool:
+    return config.cache_base and (base_cache_dir(config) / "status.json").is_file()
 
 
 def build_base(config: QuickstartConfig, out: Path) -> tuple[Path, dict[str, Any]]:
     """The biased base: from the cache when present, else built and (if asked) cached."""
-    from mbpo_bench.data.sources import default_cache_dir
     from mbpo_bench.models import build_tiny_model
     from mbpo_bench.trainers.sft import run_sft
 
-    cached = default_cache_dir() / "quickstart" / f"base-{base_fingerprint(config)}"
-    if config.cache_base and (cached / "status.json").is_file():
+    cached = base_cache_dir(config)
+    if base_is_cached(config):
         _say(f"base model from the cache: {cached}")
         return cached, {"cached": True, "seconds": 0.0}
     start = time.perf_counter()
@@ -219,7 +242,7 @@ def evaluate(config: QuickstartConfig, model: Path, out: Path) -> float:
         batch_size=config.eval_batch_size, probes=ProbeConfig(names=list(config.probes)),
     )  # fmt: skip
     start = time.perf_counter()
-    run_eval(eval_cfg, overwrite=True, progress=False)
+    run_eval(eval_cfg, overwrite=True, progress=config.progress, show_config=False)
     return time.perf_counter() - start
 
 
@@ -236,9 +259,17 @@ def run_quickstart(config: QuickstartConfig) -> Path:
         import torch
 
         torch.set_num_threads(config.threads)
+    from mbpo_bench.plan import quickstart_plan
+
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "quickstart_config.yaml", dump_yaml(config))
+    if config.progress:  # our bars replace transformers' per-file "Loading weights" bars
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    plan = quickstart_plan(config, base_cached=base_is_cached(config))
+    _say(plan.line())
     timings: dict[str, float] = {}
     start = time.perf_counter()
     base, base_info = build_base(config, out)
@@ -249,7 +280,13 @@ def run_quickstart(config: QuickstartConfig) -> Path:
         _say(f"evaluating {name} with probes {', '.join(config.probes)}")
         timings[f"eval_{name}"] = evaluate(config, model, out / f"eval_{name}")
     timings["total_before_report"] = time.perf_counter() - start
-    write_json_atomic(out / "timings.json", {"base_cached": base_info["cached"], **timings})
-    report = write_report(config, out, base_cached=bool(base_info["cached"]), timings=timings)
+    write_json_atomic(
+        out / "timings.json",
+        {"base_cached": base_info["cached"], **timings, "expected_s": plan.stages},
+    )
+    report = write_report(
+        config, out, base_cached=bool(base_info["cached"]), timings=timings,
+        path=report_path(config),
+    )  # fmt: skip
     _say(f"report: {report}")
     return report

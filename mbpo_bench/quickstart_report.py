@@ -107,21 +107,33 @@ def findings(base: RunData, mbpo: RunData, control: RunData) -> list[str]:
 
 
 def write_report(
-    config: QuickstartConfig, out: Path, *, base_cached: bool, timings: dict[str, float]
+    config: QuickstartConfig,
+    out: Path,
+    *,
+    base_cached: bool,
+    timings: dict[str, float],
+    path: Path,
 ) -> Path:
+    """The report at `path`: `mbpo-bench report`'s tables and figures, opened by the findings."""
+    from mbpo_bench.progress import stage_bar
+
     evals = [out / "eval_base", out / "eval_control", out / "eval_mbpo"]
-    report = render_report(
-        evals,
-        baseline=out / "eval_base",
-        out=config.report,
-        names=["base", "control", "mbpo"],
-        training_runs=[out / "mbpo", out / "control"],
-        title="mbpo-bench quickstart: MBPO on the embedded benchmark",
-        config=ReportConfig(),
-    )
-    base, control, mbpo = (
-        load_run(p, n) for p, n in zip(evals, ("base", "control", "mbpo"), strict=True)
-    )
+    with stage_bar("report", 2, unit="parts", enabled=config.progress) as advance:
+        report = render_report(
+            evals,
+            baseline=out / "eval_base",
+            out=path,
+            names=["base", "control", "mbpo"],
+            training_runs=[out / "mbpo", out / "control"],
+            title="mbpo-bench quickstart: MBPO on the embedded benchmark",
+            config=ReportConfig(),
+        )
+        advance(1)  # tables and figures
+        base, control, mbpo = (
+            load_run(p, n) for p, n in zip(evals, ("base", "control", "mbpo"), strict=True)
+        )
+        found = findings(base, mbpo, control)
+        advance(1)  # the findings' paired bootstraps
     command = shlex.join(["mbpo-bench", *sys.argv[1:]]) if sys.argv else "mbpo-bench quickstart"
     head = [
         f"Regenerate: `{command}` (offline). Run folders: `{out}`.",
@@ -132,7 +144,7 @@ def write_report(
         "",
         f"Base model {'taken from the cache' if base_cached else 'built in this run'}.",
         "",
-        *findings(base, mbpo, control),
+        *found,
         "",
     ]
     text = report.read_text()

@@ -48,11 +48,25 @@ TRACKED_PACKAGES = (
 )
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write `data` to `path` so that readers only ever see the old or the complete new file."""
+    """Write `data` to `path` so that readers only ever see the old or the complete new file.
+
+    The file gets the mode a plain `open()` would give it (0666 less the umask; an existing
+    file keeps its own), not mkstemp's owner-only 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()

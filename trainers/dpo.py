@@ -99,6 +99,8 @@ def load_or_mine_pairs(
     mining: MiningConfig,
     run: RunDir,
     items: list[TaskItem] | None = None,
+    *,
+    progress: bool = False,
 ) -> list[PreferencePair]:
     """Pairs from a parquet, from this run's earlier mining (resume), or mined now."""
     from mbpo_bench.trainers.data import load_items, read_pairs
@@ -112,7 +114,7 @@ def load_or_mine_pairs(
     if items is None:
         items = load_items(data, split=split, limit=limit)
     with policy.reference() as start:  # the starting policy mines (LoRA: adapter disabled)
-        pairs, stats = mine_to_file(start, items, mining, out)
+        pairs, stats = mine_to_file(start, items, mining, out, progress=progress)
     run.log(f"mined {len(pairs)} pairs: {stats.as_dict()}")
     return pairs
 
@@ -188,7 +190,10 @@ def run_dpo(
         config.model, lora=config.lora, full_finetune=config.full_finetune,
         runtime=config.runtime, need_reference=True, trust_remote_code=config.trust_remote_code,
     )  # fmt: skip
-    pairs = load_or_mine_pairs(policy, config.data, config.split, config.limit, config.mining, run)
+    pairs = load_or_mine_pairs(
+        policy, config.data, config.split, config.limit, config.mining, run,
+        progress=config.runtime.progress,
+    )  # fmt: skip
     if not pairs:
         raise UserError(
             "no preference pairs to train on (mining kept none) — mine more candidates "

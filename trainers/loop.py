@@ -228,19 +228,12 @@ class MetricsLog:
 
 def _progress(enabled: bool, total: int, title: str) -> Any:
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress, TextColumn
+
+    from mbpo_bench.progress import columns
 
     return Progress(
-        TextColumn(f"[bold]{title}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
+        *columns("steps"),
         TextColumn("{task.fields[info]}"),
         console=Console(stderr=True),
         disable=not enabled or not parallel.is_main(),

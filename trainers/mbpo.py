@@ -69,8 +69,9 @@ def run_mbpo(
     )  # fmt: skip
     source = config.preference_data or config.data
     pairs = load_or_mine_pairs(
-        policy, source, config.split, config.limit, config.mining, run, items=items
-    )
+        policy, source, config.split, config.limit, config.mining, run, items=items,
+        progress=config.runtime.progress,
+    )  # fmt: skip
     if config.hybrid.online_pool == "mined" and not pairs:
         run.log("hybrid.online_pool=mined, but mining kept no pairs: online prompts from all items")
     items = online_items(items, pairs, config.hybrid.online_pool)

@@ -280,8 +280,14 @@ def mine_pairs(
     size = cfg.batch_size
     batches = [chosen_idx[start : start + size] for start in range(0, len(chosen_idx), size)]
     mine: list[_Row] = []
-    for b in _my_batches(len(batches)):
-        mine += _attack_batch(vlm, pool, batches[b], iig, cfg, b)
+    from mbpo_bench.progress import stage_bar
+
+    mine_batches = _my_batches(len(batches))
+    title = f"mining ({cfg.source})"
+    with stage_bar(title, len(mine_batches), unit="batches", enabled=progress) as advance:
+        for b in mine_batches:
+            mine += _attack_batch(vlm, pool, batches[b], iig, cfg, b)
+            advance(1)
     rows = sorted((row for part in parallel.gather(mine) for row in part), key=lambda r: r[0])
     pairs = [pair for _, pair, _ in rows if pair is not None]
     drops = [drop for _, _, drop in rows if drop is not None]
@@ -316,7 +322,12 @@ def _pair(
 
 
 def mine_to_file(
-    vlm: VisionLanguageModel, items: Sequence[TaskItem], cfg: MiningConfig, out: Path
+    vlm: VisionLanguageModel,
+    items: Sequence[TaskItem],
+    cfg: MiningConfig,
+    out: Path,
+    *,
+    progress: bool = False,
 ) -> tuple[list[PreferencePair], MiningStats]:
     """Mine and write `out` (parquet) plus `<out stem>.stats.json` beside it, atomically
     (rank 0 under torchrun)."""
@@ -325,7 +336,7 @@ def mine_to_file(
     from mbpo_bench import parallel
     from mbpo_bench.runs import write_json_atomic
 
-    pairs, stats = mine_pairs(vlm, items, cfg)
+    pairs, stats = mine_pairs(vlm, items, cfg, progress=progress and parallel.is_main())
     if parallel.is_main():  # every rank holds the gathered pairs; one writes them
         write_pairs(out, pairs)
         write_json_atomic(out.with_suffix(".stats.json"), stats.as_dict())
@@ -345,6 +356,7 @@ class MineConfig:
     dtype: str = "auto"
     threads: int | None = None
     trust_remote_code: bool = False
+    progress: bool = True  # a bar over the attacked batches (stderr)
     mining: MiningConfig = field(default_factory=MiningConfig)
 
 
@@ -372,6 +384,8 @@ def run_mine(
         path, adapter=adapter, dtype=config.dtype, device=config.device,
         trust_remote_code=config.trust_remote_code,
     )  # fmt: skip
-    pairs, stats = mine_to_file(vlm, items, config.mining, run.path / PAIRS_FILE)
+    pairs, stats = mine_to_file(
+        vlm, items, config.mining, run.path / PAIRS_FILE, progress=config.progress
+    )
     run.finish(pairs=len(pairs), stats=stats.as_dict())
     return pairs, stats

@@ -9,13 +9,16 @@ import typer
 
 def quickstart_command(
     output: Path = typer.Option(Path("runs/quickstart"), help="Folder for every stage's run."),
-    report: Path = typer.Option(Path("reports/quickstart.md"), help="Markdown report to write."),
+    report: Path = typer.Option(
+        None, help="Markdown report to write (default: report.md inside --output)."
+    ),
     threads: int = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
     eval_limit: int = typer.Option(
         None,
         help="Evaluate only the first N items of each task (default 500 of 1000; the override eval_limit=null evaluates all).",
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild the base model."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     config: Path = typer.Option(None, help="YAML file of QuickstartConfig fields."),
     overrides: list[str] = typer.Argument(None, help="Config overrides: section.key=value ..."),
 ) -> None:
@@ -25,13 +28,15 @@ def quickstart_command(
     from mbpo_bench.config import load_config, print_config
     from mbpo_bench.quickstart import QuickstartConfig, run_quickstart
 
-    flags = [f"output={output}", f"report={report}"]
+    flags = [f"output={output}"] + ([f"report={report}"] if report is not None else [])
     if threads is not None:
         flags.append(f"threads={threads}")
     if eval_limit is not None:
         flags.append(f"eval_limit={eval_limit}")
     if no_cache:
         flags.append("cache_base=false")
+    if no_progress:
+        flags.append("progress=false")
     cfg = load_config(QuickstartConfig, config, [*flags, *(overrides or [])])
     print_config(cfg, "quickstart")
     path = run_quickstart(cfg)

@@ -145,11 +145,17 @@ def model_info(config: EvalConfig, vlm: VisionLanguageModel) -> ModelInfo:
     )
 
 
-def run_eval(config: EvalConfig, *, overwrite: bool = False, progress: bool = True) -> Results:
+def run_eval(
+    config: EvalConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    show_config: bool | None = None,
+) -> Results:
     """Evaluate `config.model` on `config.tasks` with the probes; returns the written results.
 
-    With `progress`, the resolved config is printed once the tasks are known to be valid, and a
-    progress bar runs on stderr.
+    With `progress`, a progress bar runs on stderr and (unless `show_config` is False) the
+    resolved config is printed once the tasks are known to be valid.
     """
     set_offline(config.online)
     parse_probes(config.probes.names)  # unknown probe names fail first
@@ -182,7 +188,7 @@ def run_eval(config: EvalConfig, *, overwrite: bool = False, progress: bool = Tr
 
     tasks = load_tasks(config)
     progress = progress and parallel.is_main()  # one config print and progress bar, rank 0's
-    if progress:
+    if progress if show_config is None else (show_config and parallel.is_main()):
         from mbpo_bench.config import print_config
 
         print_config(config, "eval")

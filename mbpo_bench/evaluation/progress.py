@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 Advance = Callable[[str, int], None]
 
@@ -20,31 +19,11 @@ def eval_progress(total: int, *, enabled: bool = True) -> Iterator[Advance]:
         yield lambda description, n: None
         return
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
+    from rich.progress import Progress
 
-    class Rate(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:.1f} samples/s" if speed else "-- samples/s", style="cyan")
+    from mbpo_bench.progress import columns
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        Rate(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    ) as bar:
+    with Progress(*columns("samples"), console=Console(stderr=True)) as bar:
         tid = bar.add_task("eval", total=total)
 
         def advance(description: str, n: int) -> None:
