@@ -32,7 +32,7 @@ The measured code is the trainer's own: `trainers.grpo.rollout` (G sampled compl
 prompt through `VisionLanguageModel.generate`, verifier rewards), `trainers.grpo.policy_update`
 (advantages; per micro-batch the reference log-probs with the adapter disabled, the policy
 log-probs with gradients, the clipped surrogate + k3 KL, backward) and the loop's
-`_optimizer_step` (gradient clipping, AdamW, schedule). The model is the random-weight 7B shape of
+`optimizer_step` (gradient clipping, AdamW, schedule). The model is the random-weight 7B shape of
 `bench_models.build` (bf16 on the GPU) with a fresh LoRA adapter (`apply_lora`, r=64, alpha=128,
 every language-model linear). Phases:
 - rollout: `rollout()` (image decode, generate, rewards), with min_new_tokens = max_new_tokens
@@ -215,7 +215,7 @@ def prompt_tokens(vlm: Any, items: list[TaskItem]) -> list[int]:
     from mbpo_bench.trainers.data import item_prompts
 
     prompts = item_prompts(items, vlm.image_size)
-    return [len(ids) for ids in vlm._prompt_ids(vlm.render(prompts, True))]
+    return [len(ids) for ids in vlm.prompt_ids(vlm.render(prompts, True))]
 
 
 def peak_gib(device: str) -> float | None:
@@ -229,7 +229,7 @@ def peak_gib(device: str) -> float | None:
 def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, Any]) -> StepRow:
     """One trainer step on this step's prompts, phase by phase."""
     from mbpo_bench.trainers import grpo
-    from mbpo_bench.trainers.loop import _optimizer_step
+    from mbpo_bench.trainers.loop import optimizer_step
 
     params, optimizer, scheduler, cfg = opt
     a, policy, s = bench.args, bench.policy, var.settings
@@ -246,7 +246,7 @@ def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, An
     row.peak_rollout = peak_gib(a.device)
     with bench.layers(var):
         res = grpo.policy_update(policy, ro, s, a.grad_accum)
-    _optimizer_step(params, optimizer, scheduler, cfg, step, res.loss, None)
+    optimizer_step(params, optimizer, scheduler, cfg, step, res.loss, None)
     sync(a.device)
     row.reference = policy.ref_seconds
     row.update = time.perf_counter() - t1 - row.reference

@@ -2,7 +2,7 @@
 
 `VisionLanguageModel.choice_logprobs` runs, per batch and in this order: render the chat template
 and tokenise (CPU), images -> [0,1] tensor -> device, left-pad, normalise (the adapter's
-`_model_inputs`), then the model (vision tower + projector + language model), the vocabulary
+`model_inputs`), then the model (vision tower + projector + language model), the vocabulary
 projection at the last position, and a copy of the log-probs to the host (a synchronisation).
 Nothing overlaps: while the CPU prepares a batch the GPU idles. So the preparation's share of the
 batch's wall time answers "is the prefill CPU-bound?" with a number.
@@ -57,7 +57,7 @@ def choice_inputs(vlm: Any, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor
     texts = vlm.render(prompts, True)
     pixels = vlm.images_to_tensor([p.image for p in prompts])
     with torch.no_grad():
-        inputs: dict[str, torch.Tensor] = vlm._model_inputs(vlm._prompt_ids(texts), pixels)
+        inputs: dict[str, torch.Tensor] = vlm.model_inputs(vlm.prompt_ids(texts), pixels)
     return inputs
 
 

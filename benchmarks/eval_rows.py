@@ -131,7 +131,7 @@ def sample_flops(c: Counts, lm_tokens: float, logit_positions: float, images: fl
 
 
 def prompt_lengths(vlm: Any, prompts: Sequence[Prompt]) -> list[int]:
-    return [len(ids) for ids in vlm._prompt_ids(vlm.render(prompts, True))]
+    return [len(ids) for ids in vlm.prompt_ids(vlm.render(prompts, True))]
 
 
 def timed(fn: Callable[[], Any], device: str) -> tuple[Any, float]:

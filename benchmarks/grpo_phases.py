@@ -57,14 +57,14 @@ def update_alone(
     from contextlib import nullcontext
 
     from mbpo_bench.trainers import grpo
-    from mbpo_bench.trainers.loop import _optimizer_step
+    from mbpo_bench.trainers.loop import optimizer_step
 
     params, optimizer, scheduler, cfg = opt
     phase = clock.phase if clock is not None else (lambda name: nullcontext())
     with phase("policy forward + backward"):
         res = grpo.policy_update(policy, ro, dataclasses.replace(s, beta=0.0), grad_accum)
     with phase("optimizer step"):
-        _optimizer_step(params, optimizer, scheduler, cfg, step, res.loss, None)
+        optimizer_step(params, optimizer, scheduler, cfg, step, res.loss, None)
     return res
 
 
@@ -116,7 +116,7 @@ def update_runs(
 ) -> list[UpdateRun]:  # fmt: skip
     """`n` updates (reference included) + optimizer steps on the same rollout, timed."""
     from mbpo_bench.trainers import grpo
-    from mbpo_bench.trainers.loop import _optimizer_step
+    from mbpo_bench.trainers.loop import optimizer_step
 
     params, optimizer, scheduler, cfg = opt
     runs = []
@@ -126,7 +126,7 @@ def update_runs(
         start = time.perf_counter()
         with layers():
             res = grpo.policy_update(policy, ro, s, grad_accum)
-        _optimizer_step(params, optimizer, scheduler, cfg, i, res.loss, None)
+        optimizer_step(params, optimizer, scheduler, cfg, i, res.loss, None)
         sync(device)
         total = time.perf_counter() - start
         runs.append(UpdateRun(policy.ref_seconds, total - policy.ref_seconds,

@@ -292,7 +292,7 @@ def save_for_peer(
     """Keep what the checks need from our model (`ids`: the planted rows), then save it."""
     peer.head = head_rows(vlm.hf_model, ids)
     first = prompts[peer.items[0]]
-    peer.ids = vlm._prompt_ids(vlm.render([first], True))[0]
+    peer.ids = vlm.prompt_ids(vlm.render([first], True))[0]
     with torch.no_grad():
         pixels = vlm.pixels_to_inputs(vlm.images_to_tensor([first.image]))["pixel_values"]
     peer.pixels = pixels.float().cpu()

@@ -29,6 +29,8 @@ import bench_grpo_step
 import bench_grpo_trl
 from eval_rows import Counts, State
 
+pytestmark = pytest.mark.bench  # benchmark scripts: `tox -e bench`, not the default envs
+
 MODULE = "mbpo_bench.models.compile"
 
 

@@ -8,10 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from profile_ops import PhaseClock, op_class, profile_section
+
+pytestmark = pytest.mark.bench  # benchmark scripts: `tox -e bench`, not the default envs
 
 
 def _number(text: str, before: str) -> float:

@@ -19,6 +19,8 @@ from mbpo_bench.quickstart import QuickstartConfig
 from mbpo_bench.quickstart_report import TASKS, findings
 from mbpo_bench.reporting.loading import load_run
 
+pytestmark = pytest.mark.bench  # benchmark scripts: `tox -e bench`, not the default envs
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_study.py"
 N = 200  # items per task: even doc ids prior-consistent, odd ones counter-prior
 

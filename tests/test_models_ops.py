@@ -99,8 +99,8 @@ def test_prompt_tokens_equal_processor(vlm):
     ref = vlm.processor(text=texts, images=[p.image for p in prompts], return_tensors="pt",
                         padding=True)  # fmt: skip
     rendered = vlm.render(prompts, with_image=True)
-    ours = vlm._model_inputs(
-        vlm._prompt_ids(rendered), vlm.images_to_tensor([p.image for p in prompts])
+    ours = vlm.model_inputs(
+        vlm.prompt_ids(rendered), vlm.images_to_tensor([p.image for p in prompts])
     )
     for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
         if key in ours:
@@ -109,10 +109,10 @@ def test_prompt_tokens_equal_processor(vlm):
 
 def test_text_only_prompt_has_no_image_tokens(vlm):
     text = vlm.render([Prompt("Is there a red circle?")], with_image=False)[0]
-    ids = vlm._prompt_ids([text])[0]
+    ids = vlm.prompt_ids([text])[0]
     assert vlm.image_token_id not in ids
     assert vlm.image_token not in text
-    with_image = vlm._prompt_ids(vlm.render([Prompt("Is there a red circle?")], with_image=True))
+    with_image = vlm.prompt_ids(vlm.render([Prompt("Is there a red circle?")], with_image=True))
     assert with_image[0].count(vlm.image_token_id) == vlm.num_image_tokens() > 0
 
 

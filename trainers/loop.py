@@ -315,7 +315,7 @@ def _save_final(run: RunDir, save_final: Callable[[Path], None]) -> None:
     os.replace(tmp, final)
 
 
-def _optimizer_step(
+def optimizer_step(
     params: list[torch.nn.Parameter],
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
@@ -324,6 +324,8 @@ def _optimizer_step(
     loss: float,
     last: checkpoint.Checkpoint | None,
 ) -> float:
+    """One optimizer step after the backward passes: refuse a non-finite loss or gradient norm,
+    average gradients over ranks, clip, step optimizer and schedule; returns the gradient norm."""
     if not math.isfinite(loss):
         _diverged("the loss", loss, step, last)
     parallel.all_reduce_grads(params)
@@ -373,7 +375,7 @@ def train_loop(
             optimizer.zero_grad(set_to_none=True)
             result = _across_ranks(step_fn(step))
             lr = scheduler.get_last_lr()[0]
-            norm = _optimizer_step(
+            norm = optimizer_step(
                 params, optimizer, scheduler, optim, step + 1, result.loss, last_ckpt
             )
             dt = max(time.perf_counter() - t_step, 1e-9)

@@ -134,7 +134,9 @@ class AdapterBase:
         bos = self.tokenizer.bos_token
         return not (bos and text.startswith(bos))
 
-    def _prompt_ids(self, texts: list[str]) -> list[list[int]]:
+    def prompt_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of rendered prompts (`render`), special tokens added unless the template
+        already starts with BOS."""
         add = self._add_special(texts[0]) if texts else False
         ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=add)["input_ids"]
         return ids
@@ -148,9 +150,11 @@ class AdapterBase:
                 f"text must not contain the image token '{self.image_token}'"
             )
 
-    def _model_inputs(
+    def model_inputs(
         self, ids: list[list[int]], pixels: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
+        """The model's keyword inputs for `prompt_ids` (left-padded) and their images (or None for
+        text-only prompts): what `generate` and `choice_logprobs` feed the model."""
         batch = self.tokenizer.pad(
             {"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt"
         )
@@ -245,7 +249,7 @@ class AdapterBase:
                     texts = self.render([prompts[i] for i in idx], has_image)
                     pixels = self._pixels_for(prompts, idx, pixel_images) if has_image else None
                     with torch.no_grad():
-                        inputs = self._model_inputs(self._prompt_ids(texts), pixels)
+                        inputs = self.model_inputs(self.prompt_ids(texts), pixels)
                         out = run_generate(self.hf_model, inputs, cfg, num_samples, speed)
                     new = out[:, inputs["input_ids"].shape[1] :]
                     decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -263,11 +267,11 @@ class AdapterBase:
         import torch
 
         texts = self.render(prompts, pixels is not None)
-        prompt_ids = self._prompt_ids(texts)
+        prompt_ids = self.prompt_ids(texts)
         answer_ids = self.tokenizer(list(answers), add_special_tokens=False)["input_ids"]
         eos = self.tokenizer.eos_token_id
         answer_ids = [[*a, eos] for a in answer_ids]
-        inputs = self._model_inputs(
+        inputs = self.model_inputs(
             [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)], pixels
         )
         lengths = torch.tensor([len(a) for a in answer_ids], device=self.device)
@@ -319,7 +323,7 @@ class AdapterBase:
                 texts = self.render([prompts[i] for i in idx], has_image)
                 pixels = self._pixels_for(prompts, idx, None) if has_image else None
                 with torch.no_grad():
-                    inputs = self._model_inputs(self._prompt_ids(texts), pixels)
+                    inputs = self.model_inputs(self.prompt_ids(texts), pixels)
                     hidden = self.hf_model.model(**inputs, use_cache=False).last_hidden_state
                     logits = self.hf_model.lm_head(hidden[:, -1]).float()
                     logp = torch.log_softmax(logits, dim=-1)[:, token_ids]
