@@ -158,3 +158,50 @@ def chair(raw: Row, index: int) -> Row:
         "image": raw["image"],
         "meta": {"truth": truth},
     }
+
+
+# MMBench's own convention (lmms-eval's MMBench_Evaluator, VLMEvalKit): the circular copies of
+# question `i` carry index `i + k * 1_000_000`; the pass with the options as published is k = 0.
+MMBENCH_SHIFT = 1_000_000
+
+
+def mmbench(raw: Row, index: int) -> list[Row]:
+    """lmms-lab MMBench (config en, split dev): index, question, hint, A-D, answer (letter),
+    category, L2-category (lmms-eval's spelling; l2-category accepted), source, split, image.
+
+    CircularEval: one row per circular shift of the options (shift k puts option k first), each
+    answer letter moved along, doc ids following MMBench's `index + k * 1e6`. Copies that the file
+    already holds (index >= 1e6) are dropped and regenerated here, so a file with or without them
+    gives the same passes. `group` keeps a question's passes together under `--limit`.
+    """
+    number = int(raw["index"])
+    if number >= MMBENCH_SHIFT:
+        return []
+    options = [_s(raw[c]) for c in "ABCDE" if c in raw and _s(raw[c]) not in ("", "nan")]
+    answer = _s(raw["answer"]).upper()
+    if len(options) < 2 or answer not in _LETTERS[: len(options)]:
+        raise ValueError(f"options {options!r} / answer {raw['answer']!r}")
+    hint = _s(raw.get("hint"))
+    question = f"{hint} {_s(raw['question'])}" if hint and hint != "nan" else _s(raw["question"])
+    l2 = raw.get("L2-category", raw.get("l2-category"))
+    rows = []
+    for shift in range(len(options)):
+        rotated = options[shift:] + options[:shift]
+        correct = (_LETTERS.index(answer) - shift) % len(options)
+        rows.append(
+            {
+                "doc_id": str(number + shift * MMBENCH_SHIFT),
+                "group": str(number),
+                "question": question,
+                "answer": _LETTERS[correct],
+                "options": rotated,
+                "image": raw["image"],
+                "meta": {
+                    "question_index": number,
+                    "shift": shift,
+                    "mmbench_category": _s(raw.get("category")),
+                    "l2_category": _s(l2),
+                },
+            }
+        )
+    return rows

@@ -203,3 +203,37 @@ def chair_recall(rows: Sequence[Row]) -> float:
     truth = sum(len(r.get("truth") or ()) for r in rows)
     covered = sum(len(set(r.get("mentioned") or ()) & set(r.get("truth") or ())) for r in rows)
     return covered / truth if truth else 0.0
+
+
+# --- MMBench CircularEval (rows are passes: meta question_index, shift, mmbench_category, ...) ---
+
+
+def _question(r: Row) -> Any:
+    return _meta(r, "question_index")
+
+
+def mmbench_circular(rows: Sequence[Row]) -> float:
+    """CircularEval: a question counts only if EVERY circular shift of its options is right."""
+    return group_accuracy(rows, _question)
+
+
+def mmbench_single(rows: Sequence[Row]) -> float:
+    """Single-pass accuracy: the options in their published order only (shift 0)."""
+    return accuracy([r for r in rows if _meta(r, "shift") == 0])
+
+
+def _circular_by(rows: Sequence[Row], key: str) -> dict[str, float]:
+    return {
+        str(label): mmbench_circular(group)
+        for label, group in sorted(_groups(rows, lambda r: str(_meta(r, key))).items())
+    }
+
+
+def mmbench_circular_by_category(rows: Sequence[Row]) -> dict[str, float]:
+    """CircularEval accuracy per MMBench category (lmms-eval's `category_acc`)."""
+    return _circular_by(rows, "mmbench_category")
+
+
+def mmbench_circular_by_l2_category(rows: Sequence[Row]) -> dict[str, float]:
+    """CircularEval accuracy per L2 category (lmms-eval's `l2_category_acc`)."""
+    return _circular_by(rows, "l2_category")

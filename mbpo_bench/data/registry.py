@@ -257,6 +257,21 @@ def _with_data(spec: TaskSpec, **changes: Any) -> TaskSpec:
     return dataclasses.replace(spec, data={**spec.data, **changes})
 
 
+def _first_groups(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The rows of the first `limit` items; rows sharing a `group` (the circular passes of one
+    MMBench question) count as one item and are kept or dropped together."""
+    kept: set[str] = set()
+    out = []
+    for row in rows:
+        group = str(row.get("group", row["doc_id"]))
+        if group not in kept:
+            if len(kept) == limit:
+                break
+            kept.add(group)
+        out.append(row)
+    return out
+
+
 def load_items(
     spec_or_name: TaskSpec | str,
     *,
@@ -275,7 +290,7 @@ def load_items(
     spec = _spec(spec_or_name, include_paths)
     rows = _rows(spec, split, data_root, cache_dir, embedded)
     if limit is not None:
-        rows = rows[:limit]
+        rows = _first_groups(rows, limit)
     items = []
     for row in rows:
         options = tuple(str(o) for o in (row.get("options") or ()))

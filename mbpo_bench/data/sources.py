@@ -75,6 +75,9 @@ def locate(spec: TaskSpec, root: Path | None = None, *, use_hub: bool = True) ->
     if use_hub and hub_id:
         snap = _hub_snapshot(str(hub_id))
         if snap is not None:
+            config = spec.data.get("config")  # a multi-config repo: <config>/<split>-*.parquet
+            if config and (snap / str(config)).is_dir():
+                snap = snap / str(config)
             return _parquet_files(snap, split)
     return []
 
@@ -89,7 +92,7 @@ def missing_data_error(spec: TaskSpec, root: Path | None = None) -> UserError:
     )
 
 
-def _adapter(spec: TaskSpec) -> Callable[[Row, int], Row]:
+def _adapter(spec: TaskSpec) -> Callable[[Row, int], Row | list[Row]]:
     dotted = str(spec.data.get("adapter", ""))
     module, _, fn = dotted.rpartition(".")
     try:
@@ -127,14 +130,15 @@ def read_rows(spec: TaskSpec, root: Path | None = None) -> list[Row]:
             if where and not _matches(raw, where):
                 continue
             try:
-                row = adapt(raw, index)
-                row["image_path"] = _image_file(row.pop("image", None), image_dir, path, row)
+                adapted = adapt(raw, index)  # one row, or several (MMBench's circular passes)
+                for row in adapted if isinstance(adapted, list) else [adapted]:
+                    row["image_path"] = _image_file(row.pop("image", None), image_dir, path, row)
+                    out.append(row)
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 raise UserError(
                     f"task {spec.name}: malformed row {index} in {path} "
                     f"({exc.__class__.__name__}: {exc}) — fix or drop that row"
                 ) from exc
-            out.append(row)
     return out
 
 

@@ -85,14 +85,37 @@ class _Scorer:
         self, fn: Callable[[list[Any]], float], rows: list[Any], hib: bool | None
     ) -> Metric:
         """A task's own aggregation with a bootstrap over the same item resamples."""
+        return self.aggregate_many(fn, rows, hib).get("", Metric(None, len(rows), None, None, hib))
+
+    def aggregate_many(
+        self, fn: Callable[[list[Any]], Any], rows: list[Any], hib: bool | None
+    ) -> dict[str, Metric]:
+        """Like `aggregate` for a function returning a float ("" key) or a {label: float} dict
+        (per-category scores), each label with its bootstrap CI. A NaN (nothing to score, e.g.
+        every judgement failed) is reported as value None, never as a number."""
         n = len(rows)
         if n == 0:
-            return Metric(None, 0, None, None, hib)
+            return {}
+        value = fn(rows)
+        labels = list(value) if isinstance(value, dict) else [""]
+        point = value if isinstance(value, dict) else {"": value}
         counts = self.counts(n)[: self.b.task_metric_resamples].astype(int)
         index = np.arange(n)
-        stats = np.array([fn([rows[i] for i in np.repeat(index, c)]) for c in counts], dtype=float)
-        est = Estimate(float(fn(rows)), *percentile_interval(stats, self.b.confidence), n)
-        return _metric(est, hib)
+        stats: dict[str, list[float]] = {k: [] for k in labels}
+        for c in counts:
+            sample = fn([rows[i] for i in np.repeat(index, c)])
+            sample = sample if isinstance(sample, dict) else {"": sample}
+            for k in labels:
+                stats[k].append(float(sample.get(k, np.nan)))
+        out = {}
+        for k in labels:
+            v = float(point[k])
+            if not np.isfinite(v):
+                out[k] = Metric(None, n, None, None, hib)
+                continue
+            low, high = percentile_interval(np.array(stats[k]), self.b.confidence)
+            out[k] = _metric(Estimate(v, low, high, n), hib)
+        return out
 
 
 def _columns(rows: list[dict[str, Any]], verifier: str) -> dict[str, RatioMetric]:
@@ -145,7 +168,10 @@ def _task_metrics(
         if name in have or not spec.get("aggregation"):
             continue
         fn = resolve_function(spec["aggregation"])
-        out[name] = scorer.aggregate(fn, rows, spec.get("higher_is_better", True))
+        for label, metric in scorer.aggregate_many(
+            fn, rows, spec.get("higher_is_better", True)
+        ).items():
+            out[f"{name}[{label}]" if label else name] = metric
     return out
 
 
