@@ -4,7 +4,8 @@ The canonical answer is the option letter. Letters are valid up to the number of
 when no options are given). A capital letter counts as a choice when it stands alone: the whole
 response, in brackets, or followed by punctuation or by a word that is not a noun phrase. The
 article "A"/"a" in "A red circle" is NOT read as option A (lmms-eval's MMVP parser does read it
-that way; see tasks/mmvp/README.md). Several different letters ("A or C") are a hedge: no answer.
+that way; see tasks/mmvp/README.md). Several different letters are a hedge, whatever separates
+them ("A or C", "B C", "B, C", "B/C", "B\\nC"): no answer, so no credit and format reward 0.
 Without any letter, an option's text mentioned alone ("red", "It is red.") selects that option;
 when several options are mentioned, the longest wins only if it contains the others ("dark red"
 over "red"), otherwise the response hedges.
@@ -21,8 +22,9 @@ from mbpo_bench.tasks.verifiers.text import contains_phrase, nfkc, normalize_phr
 _DEFAULT_LETTERS = "ABCDE"
 # A bracketed letter, any case: (b) [B] {c}
 _BRACKETED = re.compile(r"[(\[{]\s*([A-Za-z])\s*[)\]}]")
-# A capital letter standing alone as a token; the following text decides whether it is a choice.
-_CAPITAL = re.compile(r"(?<![A-Za-z0-9'])([A-Z])(?![A-Za-z0-9'])(\s*)([A-Za-z]*)")
+# A capital letter standing alone as a token; the following text (read by a lookahead, so a
+# second letter right after it, as in "B C", is matched on its own) decides whether it is a choice.
+_CAPITAL = re.compile(r"(?<![A-Za-z0-9'])([A-Z])(?![A-Za-z0-9'])(?=(\s*)([A-Za-z]*))")
 # Words after "A"/"I" that show the letter is still a choice ("A is correct", "A or C").
 _AFTER_CHOICE = frozenset({"is", "or", "and", "seems", "would", "because", "since", "as"})
 
@@ -40,7 +42,13 @@ def _letter_choices(response: str, valid: str) -> set[str]:
         letter, space, following = match.groups()
         if letter not in valid:
             continue
-        if letter in "AI" and space and following and following.lower() not in _AFTER_CHOICE:
+        if (
+            letter in "AI"
+            and space
+            and following
+            and following.lower() not in _AFTER_CHOICE
+            and not (len(following) == 1 and following in valid)  # "A C": two letters
+        ):
             continue  # an article or a pronoun: "A red circle", "I think"
         found.add(letter)
     return {f for f in found if f in valid}
