@@ -155,6 +155,16 @@ def mme_acc_plus(rows: Sequence[Row]) -> float:
     return group_accuracy(rows, lambda r: (_meta(r, "category"), _meta(r, "image_id")))
 
 
+# --- MMStar -------------------------------------------------------------------------------------
+
+
+def mmstar_average(rows: Sequence[Row]) -> float:
+    """The mean over l2 categories of each category's accuracy (lmms-eval's `average` formula,
+    with our verifier's verdicts), from the categories' real sizes in the rows."""
+    groups = _groups(rows, lambda r: _meta(r, "l2_category"))
+    return _mean(accuracy(g) for g in groups.values())
+
+
 # --- HallusionBench (rule-based) ----------------------------------------------------------------
 
 

@@ -37,9 +37,16 @@ from mbpo_bench.reporting.tables import (
     average_table,
     averaged_tasks,
     balance_table,
+    has_lmms_metrics,
     task_table,
 )
 from mbpo_bench.runs import write_atomic
+
+LMMS_NOTE = (
+    "Columns marked (lmms-eval): the same metric with lmms-eval 0.7.3's own answer parsing "
+    "(`<metric>_lmms` in results.json); quote those beside lmms-eval's published tables, compare "
+    "models with the verifier's columns."
+)
 
 
 def render_report(
@@ -203,6 +210,8 @@ def _task_sections(
     for task in all_tasks(runs):
         mark = " †" if task in flagged else ""
         parts += [f"### {task}{mark}", "", _task_line(runs, task), ""]
+        if has_lmms_metrics(runs, task):
+            parts += [LMMS_NOTE, ""]
         parts += [markdown_table(task_table(runs, task, config))]
     return parts
 

@@ -10,6 +10,8 @@ Decisions:
   every task in it has per-item samples; otherwise the average is shown without one.
 - Probes in a fixed order (image, blind, mismatched, noise, adversarial, iig, then others sorted);
   metrics sorted with accuracy first, so tables do not depend on file order.
+- A metric's lmms-eval-compatible twin (`<metric>_lmms`) is a column beside it, not a row of its
+  own: the verifier's score compares models, the lmms-eval one stands beside published tables.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from mbpo_bench.reporting.loading import RunData
 from mbpo_bench.reporting.paired import item_values, percentile_ci, seed_for
 
 PROBE_ORDER = ("image", "blind", "mismatched", "noise", "adversarial", "iig")
+# Metrics named `<metric>_lmms` are `<metric>` scored as lmms-eval 0.7.3 scores it
+# (mbpo_bench.tasks.lmms_compat); task tables show them in a column of their own.
+LMMS_SUFFIX = "_lmms"
+LMMS_COLUMN = "(lmms-eval)"
 
 
 def ordered_probes(names: set[str]) -> list[str]:
@@ -47,24 +53,49 @@ def _metric_cell(metric: Metric | None, config: ReportConfig) -> str:
     return fmt_estimate(metric.value, metric.ci_low, metric.ci_high, config.digits)
 
 
+def has_lmms_metrics(runs: Sequence[RunData], task: str) -> bool:
+    """Whether any run reports lmms-eval-compatible metrics (`<metric>_lmms`) for `task`."""
+    return any(
+        m.endswith(LMMS_SUFFIX)
+        for r in runs
+        if task in r.results.tasks
+        for p in r.results.tasks[task].probes.values()
+        for m in p.metrics
+    )
+
+
 def task_table(runs: Sequence[RunData], task: str, config: ReportConfig) -> pd.DataFrame:
-    """Rows 'probe / metric' (and 'probe / n'), one column per run."""
+    """Rows 'probe / metric' (and 'probe / n'), one column per run.
+
+    Where the task reports lmms-eval-compatible metrics (`<metric>_lmms`: the same metric under
+    lmms-eval 0.7.3's own answer parsing), each run gets a second column, `<run> (lmms-eval)`,
+    and `<metric>_lmms` sits in the row of `<metric>`, so the two scorings read side by side.
+    """
     present = [r.results.tasks[task] for r in runs if task in r.results.tasks]
     probes = ordered_probes({p for tr in present for p in tr.probes})
+    lmms = has_lmms_metrics(runs, task)
+    columns = [r.name for r in runs]
+    if lmms:
+        columns = [c for r in runs for c in (r.name, f"{r.name} {LMMS_COLUMN}")]
     rows: dict[str, list[str]] = {}
     for probe in probes:
-        metrics = ordered_metrics(
-            {m for tr in present if probe in tr.probes for m in tr.probes[probe].metrics}
-        )
-        rows[f"{probe} / n"] = [_probe_n(run, task, probe) for run in runs]
-        for metric in metrics:
-            rows[f"{probe} / {metric}"] = [
-                MISSING
-                if task not in run.results.tasks
-                else _metric_cell(_probe_metric(run.results.tasks[task], probe, metric), config)
-                for run in runs
-            ]
-    df = pd.DataFrame.from_dict(rows, orient="index", columns=[r.name for r in runs])
+        names = {m for tr in present if probe in tr.probes for m in tr.probes[probe].metrics}
+        if lmms:
+            names = {m.removesuffix(LMMS_SUFFIX) for m in names}
+        n = [_probe_n(run, task, probe) for run in runs]
+        rows[f"{probe} / n"] = [c for cell in n for c in (cell, cell)] if lmms else n
+        for metric in ordered_metrics(names):
+            cells = []
+            for run in runs:
+                variants = (metric, metric + LMMS_SUFFIX) if lmms else (metric,)
+                for name in variants:
+                    if task not in run.results.tasks:
+                        cells.append(MISSING)
+                    else:
+                        found = _probe_metric(run.results.tasks[task], probe, name)
+                        cells.append(_metric_cell(found, config))
+            rows[f"{probe} / {metric}"] = cells
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
     df.index.name = "probe / metric"
     return df
 
