@@ -173,19 +173,24 @@ def merge_dicts(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a `--config` YAML file; a missing or malformed file is one line."""
+    if not path.is_file():
+        raise UserError(f"config file not found: {path} — pass an existing YAML file")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+    if not isinstance(loaded, dict):
+        raise UserError(f"config file {path} must hold a mapping at the top level")
+    return loaded
+
+
 def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of `cls`, then the YAML file at `path`, then `section.key=value` overrides."""
     data: dict[str, Any] = to_dict(cls())
     if path is not None:
-        if not path.is_file():
-            raise UserError(f"config file not found: {path} — pass an existing YAML file")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
-        if not isinstance(loaded, dict):
-            raise UserError(f"config file {path} must hold a mapping at the top level")
-        data = merge_dicts(data, loaded)
+        data = merge_dicts(data, read_config_file(path))
     data = merge_dicts(data, parse_overrides(overrides or []))
     return from_dict(cls, data, where=cls.__name__)
 

@@ -14,8 +14,14 @@ from mbpo_bench.evaluation.schema import SCHEMA_VERSION, BootstrapSettings, Mode
 def _capture(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
-    def fake_run_eval(config: Any, *, overwrite: bool = False, progress: bool = True) -> Results:
-        seen.update(config=config, overwrite=overwrite, progress=progress)
+    def fake_run_eval(
+        config: Any,
+        *,
+        overwrite: bool = False,
+        progress: bool = True,
+        show_config: bool | None = None,
+    ) -> Results:
+        seen.update(config=config, overwrite=overwrite, progress=progress, show_config=show_config)
         return Results(SCHEMA_VERSION, ModelInfo("m"), ["image"], BootstrapSettings(10, 0.95, 0), {},
                        {}, None, "3.11", None, 0.0, 0.0, None, 0, 0, {})  # fmt: skip
 
@@ -60,7 +66,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         False,
         False,
     )
-    assert seen["overwrite"] is False
+    assert seen["overwrite"] is False and seen["show_config"] is None
 
 
 def test_bad_override_is_one_line(
@@ -74,3 +80,51 @@ def test_bad_override_is_one_line(
     assert (
         code != 0 and len(err.splitlines()) == 1 and "unknown config key 'eval.probes.eps'" in err
     )
+
+
+def test_config_file_then_options_then_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`eval --config FILE` as `train`/`mine`: defaults < file < options typed < --set."""
+    seen = _capture(monkeypatch)
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(
+        f"model: from_file\ntasks: embedded\noutput: {tmp_path / 'out'}\nbatch_size: 4\n"
+        "limit: 20\ndevice: cpu\nprobes: {names: [blind, image], seed: 3}\n"
+        "bootstrap: {n_resamples: 50}\n"
+    )
+    argv = ["eval", "--config", str(cfg), "--limit", "5", "--set", "bootstrap.n_resamples=7"]
+    assert main(argv) == 0
+    c = seen["config"]
+    assert (c.model, c.tasks, c.output) == ("from_file", "embedded", str(tmp_path / "out"))
+    assert (c.batch_size, c.device, c.limit) == (4, "cpu", 5)  # an option at its default
+    assert c.probes.names == ["image", "blind"] and c.probes.seed == 3  # leaves the file's value
+    assert c.bootstrap.n_resamples == 7 and c.bootstrap.confidence == 0.95
+    assert main(["eval", "--config", str(cfg), "--model", "m", "--batch-size", "16"]) == 0
+    assert (seen["config"].model, seen["config"].batch_size) == ("m", 16)
+
+
+def test_config_file_errors_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _capture(monkeypatch)
+    cfg = tmp_path / "eval.yaml"
+    cases = {
+        "model: m\ntasks: embedded\n": "no output given — pass --output DIR (or set output",
+        "model: m\noutput: o\nbach_size: 4\n": "unknown config key 'eval.bach_size'",
+        "[1, 2]\n": "must hold a mapping",
+    }
+    for text, message in cases.items():
+        cfg.write_text(text)
+        assert main(["eval", "--config", str(cfg), "--tasks", "embedded"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert main(["eval", "--tasks", "embedded", "--output", str(tmp_path)]) == 2
+    assert "no model given — pass --model" in capsys.readouterr().err
+    assert main(["eval", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_quiet_skips_the_config_print(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen = _capture(monkeypatch)
+    argv = ["eval", "--model", "m", "--tasks", "embedded", "--output", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    assert seen["show_config"] is False and seen["progress"] is True

@@ -1,12 +1,14 @@
 """`mbpo-bench eval`: evaluate a checkpoint on tasks with modality-balance probes.
 
 The command only parses options into an `EvalConfig` and calls `run_eval`; everything heavy is
-imported inside (start-up stays light). Settings without an option of their own (PGD budget,
+imported inside (start-up stays light). As for `train` and `mine`: defaults, then `--config FILE`,
+then the options typed on the command line, then `--set`; `--quiet` skips the config print. Settings without an option of their own (PGD budget,
 bootstrap resamples, IIG null condition, ...) are reachable with `--set section.key=value`.
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -15,69 +17,88 @@ import typer
 
 def build_config(
     *,
-    model: str,
-    tasks: str,
-    output: Path,
+    model: str | None = None,
+    tasks: str | None = None,
+    output: Path | None = None,
     adapter: Path | None = None,
     probes: str | None = None,
     limit: int | None = None,
-    batch_size: int = 16,
-    device: str = "auto",
-    dtype: str = "auto",
+    batch_size: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
     include_path: list[Path] | None = None,
     data_root: Path | None = None,
     max_new_tokens: int | None = None,
-    skip_bad_items: bool = False,
-    online: bool = False,
-    trust_remote_code: bool = False,
-    backend: str = "native",
-    answer_mode: str = "generate",
-    compile: bool = False,
+    skip_bad_items: bool | None = None,
+    online: bool | None = None,
+    trust_remote_code: bool | None = None,
+    backend: str | None = None,
+    answer_mode: str | None = None,
+    compile: bool | None = None,
+    config_file: Path | None = None,
     overrides: list[str] | None = None,
 ) -> Any:
-    """Options -> EvalConfig (defaults, then options, then `--set` overrides)."""
-    from mbpo_bench.config import from_dict, parse_overrides, to_dict
+    """Options -> EvalConfig: defaults, then `--config FILE`, then the options given (None: not
+    given, the file's or the default value stays), then `--set` overrides; as `train` and `mine`.
+
+    `model`, `tasks` and `output` must come from an option or the file.
+    """
+    from mbpo_bench.config import from_dict, merge_dicts, parse_overrides, read_config_file, to_dict
+    from mbpo_bench.errors import UserError
     from mbpo_bench.evaluation.choices import check_answer_mode
     from mbpo_bench.evaluation.config import EvalConfig
     from mbpo_bench.evaluation.probes import parse_probes
 
-    data = to_dict(EvalConfig())
-    data.update(
-        model=model,
-        adapter=str(adapter) if adapter is not None else None,
-        tasks=tasks,
-        output=str(output),
-        limit=limit,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        device=device,
-        dtype=dtype,
-        include_paths=[str(p) for p in include_path or []],
-        data_root=str(data_root) if data_root is not None else None,
-        skip_bad_items=skip_bad_items,
-        online=online,
-        trust_remote_code=trust_remote_code,
-        backend=backend,
-        answer_mode=check_answer_mode(answer_mode),
-        compile=compile,
-    )
-    data["probes"]["names"] = list(parse_probes(probes))
-    for key, value in parse_overrides(overrides or []).items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key].update(value)
-        else:
-            data[key] = value
+    from_file = read_config_file(config_file) if config_file is not None else {}
+    options = {
+        "model": model,
+        "adapter": str(adapter) if adapter is not None else None,
+        "tasks": tasks,
+        "output": str(output) if output is not None else None,
+        "limit": limit,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "device": device,
+        "dtype": dtype,
+        "include_paths": [str(p) for p in include_path] if include_path is not None else None,
+        "data_root": str(data_root) if data_root is not None else None,
+        "skip_bad_items": skip_bad_items,
+        "online": online,
+        "trust_remote_code": trust_remote_code,
+        "backend": backend,
+        "answer_mode": answer_mode,
+        "compile": compile,
+    }
+    for key, flag in (("model", "--model PATH_OR_HUB_ID"), ("tasks", "--tasks NAMES_OR_SUITES"),
+                      ("output", "--output DIR")):  # fmt: skip
+        if options[key] is None and key not in from_file:
+            raise UserError(f"no {key} given — pass {flag} (or set {key} in --config)")
+    data = merge_dicts(to_dict(EvalConfig()), from_file)
+    data.update({k: v for k, v in options.items() if v is not None})
+    data["answer_mode"] = check_answer_mode(str(data["answer_mode"]))
+    if isinstance(data.get("probes"), dict):
+        names = probes if probes is not None else data["probes"].get("names")
+        data["probes"]["names"] = list(parse_probes(names))
+    data = merge_dicts(data, parse_overrides(overrides or []))
     return from_dict(EvalConfig, data, where="eval")
 
 
 def eval_command(
-    model: str = typer.Option(
-        ...,
+    ctx: typer.Context,
+    model: str | None = typer.Option(
+        None,
         "--model",
-        help="Checkpoint folder, hub id, or a training run folder (reads final/info.json).",
+        help="Checkpoint folder, hub id, or a training run folder (reads final/info.json). "
+        "Required, here or in --config.",
     ),
-    tasks: str = typer.Option(..., "--tasks", help="Task names or a suite, comma-separated."),
-    output: Path = typer.Option(..., "--output", help="Run folder (resumed if unfinished)."),
+    tasks: str | None = typer.Option(
+        None,
+        "--tasks",
+        help="Task names or a suite, comma-separated. Required, here or in --config.",
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", help="Run folder (resumed if unfinished). Required, here or in --config."
+    ),
     adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder."),
     probes: str | None = typer.Option(
         None,
@@ -117,36 +138,33 @@ def eval_command(
         "generation); pays off on long GPU runs.",
     ),
     overrides: list[str] = typer.Option([], "--set", help="Any config field: section.key=value."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="YAML file of EvalConfig fields (options given here win over it)."
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
 ) -> None:
     """Evaluate a model on tasks with modality-balance probes; writes results.json + samples.jsonl."""
     from mbpo_bench import parallel
     from mbpo_bench.evaluation.api import run_eval
 
+    given = {  # options typed on the command line; the others leave the file's value. By the
+        # source's name: typer >= 0.20 vendors click, so click's own enum would not match.
+        name: value
+        for name, value in ctx.params.items()
+        if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+    }
+    settings = set(inspect.signature(build_config).parameters) - {"config_file", "overrides"}
     config = build_config(
-        model=model,
-        tasks=tasks,
-        output=output,
-        adapter=adapter,
-        probes=probes,
-        limit=limit,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        include_path=include_path,
-        data_root=data_root,
-        max_new_tokens=max_new_tokens,
-        skip_bad_items=skip_bad_items,
-        online=online,
-        trust_remote_code=trust_remote_code,
-        backend=backend,
-        answer_mode=answer_mode,
-        compile=compile,
+        **{k: v for k, v in given.items() if k in settings},
+        config_file=config_file,
         overrides=overrides,
     )
-    results = run_eval(config, overwrite=overwrite, progress=not no_progress)
+    results = run_eval(
+        config, overwrite=overwrite, progress=not no_progress, show_config=False if quiet else None
+    )
     if parallel.is_main():  # under torchrun: one summary, rank 0's (run_eval prints the config)
-        typer.echo(summary(results, output))
+        typer.echo(summary(results, Path(config.output)))
 
 
 def summary(results: Any, output: Path) -> str:
