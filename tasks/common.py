@@ -21,7 +21,6 @@ from typing import Any
 from mbpo_bench.tasks.verifiers import VERIFIERS, verify
 
 TASK_PATHS_ENV = "MBPO_BENCH_TASK_PATHS"
-DOCS_PREFIX = "docs_for_"
 
 
 def score_row(
@@ -76,6 +75,8 @@ def process_docs(dataset: Any, *, task: str) -> Any:
 
 
 def __getattr__(name: str) -> Callable[[Any], Any]:
+    from mbpo_bench.data.task_spec import DOCS_PREFIX  # the YAML format's name, below this glue
+
     if name.startswith(DOCS_PREFIX):
         return partial(process_docs, task=name[len(DOCS_PREFIX) :])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,8 @@ import torch
 
 from mbpo_bench.errors import UserError
 from mbpo_bench.models import FAMILIES, SIZES, build_tiny_model, count_parameters, load_model
-from mbpo_bench.models.tiny import model_class, model_config
+from mbpo_bench.models.families import model_class
+from mbpo_bench.models.tiny import model_config
 from mbpo_bench.models.tokenizer import ANSWER_WORDS, build_tokenizer
 
 torch.set_num_threads(1)

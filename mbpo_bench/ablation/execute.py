@@ -12,21 +12,21 @@ does not load) is recorded and the ablation goes on with the other runs; the rep
 and the command exits non-zero at the end. Any other exception is a bug and stops everything.
 Runs go seed-major, so an interrupted ablation has complete comparisons for its first seeds.
 With `--jobs N` the runs go to N worker processes instead (`jobs.py`), grouped so that the runs
-sharing a mining folder stay together; a crashed worker then fails its own runs only.
+sharing a mining folder stay together; a crashed worker then fails its own runs only. The entry
+point that chooses between the two, `run_ablation`, is `driver.py`: this module and `jobs.py`
+both sit below it, so neither imports the other's caller.
 """
 
 from __future__ import annotations
 
 import gc
-import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mbpo_bench.ablation.config import AblationConfig
-from mbpo_bench.ablation.plan import Plan, Run, build_plan
+from mbpo_bench.ablation.plan import Plan, Run
 from mbpo_bench.config import dump_yaml
 from mbpo_bench.errors import UserError
 from mbpo_bench.runs import RunDir, write_atomic
@@ -42,10 +42,6 @@ class AblationResult:
     report: Path
     per_seed: Path
     failures: dict[str, str] = field(default_factory=dict)
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def check_existing(plan: Plan) -> None:
@@ -121,36 +117,6 @@ def execute_run(run: Run, plan: Plan, log: Log, progress: bool, failed: dict[Pat
     train(run, log)
     trained_weights(run)
     evaluate(run.eval_config, log, progress)
-
-
-def run_ablation(
-    config: AblationConfig,
-    output: Path,
-    *,
-    progress: bool = True,
-    log: Log = _stderr,
-    argv: list[str] | None = None,
-    jobs: int = 1,
-) -> AblationResult:
-    """Mine, train and evaluate every run of the plan (skipping finished ones), then report.
-
-    `jobs` > 1 runs that many groups of runs at once in worker processes (`jobs.py`); the
-    per-seed results are the same as with one run at a time.
-    """
-    from mbpo_bench.ablation.jobs import check_jobs, run_parallel
-    from mbpo_bench.models.loading import resolve_folder
-
-    check_jobs(jobs)
-    plan = build_plan(config, output)
-    check_existing(plan)
-    resolve_folder(plan.start[0], local_files_only=True)  # a wrong --model fails before any run
-    output.mkdir(parents=True, exist_ok=True)
-    write_atomic(output / "ablation.yaml", dump_yaml(config))
-    argv = list(sys.argv) if argv is None else argv
-    write_atomic(output / "command.txt", shlex.join(argv) + "\n")
-    parallel = jobs > 1
-    failures = run_parallel(plan, jobs, log) if parallel else run_sequential(plan, log, progress)
-    return write_outputs(plan, failures, argv)
 
 
 def run_sequential(plan: Plan, log: Log, progress: bool) -> dict[str, str]:

@@ -360,8 +360,7 @@ def aggregate(spec: TaskSpec, rows: Sequence[dict[str, Any]]) -> dict[str, float
 def _check_refs(spec: TaskSpec) -> list[str]:
     """Every `!function` target and the data adapter must import, and a `docs_for_<task>` must
     name this task (another name would silently feed lmms-eval that task's items)."""
-    from mbpo_bench.data.task_spec import FunctionRef
-    from mbpo_bench.tasks.common import DOCS_PREFIX  # `docs_for_<task>` -> that task's items
+    from mbpo_bench.data.task_spec import DOCS_PREFIX, FunctionRef
 
     named = [(k, v) for k, v in spec.raw.items() if isinstance(v, FunctionRef)]
     refs = [v for _, v in named]

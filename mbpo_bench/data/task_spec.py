@@ -28,6 +28,10 @@ import yaml
 
 from mbpo_bench.errors import UserError
 
+# `process_docs: !function mbpo_bench.tasks.common.docs_for_<task>` loads <task>'s items; the
+# registry's `tasks validate` checks that <task> is the YAML's own task.
+DOCS_PREFIX = "docs_for_"
+
 
 class FunctionRef(str):
     """The dotted path of a `!function` tag, unresolved."""

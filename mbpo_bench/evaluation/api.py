@@ -164,7 +164,7 @@ def run_eval(
     from mbpo_bench import parallel
 
     if config.backend == "lmms-eval":
-        from mbpo_bench.evaluation.lmms_backend import run_lmms_eval
+        from mbpo_bench.evaluation.lmms_backend import check_config, run_lmms_eval
 
         if config.answer_mode != "generate":
             raise UserError(
@@ -182,7 +182,10 @@ def run_eval(
                 "the native backend for data-parallel evaluation"
             )
 
-        return run_lmms_eval(config, overwrite=overwrite)
+        check_config(config)
+        tasks = load_tasks(config)
+        vlm = load_vlm(config)
+        return run_lmms_eval(config, tasks, vlm, model_info(config, vlm), overwrite=overwrite)
     from mbpo_bench.evaluation.runner import evaluate
     from mbpo_bench.runs import RunDir
 

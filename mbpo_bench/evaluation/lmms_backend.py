@@ -17,14 +17,21 @@ import importlib.util
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.errors import UserError
 from mbpo_bench.evaluation.config import EvalConfig
-from mbpo_bench.evaluation.schema import Results
+from mbpo_bench.evaluation.schema import ModelInfo, Results
+
+if TYPE_CHECKING:
+    from mbpo_bench.data.items import TaskItem
+    from mbpo_bench.evaluation.runner import TaskInfo
+    from mbpo_bench.evaluation.schema import SkippedItem
+    from mbpo_bench.models.protocol import VisionLanguageModel
 
 
-def _check(config: EvalConfig) -> None:
+def check_config(config: EvalConfig) -> None:
+    """What this backend cannot do, refused before anything loads (one line each)."""
     if list(config.probes.names) != ["image"]:
         raise UserError(
             f"the lmms-eval backend runs the image probe only, got --probes "
@@ -67,10 +74,19 @@ def _simple_evaluate(lm: Any, names: list[str], config: EvalConfig) -> dict[str,
     return dict(out or {})
 
 
-def run_lmms_eval(config: EvalConfig, *, overwrite: bool = False) -> Results:
-    """Run the tasks' image probe through lmms-eval and write our results files."""
-    _check(config)
-    from mbpo_bench.evaluation.api import load_tasks, load_vlm, model_info
+def run_lmms_eval(
+    config: EvalConfig,
+    tasks: list[tuple[TaskInfo, list[TaskItem], list[SkippedItem]]],
+    vlm: VisionLanguageModel,
+    info: ModelInfo,
+    *,
+    overwrite: bool = False,
+) -> Results:
+    """Run the tasks' image probe through lmms-eval and write our results files.
+
+    The caller (`api.run_eval`) checks the config (`check_config`) and loads the tasks and the
+    model, as for the native runner's `evaluate`: this backend only executes and stores.
+    """
     from mbpo_bench.evaluation.batches import generation_row, truncate_at
     from mbpo_bench.evaluation.lmms_plugin import MbpoLmms
     from mbpo_bench.evaluation.probes import ProbeInput
@@ -80,15 +96,13 @@ def run_lmms_eval(config: EvalConfig, *, overwrite: bool = False) -> Results:
     from mbpo_bench.models.protocol import Prompt
     from mbpo_bench.runs import RunDir, write_atomic
 
-    tasks = load_tasks(config)
-    vlm = load_vlm(config)
     run = RunDir.open(Path(config.output), overwrite=overwrite, config=config)
     plans = [
-        plan_task(info, items, skipped, ["image"], config.probes.seed)
-        for info, items, skipped in tasks
+        plan_task(task, items, skipped, ["image"], config.probes.seed)
+        for task, items, skipped in tasks
     ]
     store = SampleStore.open(run.path)
-    write_meta(store, plans, model_info(config, vlm), ["image"])
+    write_meta(store, plans, info, ["image"])
     lm = MbpoLmms(pretrained=config.model, vlm=vlm, batch_size=config.batch_size)
     start = time.perf_counter()
     out = _simple_evaluate(lm, [p.info.name for p in plans], config)

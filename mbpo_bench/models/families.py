@@ -8,6 +8,7 @@ LLaVA-architecture model (SigLIP vision + Qwen2 text) and loads back as family `
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mbpo_bench.errors import check_choice
 
@@ -54,3 +55,17 @@ def check_family(family: str) -> str:
 
 def check_size(size: str) -> SizeSpec:
     return SIZES[check_choice("model size", size, SIZES)]
+
+
+def model_class(family: str) -> Any:
+    """The transformers class that builds and loads `family` (a build family or a model_type).
+
+    Here, below both `tiny` (builds) and `loading` (loads), so neither imports the other for it.
+    """
+    import transformers as tf
+
+    if family.startswith("llava"):
+        return tf.LlavaForConditionalGeneration
+    if family == "qwen2_vl":
+        return tf.Qwen2VLForConditionalGeneration
+    return tf.Qwen2_5_VLForConditionalGeneration

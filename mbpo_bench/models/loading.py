@@ -211,9 +211,9 @@ def load_model(
     """
     import transformers as tf
 
+    from mbpo_bench.models.families import model_class
     from mbpo_bench.models.llava import LlavaAdapter
     from mbpo_bench.models.qwen2_vl import QwenVLAdapter
-    from mbpo_bench.models.tiny import model_class
 
     if adapter is None:
         path_or_id, adapter = resolve_training_run(path_or_id)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.errors import UserError
-from mbpo_bench.models.families import SizeSpec, check_family, check_size
+from mbpo_bench.models.families import SizeSpec, check_family, check_size, model_class
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerFast
@@ -131,16 +131,6 @@ def model_config(
     return tf.Qwen2_5_VLConfig(
         text_config=tf.Qwen2_5_VLTextConfig(**text), vision_config=vision25.to_dict(), **ids
     )
-
-
-def model_class(family: str) -> Any:
-    import transformers as tf
-
-    if family.startswith("llava"):
-        return tf.LlavaForConditionalGeneration
-    if family == "qwen2_vl":
-        return tf.Qwen2VLForConditionalGeneration
-    return tf.Qwen2_5_VLForConditionalGeneration
 
 
 def image_processor(family: str, spec: SizeSpec, image_size: int) -> Any:
