@@ -259,7 +259,7 @@ class _FakeVLM:
 def test_mixed_batch_answers_by_choice_and_generates_the_rest() -> None:
     from mbpo_bench.evaluation.batches import _answers
     from mbpo_bench.evaluation.config import EvalConfig
-    from mbpo_bench.evaluation.runner import TaskInfo, plan_task
+    from mbpo_bench.evaluation.plan import TaskInfo, plan_task
     from mbpo_bench.evaluation.schema import GenerationSettings
     from mbpo_bench.models.tokenizer import build_tokenizer
 

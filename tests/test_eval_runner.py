@@ -18,7 +18,8 @@ from PIL import Image
 from mbpo_bench.data.images import BadImageError
 from mbpo_bench.data.items import TaskItem
 from mbpo_bench.evaluation.config import EvalConfig
-from mbpo_bench.evaluation.runner import TaskInfo, batches, check_images, evaluate, plan_task
+from mbpo_bench.evaluation.plan import TaskInfo, batches, plan_task
+from mbpo_bench.evaluation.runner import check_images, evaluate
 from mbpo_bench.evaluation.schema import GenerationSettings, ModelInfo, Results
 from mbpo_bench.evaluation.scoring import recompute_results
 from mbpo_bench.models.protocol import AnswerLogprobs, Prompt

@@ -13,7 +13,7 @@ and verifiers that lmms-eval calls. Integration:
    `simple_evaluate` with that wrapper where lmms-eval is installed, into the same results files.
 
 Modules: `config` (EvalConfig), `probes` (image/blind/mismatched/noise/adversarial/iig),
-`runner` (plan + resumable execution), `batches` (one batch through the model -> rows),
+`plan` (task info, probe coverage, batches), `runner` (resumable execution), `batches` (one batch through the model -> rows),
 `choices` (`answer_mode: choice`: close-ended answers by one prefill over the answer set), `store`
 (samples.jsonl, timing, meta), `scoring` (rows -> metrics with CIs; `recompute_results`),
 `schema` (results.json), `api` (`run_eval`; paired comparisons of two runs: `reporting.paired`),

@@ -21,7 +21,7 @@ from mbpo_bench.evaluation.schema import GenerationSettings, ModelInfo, Results
 if TYPE_CHECKING:
     from mbpo_bench.data.items import TaskItem
     from mbpo_bench.data.task_spec import TaskSpec
-    from mbpo_bench.evaluation.runner import TaskInfo
+    from mbpo_bench.evaluation.plan import TaskInfo
     from mbpo_bench.evaluation.schema import SkippedItem
     from mbpo_bench.models.protocol import VisionLanguageModel
 
@@ -43,7 +43,7 @@ def set_offline(online: bool) -> None:
 
 def task_info(spec: TaskSpec) -> TaskInfo:
     """Our record of a registry TaskSpec: version, prompt template, verifier, generation, metrics."""
-    from mbpo_bench.evaluation.runner import TaskInfo
+    from mbpo_bench.evaluation.plan import TaskInfo
 
     gen = spec.generation
     temperature = float(gen.get("temperature") or 0.0)

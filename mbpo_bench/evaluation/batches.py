@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from mbpo_bench.data.items import TaskItem
     from mbpo_bench.evaluation.config import EvalConfig
-    from mbpo_bench.evaluation.runner import Batch, TaskPlan
+    from mbpo_bench.evaluation.plan import Batch, TaskPlan
     from mbpo_bench.models.protocol import VisionLanguageModel
 
 

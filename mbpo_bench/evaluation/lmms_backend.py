@@ -25,7 +25,7 @@ from mbpo_bench.evaluation.schema import ModelInfo, Results
 
 if TYPE_CHECKING:
     from mbpo_bench.data.items import TaskItem
-    from mbpo_bench.evaluation.runner import TaskInfo
+    from mbpo_bench.evaluation.plan import TaskInfo
     from mbpo_bench.evaluation.schema import SkippedItem
     from mbpo_bench.models.protocol import VisionLanguageModel
 
@@ -89,8 +89,9 @@ def run_lmms_eval(
     """
     from mbpo_bench.evaluation.batches import generation_row, truncate_at
     from mbpo_bench.evaluation.lmms_plugin import MbpoLmms
+    from mbpo_bench.evaluation.plan import plan_task
     from mbpo_bench.evaluation.probes import ProbeInput
-    from mbpo_bench.evaluation.runner import plan_task, write_meta
+    from mbpo_bench.evaluation.runner import write_meta
     from mbpo_bench.evaluation.scoring import recompute_results
     from mbpo_bench.evaluation.store import RESULTS, SampleStore
     from mbpo_bench.models.protocol import Prompt

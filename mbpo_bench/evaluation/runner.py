@@ -9,7 +9,7 @@ The other direction: `lmms_plugin.py` is an lmms-eval model (entry point `mbpo`)
 (`lmms_backend.py`) sends the image probe through lmms-eval's `simple_evaluate` where installed.
 
 How a run goes (`evaluate`):
-1. Plan: per task and probe, the applicable doc ids, cut into fixed batches of prompts sorted by
+1. Plan (`plan.py`, below this module and `batches.py`, which both read its types): per task and probe, the applicable doc ids, cut into fixed batches of prompts sorted by
    length (less padding). The plan depends only on the items, probes and batch size.
 2. Execute: each batch not fully in `samples.jsonl` runs IN FULL (same composition as in an
    uninterrupted run, so padding and hence every number is identical) and appends only its
@@ -24,62 +24,21 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.evaluation.config import EvalConfig
-from mbpo_bench.evaluation.probes import applicable, mismatched_images, parse_probes
-from mbpo_bench.evaluation.schema import GenerationSettings, ModelInfo, Results, SkippedItem
+from mbpo_bench.evaluation.plan import TaskInfo, TaskPlan, batches, plan_task
+from mbpo_bench.evaluation.probes import parse_probes
+from mbpo_bench.evaluation.schema import ModelInfo, Results, SkippedItem
 from mbpo_bench.evaluation.store import RESULTS, SampleStore
 
 if TYPE_CHECKING:
     from mbpo_bench.data.items import TaskItem
     from mbpo_bench.models.protocol import VisionLanguageModel
     from mbpo_bench.runs import RunDir
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """What the runner needs of a task spec (and records in results.json)."""
-
-    name: str
-    version: str
-    prompt_template: str
-    verifier: str
-    generation: GenerationSettings
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> aggregation, hib
-    process_results: str | None = None  # dotted path of the task's lmms-eval process_results
-
-
-@dataclass(frozen=True)
-class Batch:
-    task: str
-    probe: str
-    index: int
-    doc_ids: tuple[str, ...]
-
-
-@dataclass
-class TaskPlan:
-    info: TaskInfo
-    items: dict[str, TaskItem]  # doc_id -> item (bad items removed)
-    skipped: list[SkippedItem]
-    probes: dict[str, list[str]]  # probe -> doc ids it covers
-    mismatched: dict[str, Path]
-
-    def meta(self) -> dict[str, Any]:
-        return {
-            "version": self.info.version,
-            "prompt_template": self.info.prompt_template,
-            "verifier": self.info.verifier,
-            "metrics": self.info.metrics,
-            "generation": asdict(self.info.generation),
-            "n_items": len(self.items),
-            "skipped": [asdict(s) for s in self.skipped],
-            "probes": {p: sorted(ids) for p, ids in self.probes.items()},
-        }
 
 
 def check_images(
@@ -103,33 +62,6 @@ def check_images(
     good = [it for it in items if it.image_path not in bad]
     skipped = [SkippedItem(it.doc_id, bad[it.image_path]) for it in items if it.image_path in bad]
     return good, skipped
-
-
-def plan_task(
-    info: TaskInfo,
-    items: Sequence[TaskItem],
-    skipped: list[SkippedItem],
-    probes: Sequence[str],
-    seed: int,
-) -> TaskPlan:
-    ids = [it.doc_id for it in items]
-    if len(set(ids)) != len(ids):
-        dup = next(d for d in ids if ids.count(d) > 1)
-        raise ValueError(f"task {info.name}: doc id {dup!r} occurs twice")
-    mismatched = mismatched_images(sorted(items, key=lambda it: it.doc_id), seed)
-    covered = {p: [it.doc_id for it in items if applicable(p, it, mismatched)] for p in probes}
-    covered = {p: ids for p, ids in covered.items() if ids}
-    return TaskPlan(info, {it.doc_id: it for it in items}, skipped, covered, mismatched)
-
-
-def batches(plan: TaskPlan, batch_size: int) -> list[Batch]:
-    """Fixed batches per probe over doc ids sorted by prompt length (then doc id)."""
-    out = []
-    for probe, ids in plan.probes.items():
-        order = sorted(ids, key=lambda d: (len(plan.items[d].question), d))
-        for i, start in enumerate(range(0, len(order), batch_size)):
-            out.append(Batch(plan.info.name, probe, i, tuple(order[start : start + batch_size])))
-    return out
 
 
 def write_meta(

@@ -1,0 +1,90 @@
+"""The evaluation plan: what a task contributes (`TaskInfo`), which doc ids each probe covers
+(`TaskPlan`), and the fixed batches they are cut into (`Batch`).
+
+The plan depends only on the items, the probes, the seed and the batch size, which is what makes
+a resumed run identical to an uninterrupted one (runner.py). It sits below the runner, the batch
+functions (`batches.py`) and scoring, which all read these types: the data path goes plan ->
+batches -> scoring -> store, and the runner drives it, without any module importing its caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mbpo_bench.evaluation.probes import applicable, mismatched_images
+from mbpo_bench.evaluation.schema import GenerationSettings, SkippedItem
+
+if TYPE_CHECKING:
+    from mbpo_bench.data.items import TaskItem
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the runner needs of a task spec (and records in results.json)."""
+
+    name: str
+    version: str
+    prompt_template: str
+    verifier: str
+    generation: GenerationSettings
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> aggregation, hib
+    process_results: str | None = None  # dotted path of the task's lmms-eval process_results
+
+
+@dataclass(frozen=True)
+class Batch:
+    task: str
+    probe: str
+    index: int
+    doc_ids: tuple[str, ...]
+
+
+@dataclass
+class TaskPlan:
+    info: TaskInfo
+    items: dict[str, TaskItem]  # doc_id -> item (bad items removed)
+    skipped: list[SkippedItem]
+    probes: dict[str, list[str]]  # probe -> doc ids it covers
+    mismatched: dict[str, Path]
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "version": self.info.version,
+            "prompt_template": self.info.prompt_template,
+            "verifier": self.info.verifier,
+            "metrics": self.info.metrics,
+            "generation": asdict(self.info.generation),
+            "n_items": len(self.items),
+            "skipped": [asdict(s) for s in self.skipped],
+            "probes": {p: sorted(ids) for p, ids in self.probes.items()},
+        }
+
+
+def plan_task(
+    info: TaskInfo,
+    items: Sequence[TaskItem],
+    skipped: list[SkippedItem],
+    probes: Sequence[str],
+    seed: int,
+) -> TaskPlan:
+    ids = [it.doc_id for it in items]
+    if len(set(ids)) != len(ids):
+        dup = next(d for d in ids if ids.count(d) > 1)
+        raise ValueError(f"task {info.name}: doc id {dup!r} occurs twice")
+    mismatched = mismatched_images(sorted(items, key=lambda it: it.doc_id), seed)
+    covered = {p: [it.doc_id for it in items if applicable(p, it, mismatched)] for p in probes}
+    covered = {p: ids for p, ids in covered.items() if ids}
+    return TaskPlan(info, {it.doc_id: it for it in items}, skipped, covered, mismatched)
+
+
+def batches(plan: TaskPlan, batch_size: int) -> list[Batch]:
+    """Fixed batches per probe over doc ids sorted by prompt length (then doc id)."""
+    out = []
+    for probe, ids in plan.probes.items():
+        order = sorted(ids, key=lambda d: (len(plan.items[d].question), d))
+        for i, start in enumerate(range(0, len(order), batch_size)):
+            out.append(Batch(plan.info.name, probe, i, tuple(order[start : start + batch_size])))
+    return out
