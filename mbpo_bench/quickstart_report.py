@@ -3,7 +3,8 @@
 Each finding pools the three embedded tasks (image probe) and states a paired 95% bootstrap CI
 over the same items. A claim is marked "shown" only when its CI says so (a gain: the CI is above
 zero; "no loss": the CI is not entirely below zero), so the findings can never disagree with
-the tables under them.
+the tables under them. The paired findings are also drawn as a forest plot
+(`<report stem>_findings.png`) whose marks come from the same `shown` as the text.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import numpy as np
 
 from mbpo_bench.errors import UserError
 from mbpo_bench.metrics import bootstrap_ci, paired_bootstrap
-from mbpo_bench.reporting import meta_is, render_report
+from mbpo_bench.reporting import forest, meta_is, render_report
 from mbpo_bench.reporting.config import ReportConfig
+from mbpo_bench.reporting.figures import save_png
 from mbpo_bench.reporting.loading import RunData, load_run
 from mbpo_bench.reporting.paired import aligned, item_values
+from mbpo_bench.reporting.report_figures import image
 from mbpo_bench.runs import write_atomic
 
 if TYPE_CHECKING:
@@ -69,13 +72,57 @@ def pooled_mean(run: RunData, subset: Subset, seed: int) -> tuple[float, float, 
     return est.value, est.ci_low, est.ci_high, len(values)
 
 
+def shown(diff: Diff, want: str) -> bool:
+    """Whether the CI supports the claim: a "gain" needs the whole CI above zero; "no loss"
+    needs it not entirely below zero. The findings text and the findings figure both ask this."""
+    return diff.low > 0 if want == "gain" else diff.high >= 0
+
+
 def _verdict(diff: Diff, want: str) -> str:
-    if want == "gain":
-        return "**shown**" if diff.low > 0 else "**not shown**"
-    return "**shown**" if diff.high >= 0 else "**not shown** (a loss: the CI is below zero)"
+    if shown(diff, want):
+        return "**shown**"
+    return "**not shown**" if want == "gain" else "**not shown** (a loss: the CI is below zero)"
 
 
-def findings(base: RunData, mbpo: RunData, control: RunData) -> list[str]:
+@dataclass(frozen=True)
+class Finding:
+    """One paired finding: MBPO vs `against` on `what`, the claim `want` ("gain" / "no loss")."""
+
+    against: str
+    what: str
+    diff: Diff
+    want: str
+
+    @property
+    def shown(self) -> bool:
+        return shown(self.diff, self.want)
+
+
+COMPARISONS = (("the base", "base"), ("the control (continued SFT, same time)", "control"))
+
+
+def paired_findings(base: RunData, mbpo: RunData, control: RunData) -> list[Finding]:
+    """Findings 2.. of the report: MBPO against the base and the control, paired."""
+    counter, consistent = meta_is(prior="counter"), meta_is(prior="consistent")
+    rows = [
+        ("counter-prior accuracy", "accuracy", counter, "gain"),
+        ("visual reliance (image - blind)", "visual_reliance_blind", None, "gain"),
+        ("visual reliance (image - mismatched)", "visual_reliance_mismatched", None, "gain"),
+        ("prior-consistent accuracy (no loss)", "accuracy", consistent, "no loss"),
+    ]
+    out, n = [], 2
+    for (label, _), other in zip(COMPARISONS, (base, control), strict=True):
+        for i, (what, metric, subset, want) in enumerate(rows):
+            d = pooled_diff(mbpo, other, metric, subset, seed=10 * n + i)
+            out.append(Finding(label, what, d, want))
+            n += 1
+    return out
+
+
+def findings(
+    base: RunData, mbpo: RunData, control: RunData, paired: list[Finding] | None = None
+) -> list[str]:
+    """The findings section's lines (`paired`: `paired_findings(...)` when already computed)."""
     counter, consistent = meta_is(prior="counter"), meta_is(prior="consistent")
     c_acc = pooled_mean(base, consistent, 1)
     k_acc = pooled_mean(base, counter, 2)
@@ -91,19 +138,39 @@ def findings(base: RunData, mbpo: RunData, control: RunData) -> list[str]:
         f"[{k_acc[1]:.3f}, {k_acc[2]:.3f}] on counter-prior items — "
         + ("**shown** (the CIs do not overlap)." if bias else "**not shown** (the CIs overlap)."),
     ]
-    n = 2
-    for label, other in (("the base", base), ("the control (continued SFT, same time)", control)):
-        rows = [
-            ("counter-prior accuracy", "accuracy", counter, "gain"),
-            ("visual reliance (image - blind)", "visual_reliance_blind", None, "gain"),
-            ("visual reliance (image - mismatched)", "visual_reliance_mismatched", None, "gain"),
-            ("prior-consistent accuracy (no loss)", "accuracy", consistent, "no loss"),
-        ]
-        for i, (what, metric, subset, want) in enumerate(rows):
-            d = pooled_diff(mbpo, other, metric, subset, seed=10 * n + i)
-            lines.append(f"{n}. MBPO vs {label}, {what}: {d.text()} — {_verdict(d, want)}.")
-            n += 1
+    paired = paired_findings(base, mbpo, control) if paired is None else paired
+    for n, f in enumerate(paired, start=2):
+        lines.append(
+            f"{n}. MBPO vs {f.against}, {f.what}: {f.diff.text()} — {_verdict(f.diff, f.want)}."
+        )
     return lines
+
+
+def finding_rows(paired: list[Finding]) -> list[forest.ForestRow]:
+    """The paired findings as forest rows; each row's mark is its finding's `shown`."""
+    names = dict(COMPARISONS)
+    column = f"findings 2-{len(paired) + 1}"
+    return [
+        forest.ForestRow(
+            f"MBPO vs {names[f.against]}",
+            f.what,
+            column,
+            f.diff.diff,
+            f.diff.low,
+            f.diff.high,
+            f.shown,
+        )
+        for f in paired
+        if f.diff.n
+    ]
+
+
+def findings_figure(paired: list[Finding], path: Path) -> list[str]:
+    """The paired findings as a forest plot written to `path`, with its markdown."""
+    rows = finding_rows(paired)
+    title = "MBPO - other on paired items, pooled over the embedded tasks (95% bootstrap CI)"
+    save_png(forest.forest_figure(rows, title=title), path)
+    return [image(forest.alt_text(rows), path), ""]
 
 
 def write_report(
@@ -132,7 +199,8 @@ def write_report(
         base, control, mbpo = (
             load_run(p, n) for p, n in zip(evals, ("base", "control", "mbpo"), strict=True)
         )
-        found = findings(base, mbpo, control)
+        paired = paired_findings(base, mbpo, control)
+        found = findings(base, mbpo, control, paired)
         advance(1)  # the findings' paired bootstraps
     command = shlex.join(["mbpo-bench", *sys.argv[1:]]) if sys.argv else "mbpo-bench quickstart"
     head = [
@@ -146,6 +214,7 @@ def write_report(
         "",
         *found,
         "",
+        *findings_figure(paired, report.with_name(f"{report.stem}_findings.png")),
     ]
     text = report.read_text()
     title_end = text.index("\n\n") + 2

@@ -1,5 +1,6 @@
 """`mbpo-bench report` on results files made here (no model): golden markdown, missing tasks,
-version mismatches, paired CIs and their marks, training-curve plots, one-line CLI errors.
+version mismatches, paired CIs and their marks, the figures' files and links, one-line CLI
+errors (the figures' content: tests/test_report_figures.py).
 
 Regenerate the golden file after an intended change of the report with
 `UPDATE_GOLDEN=1 pytest tests/test_report_render.py` and review its diff.
@@ -244,12 +245,14 @@ def test_compare_and_subset_metric(runs: dict[str, Path]) -> None:
         compare(runs["partial"], runs["base"], POPE, "image")
 
 
-def test_training_curves_are_written_and_linked(tmp_path: Path, runs: dict[str, Path]) -> None:
+def test_training_curves_are_one_grid_written_and_linked(
+    tmp_path: Path, runs: dict[str, Path]
+) -> None:
     text = _render(tmp_path, runs)
-    for metric in ("loss", "reward_mean"):
-        png = tmp_path / "reports" / f"basic_curves_{metric}.png"
-        assert png.read_bytes().startswith(b"\x89PNG")
-        assert f"![{metric}](basic_curves_{metric}.png)" in text
+    png = tmp_path / "reports" / "basic_curves.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert "![Training curves (loss, reward (mean ± spread)); last loss: train_mbpo 0.2]" in text
+    assert not list((tmp_path / "reports").glob("basic_curves_*.png"))  # no PNG per metric
 
 
 def test_cli_writes_report(

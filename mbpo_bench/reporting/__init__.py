@@ -1,11 +1,13 @@
 """Reports that compare checkpoints, rendered from results files only.
 
-- `render_report(run_dirs, baseline=..., out=...)` writes the markdown report (+ PNG curves);
+- `render_report(run_dirs, baseline=..., out=...)` writes the report and its PNG figures;
 - `compare(run_a, run_b, task, probe)` is a paired difference with its bootstrap CI;
 - `subset_metric(run, task, subset=meta_is(prior="counter"))` is a metric on a subset of items.
 
 Modules: `loading` (run folders), `paired` (per-item values, paired stats), `tables`,
-`differences`, `plots`, `provenance`, `format` (cells, markdown), `render` (the report).
+`differences`, `provenance`, `format` (cells, markdown), `render` (the report); figures:
+`figures` (style, palette, PNG writer), `balance_figure`, `forest`, `plots` (training curves),
+`report_figures` (each figure written beside the report and linked).
 Imports pandas and numpy: the CLI imports this package inside the command only.
 """
 

@@ -16,7 +16,9 @@ The baseline's and the run's columns are the means over the paired items only, s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -63,6 +65,64 @@ def quantities(run: RunData, base: RunData, task: str) -> list[tuple[str, str, s
     return out
 
 
+@dataclass(frozen=True)
+class DiffRow:
+    """One paired difference run - baseline, as numbers (the table and the forest plot both
+    read these, so they cannot disagree)."""
+
+    task: str  # label: the task, "† "-flagged, or "average"
+    quantity: str
+    base: float | None
+    run: float | None
+    low: float | None
+    high: float | None
+    n: int
+    digits: int | None = None  # decimals in the table (None: the config's)
+    missing: bool = False  # the task is in only one of the two runs
+
+    @property
+    def diff(self) -> float | None:
+        return None if self.base is None or self.run is None else self.run - self.base
+
+    @property
+    def shown(self) -> bool:
+        """Whether the table marks the difference (its CI excludes zero)."""
+        return excludes_zero(self.low, self.high)
+
+
+def paired_rows(
+    run: RunData,
+    base: RunData,
+    config: ReportConfig,
+    flagged: Sequence[str] = (),
+    averaged: Sequence[str] = (),
+) -> tuple[list[DiffRow], list[str]]:
+    """Paired differences run - baseline, plus notes on what could not be paired."""
+    notes: list[str] = []
+    for missing in (r for r in (run, base) if not r.has_samples):
+        notes.append(f"`{missing.name}` has no samples.jsonl: no paired differences.")
+    if notes:
+        return [], notes
+    rows = [_average_row(run, base, averaged, config)] if averaged else []
+    tasks = sorted(set(run.results.tasks) | set(base.results.tasks))
+    for task in tasks:
+        label = f"{task} †" if task in flagged else task
+        if task not in run.results.tasks or task not in base.results.tasks:
+            rows.append(DiffRow(label, "all", None, None, None, None, 0, missing=True))
+            continue
+        for name, probe, metric, subset in quantities(run, base, task):
+            diff, mean_run, mean_base = paired_difference(
+                run, base, task, probe, metric, subset, config
+            )
+            rows.append(
+                DiffRow(label, name, mean_base, mean_run, diff.ci_low, diff.ci_high, diff.n)
+            )
+        gap = _gap_row(run, base, task, config)
+        if gap is not None:
+            rows.append(dataclasses.replace(gap, task=label))
+    return rows, notes
+
+
 def difference_table(
     run: RunData,
     base: RunData,
@@ -71,64 +131,36 @@ def difference_table(
     averaged: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, list[str]]:
     """Long table of paired differences run - baseline, plus notes on what could not be paired."""
-    notes: list[str] = []
-    for missing in (r for r in (run, base) if not r.has_samples):
-        notes.append(f"`{missing.name}` has no samples.jsonl: no paired differences.")
-    if notes:
-        return pd.DataFrame(columns=COLUMNS), notes
-    rows = [_average_row(run, base, averaged, config)] if averaged else []
-    tasks = sorted(set(run.results.tasks) | set(base.results.tasks))
-    for task in tasks:
-        label = f"{task} †" if task in flagged else task
-        if task not in run.results.tasks or task not in base.results.tasks:
-            rows.append([label, "all", *[MISSING] * 5])
-            continue
-        for name, probe, metric, subset in quantities(run, base, task):
-            diff, mean_run, mean_base = paired_difference(
-                run, base, task, probe, metric, subset, config
-            )
-            rows.append(
-                _row(label, name, mean_base, mean_run, diff.ci_low, diff.ci_high, diff.n, config)
-            )
-        gap = _gap_row(run, base, task, config)
-        if gap is not None:
-            rows.append([label, *gap])
-    return pd.DataFrame(rows, columns=COLUMNS), notes
+    rows, notes = paired_rows(run, base, config, flagged, averaged)
+    return pd.DataFrame([_cells(r, config) for r in rows], columns=COLUMNS), notes
 
 
-def _row(
-    task: str,
-    name: str,
-    base: float | None,
-    run: float | None,
-    low: float | None,
-    high: float | None,
-    n: int,
-    config: ReportConfig,
-    digits: int | None = None,
-) -> Row:
-    d = config.digits if digits is None else digits
-    diff = None if base is None or run is None else run - base
-    mark = config.mark if excludes_zero(low, high) else ""
+def _cells(row: DiffRow, config: ReportConfig) -> Row:
+    if row.missing:
+        return [row.task, row.quantity, *[MISSING] * 5]
+    d = config.digits if row.digits is None else row.digits
+    mark = config.mark if row.shown else ""
     return [
-        task,
-        name,
-        fmt_value(base, d),
-        fmt_value(run, d),
-        fmt_value(diff, d, signed=True) + mark,
-        _interval(low, high, d),
-        str(n),
+        row.task,
+        row.quantity,
+        fmt_value(row.base, d),
+        fmt_value(row.run, d),
+        fmt_value(row.diff, d, signed=True) + mark,
+        _interval(row.low, row.high, d),
+        str(row.n),
     ]
 
 
-def _average_row(run: RunData, base: RunData, tasks: Sequence[str], config: ReportConfig) -> Row:
+def _average_row(
+    run: RunData, base: RunData, tasks: Sequence[str], config: ReportConfig
+) -> DiffRow:
     """Normalised 0-100 average over `tasks`, paired per task (the first row of a table)."""
     means_run, means_base, stacks, n = [], [], [], 0
     for task in tasks:
         probe, metric = config.primary(task)
         docs, a, b = aligned(run, base, task, probe, metric)
         if not docs:
-            return _row("average", "0-100 over tasks", None, None, None, None, 0, config)
+            return DiffRow("average", "0-100 over tasks", None, None, None, None, 0)
         counts = resample_counts(len(docs), config.n_resamples, seed_for(config, "avg", task))
         flip = primary_flipped(base, task, config)
         sign, offset = (-100.0, 100.0) if flip else (100.0, 0.0)
@@ -140,13 +172,13 @@ def _average_row(run: RunData, base: RunData, tasks: Sequence[str], config: Repo
     low, high = percentile_ci(np.mean(np.stack(stacks), axis=0), config.confidence)
     name = f"0-100 over {len(tasks)} task{'s' if len(tasks) != 1 else ''}"
     digits = max(config.digits - 2, 0)
-    return _row(
+    return DiffRow(
         "average", name, float(np.mean(means_base)), float(np.mean(means_run)), low, high, n,
-        config, digits,
+        digits,
     )  # fmt: skip
 
 
-def _gap_row(run: RunData, base: RunData, task: str, config: ReportConfig) -> Row | None:
+def _gap_row(run: RunData, base: RunData, task: str, config: ReportConfig) -> DiffRow | None:
     """acc(prior-consistent) - acc(counter-prior) with the image, paired over items."""
     if not run.rows(task, "image") or set(meta_values(base, task, "prior")) != set(PRIOR_GROUPS):
         return None
@@ -166,8 +198,7 @@ def _gap_row(run: RunData, base: RunData, task: str, config: ReportConfig) -> Ro
 
     (gap_run, stats_run), (gap_base, stats_base) = gap(a), gap(b)
     low, high = percentile_ci(stats_run - stats_base, config.confidence)
-    row = _row(task, "counter-prior gap", gap_base, gap_run, low, high, len(docs), config)
-    return row[1:]
+    return DiffRow(task, "counter-prior gap", gap_base, gap_run, low, high, len(docs))
 
 
 def _interval(low: float | None, high: float | None, digits: int) -> str:

@@ -1,24 +1,52 @@
-"""Training curves from the training runs' `metrics.jsonl`, as PNGs beside the report.
+"""Training curves from the training runs' `metrics.jsonl`: ONE grid figure per report.
 
-One PNG per numeric metric (loss, reward_mean, ...), every training run overlaid, x = `step`
-(the row number where a row has none), so runs are compared on the same axes. matplotlib with
-the Agg backend (no display); the PNG is rendered to memory and written atomically, with its
-metadata stripped of the matplotlib version so re-rendering the same data gives the same file.
+The panels are the metrics that explain a run, in this order, whichever the runs logged: loss,
+reward (mean, with the spread across samples as a band), KL to the reference, the share of
+rollout groups with a learning signal (1 - `zero_variance_frac`: a group whose rewards are all
+equal has zero advantage) and accuracy. Throughput, learning rate and the advantage statistics
+stay in `metrics.jsonl`: they explain the machine or the schedule, not what was learned.
+
+Every run is drawn on the same axes (x = `step`, the row number where a row has none), its raw
+values faint and an exponential moving average over them solid, so noise and trend are both
+visible. The smoothing span scales with the run's length (`smooth`), so a 60-step and a
+400-step run are smoothed comparably.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.errors import UserError
-from mbpo_bench.runs import read_jsonl, write_atomic
+from mbpo_bench.reporting.figures import colour, pyplot, styled
+from mbpo_bench.runs import read_jsonl
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SKIP_KEYS = frozenset({"step", "epoch", "time", "wall_time", "timestamp", "elapsed_s"})
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of the grid: a title and how to read its series from a run."""
+
+    key: str  # the metric drawn as the line
+    title: str
+    band: str | None = None  # metric drawn as +- band around the line
+    transform: str | None = None  # "one_minus": draw 1 - value
+
+
+PANELS = (
+    Panel("loss", "loss"),
+    Panel("reward_mean", "reward (mean ± spread)", band="reward_std"),
+    Panel("kl", "KL to reference"),
+    Panel("zero_variance_frac", "share of groups with signal", transform="one_minus"),
+    Panel("accuracy", "accuracy (online rollouts)"),
+)
 
 
 @dataclass(frozen=True)
@@ -66,42 +94,95 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def plot_curves(curves: Sequence[Curves], out_dir: Path, stem: str) -> list[tuple[str, Path]]:
-    """Write `<stem>_<metric>.png` per metric into `out_dir`; return (metric, path) pairs."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise UserError(
-            "training curves need matplotlib, which is not installed — `pip install matplotlib` "
-            "or leave out --training-run"
-        ) from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = sorted({m for c in curves for m in c.series})
-    written = []
-    for metric in metrics:
-        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-        try:
-            for c in curves:
-                if metric in c.series:
-                    xs, ys = c.series[metric]
-                    ax.plot(xs, ys, label=c.name, linewidth=1.2)
-            ax.set_xlabel("step")
-            ax.set_ylabel(metric)
-            ax.set_title(metric)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", metadata={"Software": None})
-        finally:
-            plt.close(fig)
-        path = out_dir / f"{stem}_{_safe(metric)}.png"
-        write_atomic(path, buffer.getvalue())
-        written.append((metric, path))
-    return written
+def panels_for(curves: Sequence[Curves]) -> list[Panel]:
+    """The panels at least one run has data for, in `PANELS` order."""
+    return [p for p in PANELS if any(p.key in c.series for c in curves)]
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+def smooth(values: Sequence[float]) -> list[float]:
+    """Exponential moving average with a span of 10% of the series (at least 1 point),
+    bias-corrected at the start so the first smoothed value is the first raw value."""
+    span = max(1.0, len(values) / 10)
+    alpha = 2.0 / (span + 1.0)
+    out, acc, weight = [], 0.0, 0.0
+    for v in values:
+        acc = (1 - alpha) * acc + alpha * v
+        weight = (1 - alpha) * weight + alpha
+        out.append(acc / weight)
+    return out
+
+
+def panel_values(c: Curves, panel: Panel) -> tuple[list[float], list[float]] | None:
+    """(steps, values) of a run in a panel (transformed), or None when the run lacks it."""
+    if panel.key not in c.series:
+        return None
+    xs, ys = c.series[panel.key]
+    if panel.transform == "one_minus":
+        ys = [1.0 - y for y in ys]
+    return xs, ys
+
+
+@styled
+def curves_figure(curves: Sequence[Curves]) -> Figure | None:
+    """The grid of `panels_for(curves)`, every run in each panel; None when no panel has data.
+
+    Artists carry gids the tests read: `raw|<run>|<metric>`, `smooth|<run>|<metric>`,
+    `band|<run>|<metric>`.
+    """
+    panels = panels_for(curves)
+    if not panels:
+        return None
+    plt = pyplot()
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.6 * ncols, 2.5 * nrows + 0.5), squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for i, c in enumerate(curves):
+            _draw_run(ax, c, panel, colour(i))
+        ax.set_title(panel.title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.25, linewidth=0.5)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    handles = [
+        plt.Line2D([], [], color=colour(i), linewidth=2, label=c.name) for i, c in enumerate(curves)
+    ]
+    fig.legend(
+        handles=handles, loc="outside upper center", ncols=len(handles), frameon=False,
+        title="training run (faint: raw values; solid: moving average)",
+    )  # fmt: skip
+    return fig
+
+
+def _draw_run(ax: Any, c: Curves, panel: Panel, col: str) -> None:
+    values = panel_values(c, panel)
+    if values is None:
+        return
+    xs, ys = values
+    ax.plot(xs, ys, color=col, alpha=0.25, linewidth=0.8, gid=f"raw|{c.name}|{panel.key}")
+    smoothed = smooth(ys)
+    ax.plot(xs, smoothed, color=col, linewidth=1.8, gid=f"smooth|{c.name}|{panel.key}")
+    if panel.band and panel.band in c.series:
+        bx, spread = c.series[panel.band]
+        if bx == xs:
+            s = smooth(spread)
+            low = [m - d for m, d in zip(smoothed, s, strict=True)]
+            high = [m + d for m, d in zip(smoothed, s, strict=True)]
+            band = ax.fill_between(xs, low, high, color=col, alpha=0.15, linewidth=0)
+            band.set_gid(f"band|{c.name}|{panel.key}")
+
+
+def last_values(curves: Sequence[Curves]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the last logged value of every plotted metric, one row per run."""
+    keys = [k for p in panels_for(curves) for k in (p.key, p.band) if k]
+    keys = [k for k in keys if any(k in c.series for c in curves)]
+    rows = []
+    for c in curves:
+        step = "—" if c.last_step is None else f"{c.last_step:g}"
+        rows.append(
+            [c.name, step, *(f"{c.series[k][1][-1]:.4g}" if k in c.series else "—" for k in keys)]
+        )
+    return ["training run", "last step", *keys], rows

@@ -1,4 +1,4 @@
-"""`render_report`: run folders -> one markdown report (+ PNG training curves) beside it.
+"""`render_report`: run folders -> one markdown report, its figures (PNG) beside it.
 
 Rendered from files only: `results.json` and `samples.jsonl` of evaluated runs, `metrics.jsonl`
 of training runs, and every run's `command.txt`, `config.yaml`, `env.json`. Nothing is
@@ -12,6 +12,9 @@ Decisions:
 - Runs answered in different answer modes (greedy generation vs one prefill over the choices)
   are not the same measurement: the report is still rendered (comparing the modes is a use),
   with a warning at the top and the mode per run in the runs table.
+- Figures (`report_figures`) are written into the report's folder, named after the report
+  (`<stem>_balance_<group>.png`, `<stem>_forest.png`, `<stem>_curves.png`), from the same data
+  as the tables, and linked with alt text that states the figure's main number.
 - Output is deterministic for the same inputs (seeded bootstrap, sorted tasks, no timestamps of
   its own, paths relative to the report), so golden tests compare it byte for byte; it is
   written atomically.
@@ -24,14 +27,21 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from mbpo_bench.errors import UserError
 from mbpo_bench.evaluation.schema import Results
 from mbpo_bench.reporting.config import ReportConfig
 from mbpo_bench.reporting.differences import difference_table
 from mbpo_bench.reporting.format import markdown_table
 from mbpo_bench.reporting.loading import RunData, load_run
-from mbpo_bench.reporting.plots import plot_curves, read_curves
+from mbpo_bench.reporting.plots import Curves, last_values, read_curves
 from mbpo_bench.reporting.provenance import run_section, runs_table
+from mbpo_bench.reporting.report_figures import (
+    balance_figures,
+    curves_figure_md,
+    forest_figure_md,
+)
 from mbpo_bench.reporting.tables import (
     all_tasks,
     average_table,
@@ -62,8 +72,9 @@ def render_report(
 ) -> Path:
     """Write the markdown report comparing `run_dirs` (and `baseline`) to `out`; return `out`.
 
-    `names` label the runs of `run_dirs` in order (default: folder names). Training curves of
-    `training_runs` are saved as `<out stem>_curves_<metric>.png` beside `out`.
+    `names` label the runs of `run_dirs` in order (default: folder names). The figures (modality
+    balance per task group, forest plot of the paired differences, one grid of the training
+    curves of `training_runs`) are written beside `out`, named after its stem.
     """
     config = config or ReportConfig()
     if allow_version_mismatch:
@@ -75,18 +86,17 @@ def render_report(
     flagged, warnings = check_versions(runs, config.allow_version_mismatch)
     warnings += check_answer_modes(runs)
     curves = [read_curves(Path(p), Path(p).resolve().name) for p in training_runs]
-    plots = plot_curves(curves, out.parent, f"{out.stem}_curves") if curves else []
 
     parts = [f"# {title or 'mbpo-bench report'}", "", _intro(base, config), ""]
     parts += [f"> **Warning:** {w}\n" for w in warnings]
     parts += ["## Runs", "", markdown_table(runs_table(_triples(runs), out.parent, _name(base)))]
     parts += _average_section(runs, config)
     parts += _task_sections(runs, flagged, config)
-    parts += _balance_sections(runs, config)
+    parts += _balance_sections(runs, config, _name(base), out)
     if base is not None:
-        parts += _difference_sections(runs, base, flagged, config)
+        parts += _difference_sections(runs, base, flagged, config, out)
     if curves:
-        parts += _curve_section(curves, plots)
+        parts += _curve_section(curves, out)
     parts += ["## Provenance", ""]
     parts += [run_section(r.name, r.path, out.parent, r.results, "evaluation") for r in runs]
     parts += [run_section(c.name, c.path, out.parent, None, "training") for c in curves]
@@ -234,7 +244,9 @@ def _short(template: str) -> str:
     return f"`{template}`"
 
 
-def _balance_sections(runs: Sequence[RunData], config: ReportConfig) -> list[str]:
+def _balance_sections(
+    runs: Sequence[RunData], config: ReportConfig, baseline: str | None, out: Path
+) -> list[str]:
     parts = [
         "## Modality balance",
         "",
@@ -243,6 +255,7 @@ def _balance_sections(runs: Sequence[RunData], config: ReportConfig) -> list[str
         "IIG = mean Image Information Gain of the reference answers; predicted-yes ratio counts "
         "PREDICTED yes; counter-prior gap = acc(prior-consistent) - acc(counter-prior).",
         "",
+        *balance_figures(runs, baseline, out),
     ]
     for task in all_tasks(runs):
         df = balance_table(runs, task, config)
@@ -252,7 +265,11 @@ def _balance_sections(runs: Sequence[RunData], config: ReportConfig) -> list[str
 
 
 def _difference_sections(
-    runs: Sequence[RunData], base: RunData, flagged: Sequence[str], config: ReportConfig
+    runs: Sequence[RunData],
+    base: RunData,
+    flagged: Sequence[str],
+    config: ReportConfig,
+    out: Path,
 ) -> list[str]:
     pct = f"{config.confidence:.0%}"
     parts = [
@@ -263,6 +280,7 @@ def _difference_sections(
         f"`{config.mark}` = the CI excludes zero. Baseline and run columns are means over the "
         "paired items.",
         "",
+        *forest_figure_md(runs, base, flagged, config, out),
     ]
     averaged = averaged_tasks(runs, config)
     for run in runs:
@@ -275,14 +293,11 @@ def _difference_sections(
     return parts
 
 
-def _curve_section(curves: Sequence, plots: Sequence[tuple[str, Path]]) -> list[str]:
-    parts = ["## Training curves", ""]
-    for metric, path in plots:
-        parts += [f"![{metric}]({path.name})", ""]
-    lines = ["| training run | last step | " + " | ".join(m for m, _ in plots) + " |"]
-    lines.append("|" + "|".join("---" for _ in range(len(plots) + 2)) + "|")
-    for c in curves:
-        last = [f"{c.series[m][1][-1]:.4g}" if m in c.series else "—" for m, _ in plots]
-        step = "—" if c.last_step is None else f"{c.last_step:g}"
-        lines.append(f"| {c.name} | {step} | " + " | ".join(last) + " |")
-    return [*parts, "Last logged values:", "", "\n".join(lines) + "\n"]
+def _curve_section(curves: Sequence[Curves], out: Path) -> list[str]:
+    header, rows = last_values(curves)
+    parts = ["## Training curves", "", *curves_figure_md(curves, out)]
+    if len(header) > 2:
+        df = pd.DataFrame([r[1:] for r in rows], index=[r[0] for r in rows], columns=header[1:])
+        df.index.name = header[0]
+        parts += ["Last logged values:", "", markdown_table(df)]
+    return parts
