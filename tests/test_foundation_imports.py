@@ -1,0 +1,242 @@
+"""The package's import graph: no cycles, and no import from a lower layer into a higher one.
+
+Every `import` is read with `ast`, at module level, inside functions (where heavy or late imports
+sit, which hides a cycle from Python itself) and under `if TYPE_CHECKING:` (a type-only import
+is still a dependency of the module's design). The layers are the README's ("Layout and
+layering"); the few known exceptions are listed below with the work that removes them, and an
+exception that no longer occurs fails the test too, so the list only shrinks.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {
+    "mbpo_bench": ROOT / "mbpo_bench",
+    "mbpo_bench.tasks": ROOT / "tasks",
+    "mbpo_bench.trainers": ROOT / "trainers",
+}
+
+# Bottom to top; a module may import its own unit, its layer's other units, or any lower layer.
+# A unit is the first name below mbpo_bench (a subpackage or a top-level module).
+LAYERS: list[set[str]] = [
+    {"__init__", "errors", "config", "runs", "parallel", "metrics", "progress", "checkout"},
+    {"models"},
+    {"data", "tasks"},
+    {"trainers", "evaluation"},
+    {"reporting"},
+    {"quickstart", "quickstart_report", "plan", "ablation"},
+    {"cli", "__main__"},
+]
+# ... except these pairs of the same layer, which must not import each other.
+APART = {frozenset({"trainers", "evaluation"})}
+
+# Known exceptions, each with the change that removes it (issue 14).
+KNOWN_UPWARD = {
+    # PGD, IIG and the probe images belong in a `modality/` package below both (item 3)
+    ("mbpo_bench.evaluation.batches", "mbpo_bench.trainers.pgd"),
+    ("mbpo_bench.evaluation.batches", "mbpo_bench.trainers.iig"),
+    ("mbpo_bench.trainers.iig", "mbpo_bench.evaluation.probes"),
+    # the ablation reads the trainer methods from the CLI until a trainer table exists (item 1)
+    ("mbpo_bench.ablation.execute", "mbpo_bench.cli.train_cmd"),
+    ("mbpo_bench.ablation.plan", "mbpo_bench.cli.train_cmd"),
+}
+KNOWN_CYCLES: set[frozenset[str]] = {
+    # QuickstartConfig lives in quickstart.py, which its plan and report annotate with
+    frozenset({"mbpo_bench.quickstart", "mbpo_bench.quickstart_report", "mbpo_bench.plan"}),
+}
+
+
+@dataclass(frozen=True)
+class Edge:
+    line: int
+    kind: str  # "module", "function" or "type"
+
+
+def modules(packages: dict[str, Path]) -> dict[str, Path]:
+    """Dotted module name -> file, for every .py file of the given package folders."""
+    out: dict[str, Path] = {}
+    nested = [Path(p) for p in packages.values()]
+    for prefix, base in packages.items():
+        for path in sorted(base.rglob("*.py")):
+            if "__pycache__" in path.parts or any(
+                other != base and other in path.parents for other in nested
+            ):
+                continue
+            parts = path.relative_to(base).with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            out[".".join((prefix, *parts))] = path
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(name: str, path: Path, known: dict[str, Path]) -> list[tuple[str, Edge]]:
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[tuple[str, Edge]] = []
+
+    def visit(node: ast.AST, kind: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for sub in child.body:
+                    visit_one(sub, "type")
+                for sub in child.orelse:
+                    visit_one(sub, kind)
+                continue
+            visit_one(child, kind)
+
+    def visit_one(child: ast.AST, kind: str) -> None:
+        if isinstance(child, ast.Import):
+            found.extend((a.name, Edge(child.lineno, kind)) for a in child.names)
+        elif isinstance(child, ast.ImportFrom):
+            base = child.module or ""
+            if child.level:
+                up = package.split(".")[: len(package.split(".")) - child.level + 1]
+                base = ".".join([*up, *([base] if base else [])])
+            for alias in child.names:  # `from pkg import module` imports the module
+                full = f"{base}.{alias.name}"
+                found.append((full if full in known else base, Edge(child.lineno, kind)))
+        else:
+            inner = kind
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) and kind == "module":
+                inner = "function"
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text()), "module")
+    return found
+
+
+def import_graph(packages: dict[str, Path]) -> dict[str, dict[str, Edge]]:
+    """module -> {imported module of the same packages: where and how}."""
+    known = modules(packages)
+    graph: dict[str, dict[str, Edge]] = {m: {} for m in known}
+    for name, path in known.items():
+        for target, edge in _imports(name, path, known):
+            while target and target not in known:  # `import a.b.c` of a function: its module
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                graph[name].setdefault(target, edge)
+    return graph
+
+
+def cycles(graph: dict[str, dict[str, Edge]]) -> set[frozenset[str]]:
+    """The strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: set[frozenset[str]] = set()
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(graph[start]))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(graph[child])))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = set()
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.add(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.add(frozenset(component))
+    return found
+
+
+def unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def upward(graph: dict[str, dict[str, Edge]]) -> set[tuple[str, str]]:
+    """Imports into a higher layer, or between same-layer units kept apart."""
+    rank = {u: i for i, layer in enumerate(LAYERS) for u in layer}
+    bad = set()
+    for source, targets in graph.items():
+        for target in targets:
+            a, b = unit(source), unit(target)
+            if a == b:
+                continue
+            if rank[b] > rank[a] or frozenset({a, b}) in APART:
+                bad.add((source, target))
+    return bad
+
+
+def _describe(graph: dict[str, dict[str, Edge]], pairs: set[tuple[str, str]]) -> str:
+    return "; ".join(
+        f"{a} -> {b} (line {graph[a][b].line}, {graph[a][b].kind})" for a, b in sorted(pairs)
+    )
+
+
+def test_every_unit_has_a_layer() -> None:
+    units = {unit(m) for m in modules(PACKAGES)}
+    placed = set().union(*LAYERS)
+    assert units - placed == set(), "add these to LAYERS (and to the README's layering)"
+    assert placed - units == set(), "these LAYERS entries match no module"
+
+
+def test_no_import_cycles() -> None:
+    graph = import_graph(PACKAGES)
+    found = cycles(graph)
+    new = found - KNOWN_CYCLES
+    edges = {(a, b) for c in new for a in c for b in graph[a] if b in c}
+    assert not new, f"import cycles: {_describe(graph, edges)}"
+    assert found >= KNOWN_CYCLES, f"gone, remove from KNOWN_CYCLES: {KNOWN_CYCLES - found}"
+
+
+def test_no_upward_imports() -> None:
+    graph = import_graph(PACKAGES)
+    found = upward(graph)
+    assert found - KNOWN_UPWARD == set(), (
+        f"upward imports: {_describe(graph, found - KNOWN_UPWARD)}"
+    )
+    assert found >= KNOWN_UPWARD, f"gone, remove from KNOWN_UPWARD: {KNOWN_UPWARD - found}"
+
+
+def test_the_walker_sees_function_level_type_only_and_relative_imports(tmp_path: Path) -> None:
+    """The checks above can fail: a cycle made only of function-level and type-only imports
+    (the kind Python never trips over at import time) is found, and so is an upward import."""
+    pkg = tmp_path / "pkg"
+    (pkg / "low").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "low" / "__init__.py").write_text("")
+    (pkg / "low" / "a.py").write_text("def f():\n    from pkg.low import b\n")
+    (pkg / "low" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import f\n"
+    )
+    (pkg / "cli.py").write_text("import pkg.low.a\n")
+    graph = import_graph({"pkg": pkg})
+    assert graph["pkg.low.a"]["pkg.low.b"].kind == "function"
+    assert graph["pkg.low.b"]["pkg.low.a"].kind == "type"
+    assert cycles(graph) == {frozenset({"pkg.low.a", "pkg.low.b"})}
+    assert graph["pkg.cli"]["pkg.low.a"].kind == "module"
+    # the real tree: a function-level import the walker must see (api -> runner)
+    real = import_graph(PACKAGES)
+    assert real["mbpo_bench.evaluation.api"]["mbpo_bench.evaluation.runner"].kind == "function"
+    assert ("mbpo_bench.trainers.iig", "mbpo_bench.evaluation.probes") in upward(real)
