@@ -180,6 +180,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
 
 def test_printed_commands_rebuild_each_runs_config(tmp_path: Path) -> None:
     from mbpo_bench.trainers.mining import MineConfig
+    from mbpo_bench.trainers.table import load_trainer
 
     from mbpo_bench.cli import eval_cmd, train_cmd
 
@@ -202,7 +203,7 @@ def test_printed_commands_rebuild_each_runs_config(tmp_path: Path) -> None:
 
     for run in plan.runs:
         opts, pos, _ = parse(train_command(run.arm.method, run.train_config, str(run.train_dir)))
-        cls, _ = train_cmd.method_entry(pos[0])
+        cls, _ = load_trainer(pos[0])
         rebuilt = train_cmd.build_config(cls, model=opts["--model"], data=opts["--data"],
                                          config_file=None, overrides=pos[1:])  # fmt: skip
         assert rebuilt == run.train_config, run.label

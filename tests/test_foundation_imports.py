@@ -40,9 +40,6 @@ KNOWN_UPWARD = {
     ("mbpo_bench.evaluation.batches", "mbpo_bench.trainers.pgd"),
     ("mbpo_bench.evaluation.batches", "mbpo_bench.trainers.iig"),
     ("mbpo_bench.trainers.iig", "mbpo_bench.evaluation.probes"),
-    # the ablation reads the trainer methods from the CLI until a trainer table exists (item 1)
-    ("mbpo_bench.ablation.execute", "mbpo_bench.cli.train_cmd"),
-    ("mbpo_bench.ablation.plan", "mbpo_bench.cli.train_cmd"),
 }
 KNOWN_CYCLES: set[frozenset[str]] = {
     # QuickstartConfig lives in quickstart.py, which its plan and report annotate with

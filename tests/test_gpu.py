@@ -63,7 +63,8 @@ def test_trainers_take_two_steps_on_cuda(
 ) -> None:
     import math
 
-    from mbpo_bench.cli.train_cmd import method_entry
+    from mbpo_bench.trainers.table import load_trainer
+
     from mbpo_bench.config import load_config
 
     overrides = [
@@ -79,7 +80,7 @@ def test_trainers_take_two_steps_on_cuda(
         overrides += ["grpo.num_generations=4", "grpo.max_new_tokens=3"]
     if method == "mbpo":
         overrides += ["mining.limit=16", "mining.steps=2"]
-    cls, run = method_entry(method)
+    cls, run = load_trainer(method)
     result = run(load_config(cls, overrides=overrides), tmp_path / method)
     assert result.steps == 2 and math.isfinite(result.last["loss"])
     assert (tmp_path / method / "final" / "info.json").is_file()

@@ -58,9 +58,9 @@ RL = ("grpo.num_generations=4", "grpo.max_new_tokens=3", "optim.batch_size=4")
 
 
 def run_method(method: str, overrides: list[str], out: Path, **kw: Any) -> Any:
-    from mbpo_bench.cli.train_cmd import method_entry
+    from mbpo_bench.trainers.table import load_trainer
 
-    cls, run = method_entry(method)
+    cls, run = load_trainer(method)
     return run(load_config(cls, overrides=overrides), out, **kw)
 
 

@@ -78,12 +78,12 @@ def mine(folder: Path, config: Any, log: Log) -> None:
 
 
 def train(run: Run, log: Log) -> None:
-    from mbpo_bench.cli.train_cmd import method_entry
+    from mbpo_bench.trainers.table import load_trainer
 
     if RunDir(run.train_dir).finished:
         return
     log(f"  training [{run.arm.method}] -> {run.train_dir}")
-    _, fn = method_entry(run.arm.method)
+    _, fn = load_trainer(run.arm.method)
     fn(run.train_config, run.train_dir, resume=True)
 
 

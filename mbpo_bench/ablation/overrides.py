@@ -26,7 +26,6 @@ from typing import Any, Union, get_args, get_origin
 
 from mbpo_bench.errors import UserError, did_you_mean
 
-METHOD_NAMES = ("sft", "dpo", "grpo", "mbpo")
 EVAL_PREFIX = "eval"
 
 # key -> how it is set instead
@@ -122,7 +121,7 @@ class RoutedOverrides:
 def route(items: Sequence[str], config_classes: dict[str, type]) -> RoutedOverrides:
     """Split `items` by prefix and check every key (see the module docstring)."""
     routed = RoutedOverrides()
-    prefixes = (*METHOD_NAMES, EVAL_PREFIX)
+    prefixes = (*config_classes, EVAL_PREFIX)  # the trainer table's methods, and eval
     for raw in items:
         item = raw.strip()
         key = _key(item)

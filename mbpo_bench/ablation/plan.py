@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mbpo_bench.ablation.config import AblationConfig, Arm, select_arms
-from mbpo_bench.ablation.overrides import METHOD_NAMES, RoutedOverrides, route
+from mbpo_bench.ablation.overrides import RoutedOverrides, route
 from mbpo_bench.config import (
     dump_yaml,
     from_dict,
@@ -80,10 +80,11 @@ class Plan:
 
 
 def config_classes() -> dict[str, type]:
-    """method -> its config class (imports the trainer modules, and so torch)."""
-    from mbpo_bench.cli.train_cmd import method_entry
+    """method -> its config class, for every row of the trainer table (imports the trainer
+    modules, and so torch)."""
+    from mbpo_bench.trainers.table import TRAINERS
 
-    return {m: method_entry(m)[0] for m in METHOD_NAMES}
+    return {name: spec.load()[0] for name, spec in TRAINERS.items()}
 
 
 def eval_config(

@@ -5,40 +5,25 @@
 
 The command only resolves the method's typed config (defaults, then `--config FILE`, then
 `--model/--data`, then `key=value` overrides, given positionally or with `--set`), prints it, and
-calls the method's `run_*` function; trainers (torch) are imported only then. `--resume`
+calls the method's `run_*` function, found in the trainer table (`mbpo_bench.trainers.table`);
+trainers (torch) are imported only then. `--resume`
 continues an unfinished run from its last checkpoint (the config must be the same). Under
 torchrun only rank 0 prints (the config and the summary); every rank trains.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from mbpo_bench.errors import UserError, did_you_mean
-
-# method -> (module, config class, run function)
-METHODS: dict[str, tuple[str, str, str]] = {
-    "sft": ("mbpo_bench.trainers.sft", "SFTConfig", "run_sft"),
-    "dpo": ("mbpo_bench.trainers.dpo", "DPOConfig", "run_dpo"),
-    "grpo": ("mbpo_bench.trainers.grpo", "GRPOConfig", "run_grpo"),
-    "mbpo": ("mbpo_bench.trainers.mbpo", "MBPOConfig", "run_mbpo"),
-}
+from mbpo_bench.errors import UserError
+from mbpo_bench.trainers.table import TRAINERS
 
 
-def method_entry(method: str) -> tuple[type, Any]:
-    """(config class, run function) of `method`; an unknown name raises with did-you-mean."""
-    if method not in METHODS:
-        raise UserError(
-            f"unknown training method '{method}'{did_you_mean(method, METHODS)} — "
-            f"choose one of: {', '.join(METHODS)}"
-        )
-    module, cls, fn = METHODS[method]
-    mod = importlib.import_module(module)
-    return getattr(mod, cls), getattr(mod, fn)
+# the trainer table's rows, as the METHOD argument's help
+METHOD_HELP = "; ".join(f"{name}: {spec.summary}" for name, spec in TRAINERS.items())
 
 
 def build_config(
@@ -67,7 +52,7 @@ def build_config(
 
 
 def train_command(
-    method: str = typer.Argument(..., help="sft, dpo, grpo or mbpo."),
+    method: str = typer.Argument(..., help=METHOD_HELP),
     overrides: list[str] = typer.Argument(None, help="Config overrides: section.key=value ..."),
     model: str | None = typer.Option(
         None, "--model", help="Checkpoint folder, hub id or run folder."
@@ -87,14 +72,16 @@ def train_command(
     ),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
 ) -> None:
-    """Train with sft, dpo, grpo or mbpo; writes checkpoints, metrics.jsonl and final/ weights."""
+    """Train with a method of the trainer table (METHOD below); writes checkpoints,
+    metrics.jsonl and final/ weights."""
     from mbpo_bench.data.registry import add_include_paths
 
     add_include_paths(include_path)
     from mbpo_bench import parallel
     from mbpo_bench.config import print_config
+    from mbpo_bench.trainers.table import load_trainer
 
-    config_cls, run = method_entry(method)
+    config_cls, run = load_trainer(method)
     config = build_config(
         config_cls, model=model, data=data, config_file=config_file,
         overrides=[*(overrides or []), *sets],
