@@ -4,7 +4,8 @@
 tasks under the probes image / blind / mismatched / noise, items split 50/50 by language prior;
 `correct[(task, probe, prior)]` = how many of that cell's items are right (the first k). Metric
 values are exact fractions (k / n), their CIs fixed at value -+ 0.05 (clipped to [0, 1]), so a
-test can predict every bar. `pair_accuracy` is added to the image probe when `pairs` is given.
+test can predict every bar. With `pairs` (task -> pairs right of PER_PRIOR) `pair_accuracy` is
+added to the image probe, and as 0 to the blind probe.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def write_embedded_run(
                 metrics[f"accuracy[prior={prior}]"] = metric(k, PER_PRIOR)
                 rows += [_row(task, probe, i, prior, i < k) for i in range(PER_PRIOR)]
             metrics["accuracy"] = metric(total, 2 * PER_PRIOR)
-            if probe == "image" and pairs is not None:
-                metrics["pair_accuracy"] = metric(pairs[task], PER_PRIOR)
+            if probe in ("image", "blind") and pairs is not None:  # a text-only answer: 0
+                metrics["pair_accuracy"] = metric(pairs[task] if probe == "image" else 0, PER_PRIOR)
             probes[probe] = ProbeResult(probe, 2 * PER_PRIOR, metrics)
         tasks[task] = TaskResult(
             task, "3", "{question} Answer yes or no.", "yesno", GenerationSettings(4),

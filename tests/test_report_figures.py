@@ -67,8 +67,8 @@ def runs(tmp_path: Path) -> list[RunData]:
 def test_balance_figure_draws_every_metric_with_its_ci(runs: list[RunData]) -> None:
     fig = balance.balance_figure(runs, list(TASKS), "base")
     bars, whiskers = by_gid(fig, "bar"), by_gid(fig, "ci")
-    # 3 tasks x 3 runs x (4 probes + pair_accuracy in "all items" + 4 probes x 2 prior panels)
-    assert len(bars) == len(whiskers) == 3 * 3 * (5 + 4 + 4)
+    # 3 tasks x 3 runs x (4 probes in "all items" and in 2 prior panels + 2 in the pair panel)
+    assert len(bars) == len(whiskers) == 3 * 3 * (4 + 4 + 4 + 2)
     for run, spec in (("base", BASE), ("control", {}), ("mbpo", MBPO)):
         for (task, probe, prior), k in spec.items():
             bar = bars[f"{task}|{prior}|{run}|{probe}"]
@@ -77,20 +77,27 @@ def test_balance_figure_draws_every_metric_with_its_ci(runs: list[RunData]) -> N
             assert x0 == x1 == pytest.approx(bar.get_x() + bar.get_width() / 2)
             assert (y0, y1) == pytest.approx((max(0, k / 20 - 0.05), min(1, k / 20 + 0.05)))
     assert bars[f"{COLOR}|all items|mbpo|image"].get_height() == pytest.approx((19 + 14) / 40)
-    assert bars[f"{COUNT}|all items|mbpo|pair_accuracy"].get_height() == pytest.approx(9 / 20)
-    assert not [g for g in bars if g.endswith("pair_accuracy") and "|all items|" not in g]
+    assert bars[f"{COUNT}|pair_accuracy|mbpo|image"].get_height() == pytest.approx(9 / 20)
+    assert bars[f"{COUNT}|pair_accuracy|mbpo|blind"].get_height() == 0.0
+    assert sorted(g for g in bars if "|pair_accuracy|" in g and g.startswith(COLOR)) == sorted(
+        f"{COLOR}|pair_accuracy|{r}|{p}" for r in ("base", "control", "mbpo")
+        for p in ("image", "blind")
+    )  # fmt: skip
+    titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_visible()]
+    assert titles[:4] == [f"{COLOR}: all items", "prior-consistent items", "counter-prior items",
+                          "twin pairs (both right)"]  # fmt: skip
     # bars grouped by run along x (base, control, mbpo), probes in their fixed order
     xs = [bars[f"{EXIST}|counter|{r}|{p}"].get_x() for r in ("base", "control", "mbpo")
           for p in ("image", "blind", "mismatched", "noise")]  # fmt: skip
     assert xs == sorted(xs)
     shades = by_gid(fig, "baseline")
-    assert len(shades) == 3 * 3  # every panel shades the baseline's group, and only it
+    assert len(shades) == 3 * 4  # every panel shades the baseline's group, and only it
     ax = bars[f"{COLOR}|all items|base|image"].axes
     assert [t.get_text() for t in ax.get_xticklabels()] == ["base\n(baseline)", "control", "mbpo"]
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend == ["image", "blind", "mismatched", "noise", "pair_accuracy"]
-    assert pixel_size(fig) == (1353, 902)
-    assert png_size(png_bytes(fig)) == (1353, 902)
+    assert legend == ["image", "blind", "mismatched", "noise"]
+    assert pixel_size(fig) == (1408, 902)
+    assert png_size(png_bytes(fig)) == (1408, 902)
 
 
 def test_balance_figure_without_priors_or_pairs_has_one_panel(tmp_path: Path) -> None:

@@ -1,11 +1,12 @@
 """The modality-balance figure: does a checkpoint answer from the image?
 
 For each run, grouped bars of accuracy with the image and under every other probe the results
-carry (blind, mismatched image, noise, ...), plus any twin-pair metric (a metric whose name
-contains "pair", e.g. `pair_accuracy`: both twins of a pair right), each with its bootstrap CI
-as a whisker. Where the task splits its items by language prior (`accuracy[prior=...]`
-metrics), prior-consistent and counter-prior items get their own panels beside "all items": a
-model that reads the image scores alike on both; one that answers from the prior does not.
+carry (blind, mismatched image, noise, ...), each with its bootstrap CI as a whisker. Where the
+task splits its items by language prior (`accuracy[prior=...]` metrics), prior-consistent and
+counter-prior items get their own panels beside "all items": a model that reads the image scores
+alike on both; one that answers from the prior does not. A twin-pair metric (its name contains
+"pair", e.g. `pair_accuracy`: both twins of a pair right, which no text-only answer can raise)
+gets a panel of its own, under the same probes.
 
 One figure per task group (`task_groups`): one row of panels per task. Everything comes from
 `results.json` (value, ci_low, ci_high of each metric): nothing is recomputed from samples.
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mbpo_bench.evaluation.schema import Metric, TaskResult
+from mbpo_bench.evaluation.schema import TaskResult
 from mbpo_bench.reporting.figures import GREY, PALETTE, pyplot, styled
 from mbpo_bench.reporting.loading import RunData
 from mbpo_bench.reporting.tables import PROBE_ORDER, all_tasks, ordered_probes
@@ -36,7 +37,9 @@ if TYPE_CHECKING:
 ALL = "all items"
 PRIOR_ORDER = ("consistent", "counter")
 PRIOR_TITLES = {"consistent": "prior-consistent items", "counter": "counter-prior items"}
+PAIR_TITLES = {"pair_accuracy": "twin pairs (both right)"}
 OTHER_GROUP = "other tasks"
+MAX_WIDTH = 15.0  # inches of panels side by side before a task's panels wrap to a new row
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,9 @@ class Bar:
     """One bar: a run's value of one series (probe or pair metric) in one panel."""
 
     task: str
-    panel: str  # ALL or a prior value ("consistent", "counter", ...)
+    panel: str  # ALL, a prior value ("consistent", "counter", ...) or a pair metric
     run: str
-    series: str  # probe name, or "<metric>" / "<probe> <metric>" for pair metrics
+    series: str  # the probe
     value: float
     low: float | None
     high: float | None
@@ -65,22 +68,13 @@ def task_groups(tasks: Sequence[str]) -> dict[str, list[str]]:
     return groups
 
 
-def _pair_metrics(result: TaskResult) -> list[tuple[str, str]]:
-    """(probe, metric) of every metric whose name says it scores twin pairs."""
-    found = [
-        (p, m)
-        for p, pr in result.probes.items()
-        for m in pr.metrics
-        if "pair" in m and "[" not in m
-    ]
-    found += [("", m) for m in result.balance if "pair" in m]
-    return sorted(
-        found, key=lambda pm: (PROBE_ORDER.index(pm[0]) if pm[0] in PROBE_ORDER else 99, pm)
-    )
+def _pair_metrics(result: TaskResult) -> list[str]:
+    """Names of the probe metrics that score twin pairs (the name says "pair")."""
+    return sorted({m for pr in result.probes.values() for m in pr.metrics if _is_pair(m)})
 
 
-def _series_name(probe: str, metric: str) -> str:
-    return metric if probe in ("", "image") else f"{probe} {metric}"
+def _is_pair(metric: str) -> bool:
+    return "pair" in metric and "[" not in metric
 
 
 def _prior_values(result: TaskResult) -> list[str]:
@@ -90,49 +84,56 @@ def _prior_values(result: TaskResult) -> list[str]:
         for m in pr.metrics
         if m.startswith("accuracy[prior=") and m.endswith("]")
     }
-    return [p for p in PRIOR_ORDER if p in found] + sorted(found - set(PRIOR_ORDER))
+    return sorted(found)
 
 
 def panels(runs: Sequence[RunData], task: str) -> list[str]:
-    """ALL, then one panel per prior value any run's results carry for the task."""
-    priors: list[str] = []
+    """ALL, one panel per prior value, one per twin-pair metric any run's results carry."""
+    priors: set[str] = set()
+    pairs: set[str] = set()
     for run in runs:
         if task in run.results.tasks:
-            priors += [p for p in _prior_values(run.results.tasks[task]) if p not in priors]
-    ordered = [p for p in PRIOR_ORDER if p in priors] + sorted(set(priors) - set(PRIOR_ORDER))
-    return [ALL, *ordered]
+            priors.update(_prior_values(run.results.tasks[task]))
+            pairs.update(_pair_metrics(run.results.tasks[task]))
+    ordered = [p for p in PRIOR_ORDER if p in priors] + sorted(priors - set(PRIOR_ORDER))
+    return [ALL, *ordered, *sorted(pairs)]
+
+
+def panel_metric(panel: str) -> str:
+    """The metric a panel's bars show, under each probe."""
+    if panel == ALL:
+        return "accuracy"
+    return panel if _is_pair(panel) else f"accuracy[prior={panel}]"
+
+
+def panel_title(panel: str) -> str:
+    if panel == ALL:
+        return ALL
+    if _is_pair(panel):
+        return PAIR_TITLES.get(panel, panel)
+    return PRIOR_TITLES.get(panel, f"prior={panel}")
 
 
 def balance_bars(runs: Sequence[RunData], task: str) -> list[Bar]:
-    """Every bar of one task: per panel, per run, per probe with accuracy (+ pair metrics)."""
+    """Every bar of one task: per panel, per run, per probe that has the panel's metric."""
     bars = []
     for run in runs:
         result = run.results.tasks.get(task)
         if result is None:
             continue
         for panel in panels(runs, task):
-            metric = "accuracy" if panel == ALL else f"accuracy[prior={panel}]"
+            metric = panel_metric(panel)
             for probe in ordered_probes(set(result.probes)):
-                bars += _bar(task, panel, run.name, probe, result.probes[probe].metrics.get(metric))
-            if panel == ALL:
-                for probe, name in _pair_metrics(result):
-                    found = (
-                        result.balance.get(name)
-                        if probe == ""
-                        else result.probes[probe].metrics[name]
+                found = result.probes[probe].metrics.get(metric)
+                if found is not None and found.value is not None:
+                    bars.append(
+                        Bar(task, panel, run.name, probe, found.value, found.ci_low, found.ci_high)
                     )
-                    bars += _bar(task, panel, run.name, _series_name(probe, name), found)
     return bars
 
 
-def _bar(task: str, panel: str, run: str, series: str, metric: Metric | None) -> list[Bar]:
-    if metric is None or metric.value is None:
-        return []
-    return [Bar(task, panel, run, series, metric.value, metric.ci_low, metric.ci_high)]
-
-
 def series_colours(bars: Sequence[Bar]) -> dict[str, str]:
-    """A colour per series: known probes keep their PROBE_ORDER colour, others follow."""
+    """A colour per probe: known probes keep their PROBE_ORDER colour, others follow."""
     names = list(dict.fromkeys(b.series for b in bars))
     known = [p for p in PROBE_ORDER if p in names]
     rest = [n for n in names if n not in PROBE_ORDER]
@@ -142,36 +143,55 @@ def series_colours(bars: Sequence[Bar]) -> dict[str, str]:
     return out
 
 
+def grid(
+    runs: Sequence[RunData], tasks: Sequence[str], n_series: int
+) -> tuple[float, int, list[tuple[str, str, int, int]]]:
+    """(panel width in inches, columns, [(task, panel, row, col)]): each task's panels fill
+    rows of `columns` panels, as many as fit MAX_WIDTH side by side."""
+    width = max(3.2, 0.2 * n_series * len(runs) + 0.8)
+    most = max(len(panels(runs, t)) for t in tasks)
+    ncols = max(1, min(most, int(MAX_WIDTH // width)))
+    cells, row = [], 0
+    for task in tasks:
+        task_panels = panels(runs, task)
+        for i, panel in enumerate(task_panels):
+            cells.append((task, panel, row + i // ncols, i % ncols))
+        row += -(-len(task_panels) // ncols)
+    return width, ncols, cells
+
+
 @styled
 def balance_figure(runs: Sequence[RunData], tasks: Sequence[str], baseline: str | None) -> Figure:
-    """One row per task, one panel per item subset; bars grouped by run, coloured by series.
+    """Each task's panels (all items, per prior, per pair metric) in rows; in a panel, bars
+    grouped by run, coloured by probe.
 
-    Artists carry gids the tests read: `bar|<task>|<panel>|<run>|<series>` (a bar),
-    `ci|<task>|<panel>|<run>|<series>` (its whisker), `baseline|<task>|<panel>` (the shading).
+    Artists carry gids the tests read: `bar|<task>|<panel>|<run>|<probe>` (a bar),
+    `ci|<task>|<panel>|<run>|<probe>` (its whisker), `baseline|<task>|<panel>` (the shading).
     """
     plt = pyplot()
     per_task = {t: balance_bars(runs, t) for t in tasks}
-    ncols = max(len(panels(runs, t)) for t in tasks)
     names = [r.name for r in runs]
     colours = series_colours([b for bars in per_task.values() for b in bars])
-    width = max(3.4, 0.22 * len(colours) * len(names) + 0.8)
+    width, ncols, cells = grid(runs, tasks, len(colours))
+    nrows = max(r for _, _, r, _ in cells) + 1
     fig, axes = plt.subplots(
-        len(tasks), ncols, figsize=(width * ncols, 2.5 * len(tasks) + 0.7), squeeze=False,
-        sharey=True, layout="constrained",
+        nrows, ncols, figsize=(width * ncols, 2.5 * nrows + 0.7), squeeze=False, sharey=True,
+        layout="constrained",
     )  # fmt: skip
-    for row, task in enumerate(tasks):
-        task_panels = panels(runs, task)
+    used = set()
+    for task, panel, row, col in cells:
+        ax = axes[row][col]
+        used.add((row, col))
+        bars = [b for b in per_task[task] if b.panel == panel]
+        _draw_panel(ax, task, panel, bars, names, baseline, colours)
+        title = panel_title(panel)  # the task named at the start of each of its rows
+        ax.set_title(f"{task}: {title}" if col == 0 else title, loc="left")
+        if col == 0:
+            ax.set_ylabel("accuracy")
+    for row in range(nrows):
         for col in range(ncols):
-            ax = axes[row][col]
-            if col >= len(task_panels):
-                ax.set_visible(False)
-                continue
-            panel = task_panels[col]
-            bars = [b for b in per_task[task] if b.panel == panel]
-            _draw_panel(ax, task, panel, bars, names, baseline, colours)
-            title = PRIOR_TITLES.get(panel, panel if panel == ALL else f"prior={panel}")
-            ax.set_title(f"{task}: {title}" if col == 0 else title, loc="left")
-        axes[row][0].set_ylabel("accuracy")
+            if (row, col) not in used:
+                axes[row][col].set_visible(False)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=s) for s, c in colours.items()]
     fig.legend(
         handles=handles, loc="outside upper center", ncols=len(handles), frameon=False,
@@ -203,6 +223,8 @@ def _draw_panel(
             xpos = x - 0.4 + step * (j + 0.5)
             gid = f"{task}|{panel}|{run}|{name}"
             ax.bar(xpos, bar.value, step * 0.92, color=colours[name], gid=f"bar|{gid}", zorder=2)
+            if bar.value < 0.005:  # a bar of height 0 is invisible: say it
+                ax.text(xpos, 0.01, "0", ha="center", va="bottom", fontsize=7, color=colours[name])
             if bar.low is not None and bar.high is not None:
                 err = [[bar.value - bar.low], [bar.high - bar.value]]
                 lines = ax.errorbar(

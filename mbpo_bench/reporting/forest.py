@@ -177,10 +177,12 @@ def _symmetric(ax: Any, rows: Sequence[ForestRow]) -> None:
 
 
 def alt_text(rows: Sequence[ForestRow], marks: tuple[str, str] = MARKS) -> str:
-    """The figure's main number: how many rows are shown, and the largest shown difference."""
+    """The figure's main number: how many rows are marked, and the largest marked difference."""
     drawn = [r for r in rows if r.diff is not None]
     shown = [r for r in drawn if r.shown]
-    text = f"Forest plot of {len(drawn)} paired differences: {len(shown)} {marks[0]}"
+    text = (
+        f"Forest plot of {len(drawn)} paired differences, {marks[0]}: {len(shown)} of {len(drawn)}"
+    )
     if shown:
         top = max(shown, key=lambda r: abs(r.diff or 0.0))
         ci = "" if top.low is None else f" (95% CI {top.low:+.3f} to {top.high:+.3f})"
