@@ -205,3 +205,36 @@ def mmbench(raw: Row, index: int) -> list[Row]:
             }
         )
     return rows
+
+
+def mmvet(raw: Row, index: int) -> Row:
+    """lmms-lab/MMVet: question_id, image, question, answer (parts joined by <AND> / <OR>),
+    image_source, capability (comma-separated: rec, ocr, know, gen, spat, math)."""
+    caps = raw["capability"]
+    caps = caps if isinstance(caps, list) else _s(caps).split(",")
+    return {
+        "doc_id": _s(raw["question_id"]),
+        "question": _s(raw["question"]),
+        "answer": _s(raw["answer"]),
+        "options": [],
+        "image": raw["image"],
+        "meta": {"capabilities": sorted(_s(c) for c in caps if _s(c))},
+    }
+
+
+def mmhal(raw: Row, index: int) -> Row:
+    """MMHal-Bench (Shengcao1006/MMHal-Bench, response_template.json's fields): question_type,
+    question_topic, image_id, image_src, image_content (object names), question, gt_answer,
+    plus the image (bytes, or a path relative to the parquet file)."""
+    return {
+        "doc_id": f"{index}_{_s(raw['image_id'])}",
+        "question": _s(raw["question"]),
+        "answer": _s(raw["gt_answer"]),
+        "options": [],
+        "image": raw["image"],
+        "meta": {
+            "question_type": _s(raw["question_type"]),
+            "question_topic": _s(raw.get("question_topic")),
+            "image_content": [_s(o) for o in raw.get("image_content") or ()],
+        },
+    }

@@ -247,3 +247,47 @@ def mmbench_circular_by_category(rows: Sequence[Row]) -> dict[str, float]:
 def mmbench_circular_by_l2_category(rows: Sequence[Row]) -> dict[str, float]:
     """CircularEval accuracy per L2 category (lmms-eval's `l2_category_acc`)."""
     return _circular_by(rows, "l2_category")
+
+
+# --- judge-scored tasks (rows carry `judge_score`, or `judge_error` when the judge failed) ------
+# Rows with a judge error are left out and counted apart (results.json `judge.judge_errors`);
+# with no graded row at all the value is NaN (reported as null), never 0.
+
+
+def _graded(rows: Sequence[Row]) -> list[float]:
+    return [float(r["judge_score"]) for r in rows if r.get("judge_score") is not None]
+
+
+def _mean_or_nan(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def mmvet_score(rows: Sequence[Row]) -> float:
+    """MM-Vet total: the mean 0.0-1.0 correctness over judged answers (x100 in the paper)."""
+    return _mean_or_nan(_graded(rows))
+
+
+def mmvet_by_capability(rows: Sequence[Row]) -> dict[str, float]:
+    """Per capability (rec, ocr, know, gen, spat, math): the mean over answers needing it."""
+    caps = sorted({c for r in rows for c in (_meta(r, "capabilities") or ())})
+    return {c: _mean_or_nan(_graded([r for r in rows if c in (_meta(r, "capabilities") or ())]))
+            for c in caps}  # fmt: skip
+
+
+def mmhal_score(rows: Sequence[Row]) -> float:
+    """MMHal-Bench average rating, 0-6."""
+    return _mean_or_nan(_graded(rows))
+
+
+def mmhal_hallucination_rate(rows: Sequence[Row]) -> float:
+    """Share of judged answers rated below 3 (the rubric's "with hallucination" ratings)."""
+    graded = _graded(rows)
+    return _mean_or_nan([1.0 if g < 3 else 0.0 for g in graded])
+
+
+def mmhal_by_type(rows: Sequence[Row]) -> dict[str, float]:
+    """Average rating per question type (attribute, adversarial, comparison, counting, ...)."""
+    return {
+        str(t): mmhal_score(group)
+        for t, group in sorted(_groups(rows, lambda r: str(_meta(r, "question_type"))).items())
+    }

@@ -56,7 +56,10 @@ BUILTIN_SUITES = {
         "mbpo_pope_random", "mbpo_pope_popular", "mbpo_pope_adversarial",
         "mbpo_hallusionbench", "mbpo_amber_discriminative", "mbpo_chair",
     ],
-    "paper": ["mbpo_mme", "mbpo_mmstar", "mbpo_ai2d", "mbpo_mmbench_en", "mbpo_chair"],
+    "paper": [
+        "mbpo_mme", "mbpo_mmstar", "mbpo_ai2d", "mbpo_mmvet", "mbpo_mmbench_en", "mbpo_chair",
+        "mbpo_mmhal",
+    ],
 }  # fmt: skip
 
 

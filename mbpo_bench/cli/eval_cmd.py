@@ -36,6 +36,14 @@ def build_config(
     answer_mode: str | None = None,
     compile: bool | None = None,
     config_file: Path | None = None,
+    judge: str | None = None,
+    judge_base_url: str | None = None,
+    judge_api_key_env: str | None = None,
+    judge_timeout: float | None = None,
+    judge_retries: int | None = None,
+    judge_concurrency: int | None = None,
+    judge_prompt: list[str] | None = None,
+    backbone: str | None = None,
     overrides: list[str] | None = None,
 ) -> Any:
     """Options -> EvalConfig: defaults, then `--config FILE`, then the options given (None: not
@@ -79,8 +87,35 @@ def build_config(
     if isinstance(data.get("probes"), dict):
         names = probes if probes is not None else data["probes"].get("names")
         data["probes"]["names"] = list(parse_probes(names))
+    if backbone is not None:
+        data["backbone"] = backbone
+    given = {
+        "spec": judge, "base_url": judge_base_url, "api_key_env": judge_api_key_env,
+        "timeout_s": judge_timeout, "max_retries": judge_retries, "concurrency": judge_concurrency,
+    }  # fmt: skip
+    data["judge"] = {**data["judge"], **{k: v for k, v in given.items() if v is not None}}
+    if judge_prompt:
+        data["judge"]["prompts"] = judge_prompts(judge_prompt)
     data = merge_dicts(data, parse_overrides(overrides or []))
     return from_dict(EvalConfig, data, where="eval")
+
+
+def judge_prompts(values: list[str]) -> dict[str, str]:
+    """['mbpo_mmvet=official.txt', 'mmhal=x.txt'] -> {task or rubric: path}; a bare FILE is '*'
+    (every judged task of the run: refused when the run has two)."""
+    from mbpo_bench.errors import UserError
+
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.rpartition("=")
+        name = name if sep else "*"
+        if not Path(path).is_file():
+            raise UserError(
+                f"judge prompt file {path} not found — pass --judge-prompt TASK=FILE with an "
+                "existing file"
+            )
+        out[name] = str(Path(path).resolve())
+    return out
 
 
 def eval_command(
@@ -137,6 +172,30 @@ def eval_command(
         help="torch.compile the decoder layers for choice prefills and scoring passes (not for "
         "generation); pays off on long GPU runs.",
     ),
+    judge: str | None = typer.Option(
+        None, "--judge", help="Judge of MM-Vet / MMHal-Bench: openai:MODEL or hf:PATH_OR_ID."
+    ),
+    judge_base_url: str | None = typer.Option(
+        None, "--judge-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."
+    ),
+    judge_api_key_env: str | None = typer.Option(
+        None, "--judge-api-key-env", help="Variable holding the judge's key (OPENAI_API_KEY)."
+    ),
+    judge_timeout: float | None = typer.Option(
+        None, "--judge-timeout", help="Seconds per judge request (60)."
+    ),
+    judge_retries: int | None = typer.Option(
+        None, "--judge-retries", help="Retries with backoff on 429 / 5xx / timeouts (4)."
+    ),
+    judge_concurrency: int | None = typer.Option(
+        None, "--judge-concurrency", help="Judge requests in flight (8)."
+    ),
+    judge_prompt: list[str] = typer.Option(
+        [], "--judge-prompt", help="TASK=FILE: the judge prompt to use, e.g. the official one."
+    ),
+    backbone: str | None = typer.Option(
+        None, "--backbone", help="The VLM's language model, run text-only (multimodal leakage)."
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Any config field: section.key=value."),
     config_file: Path | None = typer.Option(
         None, "--config", help="YAML file of EvalConfig fields (options given here win over it)."
@@ -173,13 +232,18 @@ def summary(results: Any, output: Path) -> str:
     for name, task in results.tasks.items():
         parts = []
         for probe, res in task.probes.items():
-            key = "iig" if probe == "iig" else "accuracy"
-            m = res.metrics.get(key)
+            key = "iig" if probe == "iig" else task.headline
+            m = res.metrics.get(key) or res.metrics.get("accuracy")
             if m is not None and m.value is not None:
                 parts.append(f"{probe} {m.value:.3f}")
         rel = task.balance.get("visual_reliance_blind")
         if rel is not None and rel.value is not None:
             parts.append(f"reliance(blind) {rel.value:+.3f}")
+        gain = task.balance.get("multimodal_gain")
+        if gain is not None and gain.value is not None:
+            parts.append(f"gain {gain.value:+.3f}")
+        if task.judge.get("judge_errors"):
+            parts.append(f"{task.judge['judge_errors']} judge errors")
         lines.append(f"{name}: " + ", ".join(parts))
     if results.answer_mode != "generate":
         counts = ", ".join(f"{n} by {mode}" for mode, n in results.answered.items())

@@ -353,7 +353,11 @@ def aggregate(spec: TaskSpec, rows: Sequence[dict[str, Any]]) -> dict[str, float
         module, _, fn = dotted.rpartition(".")
         if not module:
             raise UserError(f"task {spec.name}: metric '{metric}' has no aggregation function")
-        out[metric] = float(getattr(importlib.import_module(module), fn)(list(rows)))
+        value = getattr(importlib.import_module(module), fn)(list(rows))
+        if isinstance(value, dict):  # per-category scores: metric[label]
+            out.update({f"{metric}[{k}]": float(v) for k, v in value.items()})
+        else:
+            out[metric] = float(value)
     return out
 
 

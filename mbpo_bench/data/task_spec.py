@@ -11,6 +11,8 @@ folder) builds a task from the standard keys; our registry reads the standard ke
       prompt: "{question}\\nAnswer with yes or no."   # fields: question, options, choices
       suites: [hallucination]    # the only source of suites (the registry has no list)
       suite_order: 1             # optional: position within its suites (unset: after, by name)
+      judge: mmvet               # optional: graded by a judge with this rubric (open-ended tasks)
+      headline: mmvet_score      # optional: the paper table's metric (default: accuracy)
       data: {source: local | embedded, ...}   # where the items come from (see sources.py)
 
 `!function a.b.c` tags are kept as `FunctionRef("a.b.c")` strings: parsing never imports
@@ -63,6 +65,8 @@ class TaskSpec:
     output_type: str = "generate_until"
     description: str = ""
     suite_order: int | None = None  # position within its suites; None: after the ordered ones
+    judge: str | None = None  # a rubric in mbpo_bench.judges.rubrics.RUBRICS (MM-Vet, MMHal)
+    headline: str | None = None  # the metric the paper table and gain / leakage use
     origin: str = field(default="", compare=False)  # "built-in", "plugin NAME" or the folder
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -126,6 +130,14 @@ def spec_from_yaml(path: Path) -> TaskSpec | None:
         from mbpo_bench.tasks.verifiers import get_verifier
 
         get_verifier(str(verifier))
+    judge = meta.get("judge")
+    if judge is not None:
+        from mbpo_bench.judges.rubrics import RUBRICS
+
+        if str(judge) not in RUBRICS:
+            raise UserError(
+                f"{where}: unknown judge rubric '{judge}' — use one of {', '.join(RUBRICS)}"
+            )
     data_cfg = meta.get("data")
     if not isinstance(data_cfg, dict) or "source" not in data_cfg:
         raise UserError(f"{where}: metadata.data must be a mapping with 'source' — fix the file")
@@ -149,5 +161,7 @@ def spec_from_yaml(path: Path) -> TaskSpec | None:
         output_type=str(data.get("output_type", "generate_until")),
         description=str(meta.get("description", "")),
         suite_order=suite_order,
+        judge=None if judge is None else str(judge),
+        headline=None if meta.get("headline") is None else str(meta["headline"]),
         raw=data,
     )

@@ -17,6 +17,7 @@ from mbpo_bench.evaluation.config import EvalConfig
 from mbpo_bench.evaluation.hashing import content_hash
 from mbpo_bench.evaluation.probes import parse_probes
 from mbpo_bench.evaluation.schema import GenerationSettings, ModelInfo, Results
+from mbpo_bench.judges.config import JudgeConfig
 
 if TYPE_CHECKING:
     from mbpo_bench.data.items import TaskItem
@@ -41,8 +42,9 @@ def set_offline(online: bool) -> None:
         os.environ[name] = "1"
 
 
-def task_info(spec: TaskSpec) -> TaskInfo:
-    """Our record of a registry TaskSpec: version, prompt template, verifier, generation, metrics."""
+def task_info(spec: TaskSpec, judge: JudgeConfig | None = None) -> TaskInfo:
+    """Our record of a registry TaskSpec: version, prompt template, verifier, generation, metrics,
+    headline metric and, for a judge-scored task, how it is judged (rubric, judge, prompt hash)."""
     from mbpo_bench.evaluation.plan import TaskInfo
 
     gen = spec.generation
@@ -72,7 +74,17 @@ def task_info(spec: TaskSpec) -> TaskInfo:
         ),
         metrics=metrics,
         process_results=str(process) if process else None,
+        headline=spec.headline or "accuracy",
+        judge=_judging(spec, judge),
     )
+
+
+def _judging(spec: TaskSpec, judge: JudgeConfig | None) -> dict[str, Any] | None:
+    if spec.judge is None:
+        return None
+    from mbpo_bench.judges.stage import task_judging
+
+    return task_judging(spec.name, spec.judge, judge or JudgeConfig())
 
 
 def load_tasks(config: EvalConfig) -> list[tuple[TaskInfo, list[TaskItem], list[SkippedItem]]]:
@@ -88,7 +100,7 @@ def load_tasks(config: EvalConfig) -> list[tuple[TaskInfo, list[TaskItem], list[
             spec, limit=config.limit, include_paths=include, data_root=data_root
         )
         good, skipped = check_images(items, skip=config.skip_bad_items)
-        out.append((task_info(spec), good, skipped))
+        out.append((task_info(spec, config.judge), good, skipped))
     return out
 
 
@@ -176,6 +188,11 @@ def run_eval(
                 "--compile applies to the native backend's prefill and scoring passes, not to "
                 "--backend lmms-eval — drop --compile, or use the native backend"
             )
+        if config.backbone or config.judge.spec:
+            raise UserError(
+                "--backend lmms-eval runs neither a judge nor the --backbone probe — drop "
+                "--judge / --backbone, or use the native backend"
+            )
         if parallel.world_size() > 1:
             raise UserError(
                 "--backend lmms-eval runs in one process — launch it without torchrun, or use "
@@ -184,12 +201,20 @@ def run_eval(
 
         check_config(config)
         tasks = load_tasks(config)
+        judged = [info.name for info, _, _ in tasks if info.judge]
+        if judged:
+            raise UserError(
+                f"task {judged[0]} is scored by a judge, which --backend lmms-eval does not run "
+                "— use the native backend with --judge"
+            )
         vlm = load_vlm(config)
         return run_lmms_eval(config, tasks, vlm, model_info(config, vlm), overwrite=overwrite)
     from mbpo_bench.evaluation.runner import evaluate
     from mbpo_bench.runs import RunDir
 
     tasks = load_tasks(config)
+    check_judged(config, tasks)
+    check_backbone(config)
     progress = progress and parallel.is_main()  # one config print and progress bar, rank 0's
     if progress if show_config is None else (show_config and parallel.is_main()):
         from mbpo_bench.config import print_config
@@ -205,4 +230,33 @@ def run_eval(
     run = RunDir.open(output, overwrite=overwrite, config=config)
     # only rank 0 writes the model info: the other ranks skip hashing the model folder
     info = model_info(config, vlm) if parallel.is_main() else ModelInfo(id=config.model)
-    return evaluate(run, tasks, vlm, info, config, progress=progress)
+    backbone = None
+    if config.backbone:
+        from mbpo_bench.evaluation.text_lm import load_text_lm
+
+        name = config.backbone
+
+        def backbone() -> Any:
+            return load_text_lm(name, device=config.device, dtype=config.dtype,
+                                local_files_only=not config.online,
+                                trust_remote_code=config.trust_remote_code)  # fmt: skip
+
+    return evaluate(run, tasks, vlm, info, config, progress=progress, backbone=backbone)
+
+
+def check_judged(config: EvalConfig, tasks: list[Any]) -> None:
+    """Judge-scored tasks need a judge that can answer: checked before the model loads."""
+    judged = [info.name for info, _, _ in tasks if info.judge]
+    if not judged:
+        return
+    from mbpo_bench.judges import check_judge
+
+    check_judge(config.judge, judged, online=config.online)
+
+
+def check_backbone(config: EvalConfig) -> None:
+    """A `--backbone` that is neither a folder nor a cached hub id fails before anything loads."""
+    if config.backbone:
+        from mbpo_bench.models.loading import resolve_folder
+
+        resolve_folder(config.backbone, local_files_only=not config.online)

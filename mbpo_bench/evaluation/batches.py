@@ -12,9 +12,10 @@ is "choice") or "choice" (plus `choice_logprobs`, each answer form's first-token
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from mbpo_bench.evaluation.probes import ProbeInput, probe_input, stable_seed
+from mbpo_bench.evaluation.probes import BACKBONE, ProbeInput, probe_input, stable_seed
 from mbpo_bench.models.protocol import Prompt
 
 if TYPE_CHECKING:
@@ -196,6 +197,8 @@ def generation_batch(
         for it in items
     ]
     seed = stable_seed(batch.task, batch.probe, str(batch.index))
+    if batch.probe == BACKBONE:  # a text-only LM: no choice prefill, it generates
+        config = dataclasses.replace(config, answer_mode="generate", compile=False)
     pixels, before, after = None, None, None
     if batch.probe == "adversarial":
         pixels, before, after = _adversarial(vlm, inputs, items, config, seed)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mbpo_bench.evaluation.probes import CHEAP_PROBES
+from mbpo_bench.judges.config import JudgeConfig
 
 AnswerMode = Literal["generate", "choice"]
 
@@ -67,3 +68,5 @@ class EvalConfig:
     backend: Literal["native", "lmms-eval"] = "native"
     answer_mode: AnswerMode = "generate"
     compile: bool = False  # compiled decoder layers for prefill / scoring passes (native backend)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # grades judge-scored tasks
+    backbone: str | None = None  # the VLM's language model, run text-only (probe `backbone`)

@@ -32,6 +32,8 @@ class TaskInfo:
     generation: GenerationSettings
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> aggregation, hib
     process_results: str | None = None  # dotted path of the task's lmms-eval process_results
+    headline: str = "accuracy"  # the metric of the paper table and of gain / leakage
+    judge: dict[str, Any] | None = None  # rubric, judge, prompt hash and source (judged tasks)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class TaskPlan:
             "n_items": len(self.items),
             "skipped": [asdict(s) for s in self.skipped],
             "probes": {p: sorted(ids) for p, ids in self.probes.items()},
+            "headline": self.info.headline,
+            "judge": self.info.judge,
         }
 
 

@@ -8,6 +8,9 @@
 - `noise`       a uniform-noise image at model resolution, seeded per item;
 - `adversarial` the image after PGD against the reference answer (opt-in: costs K backward
                 passes per item; uses mbpo_bench.trainers.pgd);
+- `backbone`    the blind prompt answered by the VLM's language backbone alone (`--backbone`,
+                a text-only causal LM; not in --probes: the option adds it). With `blind` it
+                gives MMStar's multimodal leakage;
 - `iig`         no generation: log-probs of the reference answer with and without the image, and
                 their per-token difference (Image Information Gain).
 
@@ -39,8 +42,9 @@ if TYPE_CHECKING:
 
 PROBES: tuple[str, ...] = ("image", "blind", "mismatched", "noise", "adversarial", "iig")
 CHEAP_PROBES: tuple[str, ...] = ("image", "blind", "mismatched", "noise", "iig")
+BACKBONE = "backbone"  # added by --backbone, answered by the text-only language backbone
 GENERATION_PROBES: frozenset[str] = frozenset(
-    {"image", "blind", "mismatched", "noise", "adversarial"}
+    {"image", "blind", "mismatched", "noise", "adversarial", BACKBONE}
 )
 
 
@@ -121,7 +125,7 @@ def probe_input(
     """
     if probe in ("image", "adversarial"):
         return ProbeInput(Prompt(item.question, item.load_image(image_size)), str(item.image_path))
-    if probe == "blind":
+    if probe in ("blind", BACKBONE):
         return ProbeInput(Prompt(item.question, None), None)
     if probe == "mismatched":
         path = mismatched[item.doc_id]
@@ -137,8 +141,8 @@ def probe_input(
 
 def applicable(probe: str, item: TaskItem, mismatched: dict[str, Path]) -> bool:
     """Whether `probe` can run on `item` (text-only items have no image to take away)."""
-    if item.image_path is None:
-        return probe in ("image", "blind")
+    if item.image_path is None or probe == BACKBONE:
+        return probe in ("image", "blind", BACKBONE)
     if probe == "mismatched":
         return item.doc_id in mismatched
     return True

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.evaluation.config import EvalConfig
 from mbpo_bench.evaluation.plan import TaskInfo, TaskPlan, batches, plan_task
-from mbpo_bench.evaluation.probes import parse_probes
+from mbpo_bench.evaluation.probes import BACKBONE, parse_probes
 from mbpo_bench.evaluation.schema import ModelInfo, Results, SkippedItem
 from mbpo_bench.evaluation.store import RESULTS, SampleStore
 
@@ -83,8 +83,12 @@ def execute(
     config: EvalConfig,
     *,
     progress: bool = True,
+    backbone: Callable[[], Any] | None = None,
 ) -> int:
     """Run every batch that still misses rows; return the number of rows appended.
+
+    Batches of the `backbone` probe go to the text-only LM that `backbone()` loads (once, and
+    only when such a batch is still to do, so a resumed run does not reload it for nothing).
 
     Under torchrun the batches are dealt round-robin over the ranks; after each round rank 0
     gathers the rows in rank order (= the one-process order) and alone appends them.
@@ -104,6 +108,17 @@ def execute(
     start = time.perf_counter()
     appended = 0
     main = parallel.is_main()
+    models: dict[str, Any] = {}
+
+    def model_for(probe: str) -> Any:
+        if probe != BACKBONE:
+            return vlm
+        if BACKBONE not in models:
+            if backbone is None:
+                raise ValueError("backbone batches planned without a backbone model")
+            models[BACKBONE] = backbone()
+        return models[BACKBONE]
+
     with eval_progress(sum(len(t) for _, _, t in work), enabled=progress and main) as advance:
         for mine in parallel.round_robin(len(work)):
             new: list[dict[str, Any]] = []
@@ -111,7 +126,7 @@ def execute(
             if mine is not None:
                 plan, batch, todo = work[mine]
                 t0 = time.perf_counter()
-                rows = run_batch(vlm, plan, batch, config)
+                rows = run_batch(model_for(batch.probe), plan, batch, config)
                 compute = time.perf_counter() - t0
                 wanted = set(todo)
                 new = [r for r in rows if r["doc_id"] in wanted]
@@ -132,8 +147,10 @@ def evaluate(
     config: EvalConfig,
     *,
     progress: bool = True,
+    backbone: Callable[[], Any] | None = None,
 ) -> Results:
-    """Plan, execute (resuming) and score; write results.json and mark the run finished.
+    """Plan, execute (resuming), judge (judge-scored tasks) and score; write results.json and
+    mark the run finished.
 
     Under torchrun every rank plans the same batches and runs its share; rank 0 alone touches
     the run folder, and the other ranks read the results it wrote.
@@ -144,6 +161,8 @@ def evaluate(
     from mbpo_bench.runs import write_atomic
 
     probes = parse_probes(config.probes.names)
+    if config.backbone:
+        probes = (*probes, BACKBONE)
     plans = [
         plan_task(info, items, skipped, probes, config.probes.seed)
         for info, items, skipped in tasks
@@ -153,8 +172,17 @@ def evaluate(
     if main:
         write_meta(store, plans, model, probes)
     parallel.barrier()  # the others read samples.jsonl only after rank 0 cut a torn tail
-    n = execute(store, plans, vlm, config, progress=progress)
+    n = execute(store, plans, vlm, config, progress=progress, backbone=backbone)
     run.log(f"appended {n} samples")
+    judged = {p.info.name: p.info.judge for p in plans if p.info.judge}
+    if main and judged:
+        from mbpo_bench.judges import make_judge
+        from mbpo_bench.judges.stage import run_stage
+
+        judge = make_judge(config.judge, device=config.device, dtype=config.dtype,
+                           online=config.online)  # fmt: skip
+        sent = run_stage(run.path, store.rows(), judged, judge, config.judge)
+        run.log(f"judge {config.judge.spec}: {sent} requests")
     if main:
         results = recompute_results(run.path)
         write_atomic(run.path / RESULTS, results.to_json())

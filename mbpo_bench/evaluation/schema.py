@@ -19,6 +19,11 @@ Layout (`Results`):
                 items_skipped[{doc_id, reason}],
                 probes{probe: {probe, n, metrics{...}, answered{...}}}, balance{name: Metric}
 
+`headline` (per task) names the metric the paper table reports and multimodal gain / leakage
+use; `judge` (per judged task) records the judge, the rubric, the prompt's hash and source, the
+answers judged, the judge errors (with the raw reply, counted apart, never scored) and the
+tokens and seconds spent; the run's `judge` sums the costs over tasks.
+
 `answer_mode` is the run's ("generate" or "choice", see `choices.py`); `answered` counts the
 generation probes' samples by how they were answered ({"choice": n, "generate": m}) per probe and
 for the run; `fallbacks` counts, for the run, why samples of a choice-mode run were generated.
@@ -51,6 +56,9 @@ BALANCE_METRICS: dict[str, bool | None] = {
     "predicted_yes_ratio": None,  # share of PREDICTED "yes" with the image (yes/no tasks)
     "counter_prior_gap": False,  # acc(prior-consistent) - acc(counter-prior), with the image
     "iig_mean": True,  # mean Image Information Gain of the reference answers
+    # MMStar (Chen et al. 2024) on the task's headline metric, signed so that + is better:
+    "multimodal_gain": True,  # headline(image) - headline(blind), paired over the same items
+    "multimodal_leakage": False,  # max(0, headline(blind) - headline(backbone text-only LM))
 }
 
 
@@ -101,6 +109,8 @@ class TaskResult:
     items_skipped: list[SkippedItem]
     probes: dict[str, ProbeResult]
     balance: dict[str, Metric]
+    headline: str = "accuracy"  # the metric of the paper table and of gain / leakage
+    judge: dict[str, Any] = field(default_factory=dict)  # judged tasks: who, prompt hash, costs
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,7 @@ class Results:
     answer_mode: str = "generate"
     answered: dict[str, int] = field(default_factory=dict)  # answer mode -> samples, all tasks
     fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> samples generated
+    judge: dict[str, Any] = field(default_factory=dict)  # judge id, requests, tokens, seconds
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -206,11 +206,79 @@ def _balance(
     return out
 
 
+def _headline_fn(task_meta: dict[str, Any]) -> tuple[Callable[[list[Any]], float], bool]:
+    """The headline metric's aggregation and whether higher is better (accuracy by default)."""
+    from mbpo_bench.evaluation.batches import resolve_function
+    from mbpo_bench.tasks.metrics import accuracy
+
+    name = task_meta.get("headline") or "accuracy"
+    spec = (task_meta.get("metrics") or {}).get(name) or {}
+    fn = resolve_function(spec.get("aggregation")) or accuracy
+    return fn, spec.get("higher_is_better", True) is not False
+
+
+def headline_difference(
+    scorer: _Scorer,
+    task_meta: dict[str, Any],
+    a: dict[str, dict[str, Any]],
+    b: dict[str, dict[str, Any]],
+    *,
+    clip: bool,
+    hib: bool,
+) -> Metric | None:
+    """headline(a) - headline(b) over the items both probes cover, paired: each bootstrap
+    resample takes the same items from both. Signed so that + means a is better (for a
+    lower-is-better headline such as CHAIR_S, b - a); `clip` takes max(0, .) of the value and of
+    both bounds (a monotone map, so the interval stays a valid percentile interval)."""
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    fn, higher = _headline_fn(task_meta)
+    sign = 1.0 if higher else -1.0
+    rows_a, rows_b = [a[d] for d in common], [b[d] for d in common]
+    if fn.__name__ == "accuracy" and not all(isinstance(r.get("correct"), bool) for r in rows_a):
+        return None  # no headline on this task (open-ended without a declared one)
+
+    def diff(ra: list[Any], rb: list[Any]) -> float:
+        d = sign * (float(fn(ra)) - float(fn(rb)))
+        return max(0.0, d) if clip else d
+
+    n = len(common)
+    counts = scorer.counts(n)[: scorer.b.task_metric_resamples].astype(int)
+    index = np.arange(n)
+    stats = []
+    for c in counts:
+        take = np.repeat(index, c)
+        stats.append(diff([rows_a[i] for i in take], [rows_b[i] for i in take]))
+    value = diff(rows_a, rows_b)
+    if not np.isfinite(value):
+        return Metric(None, n, None, None, hib)
+    low, high = percentile_interval(np.array(stats, dtype=float), scorer.b.confidence)
+    return _metric(Estimate(value, low, high, n), hib)
+
+
+def _gain_and_leakage(
+    scorer: _Scorer, task_meta: dict[str, Any], by_probe: dict[str, dict[str, dict[str, Any]]]
+) -> dict[str, Metric]:
+    """MMStar's multimodal gain (image - blind) and leakage (max(0, blind - backbone))."""
+    out: dict[str, Metric] = {}
+    image, blind, backbone = (by_probe.get(p, {}) for p in ("image", "blind", "backbone"))
+    gain = headline_difference(scorer, task_meta, image, blind, clip=False,
+                               hib=bool(BALANCE_METRICS["multimodal_gain"]))  # fmt: skip
+    if gain is not None:
+        out["multimodal_gain"] = gain
+    leak = headline_difference(scorer, task_meta, blind, backbone, clip=True, hib=False)
+    if leak is not None:
+        out["multimodal_leakage"] = leak
+    return out
+
+
 def score_task(
     task: str,
     task_meta: dict[str, Any],
     rows: list[dict[str, Any]],
     config: EvalConfig,
+    judge: dict[str, Any] | None = None,
 ) -> TaskResult:
     """One task's metrics from its rows; only rows of planned (probe, doc_id) pairs count."""
     scorer = _Scorer(task, config)
@@ -245,7 +313,12 @@ def score_task(
         n_items=int(task_meta["n_items"]),
         items_skipped=[SkippedItem(**s) for s in task_meta["skipped"]],
         probes=probes,
-        balance=_balance(scorer, planned_rows, verifier, probes),
+        balance={
+            **_balance(scorer, planned_rows, verifier, probes),
+            **_gain_and_leakage(scorer, task_meta, planned_rows),
+        },
+        headline=str(task_meta.get("headline") or "accuracy"),
+        judge=dict(judge or {}),
     )
 
 
@@ -285,8 +358,14 @@ def recompute_results(run_dir: Path) -> Results:
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in store.rows():
         by_task[row["task"]].append(row)
+    judged = {}
+    for name, tmeta in meta["tasks"].items():
+        if tmeta.get("judge"):
+            from mbpo_bench.judges.stage import attach
+
+            judged[name] = attach(run_dir, name, by_task.get(name, []), tmeta["judge"])
     tasks = {
-        name: score_task(name, tmeta, by_task.get(name, []), config)
+        name: score_task(name, tmeta, by_task.get(name, []), config, judged.get(name))
         for name, tmeta in meta["tasks"].items()
     }
     answered, fallbacks = _answer_counts(tasks, meta, by_task)
@@ -314,4 +393,17 @@ def recompute_results(run_dir: Path) -> Results:
         answer_mode=config.answer_mode,
         answered=answered,
         fallbacks=fallbacks,
+        judge=_judge_totals(judged),
     )
+
+
+def _judge_totals(judged: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The run's judge costs: requests, tokens, seconds and judge errors over judged tasks."""
+    if not judged:
+        return {}
+    keys = ("requests", "judge_errors", "prompt_tokens", "completion_tokens", "seconds")
+    out: dict[str, Any] = {"judge": sorted({str(j["judge"]) for j in judged.values()})}
+    for key in keys:
+        out[key] = sum(j[key] for j in judged.values())
+    out["seconds"] = round(out["seconds"], 3)
+    return out

@@ -35,7 +35,7 @@ def row_key(row: dict[str, Any]) -> Key:
     return (str(row["task"]), str(row["probe"]), str(row["doc_id"]))
 
 
-def _cut_torn_tail(path: Path) -> None:
+def cut_torn_tail(path: Path) -> None:
     """Truncate a file after its last newline (drops a line a kill -9 left half-written)."""
     if not path.exists():
         return
@@ -60,8 +60,8 @@ class SampleStore:
     @classmethod
     def open(cls, root: Path) -> SampleStore:
         store = cls(root)
-        _cut_torn_tail(root / SAMPLES)
-        _cut_torn_tail(root / TIMING)
+        cut_torn_tail(root / SAMPLES)
+        cut_torn_tail(root / TIMING)
         return store
 
     def rows(self) -> list[dict[str, Any]]:
