@@ -90,6 +90,24 @@ def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
         os.fsync(fh.fileno())
 
 
+def cut_torn_tail(path: Path) -> None:
+    """Truncate a file after its last newline (drops a line a kill -9 left half-written)."""
+    if not path.exists():
+        return
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with path.open("rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        data = fh.read()
+        fh.truncate(data.rfind(b"\n") + 1)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Read rows, dropping a torn last line (the only damage an interrupted append leaves)."""
     if not path.exists():

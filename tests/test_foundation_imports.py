@@ -25,7 +25,7 @@ PACKAGES = {
 LAYERS: list[set[str]] = [
     {"__init__", "errors", "config", "runs", "parallel", "metrics", "progress", "checkout"},
     {"models"},
-    {"data", "tasks"},
+    {"data", "tasks", "judges"},
     {"trainers", "evaluation"},
     {"reporting"},
     {"quickstart", "quickstart_report", "plan", "ablation"},

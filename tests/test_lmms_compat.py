@@ -35,7 +35,8 @@ LMMS_TASKS = {
     "mbpo_pope_random", "mbpo_pope_popular", "mbpo_pope_adversarial", "mbpo_mme", "mbpo_ai2d",
     "mbpo_mmstar", "mbpo_mmvp", "mbpo_hallusionbench", "mbpo_realworldqa",
 }  # fmt: skip
-NO_LMMS_BUILTIN = {"mbpo_amber_discriminative", "mbpo_chair"}
+# (MM-Vet's and MMHal-Bench's scores are a judge's: no rule-based lmms-eval number to match)
+NO_LMMS_BUILTIN = {"mbpo_amber_discriminative", "mbpo_chair", "mbpo_mmvet", "mbpo_mmhal"}
 # Real tasks whose `_lmms` metrics are not wired yet, with the reason (keep this short: a task
 # listed here has no number to set beside lmms-eval's tables).
 PENDING = {

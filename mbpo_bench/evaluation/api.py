@@ -232,7 +232,7 @@ def run_eval(
     info = model_info(config, vlm) if parallel.is_main() else ModelInfo(id=config.model)
     backbone = None
     if config.backbone:
-        from mbpo_bench.evaluation.text_lm import load_text_lm
+        from mbpo_bench.models.text_lm import load_text_lm
 
         name = config.backbone
 

@@ -15,13 +15,12 @@ never double counts.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mbpo_bench.runs import append_jsonl, read_jsonl, write_json_atomic
+from mbpo_bench.runs import append_jsonl, cut_torn_tail, read_jsonl, write_json_atomic
 
 SAMPLES = "samples.jsonl"
 TIMING = "timing.jsonl"
@@ -33,24 +32,6 @@ Key = tuple[str, str, str]
 
 def row_key(row: dict[str, Any]) -> Key:
     return (str(row["task"]), str(row["probe"]), str(row["doc_id"]))
-
-
-def cut_torn_tail(path: Path) -> None:
-    """Truncate a file after its last newline (drops a line a kill -9 left half-written)."""
-    if not path.exists():
-        return
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with path.open("rb+") as fh:
-        fh.seek(-1, os.SEEK_END)
-        if fh.read(1) == b"\n":
-            return
-        fh.seek(0)
-        data = fh.read()
-        fh.truncate(data.rfind(b"\n") + 1)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 @dataclass

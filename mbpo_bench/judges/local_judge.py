@@ -1,5 +1,5 @@
 """The local judge: a transformers causal LM (`--judge hf:PATH_OR_ID`), batched, greedy, on
-the eval's device rules (`mbpo_bench.evaluation.text_lm`). The model loads on first use, after
+the eval's device rules (`mbpo_bench.models.text_lm`). The model loads on first use, after
 the evaluated model has answered, so a run without judge-scored items never loads it."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class LocalJudge:
         self._lm: Any = None
 
     def judge(self, prompts: Sequence[str]) -> Iterator[tuple[int, Reply]]:
-        from mbpo_bench.evaluation.text_lm import load_text_lm
+        from mbpo_bench.models.text_lm import load_text_lm
 
         if self._lm is None:
             self._lm = load_text_lm(self.path, device=self.device, dtype=self.dtype,

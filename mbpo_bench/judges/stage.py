@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.errors import UserError
 from mbpo_bench.judges.rubrics import RUBRICS, Unparseable, prompt_hash, render
-from mbpo_bench.runs import append_jsonl, read_jsonl
+from mbpo_bench.runs import append_jsonl, cut_torn_tail, read_jsonl
 
 if TYPE_CHECKING:
     from mbpo_bench.judges.base import Judge
@@ -86,8 +86,6 @@ def run_stage(
     config: JudgeConfig,
 ) -> int:
     """Judge every answer of a judged task that the cache lacks; return the requests sent."""
-    from mbpo_bench.evaluation.store import cut_torn_tail
-
     cut_torn_tail(Path(run_dir) / JUDGEMENTS)  # a kill -9 mid-append: never glue onto it
     cache = load(run_dir)
     todo: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
