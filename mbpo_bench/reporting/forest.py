@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 SHOWN, NOT_SHOWN = "#0072B2", "#666666"  # Okabe-Ito blue; dark grey
-MARKS = ("shown", "NOT shown")  # the words of the right margin and the legend
+MARKS = ("shown", "NOT shown")
+PER_ROW = 2  # comparisons side by side; more wrap to further rows of panels  # the words of the right margin and the legend
 
 
 @dataclass(frozen=True)
@@ -82,25 +83,31 @@ def forest_figure(
     columns = list(dict.fromkeys(r.column for r in rows))
     lines = layout(rows)
     y = {line: len(lines) - 1 - i for i, line in enumerate(lines)}
-    height = 0.22 * len(lines) + 1.4
+    ncols = min(len(columns), PER_ROW)
+    nrows = -(-len(columns) // ncols)
     fig, axes = plt.subplots(
-        1, 2 * len(columns), figsize=(2.4 + 5.6 * len(columns), height), sharey=True,
-        width_ratios=[3.4, 2.2] * len(columns), layout="constrained", squeeze=False,
+        nrows, 2 * ncols, figsize=(2.4 + 5.6 * ncols, nrows * (0.22 * len(lines) + 0.9) + 0.5),
+        sharey=True, width_ratios=[3.4, 2.2] * ncols, layout="constrained", squeeze=False,
     )  # fmt: skip
-    plots, margins = axes[0][0::2], axes[0][1::2]
-    for ax, margin, column in zip(plots, margins, columns, strict=True):
-        if ax is not plots[0]:
+    plots = [ax for row in axes for ax in row[0::2]]
+    margins = [ax for row in axes for ax in row[1::2]]
+    for i, (ax, margin) in enumerate(zip(plots, margins, strict=True)):
+        if i >= len(columns):
+            ax.set_visible(False)
+            margin.set_visible(False)
+            continue
+        if i:
             ax.sharex(plots[0])
+        column = columns[i]
         _draw_column(ax, margin, column, [r for r in rows if r.column == column], y, marks)
         ax.set_title(column, loc="left", fontweight="bold")
     _symmetric(plots[0], rows)
-    first = plots[0]
-    first.set_yticks([y[line] for line in lines])
-    first.set_yticklabels([label if label is not None else section for section, label in lines])
-    for tick, (_, label) in zip(first.get_yticklabels(), lines, strict=True):
-        if label is None:
-            tick.set_fontweight("bold")
-    first.set_ylim(-0.7, len(lines) - 0.3)
+    plots[0].set_yticks([y[line] for line in lines])
+    plots[0].set_yticklabels([label or section for section, label in lines])
+    plots[0].set_ylim(-0.7, len(lines) - 0.3)
+    for row in axes:  # the first panel of each row shows the labels, headers in bold
+        for tick, (_, label) in zip(row[0].get_yticklabels(), lines, strict=True):
+            tick.set_fontweight("bold" if label is None else "normal")
     handles = [
         plt.Line2D([], [], marker="o", color=SHOWN, linestyle="-", label=marks[0]),
         plt.Line2D(
