@@ -21,7 +21,6 @@ import typer
 from mbpo_bench.errors import UserError
 from mbpo_bench.trainers.table import TRAINERS
 
-
 # the trainer table's rows, as the METHOD argument's help
 METHOD_HELP = "; ".join(f"{name}: {spec.summary}" for name, spec in TRAINERS.items())
 
