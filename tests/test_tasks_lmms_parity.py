@@ -17,9 +17,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from mbpo_bench.tasks.chair import chair_row
-from mbpo_bench.tasks.common import score_row
+from mbpo_bench.tasks.common import item_to_doc
 
 from mbpo_bench.data.registry import aggregate, get_task, load_items
+from mbpo_bench.evaluation.batches import resolve_function
 
 pytestmark = pytest.mark.lmms
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -51,10 +52,12 @@ def _raw(rel: str) -> list[dict[str, Any]]:
 
 
 def _ours(task: str, predictions: list[str]) -> tuple[list[Any], dict[str, float]]:
+    """Rows from the task's own process_results (as `mbpo-bench eval` scores), then its metrics."""
     spec = get_task(task)
     items = load_items(spec)
+    process = resolve_function(spec.raw.get("process_results"))
     rows = [
-        score_row(i.verifier, p, i.target, i.options, doc_id=i.doc_id, meta=i.meta)
+        next(iter(process(item_to_doc(i, spec.metrics), [p]).values()))
         for i, p in zip(items, predictions, strict=True)
     ]
     return items, aggregate(spec, rows)

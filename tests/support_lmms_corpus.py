@@ -1,0 +1,62 @@
+"""The messy-answer corpus (`tests/fixtures/lmms_corpus/*.jsonl`) scored by OUR code: each sample
+goes through the task's adapter (the doc is in lmms-eval's own schema) and the task's own
+`process_results`, exactly as `mbpo-bench eval` scores a response. Shared by the lmms-eval parity
+tests and the verifier-vs-lmms-eval differences test (not a test module: no `test_` prefix).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from mbpo_bench.tasks.common import item_to_doc
+
+from mbpo_bench.data.items import TaskItem
+from mbpo_bench.data.registry import aggregate, get_task
+from mbpo_bench.evaluation.batches import resolve_function
+
+CORPUS = Path(__file__).parent / "fixtures" / "lmms_corpus"
+# corpus family -> the task that scores it
+FAMILIES = {
+    "pope": "mbpo_pope_random",
+    "mme": "mbpo_mme",
+    "ai2d": "mbpo_ai2d",
+    "mmstar": "mbpo_mmstar",
+    "mmvp": "mbpo_mmvp",
+    "hallusionbench": "mbpo_hallusionbench",
+    "realworldqa": "mbpo_realworldqa",
+}
+
+
+@cache
+def corpus(family: str) -> tuple[dict[str, Any], ...]:
+    lines = (CORPUS / f"{family}.jsonl").read_text(encoding="utf-8").splitlines()
+    return tuple(json.loads(line) for line in lines)
+
+
+def our_rows(family: str) -> list[dict[str, Any]]:
+    """One scored row per corpus sample (verifier verdict plus `row["lmms"]`)."""
+    spec = get_task(FAMILIES[family])
+    adapter = resolve_function(spec.data["adapter"])
+    process = resolve_function(spec.raw["process_results"])
+    rows = []
+    for index, sample in enumerate(corpus(family)):
+        raw = adapter({**sample["doc"], "image": None}, index)
+        item = TaskItem(
+            task=spec.name,
+            doc_id=str(raw["doc_id"]),
+            question=str(raw["question"]),
+            target=str(raw["answer"]),
+            verifier=str(raw.get("verifier") or spec.verifier),
+            options=tuple(str(o) for o in raw.get("options") or ()),
+            meta=dict(raw.get("meta") or {}),
+        )
+        scored = process(item_to_doc(item, spec.metrics), [sample["response"]])
+        rows.append(next(iter(scored.values())))
+    return rows
+
+
+def our_metrics(family: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+    return aggregate(get_task(FAMILIES[family]), rows)
