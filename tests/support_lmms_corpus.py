@@ -60,3 +60,47 @@ def our_rows(family: str) -> list[dict[str, Any]]:
 
 def our_metrics(family: str, rows: list[dict[str, Any]]) -> dict[str, float]:
     return aggregate(get_task(FAMILIES[family]), rows)
+
+
+# --- where our verifier and lmms-eval's scoring differ ------------------------------------------
+
+EXAMPLE_CHARS = 60  # longer examples are cut and end with "…" (then they match as a prefix)
+
+
+def verdict(correct: object) -> str:
+    return "right" if correct else "wrong"
+
+
+def differences(family: str) -> list[dict[str, Any]]:
+    """Every corpus sample where our verifier and lmms-eval's rule disagree, in corpus order."""
+    out = []
+    for i, (sample, row) in enumerate(zip(corpus(family), our_rows(family), strict=True)):
+        if bool(row["correct"]) != bool(row["lmms"]["correct"]):
+            out.append({
+                "item": i, "form": sample["form"], "response": sample["response"],
+                "target": row["target"], "verifier": verdict(row["correct"]),
+                "lmms_eval": verdict(row["lmms"]["correct"]),
+            })  # fmt: skip
+    return out
+
+
+def example_cell(response: str) -> str:
+    shown = response if len(response) <= EXAMPLE_CHARS else response[:EXAMPLE_CHARS] + "…"
+    return "`" + json.dumps(shown, ensure_ascii=False) + "`"
+
+
+def readme_rows(family: str) -> list[str]:
+    """The README table rows: one example per difference class (form, verifier, lmms-eval)."""
+    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for d in differences(family):
+        seen.setdefault((d["form"], d["verifier"], d["lmms_eval"]), d)
+    return [
+        f"| `{form}` | {example_cell(d['response'])} | {d['target']} | {v} | {lm} |"
+        for (form, v, lm), d in sorted(seen.items())
+    ]
+
+
+if __name__ == "__main__":  # print the README rows: python tests/support_lmms_corpus.py FAMILY
+    import sys
+
+    print("\n".join(readme_rows(sys.argv[1])))
