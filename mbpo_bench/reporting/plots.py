@@ -100,9 +100,9 @@ def panels_for(curves: Sequence[Curves]) -> list[Panel]:
 
 
 def smooth(values: Sequence[float]) -> list[float]:
-    """Exponential moving average with a span of 10% of the series (at least 1 point),
+    """Exponential moving average with a span of 1/6 of the series (at least 1 point),
     bias-corrected at the start so the first smoothed value is the first raw value."""
-    span = max(1.0, len(values) / 10)
+    span = max(1.0, len(values) / 6)
     alpha = 2.0 / (span + 1.0)
     out, acc, weight = [], 0.0, 0.0
     for v in values:
