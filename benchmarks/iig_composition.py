@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 from mbpo_bench.trainers.data import item_prompts
-from mbpo_bench.trainers.iig import compute_iig
 from mbpo_bench.trainers.mining import candidate_pool
 
 from mbpo_bench.data.registry import training_items
+from mbpo_bench.modality.iig import compute_iig
 from mbpo_bench.models.loading import load_model
 from mbpo_bench.models.protocol import Prompt
 from mbpo_bench.quickstart import QuickstartConfig, build_base

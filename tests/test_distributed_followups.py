@@ -169,7 +169,7 @@ def _miner(monkeypatch: pytest.MonkeyPatch, null: str, tmp_path: Path) -> Callab
     monkeypatch.setattr(
         mining, "item_prompts", lambda its, size: [Prompt(it.question) for it in its]
     )
-    monkeypatch.setattr("mbpo_bench.trainers.iig.compute_iig", _fake_iig)
+    monkeypatch.setattr("mbpo_bench.modality.iig.compute_iig", _fake_iig)
     monkeypatch.setattr(mining, "_negatives", _fake_negatives)
     # 8 of 11 selected, batches of 3: 3 batches, rank 0 runs two of them, rank 1 one
     cfg = mining.MiningConfig(batch_size=3, iig_top_fraction=0.7, iig_null=null,  # type: ignore[arg-type]

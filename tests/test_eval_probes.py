@@ -12,15 +12,8 @@ from PIL import Image
 
 from mbpo_bench.data.items import TaskItem
 from mbpo_bench.errors import UserError
-from mbpo_bench.evaluation.probes import (
-    CHEAP_PROBES,
-    applicable,
-    derangement,
-    mismatched_images,
-    noise_image,
-    parse_probes,
-    probe_input,
-)
+from mbpo_bench.evaluation.probes import CHEAP_PROBES, applicable, parse_probes, probe_input
+from mbpo_bench.modality.images import derangement, mismatched_images, noise_image
 
 
 @settings(max_examples=50, deadline=None)

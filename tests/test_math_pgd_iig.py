@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from mbpo_bench.trainers import iig, pgd
+
+from mbpo_bench.modality import iig, pgd
 
 torch.set_num_threads(1)
 

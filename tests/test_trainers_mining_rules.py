@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import torch
 from mbpo_bench.trainers import mining
-from mbpo_bench.trainers.iig import compute_iig
 from PIL import Image
 
 from mbpo_bench.data.items import TaskItem
 from mbpo_bench.errors import UserError
+from mbpo_bench.modality.iig import compute_iig
 from mbpo_bench.models.protocol import AnswerLogprobs, Prompt
 
 

@@ -183,11 +183,11 @@ def test_grad_accumulation_4x2_equals_batch_8(
 def test_pgd_on_the_model_stays_in_the_ball_and_lowers_the_answer_likelihood(
     tiny: dict[str, Any],
 ) -> None:
-    from mbpo_bench.trainers import pgd
     from mbpo_bench.trainers.data import item_prompts, load_items
     from mbpo_bench.trainers.mining import _objective
     from mbpo_bench.trainers.policy import resolve_start
 
+    from mbpo_bench.modality import pgd
     from mbpo_bench.models import load_model
 
     vlm = load_model(resolve_start(tiny["model"])[0])

@@ -121,7 +121,8 @@ def _negatives(
 ) -> tuple[list[str], dict[str, list[float]]]:
     """Rejected answers for one batch of items, and the per-item attack statistics."""
     import torch
-    from mbpo_bench.trainers import pgd
+
+    from mbpo_bench.modality import pgd
 
     prompts = item_prompts(items, vlm.image_size)
     gen: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "do_sample": cfg.do_sample,
@@ -163,9 +164,9 @@ def _my_batches(n_batches: int) -> list[int]:
 def _pool_iig(vlm: VisionLanguageModel, items: list[TaskItem], cfg: MiningConfig) -> torch.Tensor:
     """(N,) IIG of every item, the same tensor on every rank (see the module docstring)."""
     import torch
-    from mbpo_bench.trainers.iig import compute_iig
 
     from mbpo_bench import parallel
+    from mbpo_bench.modality.iig import compute_iig
 
     def iig(part: list[TaskItem]) -> torch.Tensor:
         return compute_iig(
@@ -195,7 +196,7 @@ def select_candidates(
     vlm: VisionLanguageModel, items: list[TaskItem], cfg: MiningConfig
 ) -> tuple[list[int], list[float]]:
     """Indices of the items kept by the IIG filter, and every item's IIG."""
-    from mbpo_bench.trainers.iig import select_by_iig
+    from mbpo_bench.modality.iig import select_by_iig
 
     values = _pool_iig(vlm, items, cfg)
     if not cfg.iig_filter:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from mbpo_bench.evaluation.probes import BACKBONE, ProbeInput, probe_input, stable_seed
+from mbpo_bench.evaluation.probes import BACKBONE, ProbeInput, probe_input
+from mbpo_bench.modality.images import stable_seed
 from mbpo_bench.models.protocol import Prompt
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
     from mbpo_bench.data.items import TaskItem
     from mbpo_bench.evaluation.config import EvalConfig
@@ -99,7 +101,7 @@ def _adversarial(
     """PGD against the reference answers; returns images and log p before/after per sample."""
     import torch
 
-    from mbpo_bench.trainers.pgd import pgd_attack
+    from mbpo_bench.modality.pgd import pgd_attack
 
     prompts = [i.prompt for i in inputs]
     targets = [it.target for it in items]
@@ -220,8 +222,8 @@ def iig_batch(
 
     from mbpo_bench.data.images import load_rgb
     from mbpo_bench.errors import UserError
+    from mbpo_bench.modality.iig import iig_from_logprobs, null_image
     from mbpo_bench.models.compile import compiled_layers
-    from mbpo_bench.trainers.iig import iig_from_logprobs, null_image
 
     items = [plan.items[d] for d in batch.doc_ids]
     cond, reduce = config.probes.iig_null, config.probes.iig_reduce
@@ -231,6 +233,7 @@ def iig_batch(
             stable_seed(it.task, it.doc_id, "iig", str(config.probes.seed))
         )
         with_image.append(Prompt(it.question, it.load_image(vlm.image_size)))
+        null: Image.Image | None  # None: the text-only null condition
         if cond == "mismatched":  # the mismatched probe's image: in distribution
             if it.doc_id not in plan.mismatched:
                 raise UserError(

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mbpo_bench.evaluation.probes import applicable, mismatched_images
+from mbpo_bench.evaluation.probes import applicable
 from mbpo_bench.evaluation.schema import GenerationSettings, SkippedItem
+from mbpo_bench.modality.images import mismatched_images
 
 if TYPE_CHECKING:
     from mbpo_bench.data.items import TaskItem

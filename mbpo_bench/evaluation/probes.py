@@ -7,13 +7,15 @@
                 another real image is in distribution and exposes the prior;
 - `noise`       a uniform-noise image at model resolution, seeded per item;
 - `adversarial` the image after PGD against the reference answer (opt-in: costs K backward
-                passes per item; uses mbpo_bench.trainers.pgd);
+                passes per item; uses mbpo_bench.modality.pgd);
 - `backbone`    the blind prompt answered by the VLM's language backbone alone (`--backbone`,
                 a text-only causal LM; not in --probes: the option adds it). With `blind` it
                 gives MMStar's multimodal leakage;
 - `iig`         no generation: log-probs of the reference answer with and without the image, and
                 their per-token difference (Image Information Gain).
 
+The stand-in images themselves (mismatched assignment, noise) are built in
+`mbpo_bench.modality.images`, shared with the trainers' IIG; this module turns them into prompts.
 Determinism decisions: the mismatched assignment is a derangement of the task's DISTINCT image
 files (POPE asks six questions about one image; a derangement of items could hand an item its own
 picture), seeded by the task name, over items sorted by doc id, so the same items get the same
@@ -24,20 +26,16 @@ still has to do.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from mbpo_bench.errors import UserError, did_you_mean
+from mbpo_bench.modality.images import noise_image, stable_seed
 from mbpo_bench.models.protocol import Prompt
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from mbpo_bench.data.items import TaskItem
 
 PROBES: tuple[str, ...] = ("image", "blind", "mismatched", "noise", "adversarial", "iig")
@@ -63,44 +61,6 @@ def parse_probes(spec: str | Sequence[str] | None) -> tuple[str, ...]:
                 f"choose from: {', '.join(PROBES)} (or 'all')"
             )
     return tuple(p for p in PROBES if p in names)
-
-
-def stable_seed(*parts: str) -> int:
-    """A seed that is the same on every machine and Python run (unlike hash())."""
-    return zlib.crc32("/".join(parts).encode())
-
-
-def derangement(n: int, seed: int) -> list[int]:
-    """A permutation p of range(n) with p[i] != i for all i (n >= 2): one random n-cycle."""
-    if n < 2:
-        raise ValueError("a derangement needs at least two elements")
-    order = np.random.default_rng(seed).permutation(n)
-    out = [0] * n
-    for pos, i in enumerate(order):
-        out[int(i)] = int(order[(pos + 1) % n])
-    return out
-
-
-def mismatched_images(items: Sequence[TaskItem], seed: int = 0) -> dict[str, Path]:
-    """doc_id -> another image of the same task (never the item's own file).
-
-    Empty when the task has fewer than two distinct images (the probe is then not applicable).
-    """
-    paths = sorted({it.image_path for it in items if it.image_path is not None}, key=str)
-    if len(paths) < 2:
-        return {}
-    task = items[0].task if items else ""
-    perm = derangement(len(paths), stable_seed(task, "mismatched", str(seed)))
-    foreign = {paths[i]: paths[perm[i]] for i in range(len(paths))}
-    return {it.doc_id: foreign[it.image_path] for it in items if it.image_path is not None}
-
-
-def noise_image(size: int, seed: int) -> Image.Image:
-    """Uniform RGB noise at `size` x `size`, reproducible from `seed`."""
-    from PIL import Image
-
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-    return Image.fromarray(pixels, mode="RGB")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ import yaml
 from mbpo_bench.config import from_dict, to_dict
 from mbpo_bench.errors import UserError
 from mbpo_bench.evaluation.config import EvalConfig
-from mbpo_bench.evaluation.probes import stable_seed
 from mbpo_bench.evaluation.schema import (
     BALANCE_METRICS,
     SCHEMA_VERSION,
@@ -52,6 +51,7 @@ from mbpo_bench.metrics import (
     ratio_ci,
     resample_counts,
 )
+from mbpo_bench.modality.images import stable_seed
 
 GROUP_KEYS = ("prior", "kind", "negative_split", "category")
 HIGHER_IS_BETTER: dict[str, bool | None] = {"yes_ratio": None}

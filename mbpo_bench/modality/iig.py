@@ -109,7 +109,7 @@ def compute_iig(
     generator = torch.Generator().manual_seed(seed)
     partner: list[int] = []
     if null == "mismatched":
-        from mbpo_bench.evaluation.probes import derangement
+        from mbpo_bench.modality.images import derangement
 
         partner = derangement(len(prompts), seed)
     out = []
