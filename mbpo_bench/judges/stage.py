@@ -32,7 +32,7 @@ def prompt_template(task: str, rubric: str, config: JudgeConfig) -> tuple[str, s
     """(template text, where it came from): --judge-prompt for the task or rubric, else ours."""
     path = config.prompts.get(task) or config.prompts.get(rubric) or config.prompts.get("*")
     if path is None:
-        return RUBRICS[rubric].prompt, "built-in (our wording)"
+        return RUBRICS[rubric].prompt, "built-in, our wording"
     try:
         return Path(path).read_text(), str(path)
     except OSError as exc:

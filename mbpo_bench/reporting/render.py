@@ -35,6 +35,7 @@ from mbpo_bench.reporting.config import ReportConfig
 from mbpo_bench.reporting.differences import difference_table
 from mbpo_bench.reporting.format import markdown_table
 from mbpo_bench.reporting.loading import RunData, load_run
+from mbpo_bench.reporting.paper import paper_section
 from mbpo_bench.reporting.plots import Curves, last_values, read_curves
 from mbpo_bench.reporting.provenance import run_section, runs_table
 from mbpo_bench.reporting.report_figures import (
@@ -90,6 +91,7 @@ def render_report(
     parts = [f"# {title or 'mbpo-bench report'}", "", _intro(base, config), ""]
     parts += [f"> **Warning:** {w}\n" for w in warnings]
     parts += ["## Runs", "", markdown_table(runs_table(_triples(runs), out.parent, _name(base)))]
+    parts += paper_section(runs, config)
     parts += _average_section(runs, config)
     parts += _task_sections(runs, flagged, config)
     parts += _balance_sections(runs, config, _name(base), out)
@@ -253,7 +255,11 @@ def _balance_sections(
         "Accuracy with the image and under each probe (blind = text-only prompt, mismatched = "
         "another item's image, noise = a noise image); visual reliance = acc(image) - acc(probe); "
         "IIG = mean Image Information Gain of the reference answers; predicted-yes ratio counts "
-        "PREDICTED yes; counter-prior gap = acc(prior-consistent) - acc(counter-prior).",
+        "PREDICTED yes; counter-prior gap = acc(prior-consistent) - acc(counter-prior); "
+        "multimodal gain = headline(image) - headline(blind) and multimodal leakage = "
+        "max(0, headline(blind) - headline(backbone)), the backbone being the VLM's language "
+        "model alone (`--backbone`), both on the task's headline metric, signed so + is better "
+        "for gain (MMStar's MG / ML), paired bootstrap CIs.",
         "",
         *balance_figures(runs, baseline, out),
     ]
