@@ -177,11 +177,18 @@ def mean_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def all_reduce_grads(params: Sequence[torch.nn.Parameter]) -> None:
-    """Average gradients across ranks, in flat buckets per dtype (see the module docstring)."""
+    """Average gradients across ranks, in flat buckets per dtype (see the module docstring).
+
+    Parameters sharded by FSDP2 (DTensors, `runtime.strategy=fsdp`) are skipped: FSDP already
+    reduce-scattered their gradients in the backward pass."""
     if not active():
         return
     import torch
+    from torch.distributed.tensor import DTensor
 
+    params = [p for p in params if not isinstance(p, DTensor)]
+    if not params:
+        return
     device = _collective_device()
     present = torch.tensor(
         [float(p.grad is not None) for p in params], dtype=torch.float32, device=device

@@ -10,6 +10,10 @@ A checkpoint folder is filled under a temporary name and renamed into place (ato
 then `latest.json` is replaced atomically; older folders beyond `keep` are pruned only after that.
 So a reader sees either the previous or the new checkpoint, never a torn one. `state.pt` holds
 only tensors, numbers and lists, and is loaded with `weights_only=True`.
+
+A model sharded with FSDP2 (`runtime.strategy=fsdp`) is saved by every rank in the sharded
+layout of `sharded_checkpoint.py` (`step-N/sharded/` instead of `trainable.safetensors`, the
+optimizer there too); `load` reads either layout into either kind of model.
 """
 
 from __future__ import annotations
@@ -91,9 +95,15 @@ def save(
     keep: int = 2,
     extra: dict[str, Any] | None = None,
 ) -> Checkpoint:
-    """Write checkpoint `step` atomically, point latest.json at it, prune beyond `keep`."""
+    """Write checkpoint `step` atomically, point latest.json at it, prune beyond `keep`.
+
+    Rank 0 alone calls it for a replicated model; every rank for a sharded one."""
     from safetensors.torch import save_file
 
+    from mbpo_bench.models.common import is_sharded
+
+    if is_sharded(model):
+        return _save_sharded(root, step, model, optimizer, scheduler, data, keep, extra)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
     tmp = root / f".tmp-{name}-{os.getpid()}"
@@ -124,6 +134,32 @@ def save(
     return Checkpoint(step, final)
 
 
+def _save_sharded(
+    root: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    scheduler: Any, data: dict[str, Any], keep: int, extra: dict[str, Any] | None,
+) -> Checkpoint:  # fmt: skip
+    from mbpo_bench.trainers import sharded_checkpoint
+
+    from mbpo_bench import parallel
+
+    name = f"step-{step:06d}"
+    state = {"step": step, "scheduler": scheduler.state_dict(), "rng": rng_state(),
+             "data": data, "extra": extra or {}}  # fmt: skip
+    final = sharded_checkpoint.save(root, name, model, optimizer, state)
+    if parallel.is_main():
+        _fsync_dir(root)
+        write_json_atomic(root / LATEST, {"step": step, "dir": name})
+        _prune(root, keep)
+    parallel.barrier()
+    return Checkpoint(step, final)
+
+
+def _complete(path: Path) -> bool:
+    from mbpo_bench.trainers.sharded_checkpoint import is_sharded_checkpoint
+
+    return (path / STATE).exists() and ((path / TRAINABLE).exists() or is_sharded_checkpoint(path))
+
+
 def _prune(root: Path, keep: int) -> None:
     folders = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in folders[: max(len(folders) - max(keep, 1), 0)]:
@@ -140,13 +176,11 @@ def latest(root: Path) -> Checkpoint | None:
         try:
             info = json.loads(pointer.read_text())
             path = root / info["dir"]
-            if (path / STATE).exists() and (path / TRAINABLE).exists():
+            if _complete(path):
                 return Checkpoint(int(info["step"]), path)
         except (json.JSONDecodeError, KeyError, ValueError):
             pass
-    folders = sorted(
-        p for p in root.glob("step-*") if (p / STATE).exists() and (p / TRAINABLE).exists()
-    )
+    folders = sorted(p for p in root.glob("step-*") if _complete(p))
     if not folders:
         return None
     return Checkpoint(int(folders[-1].name.split("-")[1]), folders[-1])
@@ -159,10 +193,22 @@ def load(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
 ) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG; return the saved state (step, data, extra)."""
+    """Restore weights, optimizer, scheduler and RNG; return the saved state (step, data, extra).
+
+    Either layout into either kind of model (replicated or sharded, any number of ranks)."""
+    from mbpo_bench.trainers import sharded_checkpoint
     from safetensors.torch import load_file
 
+    from mbpo_bench.models.common import is_sharded
+
+    if sharded_checkpoint.is_sharded_checkpoint(checkpoint.path):
+        sharded_checkpoint.load(checkpoint.path, model, optimizer)
+        return _load_state(checkpoint, scheduler)
     weights = load_file(str(checkpoint.path / TRAINABLE))
+    if is_sharded(model):
+        state = _load_state(checkpoint, scheduler)
+        sharded_checkpoint.load_replicated(weights, state["optimizer"], model, optimizer)
+        return state
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
     if missing:
@@ -170,8 +216,14 @@ def load(
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
-    state: dict[str, Any] = torch.load(checkpoint.path / STATE, weights_only=True)
+    state = _load_state(checkpoint, scheduler)
     optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def _load_state(checkpoint: Checkpoint, scheduler: Any) -> dict[str, Any]:
+    """state.pt: restore the scheduler and the RNG, return the rest (step, data, extra, ...)."""
+    state: dict[str, Any] = torch.load(checkpoint.path / STATE, weights_only=True)
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return state

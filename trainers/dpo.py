@@ -180,10 +180,16 @@ def run_dpo(
     config: DPOConfig, output: Path, *, resume: bool = False, overwrite: bool = False
 ) -> LoopResult:
     from mbpo_bench.trainers.policy import load_policy
+    from mbpo_bench.trainers.sharding import check_options
 
     from mbpo_bench import parallel
     from mbpo_bench.errors import UserError
 
+    check_options(config.runtime, [
+        (not config.data.endswith(".parquet"), "mining pairs (data is not a .parquet)",
+         "mine first with `mbpo-bench mine` (runtime.strategy=ddp) and pass data=PAIRS.parquet"),
+        (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
+    ])  # fmt: skip
     run = RunDir.open(output, overwrite=overwrite, config=config)
     setup_runtime(config.runtime)
     policy = load_policy(

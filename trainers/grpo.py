@@ -324,6 +324,35 @@ def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int)
     return StepResult(loss=total, metrics=metrics, samples=len(keep), tokens=sum(lengths))
 
 
+def fsdp_conflicts(s: GRPOSettings) -> list[tuple[bool, str, str]]:
+    """GRPO options that `runtime.strategy=fsdp` refuses: each would make the ranks run
+    different numbers of forwards (every forward all-gathers layers from all ranks) or needs the
+    whole weights (merged LoRA)."""
+    return [
+        (s.skip_zero_variance, "grpo.skip_zero_variance", "set it to false"),
+        (s.oversample > 1, "grpo.oversample", "set it to 1"),
+        (s.merge_lora_for_rollout, "grpo.merge_lora_for_rollout", "set it to false"),
+        (s.rollout_cache != "dynamic", "grpo.rollout_cache=static", "use rollout_cache=dynamic"),
+        (s.shared_prefill, "grpo.shared_prefill", "set it to false"),
+    ]
+
+
+def _check_sharded_mix(policy: Policy, n_off: int, n_on: int) -> None:
+    """Under FSDP every rank must hold as many online and offline groups as the others."""
+    from mbpo_bench import parallel
+    from mbpo_bench.errors import UserError
+    from mbpo_bench.models.common import is_sharded
+
+    world = parallel.world_size()
+    if is_sharded(policy.module) and (n_on % world or n_off % world):
+        raise UserError(
+            f"{n_on} online and {n_off} offline groups per step do not split evenly over {world} "
+            "processes, which runtime.strategy=fsdp needs (ranks must run the same forwards) — "
+            "choose optim.batch_size and hybrid.offline_ratio so that both are multiples of "
+            f"{world}"
+        )
+
+
 def prompt_seed(seed: int, step: int, position: int) -> int:
     """The sampling seed of the prompt at `position` of step `step`'s global batch."""
     return (seed * 1_000_003 + step * 7_919 + (position + 1) * 15_485_863) % (2**31 - 1)
@@ -345,6 +374,7 @@ def make_step_fn(
 
     ratio = hybrid.offline_ratio if hybrid is not None else 0.0
     n_off, n_on = plan_mix(optim.batch_size, ratio, len(pairs))
+    _check_sharded_mix(policy, n_off, n_on)
     online = IndexStream(len(items), n_on * s.oversample, seed=seed)
     offline = IndexStream(len(pairs), n_off, seed=seed + 1)
 
@@ -374,7 +404,15 @@ def run_grpo(
 ) -> LoopResult:
     from mbpo_bench.trainers.data import load_items
     from mbpo_bench.trainers.policy import load_policy
+    from mbpo_bench.trainers.sharding import check_options
 
+    check_options(
+        config.runtime,
+        [
+            *fsdp_conflicts(config.grpo),
+            (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
+        ],
+    )
     run = RunDir.open(output, overwrite=overwrite, config=config)
     setup_runtime(config.runtime)
     items = load_items(config.data, split=config.split, limit=config.limit)

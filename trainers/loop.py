@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from mbpo_bench.trainers import checkpoint
+from mbpo_bench.trainers import checkpoint, sharding
 
 from mbpo_bench import parallel
 from mbpo_bench.errors import UserError
@@ -88,6 +88,11 @@ class RuntimeConfig:
     # or PGD mining. Off by default: the first steps pay the compile (~1 min at 7B), which long
     # runs win back (measured figures: reports/perf/h200)
     compile_layers: bool = False
+    # ddp: every process holds the whole model, gradients are all-reduced (mbpo_bench.parallel);
+    # fsdp: FSDP2 shards the decoder and vision layers over the processes (trainers/sharding.py),
+    # for models whose weights, gradients and optimizer state outgrow one GPU; needs a launcher
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    fsdp_offload: bool = False  # fsdp: sharded weights, gradients and AdamW state in CPU memory
     save_every: int = 50
     keep_checkpoints: int = 2
     progress: bool = True
@@ -120,6 +125,8 @@ def setup_runtime(runtime: RuntimeConfig) -> None:
         torch.set_num_threads(runtime.threads)
     torch.backends.cuda.matmul.allow_tf32 = runtime.tf32
     seed_everything(runtime.seed)
+    if runtime.strategy == "fsdp":
+        sharding.require_process_group(runtime.device)
     parallel.setup(runtime.device)
 
 
@@ -304,7 +311,7 @@ def _resume(
     return ckpt.step
 
 
-def _save_final(run: RunDir, save_final: Callable[[Path], None]) -> None:
+def _save_final(run: RunDir, save_final: Callable[[Path | None], None]) -> None:
     final = run.path / "final"
     tmp = run.path / f".tmp-final-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -329,7 +336,7 @@ def optimizer_step(
     if not math.isfinite(loss):
         _diverged("the loss", loss, step, last)
     parallel.all_reduce_grads(params)
-    norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+    norm = sharding.clip_grad_norm(params, cfg.max_grad_norm)  # torch's unless FSDP-sharded
     if not math.isfinite(norm):
         _diverged("the gradient norm", norm, step, last)
     optimizer.step()
@@ -345,7 +352,7 @@ def train_loop(
     optim: OptimConfig,
     runtime: RuntimeConfig,
     step_fn: Callable[[int], StepResult],
-    save_final: Callable[[Path], None],
+    save_final: Callable[[Path | None], None],
     resume: bool = False,
     title: str = "train",
     data_position: Callable[[int], dict[str, int]] | None = None,
@@ -353,6 +360,7 @@ def train_loop(
     """Run steps [resumed step, optim.steps) of `step_fn`, then save the final weights."""
     _check_world(optim)
     params = [p for p in model.parameters() if p.requires_grad]
+    sharded = sharding.is_sharded(model)
     if not params:
         raise UserError("the model has no trainable parameters — check the LoRA target modules")
     optimizer = build_optimizer(params, optim)
@@ -393,7 +401,7 @@ def train_loop(
             log.log(row)
             done = step + 1
             if done % runtime.save_every == 0 or done == optim.steps:
-                if parallel.is_main():
+                if parallel.is_main() or sharded:  # sharded: every rank writes its shards
                     position = data_position(done) if data_position else {"step": done}
                     last_ckpt = checkpoint.save(
                         run.path / "checkpoints", done, model, optimizer=optimizer,
@@ -409,5 +417,8 @@ def train_loop(
         row = rows[-1] if rows else {}
     if parallel.is_main():
         _save_final(run, save_final)
+    elif sharded:
+        save_final(None)  # gathering the whole weights is a collective: every rank takes part
+    if parallel.is_main():
         run.finish(steps=optim.steps, metrics=row)
     return LoopResult(steps=optim.steps, last=row, resumed_from=start)

@@ -55,9 +55,18 @@ def run_mbpo(
 ) -> LoopResult:
     from mbpo_bench.trainers.data import load_items
     from mbpo_bench.trainers.dpo import load_or_mine_pairs
+    from mbpo_bench.trainers.grpo import fsdp_conflicts
     from mbpo_bench.trainers.hybrid import online_items
     from mbpo_bench.trainers.policy import load_policy
+    from mbpo_bench.trainers.sharding import check_options
 
+    check_options(config.runtime, [
+        *fsdp_conflicts(config.grpo),
+        (config.preference_data is None, "mining pairs (no preference_data)",
+         "mine first with `mbpo-bench mine` (runtime.strategy=ddp) and pass "
+         "preference_data=PAIRS.parquet"),
+        (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
+    ])  # fmt: skip
     run = RunDir.open(output, overwrite=overwrite, config=config)
     setup_runtime(config.runtime)
     items = load_items(config.data, split=config.split, limit=config.limit)

@@ -78,8 +78,17 @@ class Policy:
     def train_mode(self, on: bool) -> None:
         self.vlm.model.train(on)
 
-    def save_final(self, folder: Path, *, merged: bool = False) -> None:
-        """Write the trained weights into `folder` (see the module docstring for the layout)."""
+    def save_final(self, folder: Path | None, *, merged: bool = False) -> None:
+        """Write the trained weights into `folder` (see the module docstring for the layout).
+
+        Sharded (runtime.strategy=fsdp): the whole weights are gathered onto rank 0 first, a
+        collective every rank joins; rank 0 passes the folder, the others None."""
+        from mbpo_bench.models.common import is_sharded
+
+        if is_sharded(self.module):
+            self._save_sharded(folder)
+            return
+        assert folder is not None
         info: dict[str, Any] = {"base": self.base, "adapter": None, "model": None}
         if self.lora:
             from mbpo_bench.models.lora import save_adapter
@@ -91,6 +100,31 @@ class Policy:
                 info["model"] = "model"
         else:
             _save_model(self.vlm.model, self.vlm, folder / "model")
+            info["model"] = "model"
+        (folder / INFO).write_text(json.dumps(info, indent=2) + "\n")
+
+    def _save_sharded(self, folder: Path | None) -> None:
+        """The same layout from a sharded policy: `save_pretrained(state_dict=whole weights)`
+        (peft keeps the adapter's entries of it), so `final/` loads exactly as unsharded."""
+        from mbpo_bench.trainers.sharding import full_state_dict
+
+        from mbpo_bench.models.common import unwrap
+
+        state = full_state_dict(self.module)
+        if folder is None:
+            return
+        info: dict[str, Any] = {"base": self.base, "adapter": None, "model": None}
+        if self.lora:
+            self.vlm.model.save_pretrained(
+                folder / "adapter", state_dict=state, safe_serialization=True
+            )
+            info["adapter"] = "adapter"
+        else:
+            unwrap(self.module).save_pretrained(
+                folder / "model", state_dict=state, safe_serialization=True
+            )
+            self.vlm.processor.save_pretrained(folder / "model")
+            self.vlm.tokenizer.save_pretrained(folder / "model")
             info["model"] = "model"
         (folder / INFO).write_text(json.dumps(info, indent=2) + "\n")
 
@@ -154,6 +188,12 @@ def load_policy(
         apply_lora(vlm, lora)
     if runtime.gradient_checkpointing:
         _enable_checkpointing(vlm)
+    if runtime.strategy == "fsdp":
+        from mbpo_bench.trainers.sharding import shard_model
+
+        for each in (vlm, frozen):
+            if each is not None:
+                shard_model(each.model, offload=runtime.fsdp_offload)
     return Policy(
         vlm=vlm, lora=not full_finetune, base=path, frozen_reference=frozen,
         compile_layers=runtime.compile_layers,

@@ -57,6 +57,7 @@ def run_sft(
 ) -> LoopResult:
     from mbpo_bench.trainers.data import item_prompts, load_items
     from mbpo_bench.trainers.policy import load_policy
+    from mbpo_bench.trainers.sharding import check_options
 
     from mbpo_bench import parallel
     from mbpo_bench.errors import UserError
@@ -64,6 +65,11 @@ def run_sft(
 
     if not 0.0 <= config.blind_fraction <= 1.0:  # before the run folder exists
         raise UserError(f"blind_fraction must be in [0, 1], got {config.blind_fraction}")
+    check_options(config.runtime, [
+        (config.blind_fraction > 0, "blind_fraction",
+         "set it to 0 (text-only rows make the ranks run different forwards)"),
+        (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
+    ])  # fmt: skip
     run = RunDir.open(output, overwrite=overwrite, config=config)
     setup_runtime(config.runtime)
     items = load_items(config.data, split=config.split, limit=config.limit)

@@ -39,6 +39,15 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+# set on a model sharded with FSDP2 (`trainers/sharding.py`): every rank must then step
+# `generate` together (`synced_gpus`), since each forward all-gathers layers from all ranks
+SHARDED_ATTR = "_mbpo_fsdp_root"
+
+
+def is_sharded(model: Any) -> bool:
+    return getattr(model, SHARDED_ATTR, None) is not None
+
+
 def unwrap(model: Any) -> Any:
     """The transformers model under an optional peft wrapper (LoRA layers stay injected)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -250,7 +259,10 @@ class AdapterBase:
                     pixels = self._pixels_for(prompts, idx, pixel_images) if has_image else None
                     with torch.no_grad():
                         inputs = self.model_inputs(self.prompt_ids(texts), pixels)
-                        out = run_generate(self.hf_model, inputs, cfg, num_samples, speed)
+                        out = run_generate(
+                            self.hf_model, inputs, cfg, num_samples, speed,
+                            synced=is_sharded(self.model),
+                        )  # fmt: skip
                     new = out[:, inputs["input_ids"].shape[1] :]
                     decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
                     for j, i in enumerate(idx):

@@ -260,11 +260,20 @@ def shared_prefill_generate(
 
 
 def run_generate(
-    hf_model: Any, inputs: dict[str, torch.Tensor], cfg: Any, n: int, speed: GenerationSpeed
+    hf_model: Any,
+    inputs: dict[str, torch.Tensor],
+    cfg: Any,
+    n: int,
+    speed: GenerationSpeed,
+    *,
+    synced: bool = False,
 ) -> torch.Tensor:
-    """transformers `generate` for one batch with `speed`'s cache and prefill options."""
+    """transformers `generate` for one batch with `speed`'s cache and prefill options.
+
+    `synced` (FSDP-sharded weights): a rank whose samples all ended keeps running forwards until
+    every rank's have (transformers' `synced_gpus`), because each forward is a collective."""
     if speed.shared_prefill and n > 1:
         return shared_prefill_generate(hf_model, inputs, cfg, n, speed)
     cfg = apply_cache(hf_model, cfg, speed, inputs["input_ids"].shape[1])
-    out: torch.Tensor = hf_model.generate(**inputs, generation_config=cfg)
+    out: torch.Tensor = hf_model.generate(**inputs, generation_config=cfg, synced_gpus=synced)
     return out

@@ -1,0 +1,209 @@
+"""FSDP2 sharding of a policy (`runtime.strategy=fsdp`): what is sharded, and the few operations
+that differ from the replicated (DDP-style) path: gradient clipping and the full state dict.
+
+Engine: `torch.distributed.fsdp.fully_shard` (FSDP2) called directly, not accelerate's FSDP2
+plugin. The trainers own their loop (hand-written accumulation, explicit gradient all-reduce, the
+reference policy through the same module), so accelerate's `prepare` would wrap the optimizer and
+the step for nothing; and the wrapping below needs a choice per module (see next point) that
+accelerate's auto-wrap policy cannot express. `torchrun` and `accelerate launch` both start the
+processes; the sharding itself is torch's.
+
+What is sharded, and why:
+- Every decoder layer of the language model and every encoder layer of the vision tower is one
+  FSDP unit: its parameters are all-gathered just before its forward (and again in backward) and
+  freed after, so at most a few layers are ever whole. These are >95% of a 7B-72B model's weights.
+- Everything else (embeddings, final norm, lm_head, the multimodal projector, vision embeddings
+  and norms) stays REPLICATED on every rank as `ignored_params` of the root, and its gradients are
+  all-reduced by `parallel.all_reduce_grads` like the DDP path. Two reasons: (1) the scoring path
+  (`answer_logprobs`) and transformers' `generate` (which computes image features before the
+  root forward) call `model.model`, `lm_head` and `get_image_features` directly, so a parameter
+  owned by the root unit would still be a shard there; (2) wrapping a transformers
+  `PreTrainedModel` itself (the vision tower, the whole model) swaps its class, and newer
+  transformers look up output capturing (the vision tower's hidden states) by class name, so the
+  vision features silently come back empty. Layers are plain modules: neither problem arises.
+  The cost: LLaVA-7B replicates ~0.27B parameters, Qwen2-VL-72B ~2.5B (embedding + lm_head).
+- The root is a small holder module (not the transformers model, for reason 2). Its lazy
+  initialisation (which marks it root for every layer) is forced right after wrapping, so the
+  first forward may enter through any submodule.
+- Mixed precision: parameters stay in the loaded dtype (`runtime.dtype`: bf16 on GPU, fp32 on
+  CPU), as on the DDP path, and gradients are reduce-scattered in fp32 (`reduce_dtype`).
+- `runtime.fsdp_offload`: FSDP2's `CPUOffloadPolicy` keeps the sharded parameters, their
+  gradients and (since AdamW allocates its state beside them) the optimizer state in CPU memory.
+- `runtime.gradient_checkpointing` (transformers' non-reentrant checkpointing of the layers)
+  composes with FSDP2: the recomputation unshards the layer again.
+- Under LoRA the reference is the same module with the adapter disabled (a flag on the LoRA
+  layers, no weights touched), so there is still no second copy; under full fine-tuning the
+  frozen reference copy is sharded the same way.
+
+Every rank must run the same sequence of forwards (each all-gathers a layer from every rank):
+`generate` gets `synced_gpus` (a rank whose samples ended keeps stepping until all have), and
+the trainers refuse the options that would split ranks into different call sequences.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from mbpo_bench.errors import UserError
+from mbpo_bench.models.common import SHARDED_ATTR, unwrap
+from mbpo_bench.models.common import is_sharded as is_sharded
+
+
+def _require_launcher() -> None:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise UserError(
+            "runtime.strategy=fsdp needs a process group, and this process was not started by a "
+            "launcher — run it under `torchrun --nproc_per_node=N -m mbpo_bench ...` or "
+            "`accelerate launch --num_processes N -m mbpo_bench ...` (N may be 1), or use "
+            "runtime.strategy=ddp"
+        )
+
+
+def check_options(runtime: Any, conflicts: Sequence[tuple[bool, str, str]] = ()) -> None:
+    """Refuse, before anything is written, a run that cannot start: `runtime.strategy=fsdp`
+    outside a launcher, or with an option that needs whole weights or would give the ranks
+    different sequences of forwards (`conflicts`: (is set, what, the fix))."""
+    if runtime.fsdp_offload and runtime.strategy != "fsdp":
+        raise UserError(
+            "runtime.fsdp_offload only applies to sharded training — add runtime.strategy=fsdp "
+            "or drop runtime.fsdp_offload"
+        )
+    if runtime.strategy != "fsdp":
+        return
+    _require_launcher()
+    every = (
+        (runtime.compile_layers, "runtime.compile_layers", "drop it (not tested with FSDP yet)"),
+        *conflicts,
+    )
+    for on, what, fix in every:
+        if on:
+            raise UserError(f"{what} does not work with runtime.strategy=fsdp — {fix}")
+
+
+def require_process_group(device: str) -> None:
+    """Open the process group FSDP needs, also for one process under torchrun; refuse a plain
+    `python` launch, where there is no group to build a device mesh on."""
+    _require_launcher()
+    if not torch.distributed.is_available():
+        raise UserError(
+            "runtime.strategy=fsdp needs torch.distributed, missing from this torch build — "
+            "install a torch with distributed support or use runtime.strategy=ddp"
+        )
+    if torch.distributed.is_initialized():
+        return
+    from mbpo_bench.parallel import local_rank
+
+    resolved = device
+    if device == "auto":
+        resolved = "cuda" if torch.cuda.is_available() else "cpu"
+    if resolved.startswith("cuda"):
+        torch.cuda.set_device(local_rank())
+    torch.distributed.init_process_group(backend="nccl" if resolved.startswith("cuda") else "gloo")
+
+
+def _units(hf_model: Any) -> list[torch.nn.Module]:
+    """The FSDP units: each layer of every `layers` / `blocks` ModuleList (the language model's
+    decoder layers, the vision tower's encoder layers); refuses a model without decoder layers."""
+    lists = {
+        name: module
+        for name, module in hf_model.named_modules()
+        if isinstance(module, torch.nn.ModuleList)
+        and len(module) > 0
+        and name.rsplit(".", 1)[-1] in ("layers", "blocks")
+    }
+    if not any("language_model" in name for name in lists):
+        raise UserError(
+            f"runtime.strategy=fsdp does not know how to shard {type(hf_model).__name__}: it has "
+            "no decoder layer list under `language_model` — use runtime.strategy=ddp for it"
+        )
+    return [layer for layers in lists.values() for layer in layers]
+
+
+def shard_model(module: torch.nn.Module, *, offload: bool = False) -> torch.nn.Module:
+    """Shard `module` (a transformers VLM, optionally under a peft wrapper) in place over all
+    ranks with FSDP2; returns the FSDP root (a holder of `module`; see the module docstring)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+    if is_sharded(module):
+        raise RuntimeError("this module is already sharded")
+    device = next(module.parameters()).device
+    units = _units(unwrap(module))
+    world = torch.distributed.get_world_size()
+    mesh = init_device_mesh(device.type, (world,))
+    kwargs: dict[str, Any] = {
+        "mesh": mesh,
+        "mp_policy": MixedPrecisionPolicy(reduce_dtype=torch.float32),
+    }
+    if offload:
+        kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")
+    for unit in units:
+        fully_shard(unit, **kwargs)
+    in_units = {id(p) for unit in units for p in unit.parameters()}
+    replicated = {p for p in module.parameters() if id(p) not in in_units}
+    root = _Root(module)
+    fully_shard(root, ignored_params=replicated, **kwargs)
+    # Mark `root` as the root of every layer now, so that a forward may enter through any
+    # submodule (scoring calls model.model and lm_head; generate calls get_image_features).
+    root._get_fsdp_state()._lazy_init()  # type: ignore[operator]
+    object.__setattr__(module, SHARDED_ATTR, root)  # not a submodule: no cycle in the tree
+    return root
+
+
+class _Root(torch.nn.Module):
+    """The FSDP root: holds the policy module (a plain nn.Module, see the module docstring)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner(*args, **kwargs)
+
+
+def clip_grad_norm(params: Sequence[torch.nn.Parameter], max_norm: float) -> float:
+    """Clip the global gradient norm over sharded (DTensor) and replicated gradients together.
+
+    torch's `clip_grad_norm_` cannot mix DTensor and plain gradients, and the replicated part
+    here is one model (a layer's shards are disjoint pieces, the replicated gradients are the
+    same on every rank): norm^2 = sum over ranks of the shards' local squares + the replicated
+    squares counted once. Falls back to torch's function when nothing is sharded.
+    """
+    from torch.distributed.tensor import DTensor
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not any(isinstance(g, DTensor) for g in grads):
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    local = [g.to_local() for g in grads if isinstance(g, DTensor)]
+    plain = [g for g in grads if not isinstance(g, DTensor)]
+    device = local[0].device if local else plain[0].device
+    sharded_sq = sum(
+        (torch.linalg.vector_norm(g.float()) ** 2 for g in local),
+        torch.zeros((), device=device, dtype=torch.float64),
+    ).to(torch.float64)
+    torch.distributed.all_reduce(sharded_sq)
+    replicated_sq = sum((float(torch.linalg.vector_norm(g.float())) ** 2 for g in plain), 0.0)
+    total = math.sqrt(float(sharded_sq) + replicated_sq)
+    if math.isfinite(total):
+        coef = min(1.0, max_norm / (total + 1e-6))
+        if coef < 1.0:
+            for g in local + plain:
+                g.mul_(coef)
+    return total
+
+
+def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every weight of a sharded `module`, whole, on CPU, on rank 0 (an empty dict elsewhere).
+
+    A collective: every rank must call it. The keys are `module.state_dict()`'s, so the dict
+    goes to `save_pretrained(state_dict=...)` (model or peft adapter) unchanged."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state: dict[str, torch.Tensor] = dict(get_model_state_dict(module, options=options))  # type: ignore[arg-type]
+    return state
