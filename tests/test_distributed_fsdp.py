@@ -46,9 +46,9 @@ FSDP = "runtime.strategy=fsdp"
 
 
 def run_here(method: str, overrides: list[str], out: Path, **kw: Any) -> Any:
-    from mbpo_bench.cli.train_cmd import method_entry
+    from mbpo_bench.trainers.table import load_trainer
 
-    cls, run = method_entry(method)
+    cls, run = load_trainer(method)
     return run(load_config(cls, overrides=overrides), out, **kw)
 
 
