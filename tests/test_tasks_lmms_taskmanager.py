@@ -27,8 +27,8 @@ SCRIPT = """
 import json, sys
 from lmms_eval.tasks import TaskManager, get_task_dict
 from mbpo_bench.data.registry import builtin_tasks_dir, get_task, load_items, aggregate
-from mbpo_bench.tasks.chair import chair_row
-from mbpo_bench.tasks.common import score_row
+from mbpo_bench.evaluation.batches import resolve_function
+from mbpo_bench.tasks.common import item_to_doc
 tasks, preds = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 manager = TaskManager(include_path=str(builtin_tasks_dir()), include_defaults=False)
 out = {}
@@ -40,10 +40,8 @@ for name, pred in zip(tasks, preds):
     theirs = {m: agg[m]([r[m] for r in results]) for m in results[0]}
     spec = get_task(name)
     items = load_items(spec)
-    if spec.close_ended:
-        rows = [score_row(i.verifier, pred, i.target, i.options, meta=i.meta) for i in items]
-    else:
-        rows = [chair_row(pred, i.meta["truth"]) for i in items]
+    process = resolve_function(spec.raw.get("process_results"))  # as `mbpo-bench eval` scores
+    rows = [next(iter(process(item_to_doc(i, spec.metrics), [pred]).values())) for i in items]
     out[name] = {"theirs": theirs, "ours": aggregate(spec, rows), "n_docs": len(docs),
                  "n_items": len(items), "prompt_equal": task.doc_to_text(docs[0]) == items[0].question,
                  "n_images": len(task.doc_to_visual(docs[0]))}
