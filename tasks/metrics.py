@@ -91,6 +91,28 @@ def counter_prior_gap(rows: Sequence[Row]) -> float:
     return acc_prior_consistent(rows) - acc_counter_prior(rows)
 
 
+def complete_pairs(rows: Sequence[Row]) -> dict[Any, list[Row]]:
+    """pair_id -> its rows, for pairs whose two twins are both present (a `--limit` or a skipped
+    item can cut one off; a half pair says nothing about looking, so it is left out)."""
+    groups = _groups([r for r in rows if _meta(r, "pair_id") is not None],
+                     lambda r: _meta(r, "pair_id"))  # fmt: skip
+    return {k: g for k, g in groups.items() if len(g) == 2}
+
+
+def pair_accuracy(rows: Sequence[Row]) -> float:
+    """Both twins of a pair right (embedded benchmark v3). The twins share question text and
+    differ only in the asked attribute's pixels, so any answer that ignores the image gets at
+    most one of them: 0 for every deterministic text-only policy."""
+    return _mean(
+        1.0 if all(r["correct"] for r in g) else 0.0 for g in complete_pairs(rows).values()
+    )
+
+
+def unparsed_rate(rows: Sequence[Row]) -> float:
+    """Answers the verifier could not parse (counted apart from parsed wrong answers)."""
+    return _mean(1.0 if r.get("parsed") is None else 0.0 for r in rows)
+
+
 def _negatives(rows: Sequence[Row], split: str) -> float:
     return accuracy([r for r in rows if _meta(r, "negative_split") == split])
 

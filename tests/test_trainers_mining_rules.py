@@ -1,4 +1,5 @@
-"""Mining options of ours: the mismatched IIG null and the prior-fallback keep rule.
+"""Mining options of ours: the mismatched IIG null, the keep rules (the clean answer must be
+right; the prior-fallback rule) and what flip_rate counts.
 
 Fake models only: what is checked is which image each null prompt carries and which pairs the
 keep rule lets through, not a model's numbers.
@@ -66,13 +67,15 @@ def _items(n: int) -> list[TaskItem]:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("keep", ["wrong", "prior"])
-def test_prior_keep_rule_keeps_only_wrong_answers_that_are_the_text_only_answer(
-    keep: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("keep", "require_clean"), [("wrong", True), ("wrong", False),
+                                                   ("prior", True)])  # fmt: skip
+def test_keep_rules_clean_answer_and_flip_rate(
+    keep: str, require_clean: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     items = _items(8)
+    clean_image = _painted(1)
     monkeypatch.setattr(
-        mining, "item_prompts", lambda its, size: [Prompt(it.question) for it in its]
+        mining, "item_prompts", lambda its, size: [Prompt(it.question, clean_image) for it in its]
     )
     # under attack every item answers "yes"; without the image items 0-3 answer "yes", 4-7 "no"
     monkeypatch.setattr(
@@ -81,21 +84,37 @@ def test_prior_keep_rule_keeps_only_wrong_answers_that_are_the_text_only_answer(
                                        {"before": [0.0] * len(batch), "after": [-1.0] * len(batch),
                                         "linf": [0.03] * len(batch)}),
     )  # fmt: skip
+    target = {it.question: it.target for it in items}
 
     def generate(prompts: list[Prompt], **_: Any) -> list[list[str]]:
-        assert all(p.image is None for p in prompts), "the prior answer is the text-only one"
-        return [["yes" if int(p.text[1:]) < 4 else "no"] for p in prompts]
+        out = []
+        for p in prompts:
+            i = int(p.text[1:])
+            if p.image is None:  # the text-only (prior) answer
+                out.append(["yes" if i < 4 else "no"])
+            else:  # the clean image: right, except items 6 and 7 (already wrong, no attack)
+                right = target[p.text]
+                out.append([right if i < 6 else {"yes": "no", "no": "yes"}[right]])
+        return out
 
     vlm = SimpleNamespace(model=SimpleNamespace(eval=lambda: None), image_size=4, generate=generate)
-    cfg = mining.MiningConfig(iig_filter=False, keep=keep, limit=None, batch_size=3)  # type: ignore[arg-type]
+    cfg = mining.MiningConfig(
+        iig_filter=False, keep=keep, limit=None, batch_size=3,  # type: ignore[arg-type]
+        require_clean_correct=require_clean,
+    )  # fmt: skip
     monkeypatch.setattr(mining, "_pool_iig", lambda v, its, c: torch.zeros(len(its)))
     pairs, stats = mining.mine_pairs(vlm, items, cfg)  # type: ignore[arg-type]
-    wrong = {it.doc_id for it in items if it.target == "no"}  # "yes" is wrong for these
-    if keep == "wrong":
-        assert {p.doc_id for p in pairs} == wrong
-    else:
-        assert {p.doc_id for p in pairs} == {d for d in wrong if int(d) < 4} == {"0", "2"}
+    # "yes" under attack is wrong for the "no" items 0, 2, 4, 6; item 6 was wrong already
+    kept = {p.doc_id for p in pairs}
+    if keep == "prior":  # also the text-only answer: only items < 4 answer "yes" blind
+        assert kept == {"0", "2"}
+    elif require_clean:
+        assert kept == {"0", "2", "4"}
+    else:  # the pre-v3 rule: an item wrong without any attack is kept too
+        assert kept == {"0", "2", "4", "6"}
     assert stats.kept == len(pairs)
+    assert (stats.attacked, stats.clean_right, stats.clean_wrong, stats.flipped) == (8, 6, 2, 3)
+    assert stats.as_dict()["flip_rate"] == 3 / 6  # flips / attacked items right when clean
 
 
 def test_online_pool_all_or_the_mined_pairs_items() -> None:

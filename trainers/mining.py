@@ -7,8 +7,12 @@ For each candidate (I, q, y_gt) with an image (method.md):
      (eps 8/255, alpha 2/255, 10 steps, random start), batched. Ablation sources: `noise`
      (uniform noise of the same L-inf budget) and `blind` (the text-only answer, no image).
   3. The rejected answer is the model's own answer (greedy by default) on the perturbed image.
-  4. The pair is kept only if the task's verifier says that answer is wrong (a task without a
-     verifier: if it differs from y_gt after normalising case and whitespace). Option (ours,
+  4. The pair is kept only if the attack FLIPPED the answer: the model's greedy answer on the
+     clean image is right (`require_clean_correct`, default on) and the task's verifier says the
+     perturbed answer is wrong (a task without a verifier: it differs from y_gt after
+     normalising case and whitespace). An item already answered wrong on the clean image is
+     not a hard negative of the attack; it is counted apart (`clean_wrong`), and
+     `flip_rate` = flips / attacked items answered right on the clean image. Option (ours,
      `keep="prior"`): also require that wrong answer to be the one the model gives WITHOUT the
      image (greedy, text-only prompt), i.e. the language prior's answer. This is method.md's
      premise for a hard negative made a check: on a prior-consistent item the prior IS the
@@ -75,6 +79,9 @@ class MiningConfig:
     limit: int | None = 2000  # candidates: a seeded random subset of the items (None = all)
     reward_max_words: int = 10  # the verifier's length limit
     keep: KeepRule = "wrong"  # "prior": the wrong answer must also be the text-only answer
+    # a hard negative needs the clean-image answer right (False: the pre-v3 rule, which kept
+    # items the model already got wrong without any perturbation)
+    require_clean_correct: bool = True
     seed: int = 0
 
 
@@ -84,6 +91,9 @@ class MiningStats:
     candidates: int = 0  # items with an image, after the `limit` subset
     selected: int = 0
     attacked: int = 0
+    clean_right: int = 0  # attacked items answered right on the clean image
+    clean_wrong: int = 0  # attacked items already wrong on the clean image (reported apart)
+    flipped: int = 0  # clean right, perturbed wrong: what the attack did
     kept: int = 0
     iig_mean_all: float = float("nan")
     iig_mean_selected: float = float("nan")
@@ -91,7 +101,8 @@ class MiningStats:
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["flip_rate"] = self.kept / self.attacked if self.attacked else 0.0
+        out["flip_rate"] = self.flipped / self.clean_right if self.clean_right else None
+        out["kept_rate"] = self.kept / self.attacked if self.attacked else None
         return out
 
 
@@ -217,8 +228,9 @@ def candidate_pool(items: Sequence[TaskItem], limit: int | None, seed: int) -> l
     return [pool[i] for i in sorted(pick.tolist())]
 
 
-# one attacked candidate: (index in the pool, its pair if kept, log-prob drop if measured)
-_Row = tuple[int, PreferencePair | None, float | None]
+# one attacked candidate: (index in the pool, its pair if kept, log-prob drop if measured,
+# clean-image answer right, attack flipped it to wrong)
+_Row = tuple[int, PreferencePair | None, float | None, bool, bool]
 
 
 def _attack_batch(
@@ -231,16 +243,29 @@ def _attack_batch(
     batch = [pool[i] for i in idx]
     rejected, attack = _negatives(vlm, batch, cfg, cfg.seed * 1_000_003 + b)
     priors = _prior_answers(vlm, batch, cfg) if cfg.keep == "prior" else None
+    clean = _greedy_answers(vlm, item_prompts(batch, vlm.image_size), cfg)
     rows: list[_Row] = []
     for k, (i, item, answer) in enumerate(zip(idx, batch, rejected, strict=True)):
         wrong, parsed = is_wrong(item, answer, cfg.reward_max_words)
-        if wrong and priors is not None:
-            wrong = parsed is not None and parsed == priors[k]
+        clean_right = not is_wrong(item, clean[k], cfg.reward_max_words)[0]
+        flipped = wrong and clean_right
+        keep = flipped if cfg.require_clean_correct else wrong
+        if keep and priors is not None:
+            keep = parsed is not None and parsed == priors[k]
         before = attack["before"][k]
         drop = before - attack["after"][k] if math.isfinite(before) else None
-        pair = _pair(item, answer, parsed, iig[i], cfg, attack, k) if wrong else None
-        rows.append((i, pair, drop))
+        pair = _pair(item, answer, parsed, iig[i], cfg, attack, k) if keep else None
+        rows.append((i, pair, drop, clean_right, flipped))
     return rows
+
+
+def _greedy_answers(
+    vlm: VisionLanguageModel, prompts: list[Prompt], cfg: MiningConfig
+) -> list[str]:
+    answers = vlm.generate(
+        prompts, max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size
+    )
+    return [a[0] for a in answers]
 
 
 def _prior_answers(
@@ -248,12 +273,9 @@ def _prior_answers(
 ) -> list[str | None]:
     """The parsed greedy answer of each item's text-only prompt: the language prior's answer."""
     prompts = [Prompt(p.text, None) for p in item_prompts(batch, vlm.image_size)]
-    answers = vlm.generate(
-        prompts, max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size
-    )
+    answers = _greedy_answers(vlm, prompts, cfg)
     return [
-        is_wrong(item, a[0], cfg.reward_max_words)[1]
-        for item, a in zip(batch, answers, strict=True)
+        is_wrong(item, a, cfg.reward_max_words)[1] for item, a in zip(batch, answers, strict=True)
     ]
 
 
@@ -290,9 +312,12 @@ def mine_pairs(
             mine += _attack_batch(vlm, pool, batches[b], iig, cfg, b)
             advance(1)
     rows = sorted((row for part in parallel.gather(mine) for row in part), key=lambda r: r[0])
-    pairs = [pair for _, pair, _ in rows if pair is not None]
-    drops = [drop for _, _, drop in rows if drop is not None]
+    pairs = [row[1] for row in rows if row[1] is not None]
+    drops = [row[2] for row in rows if row[2] is not None]
     stats.attacked = len(rows)
+    stats.clean_right = sum(row[3] for row in rows)
+    stats.clean_wrong = stats.attacked - stats.clean_right
+    stats.flipped = sum(row[4] for row in rows)
     stats.kept = len(pairs)
     stats.attack = {"logp_drop_mean": sum(drops) / len(drops)} if drops else {}
     return pairs, stats

@@ -3,8 +3,8 @@
 Defaults follow shared/docs/field-notes.md (what made a 2.8M-parameter LLaVA learn the world and
 show a language-prior bias in ~75 s of CPU): 48 px images with objects on the 3x3 grid of 16 px
 patches (one object = one image token), 4 shapes x 4 colours, 1-3 objects, prior strength 0.9,
-colour questions as 4-option multiple choice answered with the colour word. 500 evaluation items
-per cell (prior-consistent / counter-prior) because effects of ~0.08 need 500+ per cell.
+colour questions as 4-option multiple choice answered with the colour word. 500 test twin pairs
+per task (500 items per prior cell) because effects of ~0.08 need 500+ per cell; 250 dev pairs.
 
 Every answer word must be a single token of the tiny models' tokenizer, so shapes and colours are
 checked against `ANSWER_WORDS`.
@@ -20,7 +20,9 @@ from mbpo_bench.errors import UserError
 
 # Bump when the generator's output changes for the same config (invalidates every cache).
 # 2: counter-prior eval scenes differ from consistent ones only in the asked attribute.
-GENERATOR_VERSION = 2
+# 3: twin pairs (each counter-prior item and its prior twin share scene and text), a `dev` split
+#    with its own seed stream beside `test`, and twins of the counter-prior training items.
+GENERATOR_VERSION = 3
 
 SHAPE_WORDS = ("circle", "square", "triangle", "star", "cross", "diamond", "heart", "ring")
 COLOR_RGB: dict[str, tuple[int, int, int]] = {
@@ -53,7 +55,8 @@ class EmbeddedConfig:
     usual_counts: tuple[int, ...] = (1, 2)  # each shape's usual count is drawn from these
     n_color_options: int = 4
     n_train: int = 20000  # training scenes; every task asks one question per scene
-    n_eval_per_cell: int = 500  # evaluation items per (task, prior-consistent | counter-prior)
+    n_eval_per_cell: int = 500  # test twin pairs per task (= items per prior cell)
+    n_dev_per_cell: int = 250  # dev twin pairs per task: for choosing settings, never reported
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -100,6 +103,6 @@ def _problems(c: EmbeddedConfig) -> list[str]:
         out.append("prior_strength must be in [0, 1]")
     if not 0.1 <= c.size_range[0] <= c.size_range[1] <= 1.0:
         out.append("size_range must satisfy 0.1 <= low <= high <= 1")
-    if c.n_train < 0 or c.n_eval_per_cell < 2:
-        out.append("n_train must be >= 0 and n_eval_per_cell >= 2")
+    if c.n_train < 0 or c.n_eval_per_cell < 2 or c.n_dev_per_cell < 2:
+        out.append("n_train must be >= 0, n_eval_per_cell and n_dev_per_cell >= 2")
     return out

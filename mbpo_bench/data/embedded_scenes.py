@@ -7,16 +7,19 @@ The world has three priors, each tied to question text so that a text-only model
 - usual count: every shape usually appears a fixed number of times ("How many stars?" -> 2).
 A training scene follows all three priors with probability `prior_strength` (an anchor shape in
 its usual colour and count plus its partner) and is otherwise random; each task asks one question
-about the anchor of every training scene, so the tasks share training images. Evaluation scenes are
-built per task and per cell so that prior-consistent and counter-prior items are balanced (and,
-for existence, yes and no are balanced within each cell). Existence negatives are labelled the
-POPE way: `adversarial` = the absent partner of the asked-about present shape (counter-prior),
-`random` = a uniformly drawn absent non-partner, `popular` = the absent non-partner most frequent
-in the training split.
+about the anchor of every training scene, so the tasks share training images. Evaluation items come
+in twin pairs (generator version 3, `eval_pair`): a counter-prior item and its prior twin, the
+same scene with only the asked attribute set back to the prior, asked with the same text, so
+pair accuracy (both right) cannot be raised without looking. Counter-prior training items get a
+twin too (`twin_scene`), for training that contrasts the two images. Existence negatives are
+labelled the POPE way: `adversarial` = the absent partner of the asked-about present shape
+(counter-prior), `random` / `popular` = an absent non-partner (`popular`: the non-partner most
+frequent in the training split).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -111,9 +114,14 @@ def train_scene(
     return place(rng, config, groups), anchor, False
 
 
-def color_options(rng: random.Random, config: EmbeddedConfig, answer: str) -> tuple[str, ...]:
-    others = [c for c in config.colors if c != answer]
-    options = [answer, *rng.sample(others, config.n_color_options - 1)]
+def color_options(
+    rng: random.Random, config: EmbeddedConfig, answer: str, also: str | None = None
+) -> tuple[str, ...]:
+    """`answer` (and `also`, when given: a twin pair's other answer) plus random other colours,
+    shuffled: both twins of a pair get the same options, so their text is identical."""
+    must = [answer] if also in (None, answer) else [answer, also]
+    others = [c for c in config.colors if c not in must]
+    options = [*must, *rng.sample(others, config.n_color_options - len(must))]
     rng.shuffle(options)
     return tuple(options)
 
@@ -134,27 +142,28 @@ def question_row(
     objs: tuple[Obj, ...],
     shape: str,
     query: str | None = None,
+    options: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """The question of `kind` about `shape` (and `query` for existence) on a scene."""
+    """The question of `kind` about `shape` (and `query` for existence) on a scene; colour
+    `options` are drawn unless given (twins share theirs)."""
     present = Counter(o.shape for o in objs)
+    shown: tuple[str, ...] = ()
     if kind == "existence":
         assert query is not None
         answer = "yes" if present[query] else "no"
         expected = "yes" if world.partner[shape] == query else "no"
         text = f"There is {article(shape)} {shape}. Is there {article(query)} {query}?"
-        options: tuple[str, ...] = ()
     elif kind == "color":
         answer = next(o.color for o in objs if o.shape == shape)
         expected = world.usual_color[shape]
         text = f"What color is the {shape}?"
-        options = color_options(rng, config, answer)
+        shown = options or color_options(rng, config, answer)
     else:
         answer = str(present[shape])
         expected = str(world.usual_count[shape])
         text = f"How many {plural(shape)} are there?"
-        options = ()
     return {
-        "question": text, "answer": answer, "options": list(options), "kind": kind,
+        "question": text, "answer": answer, "options": list(shown), "kind": kind,
         "prior": "consistent" if answer == expected else "counter", "prior_answer": expected,
         "shape": shape, "query": query, "n_objects": len(objs),
     }  # fmt: skip
@@ -180,56 +189,105 @@ def train_rows(
     }
 
 
-def eval_item(
+def _free_cells(config: EmbeddedConfig, objs: tuple[Obj, ...]) -> list[int]:
+    taken = {o.cell for o in objs}
+    return [c for c in range(config.grid * config.grid) if c not in taken]
+
+
+def _new_obj(rng: random.Random, config: EmbeddedConfig, shape: str, color: str, cell: int) -> Obj:
+    low, high = config.size_range
+    return Obj(shape, color, cell, rng.uniform(low, high), rng.uniform(-1, 1), rng.uniform(-1, 1))
+
+
+def twin_scene(
     kind: str,
-    cell: str,
+    objs: tuple[Obj, ...],
+    shape: str,
+    query: str | None,
+    rng: random.Random,
+    config: EmbeddedConfig,
+    world: World,
+) -> tuple[Obj, ...]:
+    """The prior twin of a counter-prior scene: the same scene with ONLY the asked attribute set
+    back to what the prior says (colour of `shape`; count of `shape`; presence of `query`).
+    Every other object keeps its cell, size, offset and colour, so the two images differ in
+    exactly the pixels the question is about, and the question text is the same."""
+    if kind == "color":
+        usual = world.usual_color[shape]
+        return tuple(dataclasses.replace(o, color=usual) if o.shape == shape else o for o in objs)
+    if kind == "count":
+        mine = [o for o in objs if o.shape == shape]
+        usual = world.usual_count[shape]
+        if len(mine) > usual:
+            drop = set(map(id, mine[usual:]))
+            return tuple(o for o in objs if id(o) not in drop)
+        free = _free_cells(config, objs)
+        cells = rng.sample(free, usual - len(mine))
+        return objs + tuple(_new_obj(rng, config, shape, mine[0].color, c) for c in cells)
+    assert query is not None
+    if any(o.shape == query for o in objs):  # counter "yes" (a non-partner present): remove it
+        return tuple(o for o in objs if o.shape != query)
+    cell = rng.choice(_free_cells(config, objs))  # counter "no" (the partner absent): add it
+    return (*objs, _new_obj(rng, config, query, world.usual_color[query], cell))
+
+
+def pair_cell(kind: str, counter_answer: str) -> str:
+    """The cell a twin pair belongs to, named by its counter-prior answer where the answer
+    matters for learnability (existence yes/no, each count), so a floor is found per cell."""
+    return kind if kind == "color" else f"{kind}:{counter_answer}"
+
+
+def eval_pair(
+    kind: str,
     index: int,
     rng: random.Random,
     config: EmbeddedConfig,
     world: World,
     popularity: Counter[str],
-) -> tuple[tuple[Obj, ...], dict[str, Any]]:
-    """One evaluation scene and question of `kind` in `cell` ("consistent" | "counter").
+) -> list[tuple[tuple[Obj, ...], dict[str, Any]]]:
+    """One twin pair of `kind`: [(prior-consistent twin), (counter-prior item)].
 
-    Every evaluation scene starts as a training scene that follows the prior (the asked-about
-    shape in its usual colour and count, plus its partner in its usual colour), and a
-    counter-prior item changes ONLY the attribute its question asks about. So consistent and
-    counter-prior items differ in nothing but the prior's answer: a model that reads the
-    question's prior fails exactly the counter-prior half, and no other shift (e.g. shapes that
-    a model recognises by their usual colour) separates the two cells. (A first version drew
-    the rest of the scene at random; a tiny model then learned to find shapes by colour on the
-    training scenes and failed both cells alike, which hid the language prior.)
+    The counter-prior scene starts as a scene that follows the prior (the asked-about shape in
+    its usual colour and count, plus its partner in its usual colour) with the asked attribute
+    changed; its twin sets that attribute back (`twin_scene`). Both carry the same question text
+    and options, so any policy that does not look at the image answers both alike and can get at
+    most one of the two right: pair accuracy (both right) is exactly 0 for every deterministic
+    text-only policy and 1/k^2 for uniform guessing over k answers. Existence alternates
+    counter "yes" (a non-partner present; its twin is a "no" labelled random or popular, POPE's
+    way) and counter "no" (the partner absent: POPE's adversarial negative).
     """
-    consistent = cell == "consistent"
     shape = rng.choice(config.shapes)
     mate = world.partner[shape]
-    color, count = world.usual_color[shape], world.usual_count[shape]
+    usual_color, usual_count = world.usual_color[shape], world.usual_count[shape]
+    color, count = usual_color, usual_count
     groups = [(mate, world.usual_color[mate], 1)]
     query: str | None = None
-    split: str | None = None
-    if kind == "color" and not consistent:
-        color = rng.choice([c for c in config.colors if c != color])
-    elif kind == "count" and not consistent:
-        count = rng.choice([k for k in range(1, config.max_objects + 1) if k != count])
-    elif kind == "existence":
-        non = [s for s in config.shapes if s not in (shape, mate)]
-        yes = index % 2 == 0
-        if yes and consistent:
-            query = mate
-        elif yes:  # counter: a non-partner that is present after all
-            query = rng.choice(non)
-            groups.append((query, world.usual_color[query], 1))
-        elif not consistent:  # counter: the partner is absent (POPE's adversarial negative)
-            query, split, groups = mate, "adversarial", []
-        elif index % 4 == 1:
-            query, split = rng.choice(non), "random"
-        else:
-            query, split = (
-                max(non, key=lambda s: (popularity[s], -config.shapes.index(s))),
-                "popular",
+    non = [s for s in config.shapes if s not in (shape, mate)]
+    if kind == "color":
+        color = rng.choice([c for c in config.colors if c != usual_color])
+    elif kind == "count":
+        count = rng.choice([k for k in range(1, config.max_objects + 1) if k != usual_count])
+    elif index % 2 == 0:  # counter "yes": a non-partner that is present after all
+        query = rng.choice(non)
+        groups.append((query, world.usual_color[query], 1))
+    else:  # counter "no": the partner is absent
+        query, groups = mate, []
+    counter = place(rng, config, [(shape, color, count), *groups])
+    twin = twin_scene(kind, counter, shape, query, rng, config, world)
+    options = color_options(rng, config, color, usual_color) if kind == "color" else ()
+    out = []
+    for objs in (twin, counter):
+        row = question_row(kind, rng, config, world, objs, shape, query, options)
+        row["negative_split"] = None
+        if kind == "existence" and row["answer"] == "no":
+            popular = max(non, key=lambda s: (popularity[s], -config.shapes.index(s)))
+            row["negative_split"] = (
+                "adversarial" if query == mate else "popular" if query == popular else "random"
             )
-    objs = place(rng, config, [(shape, color, count), *groups])
-    row = question_row(kind, rng, config, world, objs, shape, query)
-    assert row["prior"] == cell, (kind, cell, row)
-    row["negative_split"] = split
-    return objs, row
+        out.append((objs, row))
+    cell = pair_cell(kind, out[1][1]["answer"])
+    for _, row in out:
+        row["pair_cell"] = cell
+    assert [r["prior"] for _, r in out] == ["consistent", "counter"], (kind, out)
+    assert out[0][1]["question"] == out[1][1]["question"]
+    return out

@@ -179,6 +179,11 @@ def _spec(spec_or_name: TaskSpec | str, include_paths: Sequence[str | Path]) -> 
     )
 
 
+# `eval` and `test` are the same (reported) split; `dev` (embedded only) is for choosing settings;
+# `train_twins` (embedded only) holds the prior twins of counter-prior training items.
+SPLITS = ("test", "eval", "dev", "train", "train_twins")
+
+
 def embedded_config_from_env() -> Any:
     """The EmbeddedConfig named by $MBPO_BENCH_EMBEDDED_CONFIG, else the defaults."""
     from mbpo_bench.config import load_config
@@ -221,11 +226,12 @@ def _embedded_rows(
     from mbpo_bench.data.embedded import generate_embedded
 
     root = generate_embedded(config or embedded_config_from_env(), cache_dir)
+    split = "test" if split == "eval" else split  # `eval` is the reported split: `test`
     rows = pq.read_table(root / str(spec.data["kind"]) / f"{split}.parquet").to_pylist()
     for row in rows:
         row["image_path"] = root / row.pop("image")
         meta_keys = ("kind", "prior", "prior_answer", "negative_split", "shape", "query",
-                     "n_objects", "scene_follows_prior")  # fmt: skip
+                     "n_objects", "scene_follows_prior", "pair_id", "pair_cell")  # fmt: skip
         row["meta"] = {k: row.pop(k) for k in meta_keys}
     return rows
 
@@ -233,10 +239,16 @@ def _embedded_rows(
 def _rows(
     spec: TaskSpec, split: str, data_root: Path | None, cache_dir: Path | None, embedded: Any
 ) -> list[dict[str, Any]]:
-    if split not in ("eval", "train"):
-        raise UserError(f"unknown split '{split}' — use 'eval' or 'train'")
+    if split not in SPLITS:
+        raise UserError(f"unknown split '{split}' — use one of {', '.join(SPLITS)}")
     if spec.data["source"] == "embedded":
         return _embedded_rows(spec, split, cache_dir, embedded)
+    if split in ("dev", "train_twins"):
+        raise UserError(
+            f"task {spec.name} has no '{split}' split (only the embedded benchmark does) — "
+            "use 'test' (or 'eval') or 'train'"
+        )
+    split = "eval" if split == "test" else split
     if spec.data["source"] != "local":
         raise UserError(
             f"task {spec.name}: unknown data.source '{spec.data['source']}' in {spec.yaml_path}"

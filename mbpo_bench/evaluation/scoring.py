@@ -6,9 +6,14 @@ output, so "results recomputed from the JSONL equal results.json" holds by const
 resumed run equals an uninterrupted one whenever its rows do.
 
 Metrics of a generation probe: `accuracy` (verifier correctness), `format_rate` (an answer of the
-expected form was found), for yes/no tasks POPE's `precision`, `recall`, `f1` and `yes_ratio`
-(share of PREDICTED yes; lmms-eval's POPE counts ground-truth yes), and `accuracy[key=value]` for
-each item label in `GROUP_KEYS` that takes at least two values in the items' meta. The `iig` probe reports `iig`,
+expected form was found), `unparsed_rate` (no answer the verifier could parse: counted apart from
+parsed wrong answers, so junk is never mistaken for a wrong belief), for yes/no tasks POPE's
+`precision`, `recall`, `f1` and `yes_ratio` (share of PREDICTED yes; lmms-eval's POPE counts
+ground-truth yes), `accuracy[key=value]` for each item label in `GROUP_KEYS` that takes at least
+two values in the items' meta, and for twin-pair items (embedded benchmark v3, `meta.pair_id`)
+`pair_accuracy` (both twins right; bootstrapped over pairs). Balance metrics of twin-pair tasks:
+`multimodal_gain` (image - blind, MMStar's), `prior_retention` (blind accuracy on prior-consistent
+items) and `image_sensitivity` (share of pairs whose two image-probe answers differ, both parsed). The `iig` probe reports `iig`,
 `logp_image` and `logp_null` (mean per-token log-probs of the reference answer).
 Each generation probe also counts its samples by `answer_mode` (choice or generate), and the
 run counts why a choice-mode run generated some (`fallback` of the rows).
@@ -52,6 +57,7 @@ from mbpo_bench.metrics import (
     resample_counts,
 )
 from mbpo_bench.modality.images import stable_seed
+from mbpo_bench.tasks.metrics import complete_pairs
 
 GROUP_KEYS = ("prior", "kind", "negative_split", "category")
 HIGHER_IS_BETTER: dict[str, bool | None] = {"yes_ratio": None}
@@ -133,6 +139,13 @@ def _columns(rows: list[dict[str, Any]], verifier: str) -> dict[str, RatioMetric
         for name, m in binary_metrics(pred, gold).items():
             if name != "accuracy":
                 out[name] = m
+    out["unparsed_rate"] = RatioMetric.mean(
+        np.array([float(r.get("parsed") is None) for r in rows])
+    )
+    pairs = complete_pairs(rows)
+    if pairs:
+        both = [float(all(r["correct"] for r in g)) for _, g in sorted(pairs.items())]
+        out["pair_accuracy"] = RatioMetric.mean(np.array(both))
     for key in GROUP_KEYS:
         values = sorted({str(v) for r in rows if (v := (r.get("meta") or {}).get(key)) is not None})
         if len(values) < 2:
@@ -203,6 +216,36 @@ def _balance(
         out[name] = scorer.diff(consistent, counter, BALANCE_METRICS[name])
     if "iig" in probe_metrics:
         out["iig_mean"] = probe_metrics["iig"].metrics["iig"]
+    out.update(_pair_balance(scorer, by_probe, verifier))
+    return out
+
+
+def _pair_balance(
+    scorer: _Scorer, by_probe: dict[str, dict[str, dict[str, Any]]], verifier: str
+) -> dict[str, Metric]:
+    """Looking vs forgetting on twin-pair tasks (see the module docstring)."""
+    image, blind = by_probe.get("image", {}), by_probe.get("blind", {})
+    pairs = complete_pairs(list(image.values()))
+    if not pairs:
+        return {}
+    out: dict[str, Metric] = {}
+    common = sorted(set(image) & set(blind))
+    if common:
+        acc = _columns([image[d] for d in common], verifier).get("accuracy")
+        acc_blind = _columns([blind[d] for d in common], verifier).get("accuracy")
+        if acc is not None and acc_blind is not None:
+            out["multimodal_gain"] = scorer.diff(acc, acc_blind, True)
+        consistent = [
+            blind[d] for d in common if (blind[d].get("meta") or {}).get("prior") == "consistent"
+        ]
+        if consistent:
+            kept = RatioMetric.mean(np.array([float(r["correct"]) for r in consistent]))
+            out["prior_retention"] = scorer.ratio(kept, True)
+    changed = [
+        float(a["parsed"] is not None and b["parsed"] is not None and a["parsed"] != b["parsed"])
+        for _, (a, b) in sorted(pairs.items())
+    ]
+    out["image_sensitivity"] = scorer.ratio(RatioMetric.mean(np.array(changed)), True)
     return out
 
 
