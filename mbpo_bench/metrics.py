@@ -197,3 +197,107 @@ def binary_metrics(pred_yes: FloatArray, gold_yes: FloatArray) -> dict[str, Rati
         "f1": RatioMetric(2.0 * tp, 2.0 * tp + fp + fn),
         "yes_ratio": RatioMetric(yes, ones),
     }
+
+
+# --- over seeds: Student t without scipy (not on the GPU image); tests check it against scipy ---
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-14:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b)."""
+    import math
+
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    ln = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x)
+    front = math.exp(ln + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_sf_two_sided(t: float, df: int) -> float:
+    """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
+    return _betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p-quantile (0.5 < p < 1) of Student's t, by bisection on the two-sided tail."""
+    low, high = 0.0, 1e6
+    tail = 2.0 * (1.0 - p)
+    for _ in range(200):
+        mid = (low + high) / 2.0
+        if t_sf_two_sided(mid, df) > tail:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2.0
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    """Mean over seeds with a t interval (n - 1 df) and the one-sample t-test p of mean = 0;
+    interval and p are None with fewer than two seeds."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    p_value: float | None
+    n: int
+
+
+def across_seeds(values: Sequence[float], confidence: float = DEFAULT_CONFIDENCE) -> SeedInterval:
+    """Seeds as the unit of inference: a t interval over per-seed values."""
+    import math
+
+    arr = np.asarray(values, dtype=np.float64)
+    n = int(arr.size)
+    mean = float(arr.mean()) if n else float("nan")
+    if n < 2:
+        return SeedInterval(mean, None, None, None, n)
+    sd = float(arr.std(ddof=1))
+    if sd <= 1e-12 * max(
+        1.0, abs(mean)
+    ):  # identical seeds: the interval is the point; p is 1 at 0, else 0
+        return SeedInterval(mean, mean, mean, 1.0 if mean == 0.0 else 0.0, n)
+    se = sd / math.sqrt(n)
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * se
+    return SeedInterval(mean, mean - half, mean + half, t_sf_two_sided(mean / se, n - 1), n)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values over a list of tests (None: not a test, stays None)."""
+    idx = [i for i, p in enumerate(p_values) if p is not None]
+    order = sorted(idx, key=lambda i: float(p_values[i]))  # type: ignore[arg-type]
+    m = len(order)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))  # type: ignore[arg-type]
+        out[i] = running
+    return out

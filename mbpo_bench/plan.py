@@ -24,6 +24,9 @@ REF_SFT_STEP_S = 0.117
 REF_MBPO_STEP_S = 35.0 / 60
 REF_EVAL_SAMPLE_S = 10.0 / (3 * 500 * 4)
 REF_REPORT_S = 5.0
+# the twin-pair MBPO arm per step relative to mbpo (a guess until measured: it mines every
+# counter-prior training item with a twin, ~3.6k, and trains twins and a conditional term)
+REF_TWINS_FACTOR = 1.5
 # best of 5 runs of `calibrate()` on that machine (2 threads)
 REF_CALIBRATION_S = 0.045
 EMBEDDED_EVAL_ITEMS = 1000  # items per task in the embedded eval split
@@ -87,16 +90,26 @@ def quickstart_plan(
         measured = calibration_s if calibration_s is not None else calibrate(config.threads)
         speed = REF_CALIBRATION_S / max(measured, 1e-9)
     stages: dict[str, float] = {}
-    if not base_cached:
-        stages["base"] = config.base.optim.steps * REF_SFT_STEP_S / speed
+    seeds = config.seeds
+    if not base_cached:  # (only the first seed's base is known to be cached or not)
+        stages["base"] = seeds * config.base.optim.steps * REF_SFT_STEP_S / speed
     mbpo = config.mbpo.optim.steps * REF_MBPO_STEP_S / speed
-    stages["mbpo"] = mbpo
-    if config.control_steps is not None:
-        stages["control"] = config.control_steps * REF_SFT_STEP_S / speed
-    else:
-        stages["control"] = mbpo * config.control_time_factor
+    sft_step = REF_SFT_STEP_S * config.mbpo.optim.batch_size / config.base.optim.batch_size
+    for arm in config.arms:
+        if arm == "mbpo":
+            stages[arm] = seeds * mbpo
+        elif arm == "mbpo_twins":  # mines ~3x the candidates of mbpo (every counter-prior item)
+            stages[arm] = (
+                seeds * REF_TWINS_FACTOR * config.mbpo_twins.optim.steps * (REF_MBPO_STEP_S / speed)
+            )
+        elif arm == "sft_time" and config.control_steps is not None:
+            stages[arm] = seeds * config.control_steps * REF_SFT_STEP_S / speed
+        elif arm == "sft_time":
+            stages[arm] = seeds * mbpo * config.control_time_factor
+        else:  # the matched SFT controls: MBPO's steps at MBPO's (smaller) batch
+            stages[arm] = seeds * config.mbpo.optim.steps * sft_step / speed
     items = min(config.eval_limit or EMBEDDED_EVAL_ITEMS, EMBEDDED_EVAL_ITEMS)
     per_eval = 3 * items * len(config.probes) * REF_EVAL_SAMPLE_S / speed
-    stages["eval"] = 3 * per_eval
+    stages["eval"] = seeds * (1 + len(config.arms)) * per_eval
     stages["report"] = REF_REPORT_S / speed
     return Plan(stages=stages, speed=speed, base_cached=base_cached)

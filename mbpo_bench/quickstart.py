@@ -1,17 +1,26 @@
 """`mbpo-bench quickstart`: the whole pipeline, offline, on the embedded benchmark.
 
-Stages, each a run folder under `output` (so every number in the report can be re-derived):
+Stages, each a run folder under `output` (`output/seed<k>/` with `--seeds N` > 1), so every
+number in the report can be re-derived:
 1. `base/`: a tiny LLaVA built offline and fine-tuned (SFT, full) on the biased training split
    (prior strength 0.9): a model that leans on the language prior. Cached under the mbpo-bench
-   cache keyed by everything that shapes it, so later runs spend their time on the comparison.
-2. `mbpo/`: MBPO from the base (IIG selection + PGD hard negatives, then hybrid GRPO).
-3. `control/`: the skeptic's control: continued SFT from the base on the same data for the same
-   wall time as MBPO (steps = MBPO's seconds / the base's measured seconds per SFT step).
-4. `eval_{base,control,mbpo}/`: `mbpo-bench eval` on the embedded suite with the probes.
-5. The report (`mbpo-bench report`), opened by a findings section computed from the same files:
-   each claim is stated with its paired 95% CI and marked as shown or NOT shown, never assumed.
-   It goes to `output/report.md` (beside its figures) unless `report` names another file, so a
-   quickstart run inside the checkout never rewrites the committed `reports/quickstart.md`.
+   cache keyed by everything that shapes it (including the benchmark's generator version).
+2. the arms (`arms`), each from the base:
+   - `mbpo`: MBPO (IIG selection + PGD hard negatives, then hybrid GRPO);
+   - `sft_mined`: SFT on the SAME mined items (mbpo/pairs.parquet), matched to `mbpo` on
+     optimizer steps, prompts per step and learning-rate schedule (same OptimConfig);
+   - `mbpo_twins`: the twin-pair variant (trainers/twins.py): mines from every counter-prior
+     training item that has a prior twin and trains each mined item with its twin;
+   - `sft_twins`: SFT on the same twins (mbpo_twins/pairs.parquet + twins), matched likewise;
+   - `sft_time` (not a default): the old control, continued SFT on the full biased split for
+     MBPO's wall time with the base's lr and a restarted warm-up: NOT matched, kept to compare.
+3. `eval_<arm>/`: `mbpo-bench eval` on the embedded suite's `split` (`test` for reports, `dev`
+   for choosing settings) with the probes.
+4. The report (`quickstart_report`): findings over seeds (the unit of inference), then the
+   tables of `mbpo-bench report` for the first seed.
+   The report goes to `output/report.md` (beside its figures) unless `report` names another
+   file, so a quickstart run inside the checkout never rewrites the committed
+   `reports/quickstart.md`.
 
 Every long stage shows a progress bar (rate, ETA), and a one-line plan at the start gives the
 expected duration on this machine (`plan.py`).
@@ -26,7 +35,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mbpo_bench.config import dump_yaml, to_dict
 from mbpo_bench.errors import UserError
@@ -37,6 +46,9 @@ from mbpo_bench.trainers.mbpo import MBPOConfig
 from mbpo_bench.trainers.sft import SFTConfig
 
 EMBEDDED_TASKS = ("mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedded_count")
+ARMS = ("mbpo", "sft_mined", "mbpo_twins", "sft_twins", "sft_time")
+# each control and the arm it is matched to (same steps, prompts per step, lr schedule)
+MATCHED = {"sft_mined": "mbpo", "sft_twins": "mbpo_twins"}
 
 
 def _base_sft() -> SFTConfig:
@@ -80,6 +92,16 @@ def _mbpo() -> MBPOConfig:
     return cfg
 
 
+def _mbpo_twins() -> MBPOConfig:
+    """`_mbpo()` with the twin-pair variant on: candidates are ALL counter-prior training items
+    that have a twin (about 3,600 by default; mining.limit null), IIG top 10% of them attacked,
+    online prompts the mined items and their twins."""
+    cfg = _mbpo()
+    cfg.hybrid.twins = True
+    cfg.mining.limit = None
+    return cfg
+
+
 @dataclass
 class QuickstartConfig:
     output: Path = Path("runs/quickstart")
@@ -88,24 +110,32 @@ class QuickstartConfig:
     family: str = "llava"
     size: str = "tiny"  # "small" (~65M parameters, 224 px) for the GPU-scale run
     seed: int = 0
+    seeds: int = 1  # seeds seed .. seed + seeds - 1, each a full run; the unit of inference
+    split: Literal["test", "dev"] = "test"  # evaluation split: test for reports, dev for tuning
+    arms: list[str] = field(
+        default_factory=lambda: ["mbpo", "sft_mined", "mbpo_twins", "sft_twins"]
+    )
     threads: int | None = None  # torch CPU threads for every stage (None: torch's default)
     cache_base: bool = True
     base: SFTConfig = field(default_factory=_base_sft)
     mbpo: MBPOConfig = field(default_factory=_mbpo)
+    mbpo_twins: MBPOConfig = field(default_factory=_mbpo_twins)
     control_time_factor: float = 1.0  # control wall time = factor x MBPO's
     # fixed control steps (None: time-matched, the default): the time match makes the control
     # depend on the machine's speed; a fixed count reproduces a report exactly elsewhere
     control_steps: int | None = None
-    # items per task (None: the whole eval split of 1000): 500 = 250 counter-prior a task, paired
-    # CIs of about +-0.02 on the pooled differences, and a first run under 5 minutes
+    # items per task (None: the whole split; test has 1000 = 500 twin pairs): 500 = 250 pairs a
+    # task, and a first run under 5 minutes
     eval_limit: int | None = 500
     eval_batch_size: int = 64
     probes: list[str] = field(default_factory=lambda: ["image", "blind", "mismatched", "noise"])
 
 
 def base_fingerprint(config: QuickstartConfig) -> str:
-    """Everything that shapes the base model: family, size, seed, SFT config, package version."""
+    """Everything that shapes the base model: family, size, seed, SFT config, package version,
+    and the embedded benchmark (its config and generator version, via the data fingerprint)."""
     from mbpo_bench import __version__
+    from mbpo_bench.data.registry import embedded_config_from_env
 
     text = json.dumps(
         {
@@ -114,6 +144,7 @@ def base_fingerprint(config: QuickstartConfig) -> str:
             "seed": config.seed,
             "sft": to_dict(config.base),
             "v": __version__,
+            "data": embedded_config_from_env().fingerprint(),
         },
         sort_keys=True,
     )
@@ -199,17 +230,50 @@ def sft_seconds_per_step(run: Path) -> float:
     return float(statistics.median(times))
 
 
-def train_mbpo(config: QuickstartConfig, base: Path, out: Path) -> float:
+def train_mbpo(config: QuickstartConfig, base: Path, out: Path, arm: str = "mbpo") -> float:
     from mbpo_bench.trainers.mbpo import run_mbpo
 
-    cfg = dataclasses.replace(
-        config.mbpo, model=str(base), runtime=_runtime(config.mbpo.runtime, config)
-    )
-    _say(f"MBPO from the base ({cfg.optim.steps} steps, hybrid offline ratio "
-         f"{cfg.hybrid.offline_ratio})")  # fmt: skip
+    source = config.mbpo_twins if arm == "mbpo_twins" else config.mbpo
+    cfg = dataclasses.replace(source, model=str(base), runtime=_runtime(source.runtime, config))
+    _say(f"{arm} from the base ({cfg.optim.steps} steps, hybrid offline ratio "
+         f"{cfg.hybrid.offline_ratio}, twins {cfg.hybrid.twins})")  # fmt: skip
     start = time.perf_counter()
-    run_mbpo(cfg, out / "mbpo", overwrite=True)
+    run_mbpo(cfg, out / arm, overwrite=True)
     return time.perf_counter() - start
+
+
+def train_matched_sft(
+    config: QuickstartConfig, base: Path, out: Path, arm: str
+) -> tuple[float, Path]:
+    """SFT on the items the matched MBPO arm mined (and, for `sft_twins`, their twins), with
+    that arm's OptimConfig: the same steps, prompts per step, lr, warm-up and decay. Returns
+    (seconds, the model to evaluate): the base itself when mining kept no pair (nothing to
+    train on; the report's mining table shows it)."""
+    import copy
+
+    from mbpo_bench.trainers.data import read_pairs
+    from mbpo_bench.trainers.mining import PAIRS_FILE
+    from mbpo_bench.trainers.sft import run_sft
+
+    source = MATCHED[arm]
+    pairs = out / source / PAIRS_FILE
+    if not pairs.is_file():
+        raise UserError(f"arm {arm} needs arm {source} first (its {pairs}) — add it to arms")
+    if not read_pairs(pairs):
+        _say(f"{arm}: {source} mined no pair, so there is nothing to train on: the base stands in")
+        return 0.0, base
+    mbpo = config.mbpo_twins if source == "mbpo_twins" else config.mbpo
+    cfg = copy.deepcopy(config.base)
+    cfg.model = str(base)
+    cfg.blind_fraction = 0.0
+    cfg.preference_data = str(pairs)
+    cfg.twins = arm == "sft_twins"
+    cfg.optim = dataclasses.replace(mbpo.optim)
+    cfg.runtime = _runtime(cfg.runtime, config)
+    _say(f"{arm}: SFT on {source}'s mined items, {cfg.optim.steps} steps at lr {cfg.optim.lr}")
+    start = time.perf_counter()
+    run_sft(cfg, out / arm, overwrite=True)
+    return time.perf_counter() - start, out / arm
 
 
 def train_control(config: QuickstartConfig, base: Path, out: Path, budget_s: float) -> float:
@@ -228,9 +292,9 @@ def train_control(config: QuickstartConfig, base: Path, out: Path, budget_s: flo
     # "just train longer" a skeptic would run, not a handicapped variant.
     cfg.optim = dataclasses.replace(config.base.optim, steps=steps)
     cfg.runtime = _runtime(cfg.runtime, config)
-    _say(f"control: continued SFT, {steps} steps (~{budget_s:.0f} s at {per_step:.3f} s/step)")
+    _say(f"sft_time: continued SFT, {steps} steps (~{budget_s:.0f} s at {per_step:.3f} s/step)")
     start = time.perf_counter()
-    run_sft(cfg, out / "control", overwrite=True)
+    run_sft(cfg, out / "sft_time", overwrite=True)
     return time.perf_counter() - start
 
 
@@ -239,6 +303,7 @@ def evaluate(config: QuickstartConfig, model: Path, out: Path) -> float:
 
     eval_cfg = EvalConfig(
         model=str(model), tasks="embedded", output=str(out), limit=config.eval_limit,
+        split=config.split,
         batch_size=config.eval_batch_size, probes=ProbeConfig(names=list(config.probes)),
     )  # fmt: skip
     start = time.perf_counter()
@@ -246,47 +311,85 @@ def evaluate(config: QuickstartConfig, model: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_quickstart(config: QuickstartConfig) -> Path:
-    """Run every stage; return the report's path."""
-    from mbpo_bench.quickstart_report import write_report
-
+def check_config(config: QuickstartConfig) -> None:
+    """Every setting the stages need, checked before anything is written."""
     if config.control_steps is not None and config.control_steps < 1:
         raise UserError(
             f"control_steps must be at least 1, got {config.control_steps} — "
             "or null for the time-matched control"
         )
+    if config.seeds < 1:
+        raise UserError(f"seeds must be at least 1, got {config.seeds} — pass --seeds 3")
+    unknown = [a for a in config.arms if a not in ARMS]
+    if unknown or not config.arms:
+        raise UserError(f"unknown arms {unknown or '[]'} — choose from {', '.join(ARMS)}")
+    for arm, source in MATCHED.items():
+        if arm in config.arms and source not in config.arms:
+            raise UserError(f"arm {arm} is matched to {source} — add {source} to arms")
+    if "sft_time" in config.arms and "mbpo" not in config.arms:
+        raise UserError("arm sft_time takes mbpo's wall time — add mbpo to arms")
+
+
+def seed_dirs(config: QuickstartConfig) -> list[tuple[int, Path]]:
+    """(seed, run folder) of every seed: `output` itself for one seed, else `output/seed<k>`."""
+    seeds = [config.seed + k for k in range(config.seeds)]
+    if config.seeds == 1:
+        return [(config.seed, config.output)]
+    return [(s, config.output / f"seed{s}") for s in seeds]
+
+
+def run_seed(
+    config: QuickstartConfig, out: Path, expected: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Every stage of one seed into `out`; returns the stage timings."""
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    base, base_info = build_base(config, out)
+    timings["base"] = base_info["seconds"]
+    ordered = [a for a in ARMS if a in config.arms]  # MBPO arms before their controls
+    models = {"base": base, **{arm: out / arm for arm in ordered}}
+    for arm in ordered:
+        if arm in ("mbpo", "mbpo_twins"):
+            timings[arm] = train_mbpo(config, base, out, arm)
+        elif arm in MATCHED:
+            timings[arm], models[arm] = train_matched_sft(config, base, out, arm)
+        else:
+            timings[arm] = train_control(config, base, out, timings["mbpo"])
+    for name in ["base", *ordered]:
+        _say(f"evaluating {name} on split {config.split} with probes {', '.join(config.probes)}")
+        timings[f"eval_{name}"] = evaluate(config, models[name], out / f"eval_{name}")
+    timings["total_before_report"] = time.perf_counter() - start
+    write_json_atomic(
+        out / "timings.json",
+        {"base_cached": base_info["cached"], **timings, "expected_s": expected or {}},
+    )
+    return timings
+
+
+def run_quickstart(config: QuickstartConfig) -> Path:
+    """Run every stage of every seed; return the report's path."""
+    from mbpo_bench.plan import quickstart_plan
+    from mbpo_bench.quickstart_report import write_report
+
+    check_config(config)
     if config.threads is not None:
         import torch
 
         torch.set_num_threads(config.threads)
-    from mbpo_bench.plan import quickstart_plan
-
-    out = config.output
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "quickstart_config.yaml", dump_yaml(config))
+    config.output.mkdir(parents=True, exist_ok=True)
+    write_atomic(config.output / "quickstart_config.yaml", dump_yaml(config))
     if config.progress:  # our bars replace transformers' per-file "Loading weights" bars
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     plan = quickstart_plan(config, base_cached=base_is_cached(config))
     _say(plan.line())
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    base, base_info = build_base(config, out)
-    timings["base"] = base_info["seconds"]
-    timings["mbpo"] = train_mbpo(config, base, out)
-    timings["control"] = train_control(config, base, out, timings["mbpo"])
-    for name, model in (("base", base), ("control", out / "control"), ("mbpo", out / "mbpo")):
-        _say(f"evaluating {name} with probes {', '.join(config.probes)}")
-        timings[f"eval_{name}"] = evaluate(config, model, out / f"eval_{name}")
-    timings["total_before_report"] = time.perf_counter() - start
-    write_json_atomic(
-        out / "timings.json",
-        {"base_cached": base_info["cached"], **timings, "expected_s": plan.stages},
-    )
-    report = write_report(
-        config, out, base_cached=bool(base_info["cached"]), timings=timings,
-        path=report_path(config),
-    )  # fmt: skip
+    timings: dict[int, dict[str, float]] = {}
+    for seed, folder in seed_dirs(config):
+        if config.seeds > 1:
+            _say(f"seed {seed} -> {folder}")
+        timings[seed] = run_seed(dataclasses.replace(config, seed=seed), folder, plan.stages)
+    report = write_report(config, timings, path=report_path(config))
     _say(f"report: {report}")
     return report

@@ -20,7 +20,7 @@ from mbpo_bench.plan import (
 from mbpo_bench.quickstart import QuickstartConfig, report_path
 from mbpo_bench.runs import write_atomic
 
-TINY_BENCH = "n_train: 48\nn_eval_per_cell: 4\n"
+TINY_BENCH = "n_train: 48\nn_eval_per_cell: 4\nn_dev_per_cell: 2\n"
 TINY_OVERRIDES = [
     "base.optim.steps=4",
     "base.optim.batch_size=4",
@@ -30,6 +30,7 @@ TINY_OVERRIDES = [
     "mbpo.mining.steps=2",
     "mbpo.grpo.num_generations=2",
     "mbpo.grpo.oversample=1",
+    "arms=[mbpo, sft_mined]",
     "probes=[image, blind]",
     "eval_limit=4",
 ]
@@ -62,8 +63,8 @@ def test_plan_scales_the_reference_costs_by_the_measured_speed() -> None:
     assert ref.speed == pytest.approx(1.0)
     assert ref.stages["base"] == pytest.approx(cfg.base.optim.steps * REF_SFT_STEP_S)
     assert ref.stages["mbpo"] == pytest.approx(cfg.mbpo.optim.steps * REF_MBPO_STEP_S)
-    assert ref.stages["control"] == pytest.approx(ref.stages["mbpo"])
-    n_eval = 3 * 3 * (cfg.eval_limit or 0) * len(cfg.probes)
+    assert set(ref.stages) == {"base", *cfg.arms, "eval", "report"}
+    n_eval = 3 * (1 + len(cfg.arms)) * (cfg.eval_limit or 0) * len(cfg.probes)
     assert ref.stages["eval"] == pytest.approx(n_eval * REF_EVAL_SAMPLE_S)
     twice = quickstart_plan(cfg, base_cached=True, calibration_s=REF_CALIBRATION_S / 2)
     assert "base" not in twice.stages, "a cached base costs nothing"

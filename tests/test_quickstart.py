@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mbpo_bench.cli.main import main
 from mbpo_bench.config import load_config
 from mbpo_bench.quickstart import QuickstartConfig, base_fingerprint
 from mbpo_bench.quickstart_report import Diff, _verdict
 
-TINY_BENCH = "n_train: 48\nn_eval_per_cell: 4\n"
+TINY_BENCH = "n_train: 200\nn_eval_per_cell: 4\nn_dev_per_cell: 2\n"
 TINY_OVERRIDES = [
     "base.optim.steps=4",
     "base.optim.batch_size=4",
@@ -21,6 +23,17 @@ TINY_OVERRIDES = [
     "mbpo.mining.steps=2",
     "mbpo.grpo.num_generations=2",
     "mbpo.grpo.oversample=1",
+    "mbpo.mining.iig_filter=false",
+    "mbpo.mining.keep=wrong",
+    "mbpo_twins.optim.steps=2",
+    "mbpo_twins.optim.batch_size=4",
+    "mbpo_twins.mining.steps=2",
+    "mbpo_twins.mining.iig_filter=false",
+    "mbpo_twins.mining.keep=wrong",
+    "mbpo.mining.require_clean_correct=false",
+    "mbpo_twins.mining.require_clean_correct=false",
+    "mbpo_twins.grpo.num_generations=2",
+    "mbpo_twins.grpo.oversample=1",
     "probes=[image, blind, mismatched]",
 ]
 
@@ -56,6 +69,23 @@ def test_unknown_override_is_one_line_error(capsys: pytest.CaptureFixture[str]) 
     assert "unknown config key 'QuickstartConfig.mbpo.optim.stepz' (did you mean: steps?)" in err
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seeds=0", "seeds must be at least 1"),
+        ("arms=[mbpo, dpo2]", "unknown arms"),
+        ("arms=[sft_mined]", "arm sft_mined is matched to mbpo"),
+    ],
+)
+def test_bad_seeds_and_arms_are_refused_before_any_stage(
+    override: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--output", str(out), override]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_bad_control_steps_is_refused_before_any_stage(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -83,10 +113,23 @@ def test_quickstart_runs_end_to_end_and_reuses_the_cached_base(
     ]
     assert main([*argv, *TINY_OVERRIDES]) == 0
     text = (tmp_path / "r" / "qs.md").read_text()
-    assert "## Findings" in text and "Base model built in this run" in text
-    for run in ("base", "control", "mbpo"):
+    assert "## Findings" in text and "**Split: `test`**" in text and "**Seeds: 1**" in text
+    assert "one seed: no across-seed interval" in text  # one seed shows nothing
+    for run in ("base", "mbpo", "sft_mined", "mbpo_twins", "sft_twins"):
         assert (tmp_path / "qs" / f"eval_{run}" / "results.json").is_file()
-    assert main([*argv, *TINY_OVERRIDES, "control_steps=3"]) == 0
-    assert "Base model taken from the cache" in (tmp_path / "r" / "qs.md").read_text()
-    rows = (tmp_path / "qs" / "control" / "metrics.jsonl").read_text().splitlines()
+    cached = json.loads((tmp_path / "qs" / "timings.json").read_text())["base_cached"]
+    assert cached is False
+    # the matched control trains on the mined items with MBPO's optimizer settings
+    sft = yaml.safe_load((tmp_path / "qs" / "sft_mined" / "config.yaml").read_text())
+    mbpo = yaml.safe_load((tmp_path / "qs" / "mbpo" / "config.yaml").read_text())
+    assert sft["optim"] == mbpo["optim"] and sft["preference_data"].endswith("pairs.parquet")
+    two = [*argv, "--seeds", "2", "--split", "dev", "arms=[mbpo, sft_mined, sft_time]",
+           "control_steps=3"]  # fmt: skip
+    assert main([*two, *TINY_OVERRIDES]) == 0
+    text = (tmp_path / "r" / "qs.md").read_text()
+    assert "**Split: `dev`**" in text and "**Seeds: 2** (0, 1)" in text
+    for seed in (0, 1):
+        assert json.loads((tmp_path / "qs" / f"seed{seed}" / "timings.json").read_text())
+    assert json.loads((tmp_path / "qs" / "seed0" / "timings.json").read_text())["base_cached"]
+    rows = (tmp_path / "qs" / "seed1" / "sft_time" / "metrics.jsonl").read_text().splitlines()
     assert len([r for r in rows if r.strip()]) == 3, "a fixed control_steps replaces the time match"

@@ -366,34 +366,56 @@ def make_step_fn(
     optim: OptimConfig,
     seed: int,
     hybrid: HybridSettings | None = None,
+    twins: list[PreferencePair] | None = None,
 ) -> tuple[Callable[[int], StepResult], Callable[[int], dict[str, int]]]:
-    """The step function (and its data position) over online items and offline pairs."""
+    """The step function (and its data position) over online items and offline pairs.
+
+    With `twins` (aligned with `pairs`; the twin-pair variant, trainers/twins.py) each drawn pair
+    brings its twin as a second offline group, so half as many pairs are drawn per step, and the
+    image-conditional term is added to the step's gradient."""
     from mbpo_bench.trainers.hybrid import plan_mix
 
     from mbpo_bench import parallel
 
     ratio = hybrid.offline_ratio if hybrid is not None else 0.0
     n_off, n_on = plan_mix(optim.batch_size, ratio, len(pairs))
-    _check_sharded_mix(policy, n_off, n_on)
+    n_draw = max(1, n_off // 2) if twins is not None and n_off else n_off
+    _check_sharded_mix(policy, n_draw, n_on)  # with twins: each drawn pair brings its twin
     online = IndexStream(len(items), n_on * s.oversample, seed=seed)
-    offline = IndexStream(len(pairs), n_off, seed=seed + 1)
+    offline = IndexStream(len(pairs), n_draw, seed=seed + 1)
 
     def step(i: int) -> StepResult:
         on = [items[j] for j in parallel.shard(online.batch(i))] if n_on else []
-        off = [pairs[j] for j in parallel.shard(offline.batch(i))] if n_off else []
+        drawn = parallel.shard(offline.batch(i)) if n_draw else []
+        off = [pairs[j] for j in drawn]
+        if twins is not None:
+            off += [twins[j] for j in drawn]
         seeds = None
         if s.seed_per_prompt:  # by position in the global batch: online groups, then offline
-            where = parallel.shard(range(n_on * s.oversample)) + [
-                n_on + k for k in parallel.shard(range(n_off))
-            ]
+            mine = parallel.shard(range(n_draw))
+            where = parallel.shard(range(n_on * s.oversample)) + [n_on + k for k in mine]
+            if twins is not None:
+                where += [n_on + n_draw + k for k in mine]
             seeds = [prompt_seed(seed, i, k) for k in where]
         ro = rollout(policy, on, off, s, hybrid, seeds)
-        return policy_update(policy, ro, s, optim.grad_accum)
+        result = policy_update(policy, ro, s, optim.grad_accum)
+        if twins is not None and hybrid is not None and hybrid.twin_cond_weight and drawn:
+            from mbpo_bench.trainers.twins import conditional_loss
+
+            with policy.compiled():
+                loss, value = conditional_loss(
+                    policy, [pairs[j] for j in drawn], [twins[j] for j in drawn],
+                    hybrid.twin_cond_beta,
+                )  # fmt: skip
+                (hybrid.twin_cond_weight * loss / len(drawn)).backward()
+            result.metrics["twin_cond_loss"] = value / len(drawn)
+            result.loss += hybrid.twin_cond_weight * value / len(drawn)
+        return result
 
     def position(i: int) -> dict[str, int]:
         return {
             **online.position(i),
-            "offline_offset": offline.position(i)["offset"] if n_off else 0,
+            "offline_offset": offline.position(i)["offset"] if n_draw else 0,
         }
 
     return step, position

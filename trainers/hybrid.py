@@ -138,6 +138,13 @@ class HybridSettings:
     # the prompts PGD mining flagged (ours; field notes: online groups from a prior-dominated
     # pool carry almost no signal)
     online_pool: Literal["all", "mined"] = "all"
+    # ours, the twin-pair variant (trainers/twins.py; embedded benchmark v3): mine from items
+    # that have a prior twin and train each mined pair with its twin in the same step (half the
+    # offline groups are twins, so the groups per step stay `offline_ratio` x batch), plus an
+    # image-conditional term with the twin as the wrong image
+    twins: bool = False
+    twin_cond_weight: float = 1.0
+    twin_cond_beta: float = 0.1
 
 
 def online_items(

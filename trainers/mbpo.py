@@ -77,17 +77,33 @@ def run_mbpo(
         trust_remote_code=config.trust_remote_code,
     )  # fmt: skip
     source = config.preference_data or config.data
+    twin_of = None
+    candidates = items
+    if config.hybrid.twins:  # trainers/twins.py: candidates are the items with a prior twin
+        from mbpo_bench.trainers.twins import twin_map, with_twin
+
+        twin_of = twin_map(config.data)
+        candidates = with_twin(items, twin_of)
     pairs = load_or_mine_pairs(
-        policy, source, config.split, config.limit, config.mining, run, items=items,
+        policy, source, config.split, config.limit, config.mining, run, items=candidates,
         progress=config.runtime.progress,
     )  # fmt: skip
     if config.hybrid.online_pool == "mined" and not pairs:
         run.log("hybrid.online_pool=mined, but mining kept no pairs: online prompts from all items")
     items = online_items(items, pairs, config.hybrid.online_pool)
-    run.log(f"stage 2: {len(pairs)} offline pairs, {len(items)} online items")
+    twins = None
+    if twin_of is not None and pairs:
+        from mbpo_bench.trainers.twins import twin_items, twin_pairs
+
+        twins = twin_pairs(pairs, twin_of)
+        if config.hybrid.online_pool == "mined":
+            items = twin_items(pairs, twins)
+    run.log(f"stage 2: {len(pairs)} offline pairs, {len(items)} online items, "
+            f"twins: {twins is not None}")  # fmt: skip
     step, position = make_step_fn(
-        policy, items, pairs, config.grpo, config.optim, config.runtime.seed, config.hybrid
-    )
+        policy, items, pairs, config.grpo, config.optim, config.runtime.seed, config.hybrid,
+        twins=twins,
+    )  # fmt: skip
     return train_loop(
         run=run, model=policy.module, optim=config.optim, runtime=config.runtime, step_fn=step,
         save_final=lambda folder: policy.save_final(folder, merged=config.save_merged),

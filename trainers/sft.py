@@ -45,6 +45,11 @@ class SFTConfig:
     # the model's blind answer is its language prior (what IIG's default null and MBPO's premise
     # assume). Drawn per (step, item), so it is the same for any number of processes.
     blind_fraction: float = 0.0
+    # the matched controls of MBPO (ours): SFT on the chosen answers of these mined pairs (a
+    # pairs .parquet: "SFT on the same mined items"); with `twins`, each pair's prior twin too
+    # (the control of the twin-pair variant, trainers/twins.py)
+    preference_data: str | None = None
+    twins: bool = False
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=3e-4, steps=1200, batch_size=16, warmup_ratio=0.05)
     )
@@ -55,7 +60,7 @@ class SFTConfig:
 def run_sft(
     config: SFTConfig, output: Path, *, resume: bool = False, overwrite: bool = False
 ) -> LoopResult:
-    from mbpo_bench.trainers.data import item_prompts, load_items
+    from mbpo_bench.trainers.data import item_prompts
     from mbpo_bench.trainers.policy import load_policy
     from mbpo_bench.trainers.sharding import check_options
 
@@ -72,7 +77,7 @@ def run_sft(
     ])  # fmt: skip
     run = RunDir.open(output, overwrite=overwrite, config=config)
     setup_runtime(config.runtime)
-    items = load_items(config.data, split=config.split, limit=config.limit)
+    items = _items(config)
     policy = load_policy(
         config.model,
         lora=config.lora,
@@ -135,6 +140,26 @@ def run_sft(
         title="sft",
         data_position=stream.position,
     )
+
+
+def _items(config: SFTConfig) -> list:  # type: ignore[type-arg]
+    """The training items: a task's split, or the mined pairs' items (and their twins)."""
+    from mbpo_bench.trainers.data import load_items, read_pairs
+
+    from mbpo_bench.errors import UserError
+
+    if config.preference_data is None:
+        if config.twins:
+            raise UserError("sft.twins needs sft.preference_data (the mined pairs) — set both")
+        return load_items(config.data, split=config.split, limit=config.limit)
+    pairs = read_pairs(Path(config.preference_data))
+    if not pairs:
+        raise UserError(f"{config.preference_data} holds no pairs — mine more candidates")
+    if not config.twins:
+        return [p.as_item() for p in pairs]
+    from mbpo_bench.trainers.twins import twin_items, twin_map, twin_pairs
+
+    return twin_items(pairs, twin_pairs(pairs, twin_map(config.data)))
 
 
 def _is_blind(seed: int, step: int, index: int, fraction: float) -> bool:

@@ -17,6 +17,14 @@ def quickstart_command(
         None,
         help="Evaluate only the first N items of each task (default 500 of 1000; the override eval_limit=null evaluates all).",
     ),
+    seeds: int = typer.Option(
+        None, "--seeds", help="Run N seeds (seed .. seed+N-1); findings are over seeds (default 1)."
+    ),
+    split: str = typer.Option(
+        None,
+        "--split",
+        help="Evaluation split: test (reports, default) or dev (choosing settings).",
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild the base model."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     config: Path = typer.Option(None, help="YAML file of QuickstartConfig fields."),
@@ -33,6 +41,10 @@ def quickstart_command(
         flags.append(f"threads={threads}")
     if eval_limit is not None:
         flags.append(f"eval_limit={eval_limit}")
+    if seeds is not None:
+        flags.append(f"seeds={seeds}")
+    if split is not None:
+        flags.append(f"split={split}")
     if no_cache:
         flags.append("cache_base=false")
     if no_progress:

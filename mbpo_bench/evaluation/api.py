@@ -97,8 +97,9 @@ def load_tasks(config: EvalConfig) -> list[tuple[TaskInfo, list[TaskItem], list[
     out = []
     for spec in registry.resolve_tasks(config.tasks, include):
         items = registry.load_items(
-            spec, limit=config.limit, include_paths=include, data_root=data_root
-        )
+            spec, split=config.split, limit=config.limit, include_paths=include,
+            data_root=data_root,
+        )  # fmt: skip
         good, skipped = check_images(items, skip=config.skip_bad_items)
         out.append((task_info(spec, config.judge), good, skipped))
     return out
@@ -182,6 +183,11 @@ def run_eval(
             raise UserError(
                 f"--backend lmms-eval generates every answer, it has no answer mode "
                 f"'{config.answer_mode}' — drop --answer-mode, or use the native backend"
+            )
+        if config.split == "dev":
+            raise UserError(
+                "--backend lmms-eval evaluates the reported (test) split only — use the native "
+                "backend for split=dev"
             )
         if config.compile:
             raise UserError(

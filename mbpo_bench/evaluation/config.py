@@ -56,6 +56,8 @@ class EvalConfig:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     limit: int | None = None  # first N items of each task (after the registry's order)
+    # "test" (= "eval") for reports; "dev" (embedded benchmark) for choosing settings
+    split: Literal["test", "eval", "dev"] = "test"
     batch_size: int = 16
     max_new_tokens: int | None = None  # None: the task's generation settings
     device: str = "auto"
