@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from mbpo_bench.errors import UserError
-from mbpo_bench.quickstart_report import Diff, pooled_diff, pooled_mean
+from mbpo_bench.quickstart_report_v2 import Diff, pooled_diff, pooled_mean
 from mbpo_bench.reporting import meta_is
 from mbpo_bench.reporting.loading import load_run
 

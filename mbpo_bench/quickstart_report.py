@@ -205,7 +205,7 @@ def compute_findings(
     seeds: dict[int, dict[str, dict[str, dict[str, Any]]]], keep: set[str], arms: list[str]
 ) -> list[Finding]:
     """Every finding over seeds, Holm-corrected over the list."""
-    out = []
+    out: list[Finding] = []
     for text, t, c, metric, want in _findings_spec(arms):
         per_seed, item_t, item_c = [], [], []
         for tables in seeds.values():

@@ -16,7 +16,7 @@ import pytest
 from mbpo_bench.config import dump_yaml
 from mbpo_bench.evaluation.schema import SCHEMA_VERSION, BootstrapSettings, ModelInfo, Results
 from mbpo_bench.quickstart import QuickstartConfig
-from mbpo_bench.quickstart_report import TASKS, findings
+from mbpo_bench.quickstart_report_v2 import TASKS, findings
 from mbpo_bench.reporting.loading import load_run
 
 pytestmark = pytest.mark.bench  # benchmark scripts: `tox -e bench`, not the default envs

@@ -24,7 +24,7 @@ from support_figures import (
     write_training_run,
 )
 
-from mbpo_bench.quickstart_report import finding_rows, findings, paired_findings
+from mbpo_bench.quickstart_report_v2 import finding_rows, findings, paired_findings
 from mbpo_bench.reporting import balance_figure as balance
 from mbpo_bench.reporting import forest, render_report
 from mbpo_bench.reporting.config import ReportConfig

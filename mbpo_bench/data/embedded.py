@@ -203,7 +203,7 @@ def _eval_split(
     n_pairs = config.n_eval_per_cell if split == "test" else config.n_dev_per_cell
     for kind in KINDS:
         rng = random.Random(f"{'eval' if split == 'test' else split}-{kind}-{config.seed}")
-        rows = []
+        rows: list[dict[str, Any]] = []
         for index in range(n_pairs):
             pair_id = f"{kind}-{split}-p{index:06d}"
             for objs, row in eval_pair(kind, index, rng, config, world, popularity):

@@ -213,16 +213,16 @@ def twin_scene(
     Every other object keeps its cell, size, offset and colour, so the two images differ in
     exactly the pixels the question is about, and the question text is the same."""
     if kind == "color":
-        usual = world.usual_color[shape]
-        return tuple(dataclasses.replace(o, color=usual) if o.shape == shape else o for o in objs)
+        color = world.usual_color[shape]
+        return tuple(dataclasses.replace(o, color=color) if o.shape == shape else o for o in objs)
     if kind == "count":
         mine = [o for o in objs if o.shape == shape]
-        usual = world.usual_count[shape]
-        if len(mine) > usual:
-            drop = set(map(id, mine[usual:]))
+        count = world.usual_count[shape]
+        if len(mine) > count:
+            drop = set(map(id, mine[count:]))
             return tuple(o for o in objs if id(o) not in drop)
         free = _free_cells(config, objs)
-        cells = rng.sample(free, usual - len(mine))
+        cells = rng.sample(free, count - len(mine))
         return objs + tuple(_new_obj(rng, config, shape, mine[0].color, c) for c in cells)
     assert query is not None
     if any(o.shape == query for o in objs):  # counter "yes" (a non-partner present): remove it
