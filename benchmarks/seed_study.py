@@ -189,7 +189,8 @@ def render(rows: Sequence[StudyRow], command: str, runs_command: str | None) -> 
         "",
         "Each cell is the quickstart report's own computation: pooled over the three embedded",
         "tasks, image probe, paired over the same items, 95% bootstrap CI (2000 resamples, the",
-        "seeds of the report's findings), so seed 0 at the default base matches that report.",
+        "seeds of the report's findings): the same computation as that report, not its numbers "
+        "(a base trained on another machine differs; benchmark v2 only).",
         "Paired items (first complete run): "
         + ", ".join(f"{k[1]} n={v}" for k, v in n_items.items() if k[0] == "base")
         + " (the same vs the control).",

@@ -176,7 +176,10 @@ def _miner(monkeypatch: pytest.MonkeyPatch, null: str, tmp_path: Path) -> Callab
                               limit=None, seed=5)  # fmt: skip
 
     def mine(rank: int) -> Any:
-        vlm = SimpleNamespace(model=SimpleNamespace(eval=lambda: None), image_size=8, seeds=[])
+        vlm = SimpleNamespace(
+            model=SimpleNamespace(eval=lambda: None), image_size=8, seeds=[],
+            generate=lambda prompts, **_: [[f"t{p.text[1:]}"] for p in prompts],  # clean: right
+        )  # fmt: skip
         out = tmp_path / f"rank{rank}" / "pairs.parquet"
         pairs, stats = mining.mine_to_file(vlm, items, cfg, out)  # type: ignore[arg-type]
         return {"pairs": pairs, "stats": stats.as_dict(), "seeds": vlm.seeds, "out": out}
