@@ -56,7 +56,6 @@ BALANCE_METRICS: dict[str, bool | None] = {
     "predicted_yes_ratio": None,  # share of PREDICTED "yes" with the image (yes/no tasks)
     "counter_prior_gap": False,  # acc(prior-consistent) - acc(counter-prior), with the image
     # embedded benchmark v3 (twin pairs); see scoring._pair_balance:
-    "multimodal_gain": True,  # MMStar's MG: acc(image) - acc(blind) (= visual_reliance_blind)
     "prior_retention": True,  # acc(blind) on prior-consistent items: the text prior kept
     "image_sensitivity": True,  # share of twin pairs whose two image answers differ
     "iig_mean": True,  # mean Image Information Gain of the reference answers

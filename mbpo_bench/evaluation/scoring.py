@@ -12,8 +12,8 @@ parsed wrong answers, so junk is never mistaken for a wrong belief), for yes/no 
 ground-truth yes), `accuracy[key=value]` for each item label in `GROUP_KEYS` that takes at least
 two values in the items' meta, and for twin-pair items (embedded benchmark v3, `meta.pair_id`)
 `pair_accuracy` (both twins right; bootstrapped over pairs). Balance metrics of twin-pair tasks:
-`multimodal_gain` (image - blind, MMStar's), `prior_retention` (blind accuracy on prior-consistent
-items) and `image_sensitivity` (share of pairs whose two image-probe answers differ, both parsed). The `iig` probe reports `iig`,
+`prior_retention` (blind accuracy on prior-consistent items) and `image_sensitivity` (share of
+pairs whose two image-probe answers differ, both parsed), beside MMStar's multimodal gain. The `iig` probe reports `iig`,
 `logp_image` and `logp_null` (mean per-token log-probs of the reference answer).
 Each generation probe also counts its samples by `answer_mode` (choice or generate), and the
 run counts why a choice-mode run generated some (`fallback` of the rows).
@@ -231,10 +231,6 @@ def _pair_balance(
     out: dict[str, Metric] = {}
     common = sorted(set(image) & set(blind))
     if common:
-        acc = _columns([image[d] for d in common], verifier).get("accuracy")
-        acc_blind = _columns([blind[d] for d in common], verifier).get("accuracy")
-        if acc is not None and acc_blind is not None:
-            out["multimodal_gain"] = scorer.diff(acc, acc_blind, True)
         consistent = [
             blind[d] for d in common if (blind[d].get("meta") or {}).get("prior") == "consistent"
         ]
