@@ -189,3 +189,17 @@ def test_report_task_table_has_an_lmms_eval_column() -> None:
     assert list(df.index) == ["image / n", "image / accuracy", "image / format_rate"]
     assert list(df.loc["image / accuracy"]) == ["0.60", "0.40", "0.70", "0.50"]
     assert df.loc["image / format_rate", "a (lmms-eval)"] == "—"
+
+
+def test_tasks_verify_shows_the_lmms_eval_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from mbpo_bench.cli.main import main
+
+    assert main(["tasks", "verify", "mbpo_ai2d", "The answer is B", "-t", "B"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["correct"] is True and out["lmms"] == {
+        "pred": "the answer is b", "gt": "b", "correct": False,
+    }  # fmt: skip
+    assert main(["tasks", "verify", "mbpo_embedded_existence", "yes", "-t", "yes"]) == 0
+    assert "lmms" not in json.loads(capsys.readouterr().out)  # no lmms-eval built-in there

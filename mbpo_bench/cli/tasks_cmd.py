@@ -112,6 +112,7 @@ def verify_command(
     """Print the task verifier's verdict on RESPONSE as JSON."""
     from mbpo_bench.data.registry import get_task
     from mbpo_bench.errors import UserError
+    from mbpo_bench.tasks.lmms_compat.process_results import lmms_rule_of
     from mbpo_bench.tasks.verifiers import reward, verify
 
     spec = get_task(name, _include(include_path))
@@ -123,4 +124,7 @@ def verify_command(
     verdict = verify(spec.verifier, response, target, opts)
     out = {"task": name, "verifier": spec.verifier, **dataclasses.asdict(verdict),
            "reward": reward(spec.verifier, response, target, opts)}  # fmt: skip
+    rule = lmms_rule_of(spec.raw.get("process_results"))
+    if rule is not None:  # the `_lmms` metrics' verdict: lmms-eval 0.7.3's own parsing
+        out["lmms"] = rule(response, {"answer": target, "options": opts})
     typer.echo(json.dumps(out))

@@ -30,7 +30,22 @@ def with_lmms(rule: Rule) -> ProcessResults:
         return scored
 
     process_results.__doc__ = f"Our row plus lmms-eval's verdict by `rules.{rule.__name__}`."
+    process_results.lmms_rule = rule  # type: ignore[attr-defined]  # `tasks verify` reads it
     return process_results
+
+
+def lmms_rule_of(process_results_ref: str | None) -> Rule | None:
+    """The lmms-eval rule behind a task's `process_results` reference, if it has one."""
+    if not process_results_ref:
+        return None
+    import importlib
+
+    module, _, name = str(process_results_ref).rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return getattr(fn, "lmms_rule", None)
 
 
 pope = with_lmms(rules.pope)
