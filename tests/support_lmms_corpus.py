@@ -100,7 +100,29 @@ def readme_rows(family: str) -> list[str]:
     ]
 
 
-if __name__ == "__main__":  # print the README rows: python tests/support_lmms_corpus.py FAMILY
+def summary() -> list[str]:
+    """Per task and metric: the verifier's value and the `_lmms` value on the whole corpus."""
+    lines = [
+        "| task | metric | verifier | lmms-eval (`_lmms`) | items that differ |",
+        "|---|---|---|---|---|",
+    ]
+    for family in FAMILIES:
+        rows = our_rows(family)
+        values = our_metrics(family, rows)
+        n_diff = len(differences(family))
+        for name, value in values.items():
+            if name.endswith("_lmms") and name.removesuffix("_lmms") in values:
+                base = values[name.removesuffix("_lmms")]
+                lines.append(
+                    f"| {FAMILIES[family]} | {name.removesuffix('_lmms')} | {base:.3f} | "
+                    f"{value:.3f} | {n_diff} of {len(rows)} |"
+                )
+    return lines
+
+
+if __name__ == "__main__":
+    # python tests/support_lmms_corpus.py FAMILY   -> the README rows of FAMILY
+    # python tests/support_lmms_corpus.py --summary -> verifier vs _lmms on the whole corpus
     import sys
 
-    print("\n".join(readme_rows(sys.argv[1])))
+    print("\n".join(summary() if sys.argv[1] == "--summary" else readme_rows(sys.argv[1])))
