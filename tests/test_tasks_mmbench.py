@@ -93,3 +93,25 @@ def test_scored_results_carry_circular_single_and_per_category_with_cis() -> Non
     cat = got["mmbench_circular_by_category[attribute_recognition]"]
     assert cat.value == 0.0 and cat.ci_low is not None
     assert got["mmbench_circular_by_category[spatial_relationship]"].value == 1.0
+
+
+def test_bootstrap_draws_whole_questions_not_passes() -> None:
+    from mbpo_bench.evaluation.scoring import _Scorer
+
+    rows = _rows({"2000000": "A", "1000002": "B"})  # questions 0 and 2 wrong, 1 right
+    scorer = _Scorer("mbpo_mmbench_en", EvalConfig(), cluster="question_index")
+    seen = set()
+    for (drawn,) in scorer.resamples(rows):
+        labels = {str(r["meta"]["question_index"]) for r in drawn}
+        assert len(labels) == 3  # three question draws, a repeated one relabelled
+        by_label: dict[str, int] = {}
+        for r in drawn:
+            by_label[str(r["meta"]["question_index"])] = (
+                by_label.get(str(r["meta"]["question_index"]), 0) + 1
+            )
+        # every drawn question comes with all of its passes (4, 4 or 2)
+        assert set(by_label.values()) <= {2, 4}
+        value = m.mmbench_circular(drawn)
+        assert abs(value * 3 - round(value * 3)) < 1e-9  # whole questions: k / 3
+        seen.add(round(value, 6))
+    assert len(seen) > 1  # the resamples differ

@@ -13,6 +13,7 @@ folder) builds a task from the standard keys; our registry reads the standard ke
       suite_order: 1             # optional: position within its suites (unset: after, by name)
       judge: mmvet               # optional: graded by a judge with this rubric (open-ended tasks)
       headline: mmvet_score      # optional: the paper table's metric (default: accuracy)
+      cluster: question_index    # optional: rows sharing this meta label are resampled together
       data: {source: local | embedded, ...}   # where the items come from (see sources.py)
 
 `!function a.b.c` tags are kept as `FunctionRef("a.b.c")` strings: parsing never imports
@@ -67,6 +68,7 @@ class TaskSpec:
     suite_order: int | None = None  # position within its suites; None: after the ordered ones
     judge: str | None = None  # a rubric in mbpo_bench.judges.rubrics.RUBRICS (MM-Vet, MMHal)
     headline: str | None = None  # the metric the paper table and gain / leakage use
+    cluster: str | None = None  # item meta label whose rows the bootstrap resamples together
     origin: str = field(default="", compare=False)  # "built-in", "plugin NAME" or the folder
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -163,5 +165,6 @@ def spec_from_yaml(path: Path) -> TaskSpec | None:
         suite_order=suite_order,
         judge=None if judge is None else str(judge),
         headline=None if meta.get("headline") is None else str(meta["headline"]),
+        cluster=None if meta.get("cluster") is None else str(meta["cluster"]),
         raw=data,
     )

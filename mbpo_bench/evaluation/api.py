@@ -75,6 +75,7 @@ def task_info(spec: TaskSpec, judge: JudgeConfig | None = None) -> TaskInfo:
         metrics=metrics,
         process_results=str(process) if process else None,
         headline=spec.headline or "accuracy",
+        cluster=spec.cluster,
         judge=_judging(spec, judge),
     )
 

@@ -35,6 +35,7 @@ class TaskInfo:
     process_results: str | None = None  # dotted path of the task's lmms-eval process_results
     headline: str = "accuracy"  # the metric of the paper table and of gain / leakage
     judge: dict[str, Any] | None = None  # rubric, judge, prompt hash and source (judged tasks)
+    cluster: str | None = None  # meta label of rows the bootstrap resamples together
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class TaskPlan:
             "probes": {p: sorted(ids) for p, ids in self.probes.items()},
             "headline": self.info.headline,
             "judge": self.info.judge,
+            "cluster": self.info.cluster,
         }
 
 

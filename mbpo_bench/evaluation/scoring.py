@@ -24,7 +24,7 @@ differences between probes are paired over the items both probes cover.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +71,10 @@ def _metric(est: Estimate, higher_is_better: bool | None = True) -> Metric:
 class _Scorer:
     """Bootstrap bookkeeping for one task: counts per item subset, seeded by the task name."""
 
-    def __init__(self, task: str, config: EvalConfig) -> None:
+    def __init__(self, task: str, config: EvalConfig, cluster: str | None = None) -> None:
         self.seed = config.bootstrap.seed + stable_seed(task)
         self.b = config.bootstrap
+        self.cluster = cluster  # a meta label whose rows are resampled together (MMBench passes)
         self._counts: dict[int, np.ndarray] = {}
 
     def counts(self, n: int) -> np.ndarray:
@@ -86,6 +87,35 @@ class _Scorer:
 
     def diff(self, a: RatioMetric, b: RatioMetric, hib: bool | None) -> Metric:
         return _metric(difference_ci(a, b, self.counts(len(a.num)), self.b.confidence), hib)
+
+    def resamples(self, *paired: list[Any]) -> Iterator[list[list[Any]]]:
+        """Bootstrap resamples of row lists that hold the same items in the same order (one per
+        probe): items are drawn, or with `cluster` whole clusters (every row sharing the label,
+        e.g. the circular passes of one MMBench question). A cluster drawn twice has its second
+        copy relabelled, so grouped metrics count it twice, as a resample must."""
+        n = len(paired[0])
+        if not self.cluster:
+            for c in self.counts(n)[: self.b.task_metric_resamples].astype(int):
+                take = np.repeat(np.arange(n), c)
+                yield [[rows[i] for i in take] for rows in paired]
+            return
+        key = self.cluster
+        members: dict[str, list[int]] = {}
+        for i, row in enumerate(paired[0]):
+            members.setdefault(str((row.get("meta") or {}).get(key)), []).append(i)
+        groups = list(members.values())
+        for c in self.counts(len(groups))[: self.b.task_metric_resamples].astype(int):
+            out: list[list[Any]] = [[] for _ in paired]
+            for group, times in zip(groups, c, strict=True):
+                for copy in range(int(times)):
+                    for i in group:
+                        for rows, sample in zip(paired, out, strict=True):
+                            row = rows[i]
+                            if copy:
+                                meta = row.get("meta") or {}
+                                row = {**row, "meta": {**meta, key: f"{meta.get(key)}#{copy}"}}
+                            sample.append(row)
+            yield out
 
     def aggregate(
         self, fn: Callable[[list[Any]], float], rows: list[Any], hib: bool | None
@@ -105,11 +135,9 @@ class _Scorer:
         value = fn(rows)
         labels = list(value) if isinstance(value, dict) else [""]
         point = value if isinstance(value, dict) else {"": value}
-        counts = self.counts(n)[: self.b.task_metric_resamples].astype(int)
-        index = np.arange(n)
         stats: dict[str, list[float]] = {k: [] for k in labels}
-        for c in counts:
-            sample = fn([rows[i] for i in np.repeat(index, c)])
+        for (drawn,) in self.resamples(rows):
+            sample = fn(drawn)
             sample = sample if isinstance(sample, dict) else {"": sample}
             for k in labels:
                 stats[k].append(float(sample.get(k, np.nan)))
@@ -283,12 +311,7 @@ def headline_difference(
         return max(0.0, d) if clip else d
 
     n = len(common)
-    counts = scorer.counts(n)[: scorer.b.task_metric_resamples].astype(int)
-    index = np.arange(n)
-    stats = []
-    for c in counts:
-        take = np.repeat(index, c)
-        stats.append(diff([rows_a[i] for i in take], [rows_b[i] for i in take]))
+    stats = [diff(ra, rb) for ra, rb in scorer.resamples(rows_a, rows_b)]
     value = diff(rows_a, rows_b)
     if not np.isfinite(value):
         return Metric(None, n, None, None, hib)
@@ -320,7 +343,7 @@ def score_task(
     judge: dict[str, Any] | None = None,
 ) -> TaskResult:
     """One task's metrics from its rows; only rows of planned (probe, doc_id) pairs count."""
-    scorer = _Scorer(task, config)
+    scorer = _Scorer(task, config, task_meta.get("cluster"))
     verifier = task_meta["verifier"]
     by_probe: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in rows:
