@@ -214,7 +214,7 @@ def make_items(n: int, side: int, folder: Path, seed: int) -> list[TaskItem]:
 def prompt_tokens(vlm: Any, items: list[TaskItem]) -> list[int]:
     from mbpo_bench.trainers.data import item_prompts
 
-    prompts = item_prompts(items, vlm.image_size)
+    prompts = item_prompts(items)
     return [len(ids) for ids in vlm.prompt_ids(vlm.render(prompts, True))]
 
 
@@ -273,7 +273,7 @@ def decode_bound(bench: Bench, var: Variant, body: int, mean_prompt: float) -> N
     from mbpo_bench.trainers.data import item_prompts
 
     a, vlm = bench.args, bench.policy.vlm
-    prompts = item_prompts(bench.items[: a.prompts], vlm.image_size)
+    prompts = item_prompts(bench.items[: a.prompts])
     bench.policy.train_mode(False)
     with torch.no_grad():
         vlm.generate(prompts, max_new_tokens=1, min_new_tokens=1, do_sample=True,

@@ -171,7 +171,7 @@ def make_dataset(vlm: Any, args: argparse.Namespace, folder: Path) -> Any:
     images.mkdir()
     items = make_items((args.steps + 1) * args.prompts, vlm.image_size, images, args.seed)
     rows = [{"prompt": [{"role": "user", "content": it.question}],
-             "image": item_image(it, vlm.image_size), "target": it.target} for it in items]  # fmt: skip
+             "image": item_image(it), "target": it.target} for it in items]  # fmt: skip
     return Dataset.from_list(rows)
 
 

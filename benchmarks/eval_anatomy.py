@@ -54,10 +54,11 @@ def _fastest(fn: Callable[[], Any], device: str, repeats: int) -> float:
 
 def choice_inputs(vlm: Any, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
     """The model inputs of one image batch, as `choice_logprobs` prepares them."""
-    texts = vlm.render(prompts, True)
     pixels = vlm.images_to_tensor([p.image for p in prompts])
+    sizes = vlm.image_sizes(prompts, pixels)
+    texts = vlm.render(prompts, True, sizes)
     with torch.no_grad():
-        inputs: dict[str, torch.Tensor] = vlm.model_inputs(vlm.prompt_ids(texts), pixels)
+        inputs: dict[str, torch.Tensor] = vlm.model_inputs(vlm.prompt_ids(texts), pixels, sizes)
     return inputs
 
 

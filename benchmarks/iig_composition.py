@@ -36,7 +36,7 @@ def main(blind_fraction: float) -> None:
     print(f"base {base} ({info})")
     vlm = load_model(str(base / "final" / "model"), device="cpu")
     items = candidate_pool(training_items("embedded"), 1024, 0)
-    prompts = item_prompts(items, vlm.image_size)
+    prompts = item_prompts(items)
     blind = vlm.generate([Prompt(p.text, None) for p in prompts], max_new_tokens=3, batch_size=128)
     agree = Counter(
         (it.meta["prior"], b[0].strip() == it.meta.get("prior_answer"))

@@ -61,7 +61,8 @@ def test_probe_inputs(tmp_path: Path) -> None:
     blind = probe_input("blind", it, image_size=4, mismatched=mm)
     assert blind.prompt.image is None and blind.image is None and blind.prompt.text == it.question
     img = probe_input("image", it, image_size=4, mismatched=mm)
-    assert img.prompt.image is not None and img.prompt.image.size == (4, 4)
+    # decoded as stored (8 px): the model's input protocol does the geometry, not the probe
+    assert img.prompt.image is not None and img.prompt.image.size == (8, 8)
     mis = probe_input("mismatched", it, image_size=4, mismatched=mm)
     assert mis.image == f"mismatched:{items[1].image_path}"
     n1 = probe_input("noise", it, image_size=4, mismatched=mm)

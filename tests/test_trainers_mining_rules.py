@@ -75,7 +75,7 @@ def test_keep_rules_clean_answer_and_flip_rate(
     items = _items(8)
     clean_image = _painted(1)
     monkeypatch.setattr(
-        mining, "item_prompts", lambda its, size: [Prompt(it.question, clean_image) for it in its]
+        mining, "item_prompts", lambda its: [Prompt(it.question, clean_image) for it in its]
     )
     # under attack every item answers "yes"; without the image items 0-3 answer "yes", 4-7 "no"
     monkeypatch.setattr(

@@ -195,7 +195,7 @@ def test_pgd_on_the_model_stays_in_the_ball_and_lowers_the_answer_likelihood(
 
     vlm = load_model(resolve_start(tiny["model"])[0])
     items = load_items("mbpo_embedded_color", limit=4)
-    prompts = item_prompts(items, vlm.image_size)
+    prompts = item_prompts(items)
     images = vlm.images_to_tensor([p.image for p in prompts])  # type: ignore[misc]
     objective = _objective(vlm, prompts, [it.target for it in items], "mean")
     eps = 8 / 255

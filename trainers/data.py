@@ -56,13 +56,14 @@ class PreferencePair:
         )
 
 
-def item_image(item: TaskItem, size: int) -> Image.Image | None:
-    return item.load_image(size) if item.image_path is not None else None
+def item_image(item: TaskItem) -> Image.Image | None:
+    """The item's image at its own resolution: the model's input protocol does the geometry."""
+    return item.load_image() if item.image_path is not None else None
 
 
-def item_prompts(items: Sequence[TaskItem], image_size: int) -> list[Prompt]:
-    """One prompt per item, with its image decoded at the model's resolution."""
-    return [Prompt(item.question, item_image(item, image_size)) for item in items]
+def item_prompts(items: Sequence[TaskItem]) -> list[Prompt]:
+    """One prompt per item, with its image decoded as stored (no resize here)."""
+    return [Prompt(item.question, item_image(item)) for item in items]
 
 
 def load_items(data: str, *, split: str = "train", limit: int | None = None) -> list[TaskItem]:

@@ -129,7 +129,7 @@ def _score(
 
     from mbpo_bench.models.protocol import Prompt
 
-    prompts = item_prompts([p.as_item() for p in pairs], v.image_size)
+    prompts = item_prompts([p.as_item() for p in pairs])
     chosen = [p.chosen for p in pairs]
     rejected = [p.rejected for p in pairs]
     n = len(pairs)

@@ -169,9 +169,8 @@ def rollout(
     from mbpo_bench.trainers import hybrid as hy
     from mbpo_bench.trainers.data import item_prompts
 
-    size = policy.vlm.image_size
     off_items = [p.as_item() for p in offline]
-    prompts = item_prompts(online, size) + item_prompts(off_items, size)
+    prompts = item_prompts(online) + item_prompts(off_items)
     n_on = len(online)
     groups: list[Group] = []
     on_seeds = None if seeds is None else seeds[:n_on]

@@ -97,6 +97,10 @@ class RuntimeConfig:
     keep_checkpoints: int = 2
     progress: bool = True
     tensorboard: bool = True  # only when the tensorboard package is installed
+    # what the policy is fed (models/families.py PROTOCOLS) and Qwen's pixel limits
+    protocol: str = "native"
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
 
 @dataclass

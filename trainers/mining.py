@@ -135,7 +135,7 @@ def _negatives(
 
     from mbpo_bench.modality import pgd
 
-    prompts = item_prompts(items, vlm.image_size)
+    prompts = item_prompts(items)
     gen: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "do_sample": cfg.do_sample,
            "temperature": cfg.temperature, "batch_size": cfg.batch_size}  # fmt: skip
     n = len(items)
@@ -182,7 +182,7 @@ def _pool_iig(vlm: VisionLanguageModel, items: list[TaskItem], cfg: MiningConfig
     def iig(part: list[TaskItem]) -> torch.Tensor:
         return compute_iig(
             vlm,
-            item_prompts(part, vlm.image_size),
+            item_prompts(part),
             [it.target for it in part],
             null=cfg.iig_null,
             reduce=cfg.iig_reduce,
@@ -272,7 +272,7 @@ def _prior_answers(
     vlm: VisionLanguageModel, batch: list[TaskItem], cfg: MiningConfig
 ) -> list[str | None]:
     """The parsed greedy answer of each item's text-only prompt: the language prior's answer."""
-    prompts = [Prompt(p.text, None) for p in item_prompts(batch, vlm.image_size)]
+    prompts = [Prompt(p.text, None) for p in item_prompts(batch)]
     answers = _greedy_answers(vlm, prompts, cfg)
     return [
         is_wrong(item, a, cfg.reward_max_words)[1] for item, a in zip(batch, answers, strict=True)
@@ -383,6 +383,9 @@ class MineConfig:
     threads: int | None = None
     trust_remote_code: bool = False
     progress: bool = True  # a bar over the attacked batches (stderr)
+    protocol: str = "native"  # input protocol (models/families.py PROTOCOLS)
+    min_pixels: int | None = None  # Qwen pixel limits; None = the protocol's / checkpoint's
+    max_pixels: int | None = None
     mining: MiningConfig = field(default_factory=MiningConfig)
 
 
@@ -408,7 +411,8 @@ def run_mine(
     path, adapter = resolve_start(config.model)
     vlm = load_model(
         path, adapter=adapter, dtype=config.dtype, device=config.device,
-        trust_remote_code=config.trust_remote_code,
+        trust_remote_code=config.trust_remote_code, protocol=config.protocol,
+        min_pixels=config.min_pixels, max_pixels=config.max_pixels,
     )  # fmt: skip
     pairs, stats = mine_to_file(
         vlm, items, config.mining, run.path / PAIRS_FILE, progress=config.progress

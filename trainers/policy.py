@@ -173,6 +173,9 @@ def load_policy(
             adapter=adapter,
             dtype=runtime.dtype,
             device=runtime.device,
+            protocol=runtime.protocol,
+            min_pixels=runtime.min_pixels,
+            max_pixels=runtime.max_pixels,
             trust_remote_code=trust_remote_code,
         )
         if adapter is not None:

@@ -91,7 +91,7 @@ def run_sft(
     micro = config.optim.micro_batch_size
 
     def prompts_for(part: list[int], i: int) -> list[Prompt]:
-        shown = item_prompts([items[j] for j in part], vlm.image_size)
+        shown = item_prompts([items[j] for j in part])
         if config.blind_fraction == 0.0:
             return shown
         return [

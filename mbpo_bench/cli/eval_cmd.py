@@ -35,6 +35,9 @@ def build_config(
     backend: str | None = None,
     answer_mode: str | None = None,
     compile: bool | None = None,
+    protocol: str | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
     config_file: Path | None = None,
     judge: str | None = None,
     judge_base_url: str | None = None,
@@ -52,10 +55,11 @@ def build_config(
     `model`, `tasks` and `output` must come from an option or the file.
     """
     from mbpo_bench.config import from_dict, merge_dicts, parse_overrides, read_config_file, to_dict
-    from mbpo_bench.errors import UserError
+    from mbpo_bench.errors import UserError, check_choice
     from mbpo_bench.evaluation.choices import check_answer_mode
     from mbpo_bench.evaluation.config import EvalConfig
     from mbpo_bench.evaluation.probes import parse_probes
+    from mbpo_bench.models.families import PROTOCOL_NAMES
 
     from_file = read_config_file(config_file) if config_file is not None else {}
     options = {
@@ -76,6 +80,9 @@ def build_config(
         "backend": backend,
         "answer_mode": answer_mode,
         "compile": compile,
+        "protocol": protocol,
+        "min_pixels": min_pixels,
+        "max_pixels": max_pixels,
     }
     for key, flag in (("model", "--model PATH_OR_HUB_ID"), ("tasks", "--tasks NAMES_OR_SUITES"),
                       ("output", "--output DIR")):  # fmt: skip
@@ -84,6 +91,7 @@ def build_config(
     data = merge_dicts(to_dict(EvalConfig()), from_file)
     data.update({k: v for k, v in options.items() if v is not None})
     data["answer_mode"] = check_answer_mode(str(data["answer_mode"]))
+    data["protocol"] = check_choice("input protocol", str(data["protocol"]), PROTOCOL_NAMES)
     if isinstance(data.get("probes"), dict):
         names = probes if probes is not None else data["probes"].get("names")
         data["probes"]["names"] = list(parse_probes(names))
@@ -196,6 +204,18 @@ def eval_command(
     backbone: str | None = typer.Option(
         None, "--backbone", help="The VLM's language model, run text-only (multimodal leakage)."
     ),
+    protocol: str = typer.Option(
+        "native",
+        "--protocol",
+        help="What the model is fed: native (its own processor + template), lmms-eval (lmms-eval "
+        "0.7.3's stock wrapper), original (LLaVA-1.5 paper: pad to square, vicuna_v1).",
+    ),
+    min_pixels: int | None = typer.Option(
+        None, "--min-pixels", help="Qwen: smallest image area in pixels (default: protocol's)."
+    ),
+    max_pixels: int | None = typer.Option(
+        None, "--max-pixels", help="Qwen: largest image area in pixels (default: protocol's)."
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Any config field: section.key=value."),
     config_file: Path | None = typer.Option(
         None, "--config", help="YAML file of EvalConfig fields (options given here win over it)."
@@ -249,6 +269,8 @@ def summary(results: Any, output: Path) -> str:
         counts = ", ".join(f"{n} by {mode}" for mode, n in results.answered.items())
         why = ", ".join(f"{n} {reason}" for reason, n in results.fallbacks.items())
         lines.append(f"answer mode {results.answer_mode}: {counts}" + (f" ({why})" if why else ""))
+    if results.protocol != "native":
+        lines.append(f"protocol {results.protocol}")
     rate = f"{results.samples_per_s:.1f} samples/s" if results.samples_per_s else "no new samples"
     lines.append(f"{results.n_samples} samples, {rate}; results: {output / 'results.json'}")
     return "\n".join(lines)

@@ -87,9 +87,11 @@ def train_command(
     )  # fmt: skip
     if not quiet and parallel.is_main():  # under torchrun: once, not once per rank
         print_config(config, f"train {method}")
+    from mbpo_bench.models.families import check_protocol
     from mbpo_bench.models.loading import validate_model
 
-    validate_model(config.model)  # before the run folder exists: a typo leaves nothing behind
+    # before the run folder exists: a typo leaves nothing behind
+    check_protocol(validate_model(config.model), config.runtime.protocol)
     result = run(config, output, resume=resume, overwrite=overwrite)
     if not parallel.is_main():
         return

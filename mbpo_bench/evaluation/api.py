@@ -122,6 +122,9 @@ def load_vlm(config: EvalConfig) -> VisionLanguageModel:
             device=config.device,
             trust_remote_code=config.trust_remote_code,
             local_files_only=not config.online,
+            protocol=config.protocol,
+            min_pixels=config.min_pixels,
+            max_pixels=config.max_pixels,
         )
     except UserError:
         raise
@@ -159,6 +162,21 @@ def model_info(config: EvalConfig, vlm: VisionLanguageModel) -> ModelInfo:
     )
 
 
+def check_run_protocol(config: EvalConfig) -> None:
+    """Refuse a protocol the model's family does not define, before any run folder exists.
+
+    A model that cannot be resolved is left to `load_vlm`, which words that error.
+    """
+    from mbpo_bench.models.families import check_protocol
+    from mbpo_bench.models.loading import validate_model
+
+    try:
+        family = validate_model(config.model)
+    except UserError:
+        return
+    check_protocol(family, config.protocol)
+
+
 def run_eval(
     config: EvalConfig,
     *,
@@ -175,6 +193,7 @@ def run_eval(
     parse_probes(config.probes.names)  # unknown probe names fail first
     if not config.model:
         raise UserError("no model given — pass --model PATH_OR_HUB_ID")
+    check_run_protocol(config)
     from mbpo_bench import parallel
 
     if config.backend == "lmms-eval":

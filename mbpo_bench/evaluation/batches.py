@@ -7,7 +7,9 @@ components) and the item's meta labels; `iig` rows hold per-token-mean log-probs
 answer with and without the image instead of a response. Generation-probe rows also say how the
 response came about: `answer_mode` "generate" (plus `fallback`, the reason, when the run's mode
 is "choice") or "choice" (plus `choice_logprobs`, each answer form's first-token log-prob; see
-`choices.py`).
+`choices.py`). Every row with an image also says what the model saw of it: the input `protocol`,
+the processed `image_hw` ([H, W]) and its `image_tokens` (users debugging token budgets ask for
+exactly this; a Qwen image's count depends on its size).
 """
 
 from __future__ import annotations
@@ -88,6 +90,18 @@ def generation_row(
         **scored,
         "doc_id": item.doc_id,
         "meta": dict(item.meta),
+    }
+
+
+def image_fields(vlm: VisionLanguageModel, image: Image.Image | None) -> dict[str, Any]:
+    """What the model saw of the image: protocol, processed [H, W] and image-token count."""
+    if image is None:
+        return {"protocol": vlm.protocol, "image_hw": None, "image_tokens": 0}
+    size = vlm.processed_size(image)
+    return {
+        "protocol": vlm.protocol,
+        "image_hw": list(size),
+        "image_tokens": vlm.num_image_tokens(size),
     }
 
 
@@ -208,6 +222,7 @@ def generation_batch(
     rows = []
     for k, (it, inp, (response, how)) in enumerate(zip(items, inputs, answers, strict=True)):
         row = {**generation_row(plan, batch.probe, it, inp, response), **how}
+        row.update(image_fields(vlm, inp.prompt.image))
         if before is not None and after is not None:
             row["attack_logp_before"], row["attack_logp_after"] = before[k], after[k]
         rows.append(row)
@@ -232,7 +247,7 @@ def iig_batch(
         gen = torch.Generator().manual_seed(
             stable_seed(it.task, it.doc_id, "iig", str(config.probes.seed))
         )
-        with_image.append(Prompt(it.question, it.load_image(vlm.image_size)))
+        with_image.append(Prompt(it.question, it.load_image()))
         null: Image.Image | None  # None: the text-only null condition
         if cond == "mismatched":  # the mismatched probe's image: in distribution
             if it.doc_id not in plan.mismatched:
@@ -240,7 +255,7 @@ def iig_batch(
                     f"IIG with the mismatched null needs another image of task {it.task}, which "
                     "has fewer than two — use --set probes.iig_null=text"
                 )
-            null = load_rgb(plan.mismatched[it.doc_id], size=vlm.image_size, item=it.doc_id)
+            null = load_rgb(plan.mismatched[it.doc_id], item=it.doc_id)
         else:
             null = null_image(cond, vlm.image_size, gen)
         without.append(Prompt(it.question, null))
@@ -270,6 +285,7 @@ def iig_batch(
             "logp_null": lp_b[k],
             "n_tokens": n_tok[k],
             "iig": iig[k],
+            **image_fields(vlm, with_image[k].image),
             "meta": dict(it.meta),
         }
         for k, it in enumerate(items)

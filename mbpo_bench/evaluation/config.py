@@ -8,6 +8,10 @@ run must have the SAME config as the interrupted one (RunDir refuses otherwise),
 set instead of greedy decoding (`choices.py`); a run in choice mode and one in generate mode are
 different measurements, which results.json records and `mbpo-bench report` flags.
 
+`protocol` (native | lmms-eval | original) is what the model is fed: image geometry and prompt
+(`models/families.py` PROTOCOLS, `models/geometry.py`); runs under different protocols are
+different measurements, recorded in results.json and every samples.jsonl row.
+
 `compile` runs the choice prefills and the IIG scoring passes through torch.compile'd decoder
 layers (`models/compile.py`); generation, including the generate fallback, stays eager. It
 changes speed, not the measurement (log-probs agree to float rounding), and is recorded in
@@ -72,3 +76,8 @@ class EvalConfig:
     compile: bool = False  # compiled decoder layers for prefill / scoring passes (native backend)
     judge: JudgeConfig = field(default_factory=JudgeConfig)  # grades judge-scored tasks
     backbone: str | None = None  # the VLM's language model, run text-only (probe `backbone`)
+    # what the model is fed (models/families.py PROTOCOLS): native = the checkpoint's own
+    # processor and template; lmms-eval = lmms-eval 0.7.3's stock wrapper; original = the paper's
+    protocol: str = "native"
+    min_pixels: int | None = None  # Qwen pixel limits; None = the protocol's / checkpoint's
+    max_pixels: int | None = None

@@ -12,8 +12,9 @@ Decisions:
 - A "simple" lmms-eval model: requests carry (context, gen_kwargs, doc_to_visual, doc_id, task,
   split); the context is the task's prompt text, which the model layer wraps in the checkpoint's
   chat template with the image placeholder (no "<image>\\n" string surgery as in llava_hf).
-- One image per prompt (the Protocol's contract); images are resized to the model's input size
-  with bicubic resampling, as `TaskItem.load_image` does, so both paths see identical pixels.
+- One image per prompt (the Protocol's contract); images are passed as decoded, and the model's
+  input protocol (`models/geometry.py`) does the geometry, as on the native path, so both paths
+  see identical pixels.
 - Greedy unless the request asks for temperature > 0 (lmms-eval's convention); `until` stop
   strings cut the decoded text.
 - Constructing the model skips lmms-eval's filelock patch where filelock >= 4 removed the module
@@ -99,13 +100,7 @@ class MbpoLmms(lmms):  # type: ignore[misc]
     def _image(self, visuals: list[Any]) -> Any:
         if not visuals:
             return None
-        img = visuals[0].convert("RGB")
-        size = self.vlm.image_size
-        if img.size != (size, size):
-            from PIL import Image
-
-            img = img.resize((size, size), Image.Resampling.BICUBIC)
-        return img
+        return visuals[0].convert("RGB")  # the model's input protocol does the geometry
 
     def _prompt(
         self, context: str, doc_to_visual: Any, doc_id: Any, task: str, split: str

@@ -84,14 +84,14 @@ def probe_input(
     The adversarial probe starts from the clean image; the runner perturbs its pixels.
     """
     if probe in ("image", "adversarial"):
-        return ProbeInput(Prompt(item.question, item.load_image(image_size)), str(item.image_path))
+        return ProbeInput(Prompt(item.question, item.load_image()), str(item.image_path))
     if probe in ("blind", BACKBONE):
         return ProbeInput(Prompt(item.question, None), None)
     if probe == "mismatched":
         path = mismatched[item.doc_id]
         from mbpo_bench.data.images import load_rgb
 
-        img = load_rgb(path, size=image_size, item=f"{item.task}/{item.doc_id} (mismatched)")
+        img = load_rgb(path, item=f"{item.task}/{item.doc_id} (mismatched)")
         return ProbeInput(Prompt(item.question, img), f"mismatched:{path}")
     if probe == "noise":
         s = stable_seed(item.task, item.doc_id, "noise", str(seed))

@@ -155,6 +155,7 @@ class Results:
     answered: dict[str, int] = field(default_factory=dict)  # answer mode -> samples, all tasks
     fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> samples generated
     judge: dict[str, Any] = field(default_factory=dict)  # judge id, requests, tokens, seconds
+    protocol: str = "native"  # input protocol (models/families.py); absent in older files
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

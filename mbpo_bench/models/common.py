@@ -8,10 +8,14 @@ content is `[{"type": "image"}, {"type": "text", "text": ...}]`, or only the tex
 feature. Tiny models use ChatML, see `tokenizer.py`; LLaVA-1.5 renders `USER: <image>\\n... ASSISTANT:`.
 
 Decisions:
-- The processor's `__call__` is not on the hot path: images go PIL -> [0,1] tensor
-  (`images_to_tensor`) -> `pixels_to_inputs`, so the PGD path and the plain path are the same code
-  and give identical tensors on machines with and without torchvision. Tests check that this equals
-  the processor's output for images at model resolution.
+- The processor's `__call__` is not on the hot path: images go PIL -> the input protocol's
+  geometric step (`geometry.ImageGeometry`, once per image: the checkpoint's own resize/crop, plus
+  pad-to-square or JPEG where the protocol says so) -> [0,1] tensor at the processed geometry
+  (`images_to_tensor`, zero-padded to one batch) -> `pixels_to_inputs` (normalise, patchify; each
+  image cropped back to its own size). The PGD path and the plain path are the same code; tests
+  check `pixel_values`, `input_ids` and `image_grid_thw` equal the processor's on real photos.
+- The protocol (`families.PROTOCOLS`) also picks the prompt: the checkpoint's chat template, or
+  lmms-eval's / LLaVA-1.5's template and system prompt.
 - Text-only and image prompts are run as separate sub-batches (order kept): a text-only prompt
   carries no image tokens and no pixel inputs at all.
 - Scoring left-pads prompt+answer, runs the base model (no lm_head) once, gathers the hidden states
@@ -53,22 +57,6 @@ def unwrap(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def pil_to_tensor(images: Sequence[Image.Image], size: int) -> torch.Tensor:
-    """PIL images -> (B, 3, size, size) float32 in [0,1]; resized (bicubic) only if needed."""
-    import numpy as np
-    import torch
-    from PIL import Image as PILImage
-
-    arrays = []
-    for img in images:
-        rgb = img.convert("RGB")
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), PILImage.Resampling.BICUBIC)
-        arrays.append(np.asarray(rgb, dtype=np.uint8))
-    stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    return stacked.to(torch.float32) / 255.0
-
-
 def _chunks(indices: list[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(indices), size):
         yield indices[start : start + size]
@@ -84,24 +72,49 @@ class AdapterBase:
     family: str = ""
 
     def __init__(
-        self, model: Any, processor: Any, tokenizer: Any, *, name: str, image_size: int
+        self,
+        model: Any,
+        processor: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        image_size: int,
+        protocol: str = "native",
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
     ) -> None:
+        from mbpo_bench.models.families import check_protocol
+        from mbpo_bench.models.geometry import ImageGeometry
+
         self.model = model
         self.processor = processor
         self.tokenizer = tokenizer
         self.name = name
         self.image_size = image_size
+        self.protocol = protocol
+        self.spec = check_protocol(self.family, protocol)
+        self.geometry = ImageGeometry(
+            self.family,
+            processor.image_processor,
+            self.spec,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+        )
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.image_token: str = getattr(tokenizer, "image_token", None) or processor.image_token
+        # the processor's image token first: a real Qwen tokenizer has no `image_token`
+        self.image_token: str = getattr(processor, "image_token", None) or tokenizer.image_token
         self.image_token_id: int = tokenizer.convert_tokens_to_ids(self.image_token)
 
     # ---- family hooks -------------------------------------------------------------------------
-    def num_image_tokens(self) -> int:
+    def num_image_tokens(self, size: tuple[int, int] | None = None) -> int:
+        """Image tokens of one image at processed (H, W) `size` (None: `image_size` square)."""
         raise NotImplementedError
 
-    def pixels_to_inputs(self, pixel_images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def pixels_to_inputs(
+        self, pixel_images: torch.Tensor, sizes: Sequence[tuple[int, int]] | None = None
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def _text_extras(self, input_ids: torch.Tensor, has_image: bool) -> dict[str, torch.Tensor]:
@@ -121,23 +134,69 @@ class AdapterBase:
         return next(self.model.parameters()).dtype
 
     def images_to_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return pil_to_tensor(images, self.image_size).to(self.device)
+        """The protocol's geometric step per image, zero-padded into one (B, 3, H, W) batch."""
+        import torch
 
-    def render(self, prompts: Sequence[Prompt], with_image: bool) -> list[str]:
-        """Chat-templated prompt strings with the image placeholder expanded (or absent)."""
-        template = getattr(self.processor, "chat_template", None) or self.tokenizer.chat_template
-        convs = []
-        for p in prompts:
-            parts: list[dict[str, str]] = [{"type": "image"}] if with_image else []
-            parts.append({"type": "text", "text": p.text})
-            convs.append([{"role": "user", "content": parts}])
+        prepared = [self.geometry.prepare(img) for img in images]
+        if not prepared:
+            return torch.zeros(0, 3, self.image_size, self.image_size, device=self.device)
+        h = max(x.shape[1] for x in prepared)
+        w = max(x.shape[2] for x in prepared)
+        out = torch.zeros(len(prepared), 3, h, w)
+        for i, x in enumerate(prepared):
+            out[i, :, : x.shape[1], : x.shape[2]] = x
+        return out.to(self.device)
+
+    def processed_size(self, image: Image.Image) -> tuple[int, int]:
+        """(H, W) the model sees for `image` under this run's input protocol."""
+        return self.geometry.size(image)
+
+    def image_sizes(self, prompts: Sequence[Prompt], pixels: torch.Tensor) -> list[tuple[int, int]]:
+        """Each prompt's processed (H, W): from its image, else the whole tensor (no image)."""
+        full = (int(pixels.shape[2]), int(pixels.shape[3]))
+        return [full if p.image is None else self.geometry.size(p.image) for p in prompts]
+
+    def _conversation(self, prompt: Prompt, with_image: bool) -> list[dict[str, Any]]:
+        """One user turn in the protocol's form (an explicit system turn where it has one)."""
+        content: Any
+        if self.spec.template is not None:  # a string turn, image token first (lmms-eval, LLaVA)
+            content = (self.image_token + "\n" if with_image else "") + prompt.text
+        else:
+            content = [{"type": "image"}] if with_image else []
+            content.append({"type": "text", "text": prompt.text})
+        conv = [{"role": "user", "content": content}]
+        if self.spec.system_prompt is not None:
+            conv.insert(0, {"role": "system", "content": self.spec.system_prompt})
+        return conv
+
+    def render(
+        self,
+        prompts: Sequence[Prompt],
+        with_image: bool,
+        sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> list[str]:
+        """Chat-templated prompt strings with the image placeholder expanded (or absent).
+
+        `sizes` are the processed (H, W) per prompt (None: from each prompt's image).
+        """
+        template = (
+            self.spec.template
+            or getattr(self.processor, "chat_template", None)
+            or self.tokenizer.chat_template
+        )
+        convs = [self._conversation(p, with_image) for p in prompts]
         texts = self.tokenizer.apply_chat_template(
             convs, chat_template=template, tokenize=False, add_generation_prompt=True
         )
         if not with_image:
             return list(texts)
-        expanded = self.image_token * self.num_image_tokens()
-        return [t.replace(self.image_token, expanded, 1) for t in texts]
+        if sizes is None:
+            square = (self.image_size, self.image_size)  # a caller's image-less prompt
+            sizes = [square if p.image is None else self.geometry.size(p.image) for p in prompts]
+        return [
+            t.replace(self.image_token, self.image_token * self.num_image_tokens(hw), 1)
+            for t, hw in zip(texts, sizes, strict=True)
+        ]
 
     def _add_special(self, text: str) -> bool:
         bos = self.tokenizer.bos_token
@@ -150,32 +209,38 @@ class AdapterBase:
         ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=add)["input_ids"]
         return ids
 
-    def _check_image_tokens(self, input_ids: torch.Tensor, has_image: bool) -> None:
-        counts = (input_ids == self.image_token_id).sum(-1)
-        expected = self.num_image_tokens() if has_image else 0
-        if bool((counts != expected).any()):
+    def _check_image_tokens(self, input_ids: torch.Tensor, expected: list[int]) -> None:
+        counts = (input_ids == self.image_token_id).sum(-1).tolist()
+        if counts != expected:
             raise UserError(
-                f"a prompt has {counts.tolist()} image tokens, expected {expected} — the prompt "
+                f"prompts have {counts} image tokens, expected {expected} — the prompt "
                 f"text must not contain the image token '{self.image_token}'"
             )
 
     def model_inputs(
-        self, ids: list[list[int]], pixels: torch.Tensor | None
+        self,
+        ids: list[list[int]],
+        pixels: torch.Tensor | None,
+        sizes: Sequence[tuple[int, int]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The model's keyword inputs for `prompt_ids` (left-padded) and their images (or None for
-        text-only prompts): what `generate` and `choice_logprobs` feed the model."""
+        text-only prompts) at processed (H, W) `sizes`: what `generate` and `choice_logprobs`
+        feed the model."""
         batch = self.tokenizer.pad(
             {"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt"
         )
         input_ids = batch["input_ids"].to(self.device)
-        self._check_image_tokens(input_ids, pixels is not None)
+        if pixels is not None and sizes is None:
+            sizes = [(int(pixels.shape[2]), int(pixels.shape[3]))] * len(ids)
+        expected = [self.num_image_tokens(hw) for hw in sizes] if sizes else [0] * len(ids)
+        self._check_image_tokens(input_ids, expected)
         inputs: dict[str, torch.Tensor] = {
             "input_ids": input_ids,
             "attention_mask": batch["attention_mask"].to(self.device),
         }
         inputs.update(self._text_extras(input_ids, pixels is not None))
         if pixels is not None:
-            inputs.update(self.pixels_to_inputs(pixels.to(self.device)))
+            inputs.update(self.pixels_to_inputs(pixels.to(self.device), sizes))
         return inputs
 
     def _groups(
@@ -195,10 +260,14 @@ class AdapterBase:
 
     def _pixels_for(
         self, prompts: Sequence[Prompt], idx: list[int], pixel_images: torch.Tensor | None
-    ) -> torch.Tensor:
-        if pixel_images is not None:
-            return pixel_images[idx]
-        return self.images_to_tensor([prompts[i].image for i in idx])  # type: ignore[misc]
+    ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Pixels of prompts `idx` at processed geometry (padded) and each one's (H, W)."""
+        pixels = (
+            pixel_images[idx]
+            if pixel_images is not None
+            else self.images_to_tensor([prompts[i].image for i in idx])  # type: ignore[misc]
+        )
+        return pixels, self.image_sizes([prompts[i] for i in idx], pixels)
 
     # ---- generation ---------------------------------------------------------------------------
     def _generation_config(
@@ -255,10 +324,12 @@ class AdapterBase:
         with merge:
             for group, has_image in self._groups(prompts, pixel_images):
                 for idx in _chunks(group, max(1, batch_size)):
-                    texts = self.render([prompts[i] for i in idx], has_image)
-                    pixels = self._pixels_for(prompts, idx, pixel_images) if has_image else None
+                    pixels, sizes = (
+                        self._pixels_for(prompts, idx, pixel_images) if has_image else (None, None)
+                    )
+                    texts = self.render([prompts[i] for i in idx], has_image, sizes)
                     with torch.no_grad():
-                        inputs = self.model_inputs(self.prompt_ids(texts), pixels)
+                        inputs = self.model_inputs(self.prompt_ids(texts), pixels, sizes)
                         out = run_generate(
                             self.hf_model, inputs, cfg, num_samples, speed,
                             synced=is_sharded(self.model),
@@ -273,28 +344,38 @@ class AdapterBase:
 
     # ---- scoring ------------------------------------------------------------------------------
     def scoring_batch(
-        self, prompts: Sequence[Prompt], answers: Sequence[str], pixels: torch.Tensor | None
+        self,
+        prompts: Sequence[Prompt],
+        answers: Sequence[str],
+        pixels: torch.Tensor | None,
+        sizes: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Model inputs for prompt+answer+EOS (left-padded) and each row's answer length."""
         import torch
 
-        texts = self.render(prompts, pixels is not None)
+        if pixels is not None and sizes is None:
+            sizes = self.image_sizes(prompts, pixels)
+        texts = self.render(prompts, pixels is not None, sizes)
         prompt_ids = self.prompt_ids(texts)
         answer_ids = self.tokenizer(list(answers), add_special_tokens=False)["input_ids"]
         eos = self.tokenizer.eos_token_id
         answer_ids = [[*a, eos] for a in answer_ids]
         inputs = self.model_inputs(
-            [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)], pixels
+            [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)], pixels, sizes
         )
         lengths = torch.tensor([len(a) for a in answer_ids], device=self.device)
         return inputs, lengths
 
     def _score_group(
-        self, prompts: Sequence[Prompt], answers: Sequence[str], pixels: torch.Tensor | None
+        self,
+        prompts: Sequence[Prompt],
+        answers: Sequence[str],
+        pixels: torch.Tensor | None,
+        sizes: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
-        inputs, lengths = self.scoring_batch(prompts, answers, pixels)
+        inputs, lengths = self.scoring_batch(prompts, answers, pixels, sizes)
         ids = inputs["input_ids"]
         width = int(lengths.max())
         t = torch.arange(width, device=ids.device)
@@ -332,10 +413,10 @@ class AdapterBase:
         token_ids = torch.tensor(ids, device=self.device)
         for group, has_image in self._groups(prompts, None):
             for idx in _chunks(group, max(1, batch_size)):
-                texts = self.render([prompts[i] for i in idx], has_image)
-                pixels = self._pixels_for(prompts, idx, None) if has_image else None
+                pixels, sizes = self._pixels_for(prompts, idx, None) if has_image else (None, None)
+                texts = self.render([prompts[i] for i in idx], has_image, sizes)
                 with torch.no_grad():
-                    inputs = self.model_inputs(self.prompt_ids(texts), pixels)
+                    inputs = self.model_inputs(self.prompt_ids(texts), pixels, sizes)
                     hidden = self.hf_model.model(**inputs, use_cache=False).last_hidden_state
                     logits = self.hf_model.lm_head(hidden[:, -1]).float()
                     logp = torch.log_softmax(logits, dim=-1)[:, token_ids]
@@ -358,9 +439,12 @@ class AdapterBase:
         grad = torch.enable_grad() if requires_grad else torch.no_grad()
         with grad:
             for idx, has_image in self._groups(prompts, pixel_images):
-                pixels = self._pixels_for(prompts, idx, pixel_images) if has_image else None
+                pixels, sizes = (
+                    self._pixels_for(prompts, idx, pixel_images) if has_image else (None, None)
+                )
                 sub = [prompts[i] for i in idx]
-                parts.append((idx, *self._score_group(sub, [answers[i] for i in idx], pixels)))
+                scored = self._score_group(sub, [answers[i] for i in idx], pixels, sizes)
+                parts.append((idx, *scored))
         if len(parts) == 1:
             return AnswerLogprobs(logps=parts[0][1], mask=parts[0][2])
         width = max(p[1].shape[1] for p in parts)

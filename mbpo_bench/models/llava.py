@@ -5,12 +5,14 @@ Prompt format: the checkpoint's chat template with one `<image>` placeholder in 
 expanded to one `<image>` token per visual feature: (side / patch)^2, plus the CLS token when the
 vision tower has one (CLIP) and the "full" feature strategy keeps it.
 
-The differentiable image path is only normalisation: LLaVA's processor resizes and centre-crops to
-the vision tower's square input, which is a no-op for images already at `image_size`.
+The differentiable image path is only normalisation: the protocol's geometric step
+(`geometry.py`: the processor's resize + centre crop, after padding to square for `original`)
+already produced the vision tower's square input.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.models.common import AdapterBase
@@ -24,14 +26,18 @@ class LlavaAdapter(AdapterBase):
 
     family = "llava"
 
-    def __init__(self, model: Any, processor: Any, tokenizer: Any, *, name: str) -> None:
+    def __init__(
+        self, model: Any, processor: Any, tokenizer: Any, *, name: str, protocol: str = "native"
+    ) -> None:
         vision = unwrap_config(model).vision_config
-        super().__init__(model, processor, tokenizer, name=name, image_size=vision.image_size)
+        super().__init__(
+            model, processor, tokenizer, name=name, image_size=vision.image_size, protocol=protocol
+        )
         improc = processor.image_processor
         self._mean = list(improc.image_mean)
         self._std = list(improc.image_std)
 
-    def num_image_tokens(self) -> int:
+    def num_image_tokens(self, size: tuple[int, int] | None = None) -> int:
         cfg = unwrap_config(self.model)
         vision = cfg.vision_config
         n = (vision.image_size // vision.patch_size) ** 2
@@ -40,10 +46,13 @@ class LlavaAdapter(AdapterBase):
             n += 1
         return int(n)
 
-    def pixels_to_inputs(self, pixel_images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def pixels_to_inputs(
+        self, pixel_images: torch.Tensor, sizes: Sequence[tuple[int, int]] | None = None
+    ) -> dict[str, torch.Tensor]:
         import torch
 
-        x = pixel_images.to(self.device, torch.float32)
+        side = self.image_size
+        x = pixel_images[:, :, :side, :side].to(self.device, torch.float32)
         mean = torch.tensor(self._mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self._std, device=x.device).view(1, -1, 1, 1)
         return {"pixel_values": ((x - mean) / std).to(self.dtype)}

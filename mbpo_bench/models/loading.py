@@ -11,8 +11,10 @@ Decisions:
 - The model comes back frozen (`requires_grad=False`) and in eval mode: PGD and scoring must not
   build weight gradients; `lora.apply_lora` (or the caller, for full fine-tuning) unfreezes.
 - The processor: `AutoProcessor` where it works; otherwise (a Qwen folder on a machine without
-  torchvision, whose stock processor demands a video processor) an image-only processor built
-  from the folder's image processor and tokenizer. Nothing on the hot path calls it.
+  torchvision, whose stock processor demands a video processor, or an older Qwen2.5-VL snapshot
+  naming `Qwen2_5_VLImageProcessor`) the stock processor class built from the folder's own
+  preprocessor_config.json, tokenizer and chat template, without the video half. Nothing reads
+  an attribute only our tiny tokenizer has (a real Qwen tokenizer has no `image_token`).
 """
 
 from __future__ import annotations
@@ -125,8 +127,16 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return getattr(torch, _DTYPES[dtype])  # type: ignore[no-any-return]
 
 
-def image_only_qwen_processor(family: str, image_processor: Any, tokenizer: Any) -> Any:
-    """A Qwen2(.5)-VL processor without the video processor (which needs torchvision)."""
+def image_only_qwen_processor(
+    family: str, image_processor: Any, tokenizer: Any, chat_template: str | None = None
+) -> Any:
+    """A Qwen2(.5)-VL processor without the video processor (which needs torchvision).
+
+    It is the stock processor class, so its `__call__` (image-token expansion, grids) is
+    transformers' own; only the video half is left out. Token names follow the stock
+    `__init__`: the tokenizer's attribute where it has one, else Qwen's literal token (a real
+    Qwen tokenizer defines no `image_token`).
+    """
     import transformers as tf
     from transformers.processing_utils import ProcessorMixin
 
@@ -136,35 +146,96 @@ def image_only_qwen_processor(family: str, image_processor: Any, tokenizer: Any)
         def __init__(
             self, image_processor: Any = None, tokenizer: Any = None, chat_template: Any = None
         ) -> None:
-            self.image_token = tokenizer.image_token
-            self.image_token_id = tokenizer.image_token_id
-            self.video_token = getattr(tokenizer, "video_token", "<|video_pad|>")
+            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+            self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
             self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    return ImageOnlyQwenProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+    template = chat_template or tokenizer.chat_template
+    return ImageOnlyQwenProcessor(image_processor, tokenizer, chat_template=template)
 
 
-def load_processor(folder: Path, family: str, *, trust_remote_code: bool = False) -> Any:
-    import transformers as tf
+# preprocessor_config.json image_processor_type values a Qwen2(.5)-VL checkpoint may carry: the
+# older Qwen2.5-VL snapshots name a class transformers never had under that name.
+_QWEN_IMAGE_PROCESSORS = ("Qwen2VLImageProcessor", "Qwen2VLImageProcessorFast",
+                          "Qwen2_5_VLImageProcessor", "Qwen2VLImageProcessorPil")  # fmt: skip
 
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        proc = tf.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (ImportError, OSError, ValueError, TypeError, KeyError):
-        proc = None
-    if proc is not None and hasattr(proc, "image_processor"):
-        return proc
-    if family == "llava":
-        raise UserError(f"the processor in {folder} cannot be loaded — re-save it or rebuild")
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"{path} is not readable JSON ({type(exc).__name__}) — re-download it"
+        ) from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a JSON object — re-download it")
+    return data
+
+
+def _folder_chat_template(folder: Path) -> str | None:
+    """The checkpoint's chat template file (chat_template.jinja / .json), if it has one."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text()
+    if (folder / "chat_template.json").is_file():
+        value = _read_json(folder / "chat_template.json").get("chat_template")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def qwen_processor_from_files(folder: Path, family: str, *, trust_remote_code: bool) -> Any:
+    """The Qwen processor from the checkpoint's own files, on any install (no torchvision).
+
+    The image processor class is transformers' Qwen2-VL one on this machine's backend (PIL
+    without torchvision), whichever of the known names `preprocessor_config.json` carries.
+    """
+    import transformers as tf
     from transformers.utils import is_torchvision_available
 
-    # AutoImageProcessor itself demands torchvision in transformers 5.17: name the class.
+    config_path = folder / "preprocessor_config.json"  # (ours keep it in processor_config.json)
+    kind = _read_json(config_path).get("image_processor_type") if config_path.is_file() else None
+    if kind is not None and kind not in _QWEN_IMAGE_PROCESSORS:
+        raise UserError(
+            f"{config_path}: image_processor_type '{kind}' is not a Qwen2-VL image processor — "
+            f"set it to Qwen2VLImageProcessor"
+        )
     improc_cls = (
         tf.Qwen2VLImageProcessor if is_torchvision_available() else tf.Qwen2VLImageProcessorPil
     )
     improc = improc_cls.from_pretrained(folder)
     tok = tf.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    return image_only_qwen_processor(family, improc, tok)
+    return image_only_qwen_processor(family, improc, tok, _folder_chat_template(folder))
+
+
+def load_processor(folder: Path, family: str, *, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's processor: `AutoProcessor` where it loads, else built from its files.
+
+    `AutoProcessor` fails on a plain install for real Qwen folders (the stock processor demands
+    a torchvision video processor) and on older Qwen2.5-VL snapshots (an image processor name
+    transformers does not know); both are rebuilt from the same files.
+    """
+    import transformers as tf
+
+    try:
+        proc = tf.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (ImportError, OSError, ValueError, TypeError, KeyError) as exc:
+        proc, error = None, exc
+    else:
+        error = None
+    if proc is not None and hasattr(proc, "image_processor"):
+        return proc
+    if family == "llava":
+        why = (
+            f" ({type(error).__name__}: {str(error).strip().splitlines()[0][:120]})"
+            if error
+            else ""
+        )
+        raise UserError(
+            f"the processor in {folder} cannot be loaded{why} — check preprocessor_config.json "
+            "and processor_config.json against the original checkpoint"
+        )
+    return qwen_processor_from_files(folder, family, trust_remote_code=trust_remote_code)
 
 
 def resolve_training_run(model: str | Path) -> tuple[str, str | None]:
@@ -203,15 +274,20 @@ def load_model(
     trust_remote_code: bool = False,
     local_files_only: bool = True,
     image_size: int | None = None,
+    protocol: str = "native",
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> VisionLanguageModel:
     """Load a LLaVA / Qwen2-VL / Qwen2.5-VL checkpoint as a `VisionLanguageModel`.
 
-    `image_size` only matters for Qwen (square side fed to the vision tower; default: the tiny
+    `protocol` picks what the model is fed (`families.PROTOCOLS`: native, lmms-eval, original);
+    `min_pixels` / `max_pixels` override a Qwen checkpoint's pixel limits. `image_size` only
+    sets the side of synthetic square images (black / noise) for Qwen (default: the tiny
     model's pinned size, else 448); LLaVA's is fixed by its vision tower.
     """
     import transformers as tf
 
-    from mbpo_bench.models.families import model_class
+    from mbpo_bench.models.families import check_protocol, model_class
     from mbpo_bench.models.llava import LlavaAdapter
     from mbpo_bench.models.qwen2_vl import QwenVLAdapter
 
@@ -219,6 +295,7 @@ def load_model(
         path_or_id, adapter = resolve_training_run(path_or_id)
     folder = resolve_folder(path_or_id, local_files_only=local_files_only)
     family = check_folder(folder)
+    check_protocol(family, protocol)  # before the weights load
     dev = resolve_device(device)
     model = model_class(family).from_pretrained(
         folder,
@@ -235,11 +312,14 @@ def load_model(
     name = str(path_or_id)
     vlm: VisionLanguageModel
     if family == "llava":
-        vlm = LlavaAdapter(model, processor, tokenizer, name=name)
+        if min_pixels is not None or max_pixels is not None:
+            raise UserError("--min-pixels/--max-pixels apply to Qwen checkpoints — drop them")
+        vlm = LlavaAdapter(model, processor, tokenizer, name=name, protocol=protocol)
     else:
         vlm = QwenVLAdapter(
-            model, processor, tokenizer, name=name, family=family, image_size=image_size
-        )
+            model, processor, tokenizer, name=name, family=family, image_size=image_size,
+            protocol=protocol, min_pixels=min_pixels, max_pixels=max_pixels,
+        )  # fmt: skip
     if adapter is not None:
         from mbpo_bench.models.lora import load_adapter
 

@@ -1,9 +1,10 @@
 """The contract every model family adapter meets (LLaVA, Qwen2-VL, Qwen2.5-VL).
 
 Trainers, evaluation and mining only ever talk to this Protocol, so a new family is one adapter
-module. Images travel as PIL images (pre-resized to `image_size` so that the processor does no
-resampling and the PIL and torchvision image-processor backends give identical tensors) or as
-[0,1] float tensors of shape (B, 3, H, W) on the differentiable path used by PGD.
+module. Images travel as PIL images at their own resolution (the model's input protocol does the
+geometry once per image: `geometry.py`) or as [0,1] float tensors (B, 3, H, W) at the processed
+geometry, zero-padded to the batch's largest image, on the differentiable path used by PGD;
+each image is cropped back to its own (H, W), known from its prompt image.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class VisionLanguageModel(Protocol):
     model: Any  # transformers PreTrainedModel, possibly wrapped by peft
     processor: Any
     tokenizer: Any
-    image_size: int  # square side in pixels that the processor would produce
+    image_size: int  # side of synthetic square images (black / noise); LLaVA: its input side
+    protocol: str  # input protocol: native | lmms-eval | original (families.PROTOCOLS)
 
     @property
     def device(self) -> torch.device: ...
@@ -97,10 +99,23 @@ class VisionLanguageModel(Protocol):
         """
         ...
 
-    def pixels_to_inputs(self, pixel_images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Differentiable [0,1] images -> the processor's vision inputs (pixel_values, ...)."""
+    def pixels_to_inputs(
+        self, pixel_images: torch.Tensor, sizes: Sequence[tuple[int, int]] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Differentiable [0,1] images -> the processor's vision inputs (pixel_values, ...).
+
+        `sizes` are each image's processed (H, W) inside the zero-padded batch (None: all full).
+        """
         ...
 
     def images_to_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """PIL images -> (B, 3, H, W) float tensor in [0,1] at `image_size`, on `device`."""
+        """PIL images -> the protocol's geometric step, (B, 3, H, W) in [0,1], zero-padded."""
+        ...
+
+    def processed_size(self, image: Image.Image) -> tuple[int, int]:
+        """(H, W) the model sees for `image` under the input protocol."""
+        ...
+
+    def num_image_tokens(self, size: tuple[int, int] | None = None) -> int:
+        """Image tokens for one image of processed (H, W) `size`."""
         ...

@@ -2,18 +2,22 @@
 
 Prompt format: the checkpoint's chat template (Qwen: ChatML) with
 `<|vision_start|><|image_pad|><|vision_end|>` in the user turn; `<|image_pad|>` is expanded to
-(side / patch)^2 / merge^2 tokens. The forward pass also needs `mm_token_type_ids` (1 at image
-tokens) for multimodal RoPE, and `image_grid_thw`.
+(H / patch) * (W / patch) / merge^2 tokens for the image's processed (H, W). The forward pass also
+needs `mm_token_type_ids` (1 at image tokens) for multimodal RoPE, and `image_grid_thw` (one row
+per image).
 
-The differentiable image path re-implements the image processor for a square image already at
-`image_size` (its smart resize is then a no-op): normalise, repeat the frame `temporal_patch_size`
-times, and flatten into merge-ordered patches of shape (B * grid_h * grid_w, C * T * p * p).
-`image_size` must be a multiple of patch * merge; a real checkpoint defaults to 448 px.
+Image geometry is the protocol's (`geometry.py`): `native` is the checkpoint's own smart_resize
+within its min/max pixels (`--min-pixels/--max-pixels` override them), so a 640x480 photo becomes
+644x476 = 391 image tokens, not a square. The differentiable part re-implements the image
+processor after its resize: normalise, repeat the frame `temporal_patch_size` times, and flatten
+into merge-ordered patches of shape (grid_h * grid_w, C * T * p * p), image by image (any grid,
+square or not), concatenated over the batch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.errors import UserError
@@ -22,16 +26,28 @@ from mbpo_bench.models.common import AdapterBase
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_IMAGE_SIZE = 448
+DEFAULT_IMAGE_SIZE = 448  # side of synthetic (black / noise) square images for real checkpoints
 
 
 def default_image_size(improc: Any) -> int:
     """A tiny model pins min_pixels == max_pixels == side^2; real ones get DEFAULT_IMAGE_SIZE."""
-    size = getattr(improc, "size", None) or {}
-    lo, hi = size.get("shortest_edge"), size.get("longest_edge")
-    if lo is not None and lo == hi and math.isqrt(int(lo)) ** 2 == int(lo):
-        return math.isqrt(int(lo))
+    from mbpo_bench.models.geometry import qwen_pixel_limits
+
+    lo, hi = qwen_pixel_limits(improc)
+    if lo == hi and math.isqrt(lo) ** 2 == lo:
+        return math.isqrt(lo)
     return DEFAULT_IMAGE_SIZE
+
+
+def patchify(x: torch.Tensor, patch: int, merge: int, temporal: int) -> torch.Tensor:
+    """Normalised (C, H, W) -> (H/p * W/p, C * T * p * p) patches in merge order (differentiable)."""
+    c, h, w = x.shape
+    p, m, t = patch, merge, temporal
+    gh, gw = h // p, w // p
+    # (C, gh/m, m, p, gw/m, m, p) -> (gh/m, gw/m, m, m, C, p, p): rows in merge order
+    x = x.reshape(c, gh // m, m, p, gw // m, m, p).permute(1, 4, 2, 5, 0, 3, 6)
+    x = x.unsqueeze(5).expand(-1, -1, -1, -1, -1, t, -1, -1)  # repeat the frame in time
+    return x.reshape(gh * gw, c * t * p * p)
 
 
 class QwenVLAdapter(AdapterBase):
@@ -46,6 +62,9 @@ class QwenVLAdapter(AdapterBase):
         name: str,
         family: str,
         image_size: int | None = None,
+        protocol: str = "native",
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
     ) -> None:
         improc = processor.image_processor
         side = default_image_size(improc) if image_size is None else image_size
@@ -58,30 +77,44 @@ class QwenVLAdapter(AdapterBase):
                 f"image size {side} is not a multiple of {unit} for {name} — pass a multiple of "
                 f"{unit} (patch {self.patch} x merge {self.merge})"
             )
-        super().__init__(model, processor, tokenizer, name=name, image_size=side)
         self.family = family
+        super().__init__(
+            model, processor, tokenizer, name=name, image_size=side, protocol=protocol,
+            min_pixels=min_pixels, max_pixels=max_pixels,
+        )  # fmt: skip
         self._mean = list(improc.image_mean)
         self._std = list(improc.image_std)
 
-    def num_image_tokens(self) -> int:
-        return (self.image_size // (self.patch * self.merge)) ** 2
+    def num_image_tokens(self, size: tuple[int, int] | None = None) -> int:
+        h, w = size if size is not None else (self.image_size, self.image_size)
+        return (h // self.patch) * (w // self.patch) // (self.merge * self.merge)
 
     def _text_extras(self, input_ids: torch.Tensor, has_image: bool) -> dict[str, torch.Tensor]:
         return {"mm_token_type_ids": (input_ids == self.image_token_id).to(input_ids.dtype)}
 
-    def pixels_to_inputs(self, pixel_images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def pixels_to_inputs(
+        self, pixel_images: torch.Tensor, sizes: Sequence[tuple[int, int]] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Padded [0,1] images (B, 3, H, W) -> pixel_values of every image at its own (h, w)."""
         import torch
 
         x = pixel_images.to(self.device, torch.float32)
-        mean = torch.tensor(self._mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self._std, device=x.device).view(1, -1, 1, 1)
-        x = (x - mean) / std
-        b, c, h, w = x.shape
-        p, m, t = self.patch, self.merge, self.temporal
-        gh, gw = h // p, w // p
-        # (B, C, gh/m, m, p, gw/m, m, p) -> (B, gh/m, gw/m, m, m, C, p, p): rows in merge order
-        x = x.reshape(b, c, gh // m, m, p, gw // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)
-        x = x.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, t, -1, -1)  # repeat the frame in time
-        patches = x.reshape(b * gh * gw, c * t * p * p)
-        grid = torch.tensor([[1, gh, gw]] * b, dtype=torch.long, device=x.device)
-        return {"pixel_values": patches.to(self.dtype), "image_grid_thw": grid}
+        b, _, h, w = x.shape
+        sizes = list(sizes) if sizes is not None else [(h, w)] * b
+        mean = torch.tensor(self._mean, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self._std, device=x.device).view(-1, 1, 1)
+        unit = self.patch * self.merge
+        patches, grid = [], []
+        for k, (ih, iw) in enumerate(sizes):
+            if ih % unit or iw % unit:
+                raise UserError(
+                    f"image of {iw}x{ih} px is not a multiple of {unit} px — pass images through "
+                    "images_to_tensor (the protocol's smart_resize)"
+                )
+            img = (x[k, :, :ih, :iw] - mean) / std
+            patches.append(patchify(img, self.patch, self.merge, self.temporal))
+            grid.append([1, ih // self.patch, iw // self.patch])
+        return {
+            "pixel_values": torch.cat(patches).to(self.dtype),
+            "image_grid_thw": torch.tensor(grid, dtype=torch.long, device=x.device),
+        }
