@@ -35,6 +35,7 @@ class FakeVLM:
     processor: Any = None
     tokenizer: Any = None
     image_size = 4
+    protocol = "native"
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.calls = 0
@@ -44,6 +45,12 @@ class FakeVLM:
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
+
+    def processed_size(self, image: Any) -> tuple[int, int]:
+        return (image.size[1], image.size[0])
+
+    def num_image_tokens(self, size: tuple[int, int] | None = None) -> int:
+        return 1
 
     def _bright(self, p: Prompt) -> float | None:
         if p.image is None:

@@ -217,12 +217,11 @@ def load_processor(folder: Path, family: str, *, trust_remote_code: bool = False
     """
     import transformers as tf
 
+    error: Exception | None = None
     try:
         proc = tf.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (ImportError, OSError, ValueError, TypeError, KeyError) as exc:
         proc, error = None, exc
-    else:
-        error = None
     if proc is not None and hasattr(proc, "image_processor"):
         return proc
     if family == "llava":
