@@ -227,7 +227,7 @@ def test_qwen_tokenizer_is_real(folders):
 @pytest.mark.parametrize("protocol", ["native", "lmms-eval", "original"])
 def test_pgd_stays_in_the_ball_of_processed_pixels(folders, layout, protocol):
     """PGD perturbs the processed image (any grid), within eps in [0,1] pixels, with gradients."""
-    from mbpo_bench.trainers.pgd import pgd_attack
+    from mbpo_bench.modality.pgd import pgd_attack
 
     if layout != LLAVA and protocol == "original":
         pytest.skip("Qwen defines no original protocol (refusal tested above)")
