@@ -243,7 +243,7 @@ def _attack_batch(
     batch = [pool[i] for i in idx]
     rejected, attack = _negatives(vlm, batch, cfg, cfg.seed * 1_000_003 + b)
     priors = _prior_answers(vlm, batch, cfg) if cfg.keep == "prior" else None
-    clean = _greedy_answers(vlm, item_prompts(batch, vlm.image_size), cfg)
+    clean = _greedy_answers(vlm, item_prompts(batch), cfg)
     rows: list[_Row] = []
     for k, (i, item, answer) in enumerate(zip(idx, batch, rejected, strict=True)):
         wrong, parsed = is_wrong(item, answer, cfg.reward_max_words)

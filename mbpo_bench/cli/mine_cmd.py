@@ -54,8 +54,9 @@ def mine_command(
     if not parallel.is_main():
         return
     info = stats.as_dict()
+    flips = info["flip_rate"]  # None when no clean answer was right (nothing could flip)
+    rate = "n/a (no clean answer right)" if flips is None else f"{flips:.2f}"
     typer.echo(
         f"mined {len(pairs)} pairs from {info['candidates']} candidates "
-        f"({info['selected']} selected by IIG, flip rate {info['flip_rate']:.2f}): "
-        f"{output / PAIRS_FILE}"
+        f"({info['selected']} selected by IIG, flip rate {rate}): {output / PAIRS_FILE}"
     )
