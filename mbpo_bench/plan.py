@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mbpo_bench.quickstart import QuickstartConfig
+    from mbpo_bench.quickstart_config import QuickstartConfig
 
 # Seconds per unit on the reference machine (2 CPU cores, the committed quickstart run):
 # base SFT 117 s / 1000 steps, MBPO 35 s / 60 steps (mining included), one evaluation of

@@ -33,102 +33,20 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mbpo_bench.config import dump_yaml, to_dict
 from mbpo_bench.errors import UserError
 from mbpo_bench.evaluation.config import EvalConfig, ProbeConfig
+from mbpo_bench.quickstart_config import (
+    ARMS,
+    MATCHED,
+    QuickstartConfig,
+    seed_dirs,
+)
 from mbpo_bench.runs import write_atomic, write_json_atomic
-from mbpo_bench.trainers.loop import OptimConfig, RuntimeConfig
-from mbpo_bench.trainers.mbpo import MBPOConfig
-from mbpo_bench.trainers.sft import SFTConfig
-
-EMBEDDED_TASKS = ("mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedded_count")
-ARMS = ("mbpo", "sft_mined", "mbpo_twins", "sft_twins", "sft_time")
-# each control and the arm it is matched to (same steps, prompts per step, lr schedule)
-MATCHED = {"sft_mined": "mbpo", "sft_twins": "mbpo_twins"}
-
-
-def _base_sft() -> SFTConfig:
-    """The biased base (field notes: lr 3e-4, 5% warmup, linear decay, clip 1, batch 16).
-    1000 steps (not the notes' 1200) so that a first run fits 5 minutes on 2 CPU cores; the
-    base still shows the bias (reports/quickstart.md, finding 1). 10% of the samples are shown
-    without their image, as a real LMM also sees text-only data: that makes the text-only prompt
-    (IIG's default null) give the model's language prior, which is what IIG selection assumes
-    (without it IIG's top 10% held 1 of 63 counter-prior candidates, with it 55;
-    reports/gpu/mbpo_variants.md, follow-up)."""
-    return SFTConfig(
-        data="embedded",
-        full_finetune=True,
-        blind_fraction=0.1,
-        optim=OptimConfig(lr=3e-4, steps=1000, batch_size=16, warmup_ratio=0.05),
-        runtime=RuntimeConfig(save_every=400, progress=False),
-    )
-
-
-def _mbpo() -> MBPOConfig:
-    """method.md's defaults (10 PGD steps, G = 8, beta 0.04, half the groups offline) except
-    four settings of ours, chosen after the variant sweep of reports/gpu/mbpo_variants.md (so
-    the report's CIs do not account for that choice): IIG top 10% (not half), PGD eps 32/255 and
-    alpha 8/255 (8/255 moves a 48 px image too little), `keep=prior` (the wrong answer must be
-    the text-only one) and online prompts from the mined pairs' items. Budgets sized for 2 CPU
-    cores: 1024 mining candidates, 60 steps of 8 groups, 3-token answers, and DAPO's dynamic
-    sampling (4x the online prompts, keeping the groups whose rewards vary)."""
-    cfg = MBPOConfig(data="embedded", full_finetune=True)
-    cfg.mining.limit = 1024
-    cfg.mining.batch_size = 64
-    cfg.mining.iig_top_fraction = 0.1
-    cfg.mining.eps = 32 / 255
-    cfg.mining.alpha = 8 / 255
-    cfg.mining.keep = "prior"
-    cfg.hybrid.online_pool = "mined"
-    cfg.grpo.max_new_tokens = 3
-    cfg.grpo.oversample = 4
-    cfg.grpo.generation_batch_size = 256
-    cfg.optim.steps = 60
-    cfg.runtime = RuntimeConfig(save_every=50, progress=False)
-    return cfg
-
-
-def _mbpo_twins() -> MBPOConfig:
-    """`_mbpo()` with the twin-pair variant on: candidates are ALL counter-prior training items
-    that have a twin (about 3,600 by default; mining.limit null), IIG top 10% of them attacked,
-    online prompts the mined items and their twins."""
-    cfg = _mbpo()
-    cfg.hybrid.twins = True
-    cfg.mining.limit = None
-    return cfg
-
-
-@dataclass
-class QuickstartConfig:
-    output: Path = Path("runs/quickstart")
-    report: Path | None = None  # None: output/report.md, inside the run folder
-    progress: bool = True  # progress bars on stderr for every long stage
-    family: str = "llava"
-    size: str = "tiny"  # "small" (~65M parameters, 224 px) for the GPU-scale run
-    seed: int = 0
-    seeds: int = 1  # seeds seed .. seed + seeds - 1, each a full run; the unit of inference
-    split: Literal["test", "dev"] = "test"  # evaluation split: test for reports, dev for tuning
-    arms: list[str] = field(
-        default_factory=lambda: ["mbpo", "sft_mined", "mbpo_twins", "sft_twins"]
-    )
-    threads: int | None = None  # torch CPU threads for every stage (None: torch's default)
-    cache_base: bool = True
-    base: SFTConfig = field(default_factory=_base_sft)
-    mbpo: MBPOConfig = field(default_factory=_mbpo)
-    mbpo_twins: MBPOConfig = field(default_factory=_mbpo_twins)
-    control_time_factor: float = 1.0  # control wall time = factor x MBPO's
-    # fixed control steps (None: time-matched, the default): the time match makes the control
-    # depend on the machine's speed; a fixed count reproduces a report exactly elsewhere
-    control_steps: int | None = None
-    # items per task (None: the whole split; test has 1000 = 500 twin pairs): 500 = 250 pairs a
-    # task, and a first run under 5 minutes
-    eval_limit: int | None = 500
-    eval_batch_size: int = 64
-    probes: list[str] = field(default_factory=lambda: ["image", "blind", "mismatched", "noise"])
+from mbpo_bench.trainers.loop import RuntimeConfig
 
 
 def base_fingerprint(config: QuickstartConfig) -> str:
@@ -328,14 +246,6 @@ def check_config(config: QuickstartConfig) -> None:
             raise UserError(f"arm {arm} is matched to {source} — add {source} to arms")
     if "sft_time" in config.arms and "mbpo" not in config.arms:
         raise UserError("arm sft_time takes mbpo's wall time — add mbpo to arms")
-
-
-def seed_dirs(config: QuickstartConfig) -> list[tuple[int, Path]]:
-    """(seed, run folder) of every seed: `output` itself for one seed, else `output/seed<k>`."""
-    seeds = [config.seed + k for k in range(config.seeds)]
-    if config.seeds == 1:
-        return [(config.seed, config.output)]
-    return [(s, config.output / f"seed{s}") for s in seeds]
 
 
 def run_seed(

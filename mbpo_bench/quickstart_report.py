@@ -40,7 +40,7 @@ from mbpo_bench.reporting.loading import RunData, load_run
 from mbpo_bench.runs import write_atomic
 
 if TYPE_CHECKING:
-    from mbpo_bench.quickstart import QuickstartConfig
+    from mbpo_bench.quickstart_config import QuickstartConfig
 
 TASKS = ("mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedded_count")
 ALPHA = 0.05
@@ -400,7 +400,7 @@ def write_report(
     """Findings over seeds from the seeds' eval folders, then the first seed's full tables,
     written to `path`."""
     from mbpo_bench.progress import stage_bar
-    from mbpo_bench.quickstart import ARMS, seed_dirs
+    from mbpo_bench.quickstart_config import ARMS, seed_dirs
 
     names = ["base", *[a for a in ARMS if a in config.arms]]
     seeds: dict[int, dict[str, dict[str, dict[str, Any]]]] = {}
