@@ -120,7 +120,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model("llava", tmp_path_factory.mktemp("fsdp") / "model", seed=0)
 
 
-def _lora_steps(model: Path, rank: int, world: int, shard: bool) -> dict[str, Any]:
+def _lora_steps(
+    model: Path, rank: int, world: int, shard: bool, offload: bool = False
+) -> dict[str, Any]:
     """3 SGD steps of LoRA SFT on 4 fixed items split over the ranks, then the reference
     (adapter off) log-probs, a sampled generation and the whole weights."""
     from mbpo_bench.trainers import sharding
@@ -134,10 +136,11 @@ def _lora_steps(model: Path, rank: int, world: int, shard: bool) -> dict[str, An
     vlm = load_model(model, device="cpu", dtype="float32")
     with torch.no_grad():
         base = [p.detach().clone() for p in vlm.model.parameters()]
+    torch.manual_seed(0)  # the same adapter initialisation in every process
     apply_lora(vlm)
     n_before = sum(p.numel() for p in vlm.model.parameters())
     if shard:
-        sharding.shard_model(vlm.model)
+        sharding.shard_model(vlm.model, offload=offload)
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (9, 9, 9)]
     prompts = [Prompt("what color?", Image.new("RGB", (64, 64), c)) for c in colours]
     answers = ["red", "green", "blue dark", "black"]
@@ -172,8 +175,11 @@ def _lora_steps(model: Path, rank: int, world: int, shard: bool) -> dict[str, An
 
 
 @pytest.mark.slow
-def test_lora_on_two_sharded_ranks_equals_one_process(tiny_model: Path, two_ranks: Any) -> None:
-    two = two_ranks(lambda rank: _lora_steps(tiny_model, rank, 2, shard=True))
+@pytest.mark.parametrize("offload", [False, True], ids=["on-device", "cpu-offload"])
+def test_lora_on_two_sharded_ranks_equals_one_process(
+    tiny_model: Path, two_ranks: Any, offload: bool
+) -> None:
+    two = two_ranks(lambda rank: _lora_steps(tiny_model, rank, 2, shard=True, offload=offload))
     one = _lora_steps(tiny_model, 0, 1, shard=False)
     assert "DTensor" in two[0]["param_types"]  # the layers really are sharded ...
     assert two[0]["n_after_local"] < 0.7 * two[0]["n_before"]  # ... each rank holds a part
