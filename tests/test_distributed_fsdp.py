@@ -100,7 +100,9 @@ def test_fsdp_offload_without_fsdp_and_an_unknown_strategy_are_refused(tmp_path:
         run_here("sft", ["model=m", "runtime.fsdp_offload=true"], tmp_path / "a")
     with pytest.raises(UserError, match="is not one of 'ddp', 'fsdp'"):
         run_here("sft", ["model=m", "runtime.strategy=zero3"], tmp_path / "b")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(UserError, match=r"runtime\.fsdp_rollout only applies"):
+        run_here("grpo", ["model=m", "runtime.fsdp_rollout=gathered"], tmp_path / "c")
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_a_module_without_decoder_layers_is_refused() -> None:
@@ -195,6 +197,49 @@ def test_lora_on_two_sharded_ranks_equals_one_process(
         torch.testing.assert_close(full[name], value, rtol=0, atol=1e-5)
     # the reference is the adapter switched off (no second copy): the starting model's numbers
     torch.testing.assert_close(two[0]["reference"], one["reference"], rtol=0, atol=1e-5)
+
+
+def _gathered_sampling(model: Path, rank: int, world: int) -> dict[str, Any]:
+    """Inside `sharding.gathered`, rank r samples r + 1 times (uneven: no lockstep is possible);
+    afterwards the weights are shards again and score as before."""
+    from mbpo_bench.trainers import sharding
+    from PIL import Image
+
+    from mbpo_bench.models import load_model
+    from mbpo_bench.models.lora import apply_lora
+    from mbpo_bench.models.protocol import Prompt
+
+    vlm = load_model(model, device="cpu", dtype="float32")
+    torch.manual_seed(0)
+    apply_lora(vlm)
+    prompts = [Prompt("what color?", Image.new("RGB", (64, 64), c)) for c in ("red", "blue")]
+    if world > 1:
+        sharding.shard_model(vlm.model)
+    before = vlm.answer_logprobs(prompts, ["red", "blue"]).logps
+    samples = []
+    with sharding.gathered(vlm.model) if world > 1 else contextlib.nullcontext():
+        kinds = {type(p).__name__ for p in vlm.model.parameters()}
+        for k in range(rank + 1 if world > 1 else 2):
+            torch.manual_seed(100 + k)
+            samples.append(vlm.generate([prompts[k]], max_new_tokens=6, do_sample=True,
+                                        num_samples=3))  # fmt: skip
+    after = vlm.answer_logprobs(prompts, ["red", "blue"]).logps
+    return {"samples": samples, "before": before, "after": after, "inside": kinds,
+            "outside": {type(p).__name__ for p in vlm.model.parameters()}}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_gathered_weights_sample_unevenly_and_go_back_to_shards(
+    tiny_model: Path, two_ranks: Any
+) -> None:
+    """`runtime.fsdp_rollout=gathered`: the rollout's samples are the unsharded model's."""
+    two = two_ranks(lambda rank: _gathered_sampling(tiny_model, rank, 2))
+    one = _gathered_sampling(tiny_model, 0, 1)
+    assert two[0]["samples"] == one["samples"][:1] and two[1]["samples"] == one["samples"]
+    for r in (0, 1):
+        assert "DTensor" not in two[r]["inside"] and "DTensor" in two[r]["outside"]
+        torch.testing.assert_close(two[r]["after"], two[r]["before"], rtol=0, atol=0)
+        torch.testing.assert_close(two[r]["before"], one["before"], rtol=0, atol=1e-5)
 
 
 # ---- the CLI under torchrun ------------------------------------------------------------------
@@ -363,12 +408,17 @@ def test_dpo_sharded_on_one_process_killed_resumes_on_two(
 
 
 @pytest.mark.slow
-def test_grpo_sharded_on_two_processes_equals_one(tiny: dict[str, Any], tmp_path: Path) -> None:
-    """LoRA GRPO: rollouts with sharded weights (layer-by-layer all-gathers, synced generate),
-    the adapter-off reference and the update on 2 FSDP ranks give the one-process numbers."""
+@pytest.mark.parametrize("rollout", ["layerwise", "gathered"])
+def test_grpo_sharded_on_two_processes_equals_one(
+    tiny: dict[str, Any], tmp_path: Path, rollout: str
+) -> None:
+    """LoRA GRPO: rollouts with sharded weights (layer-by-layer all-gathers with a synced
+    generate, or the weights gathered whole for the rollout), the adapter-off reference and the
+    update on 2 FSDP ranks give the one-process numbers."""
     overrides = [f"model={tiny['sft']}", *QUIET, *GRPO]
     run_here("grpo", overrides, tmp_path / "one")
-    torchrun(tiny, 2, train_args("grpo", [*overrides, FSDP], tmp_path / "two"))
+    sharded = [*overrides, FSDP, f"runtime.fsdp_rollout={rollout}"]
+    torchrun(tiny, 2, train_args("grpo", sharded, tmp_path / "two"))
     one = read_jsonl(tmp_path / "one" / "metrics.jsonl")
     two = read_jsonl(tmp_path / "two" / "metrics.jsonl")
     assert [r["step"] for r in two] == [1, 2]

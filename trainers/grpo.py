@@ -140,15 +140,16 @@ def sample(
     policy.train_mode(False)
     kw = {"max_new_tokens": s.max_new_tokens, "do_sample": True, "temperature": s.temperature,
           "top_p": s.top_p, "num_samples": n, "speed": s.generation_speed()}  # fmt: skip
-    if seeds is None:
-        texts = policy.vlm.generate(prompts, batch_size=s.generation_batch_size, **kw)
-    else:
-        import torch
+    with policy.sampling():  # runtime.fsdp_rollout=gathered: whole weights for the rollout
+        if seeds is None:
+            texts = policy.vlm.generate(prompts, batch_size=s.generation_batch_size, **kw)
+        else:
+            import torch
 
-        texts = []
-        for prompt, seed in zip(prompts, seeds, strict=True):
-            torch.manual_seed(seed)
-            texts += policy.vlm.generate([prompt], batch_size=1, **kw)
+            texts = []
+            for prompt, seed in zip(prompts, seeds, strict=True):
+                torch.manual_seed(seed)
+                texts += policy.vlm.generate([prompt], batch_size=1, **kw)
     out = []
     for item, responses in zip(items, texts, strict=True):
         rewards, correct = score(item, responses, s.reward_max_words)

@@ -93,6 +93,10 @@ class RuntimeConfig:
     # for models whose weights, gradients and optimizer state outgrow one GPU; needs a launcher
     strategy: Literal["ddp", "fsdp"] = "ddp"
     fsdp_offload: bool = False  # fsdp: sharded weights, gradients and AdamW state in CPU memory
+    # fsdp, GRPO/MBPO sampling: "layerwise" all-gathers each layer for each decode step (every
+    # rank steps together); "gathered" all-gathers the whole weights once per rollout (one full
+    # copy per GPU meanwhile, no collective per token)
+    fsdp_rollout: Literal["layerwise", "gathered"] = "layerwise"
     save_every: int = 50
     keep_checkpoints: int = 2
     progress: bool = True

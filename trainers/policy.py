@@ -44,6 +44,7 @@ class Policy:
     base: str  # what --model resolved to (recorded in final/info.json)
     frozen_reference: VisionLanguageModel | None = None
     compile_layers: bool = False  # RuntimeConfig.compile_layers
+    fsdp_rollout: str = "layerwise"  # RuntimeConfig.fsdp_rollout
 
     @property
     def module(self) -> torch.nn.Module:
@@ -73,6 +74,20 @@ class Policy:
             for vlm in (self.vlm, self.frozen_reference):
                 if vlm is not None:
                     stack.enter_context(compiled_layers(vlm, enabled=self.compile_layers))
+            yield
+
+    @contextlib.contextmanager
+    def sampling(self) -> Iterator[None]:
+        """Around rollout generation: under FSDP with `fsdp_rollout=gathered`, the weights
+        gathered whole for the block (`sharding.gathered`); otherwise nothing."""
+        from mbpo_bench.models.common import is_sharded
+
+        if self.fsdp_rollout != "gathered" or not is_sharded(self.module):
+            yield
+            return
+        from mbpo_bench.trainers.sharding import gathered
+
+        with gathered(self.module):
             yield
 
     def train_mode(self, on: bool) -> None:
@@ -199,5 +214,5 @@ def load_policy(
                 shard_model(each.model, offload=runtime.fsdp_offload)
     return Policy(
         vlm=vlm, lora=not full_finetune, base=path, frozen_reference=frozen,
-        compile_layers=runtime.compile_layers,
+        compile_layers=runtime.compile_layers, fsdp_rollout=runtime.fsdp_rollout,
     )  # fmt: skip

@@ -42,15 +42,16 @@ the trainers refuse the options that would split ranks into different call seque
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
 from mbpo_bench.errors import UserError
-from mbpo_bench.models.common import SHARDED_ATTR, unwrap
+from mbpo_bench.models.common import GATHERED_ATTR, SHARDED_ATTR, unwrap
 from mbpo_bench.models.common import is_sharded as is_sharded
 
 
@@ -72,6 +73,11 @@ def check_options(runtime: Any, conflicts: Sequence[tuple[bool, str, str]] = ())
         raise UserError(
             "runtime.fsdp_offload only applies to sharded training — add runtime.strategy=fsdp "
             "or drop runtime.fsdp_offload"
+        )
+    if runtime.fsdp_rollout != "layerwise" and runtime.strategy != "fsdp":
+        raise UserError(
+            "runtime.fsdp_rollout only applies to sharded training — add runtime.strategy=fsdp "
+            "or drop runtime.fsdp_rollout"
         )
     if runtime.strategy != "fsdp":
         return
@@ -164,6 +170,30 @@ class _Root(torch.nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.inner(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def gathered(module: torch.nn.Module) -> Iterator[None]:
+    """Within the block, every layer of sharded `module` is whole on every rank: one all-gather
+    per layer on entry (a collective), none in the forwards inside, so ranks may run different
+    numbers of them (`generate` then needs no `synced_gpus`). Costs one whole copy of the
+    weights per rank meanwhile. For sampling only (no backward inside). The alternative to
+    layer-by-layer unsharding for rollouts: `runtime.fsdp_rollout=gathered`."""
+    from torch.distributed.fsdp import FSDPModule
+
+    root = getattr(module, SHARDED_ATTR)
+    units = [m for m in root.modules() if isinstance(m, FSDPModule) and m is not root]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    object.__setattr__(root, GATHERED_ATTR, True)
+    try:
+        yield
+    finally:
+        object.__setattr__(root, GATHERED_ATTR, False)
+        for unit in units:
+            unit.reshard()
+            unit.set_reshard_after_forward(True, recurse=False)
 
 
 def clip_grad_norm(params: Sequence[torch.nn.Parameter], max_norm: float) -> float:

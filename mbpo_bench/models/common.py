@@ -44,12 +44,20 @@ if TYPE_CHECKING:
 
 
 # set on a model sharded with FSDP2 (`trainers/sharding.py`): every rank must then step
-# `generate` together (`synced_gpus`), since each forward all-gathers layers from all ranks
+# `generate` together (`synced_gpus`), since each forward all-gathers layers from all ranks,
+# unless its weights are gathered whole for the moment (GATHERED_ATTR on that root is True)
 SHARDED_ATTR = "_mbpo_fsdp_root"
+GATHERED_ATTR = "_mbpo_gathered"
 
 
 def is_sharded(model: Any) -> bool:
     return getattr(model, SHARDED_ATTR, None) is not None
+
+
+def in_lockstep(model: Any) -> bool:
+    """Whether every forward of `model` is a collective (sharded, and not gathered now)."""
+    root = getattr(model, SHARDED_ATTR, None)
+    return root is not None and not getattr(root, GATHERED_ATTR, False)
 
 
 def unwrap(model: Any) -> Any:
@@ -332,7 +340,7 @@ class AdapterBase:
                         inputs = self.model_inputs(self.prompt_ids(texts), pixels, sizes)
                         out = run_generate(
                             self.hf_model, inputs, cfg, num_samples, speed,
-                            synced=is_sharded(self.model),
+                            synced=in_lockstep(self.model),
                         )  # fmt: skip
                     new = out[:, inputs["input_ids"].shape[1] :]
                     decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
