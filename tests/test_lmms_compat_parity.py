@@ -21,6 +21,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support_lmms_corpus import FAMILIES, corpus, our_metrics, our_rows
 
 pytestmark = pytest.mark.lmms
@@ -201,3 +203,102 @@ def test_ai2d() -> None:
 def test_every_family_is_checked() -> None:
     tested = {name.removeprefix("test_") for name in globals() if name.startswith("test_")}
     assert set(FAMILIES) <= tested
+
+
+# --- beyond the corpus: random answers built from the pieces the parsers look at ---------------
+
+PIECES = st.sampled_from(
+    ["A", "B", "C", "D", "E", "a", "b", "c", "(", ")", "[", "]", ".", ",", ":", ";", "!", "?", "'",
+     '"', "*", " ", "  ", "\n", "\t", "yes", "Yes", "YES", "no", "No", "y", "n", "not", "None",
+     "the answer is", "Answer is", "ANSWER IS", "I choose", "option", "答案是", "选", "Option",
+     "İ", "ß", "\x00", "Ｂ", "eyes", "know", "dog", "2", "two", "downhill", "Downhill."]
+)  # fmt: skip
+RESPONSES = st.one_of(st.lists(PIECES, max_size=10).map("".join), st.text(max_size=20))
+
+
+def _ours_on(family: str, index: int, response: str) -> dict[str, Any]:
+    """Our verdict for `response` on corpus doc `index` (the same path as our_rows)."""
+    from mbpo_bench.tasks.common import item_to_doc
+    from support_lmms_corpus import FAMILIES as TASKS
+
+    from mbpo_bench.data.items import TaskItem
+    from mbpo_bench.data.registry import get_task
+    from mbpo_bench.evaluation.batches import resolve_function
+
+    spec = get_task(TASKS[family])
+    raw = resolve_function(spec.data["adapter"])(
+        {**corpus(family)[index]["doc"], "image": None}, index
+    )
+    item = TaskItem(spec.name, str(raw["doc_id"]), str(raw["question"]), str(raw["answer"]),
+                    str(raw.get("verifier") or spec.verifier),
+                    options=tuple(str(o) for o in raw.get("options") or ()),
+                    meta=dict(raw.get("meta") or {}))  # fmt: skip
+    process = resolve_function(spec.raw["process_results"])
+    return next(iter(process(item_to_doc(item, spec.metrics), [response]).values()))["lmms"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(response=RESPONSES, index=st.integers(0, 199))
+def test_random_answers_match_lmms_eval(response: str, index: int) -> None:
+    _lmms_tasks()  # skips where lmms-eval is not installed
+    pope, mme = _MODULES["pope"], _MODULES["mme"]
+    mmstar, mmvp, rwqa = _MODULES["mmstar"], _MODULES["mmvp"], _MODULES["realworldqa"]
+    doc = corpus("pope")[index]["doc"]
+    assert _ours_on("pope", index, response)["correct"] == bool(
+        pope.pope_process_results(doc, [response])["pope_accuracy"]["score"]
+    )
+    doc = corpus("mme")[index]["doc"]
+    ((_, result),) = mme.mme_process_results(doc, [response]).items()
+    ours = _ours_on("mme", index, response)
+    assert (ours["pred"], ours["correct"]) == (mme.parse_pred_ans(response), bool(result["score"]))
+    doc = corpus("mmstar")[index]["doc"]
+    assert _ours_on("mmstar", index, response)["correct"] == bool(
+        mmstar.mmstar_process_results(doc, [response])["average"]["score"]
+    )
+    doc = corpus("mmvp")[index]["doc"]
+    theirs = mmvp.mmvp_process_results(doc, [response])["mmvp_accuracy"]
+    ours = _ours_on("mmvp", index, response)
+    assert (ours["pred"], ours["correct"]) == (theirs["pred_letter"], theirs["is_correct"])
+    doc = corpus("realworldqa")[index]["doc"]
+    assert _ours_on("realworldqa", index, response)["correct"] == bool(
+        rwqa.realworldqa_process_results(doc, [response])["exact_match"]
+    )
+    doc = corpus("hallusionbench")[index]["doc"]
+    hb_row = _MODULES["hallusionbench"].hb_process_results(doc, [response])["aAcc"]
+    score = _MODULES["hallusionbench"].hb_aggregation_result_aAcc_intern([hb_row])
+    assert _ours_on("hallusionbench", index, response)["correct"] == bool(score)
+
+
+class _Lazy(dict):  # lmms-eval's task modules, loaded on first use
+    def __missing__(self, key: str) -> ModuleType:
+        if key == "hallusionbench":
+            _load("hallusion_bench/utils.py", "lmms_eval.tasks.hallusion_bench.utils")
+            module = _load("hallusion_bench/evaluate_hb.py", "_lmms_hb")
+        else:
+            _load("_task_utils/mcq_extract.py", "lmms_eval.tasks._task_utils.mcq_extract")
+            module = _load(f"{key}/utils.py", f"_lmms_{key}")
+        self[key] = module
+        return module
+
+
+_MODULES: dict[str, ModuleType] = _Lazy()
+
+
+@pytest.mark.slow  # lmms_eval.api.metrics imports `evaluate` (~15 s)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(response=RESPONSES, index=st.integers(0, 199))
+def test_random_answers_match_lmms_eval_ai2d(response: str, index: int) -> None:
+    from lmms_eval.api.metrics import exact_match_hf_evaluate
+
+    ai2d = _MODULES["ai2d"]
+    flt = ai2d.MultiChoiceRegexFilter(regex_pattern=r"([A-Z])\.", group_select=0)
+    # numpy's fixed-width strings in their exact_match: NUL tails, lower-casing that grows
+    edges = [(response, index)] + [
+        (e, i) for e in ("B\x00", "C\x00.", "İB", "Bİ", "İ") for i in range(8)
+    ]
+    for text, i in edges:
+        doc = corpus("ai2d")[i]["doc"]
+        pred = flt.apply([[text]], [doc])[0].strip()
+        gold = ai2d.ai2d_doc_to_target(doc, "mcq")
+        score = exact_match_hf_evaluate([pred], [gold], ignore_case=True, ignore_punctuation=True)
+        assert _ours_on("ai2d", i, text)["correct"] == bool(score["exact_match"]), (text, i)

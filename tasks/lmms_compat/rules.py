@@ -50,8 +50,12 @@ _LEADING_LETTER = re.compile(r"^\s*([A-Z])\.")
 
 
 def _exact_match_form(text: str) -> str:
-    """lmms-eval's `exact_match` with ignore_case and ignore_punctuation."""
-    return text.lower().translate(_PUNCTUATION)
+    """lmms-eval's `exact_match` with ignore_case and ignore_punctuation, numpy's fixed-width
+    strings included: lower-casing cannot make a string longer than it was ("İ" lower-cases to
+    two characters and pushes the last one out), and trailing NUL characters never count."""
+    width = len(text)
+    lowered = text.rstrip("\x00").lower()[:width]
+    return lowered.translate(_PUNCTUATION).rstrip("\x00")
 
 
 def ai2d(response: str, doc: dict[str, Any]) -> Verdict:
