@@ -104,3 +104,38 @@ def test_backbone_run_flows_into_results_and_report(env: dict[str, Path]) -> Non
     assert "## Paper table" in text and "| MME (perception) | MMStar | MMBench (circular) |" in text
     balance = text[text.index("## Modality balance") :]
     assert "multimodal_leakage" in balance and "acc backbone" in balance
+
+
+def test_paper_suite_in_one_command_then_the_paper_table(
+    env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's 'done when': eval --tasks paper --judge --backbone, then report."""
+    from support_judge_server import ScriptedServer
+
+    monkeypatch.setenv("PAPER_TEST_KEY", "k")
+    out = env["root"] / "paper"
+
+    def grade(prompt: str) -> str:
+        return "Rating: 4" if "Rating" in prompt else "0.6"
+
+    with ScriptedServer([("auto", None)], answer=grade) as server:
+        argv = ["eval", "--model", str(env["model"]), "--tasks", "paper", "--output", str(out),
+                "--data-root", str(FIXTURES), "--probes", "image,blind", "--limit", "2",
+                "--max-new-tokens", "4", "--backbone", str(env["lm"]), "--no-progress",
+                "--judge", "openai:judge", "--judge-base-url", server.base_url,
+                "--judge-api-key-env", "PAPER_TEST_KEY"]  # fmt: skip
+        assert main(argv) == 0
+    res = Results.read(out / "results.json")
+    assert set(res.tasks) == {"mbpo_ai2d", "mbpo_mme", "mbpo_mmstar", "mbpo_mmvet",
+                              "mbpo_mmbench_en", "mbpo_mmhal", "mbpo_chair"}  # fmt: skip
+    assert res.tasks["mbpo_mmvet"].probes["image"].metrics["mmvet_score"].value == 0.6
+    assert res.tasks["mbpo_mmhal"].probes["backbone"].metrics["mmhal_score"].value == 4.0
+    report = env["root"] / "paper.md"
+    assert main(["report", str(out), "--out", str(report)]) == 0
+    table = report.read_text().split("## Paper table")[1].split("\n## ")[0]
+    header = ("| run | AI2D | MME (perception) | MMStar | MM-Vet | MMBench (circular) | "
+              "MMHal-Bench (0-6) | CHAIR_S | CHAIR_I | average (0-100) |")  # fmt: skip
+    assert header in table
+    row = next(line for line in table.splitlines() if line.startswith("| paper |"))
+    assert "0.600 [0.600, 0.600]" in row and "4.00 [4.00, 4.00]" in row and "missing" not in row
+    assert "judge `openai:judge`" in table

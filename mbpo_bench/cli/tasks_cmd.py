@@ -70,6 +70,11 @@ def show_command(
         f"suites:      {', '.join(spec.suites) or '-'}",
         f"verifier:    {spec.verifier or '(open-ended)'}",
         f"metrics:     {', '.join(spec.metrics)}",
+        *(
+            [f"judge:       rubric {spec.judge} (eval needs --judge openai:MODEL or hf:PATH)"]
+            if spec.judge
+            else []
+        ),  # fmt: skip
         f"generation:  {json.dumps(spec.generation)}",
         f"data:        {where}",
         f"available:   {'yes' if data_available(spec) else 'no'}",

@@ -307,7 +307,7 @@ def headline_difference(
         return None  # no headline on this task (open-ended without a declared one)
 
     def diff(ra: list[Any], rb: list[Any]) -> float:
-        d = sign * (float(fn(ra)) - float(fn(rb)))
+        d = sign * (float(fn(ra)) - float(fn(rb))) + 0.0  # + 0.0: no "-0.000" in tables
         return max(0.0, d) if clip else d
 
     n = len(common)
