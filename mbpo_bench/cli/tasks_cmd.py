@@ -74,7 +74,7 @@ def show_command(
             [f"judge:       rubric {spec.judge} (eval needs --judge openai:MODEL or hf:PATH)"]
             if spec.judge
             else []
-        ),  # fmt: skip
+        ),
         f"generation:  {json.dumps(spec.generation)}",
         f"data:        {where}",
         f"available:   {'yes' if data_available(spec) else 'no'}",
