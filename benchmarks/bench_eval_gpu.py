@@ -292,7 +292,7 @@ def peer_header(args: argparse.Namespace) -> str:
 
 
 def make_header(
-    vlm: Any, counts: Counts, lengths: list[int], args: argparse.Namespace
+    vlm: Any, prompts: list[Prompt], counts: Counts, lengths: list[int], args: argparse.Namespace
 ) -> dict[str, str]:
     import transformers
 
@@ -302,13 +302,17 @@ def make_header(
     p, n = float(np.mean(sample)), args.new_tokens
     gen = sample_flops(counts, p + n - 1, n, 1)
     total = sum(x.numel() for x in vlm.hf_model.parameters())
+    image = prompts[0].image
+    seen = vlm.processed_size(image)
     return {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "shape": args.shape,
         "model": f"{vlm.name} ({vlm.family}, {total / 1e6:.1f}M params: decoder layers "
         f"{counts.body / 1e6:.1f}M, vocabulary projection {counts.head / 1e6:.1f}M, vision "
-        f"{counts.vision / 1e6:.1f}M; {vlm.dtype}, {vlm.image_size} px, "
-        f"{vlm.num_image_tokens()} image tokens, {counts.vision_tokens} vision-tower tokens)",
+        f"{counts.vision / 1e6:.1f}M; {vlm.dtype})",
+        "images": f"{image.size[0]}x{image.size[1]} random pixels, protocol {vlm.protocol}: the "
+        f"model sees {seen[1]}x{seen[0]}, {vlm.num_image_tokens(seen)} image tokens, "
+        f"{counts.vision_tokens} vision-tower tokens",
         "device": f"{device} {dev} ({torch.get_num_threads()} CPU threads)",
         "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",
         "workload": f"{args.samples} yes/no questions (batch 1: the first "
@@ -326,6 +330,14 @@ def make_header(
     }
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """'640x480' -> (640, 480)."""
+    w, _, h = text.lower().partition("x")
+    if not (w.isdigit() and h.isdigit()):
+        raise argparse.ArgumentTypeError(f"image size '{text}' is not WxH, e.g. 640x480")
+    return int(w), int(h)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="tiny", choices=["tiny", "llava-7b", "qwen2vl-7b"])
@@ -339,6 +351,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stock-dir", type=Path, default=None,
                         help="where the temporary checkpoint for the stock wrapper goes")  # fmt: skip
     parser.add_argument("--new-tokens", type=int, default=4)
+    parser.add_argument("--image-size", type=image_size, default=None,
+                        help="WxH of the random images (default: the model's square side); the "
+                        "model's input protocol (native) does the geometry")  # fmt: skip
     parser.add_argument("--plant-scale", type=float, default=1000.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
@@ -377,12 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         vlm = build_model(args, Path(tmp))
     plant_answer_head(vlm, args.plant_scale, args.seed)
-    prompts = make_prompts(args.samples, vlm.image_size, args.seed)
+    prompts = make_prompts(args.samples, args.image_size or vlm.image_size, args.seed)
     k = 0 if args.no_stock else min(args.stock_samples, args.samples)
     peer = lmms_stock.prepare(vlm, prompts, k)  # k = 0: only the prompts as the peer sees them
     lengths = prompt_lengths(vlm, prompts)
-    counts = count_parameters(vlm)
-    state = State(header=make_header(vlm, counts, lengths, args))
+    counts = count_parameters(vlm, prompts[0].image)
+    state = State(header=make_header(vlm, prompts, counts, lengths, args))
     for b in args.sizes:
         run_batch_size(vlm, prompts, lengths, counts, b, state, args)
     if args.profile:

@@ -87,8 +87,10 @@ def _qwen2vl_7b(tok: Any, device: str) -> Any:
         vision_end_token_id=tok.convert_tokens_to_ids(tok.vision_end_token),
     )  # fmt: skip
     model = _on_device(tf.Qwen2VLForConditionalGeneration, config, device)
+    # Qwen2-VL-7B-Instruct's own pixel limits (preprocessor_config.json): a 448x448 image stays
+    # 448x448 (256 image tokens), a 640x480 photo becomes 644x476 (391)
     improc = tf.Qwen2VLImageProcessorPil(
-        patch_size=14, merge_size=2, size={"shortest_edge": 448 * 448, "longest_edge": 448 * 448}
+        patch_size=14, merge_size=2, size={"shortest_edge": 3136, "longest_edge": 12845056}
     )
     proc = image_only_qwen_processor("qwen2_vl", improc, tok)
     return QwenVLAdapter(model, proc, tok, name="qwen2-vl-7b-shape", family="qwen2_vl")

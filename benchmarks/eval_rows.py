@@ -76,11 +76,13 @@ class State:
     extra: list[str] = field(default_factory=list)  # appended sections (profile)
 
 
-def make_prompts(n: int, side: int, seed: int) -> list[Prompt]:
+def make_prompts(n: int, size: int | tuple[int, int], seed: int) -> list[Prompt]:
+    """`n` yes/no prompts, each with a random image of `size` (a square side, or (W, H))."""
+    w, h = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
     prompts = []
     for i in range(n):
-        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         text = f"Is there a {OBJECTS[i % len(OBJECTS)]} in the image?{INSTRUCTION}"
         prompts.append(Prompt(text, Image.fromarray(pixels)))
     return prompts
@@ -101,7 +103,8 @@ def plant_answer_head(vlm: Any, scale: float, seed: int) -> None:
         head.weight[ids[1]] = -scale * u
 
 
-def count_parameters(vlm: Any) -> Counts:
+def count_parameters(vlm: Any, image: Any = None) -> Counts:
+    """Parameter counts; the vision tokens are those of `image` as the model processes it."""
     hf = vlm.hf_model
     lm = hf.model.language_model
     embed = lm.get_input_embeddings().weight.numel()
@@ -110,16 +113,18 @@ def count_parameters(vlm: Any) -> Counts:
     total = sum(p.numel() for p in hf.parameters())
     tied = hf.lm_head.weight is lm.get_input_embeddings().weight
     vision = total - body - embed - (0 if tied else head)
-    return Counts(body=body, head=head, vision=vision, vision_tokens=vision_tokens(vlm))
+    return Counts(body=body, head=head, vision=vision, vision_tokens=vision_tokens(vlm, image))
 
 
-def vision_tokens(vlm: Any) -> int:
-    """Tokens the vision tower runs on per image (patches; CLIP adds its CLS token)."""
+def vision_tokens(vlm: Any, image: Any = None) -> int:
+    """Tokens the vision tower runs on per image (patches; CLIP adds its CLS token): Qwen's
+    depend on the image's processed size (None: an `image_size` square)."""
     if vlm.family == "llava":
         cfg = vlm.hf_model.config.vision_config
         cls = 1 if cfg.model_type == "clip_vision_model" else 0
         return int((vlm.image_size // cfg.patch_size) ** 2 + cls)
-    return int((vlm.image_size // vlm.patch) ** 2)
+    h, w = (vlm.image_size,) * 2 if image is None else vlm.processed_size(image)
+    return int((h // vlm.patch) * (w // vlm.patch))
 
 
 def sample_flops(c: Counts, lm_tokens: float, logit_positions: float, images: float) -> float:
