@@ -5,7 +5,8 @@ and replaces it in `process_docs` with the items our registry loads: lmms-eval a
 evaluation and trainers then read the same items, from the same data root, with the same prompt
 and the same error messages. `process_docs: !function mbpo_bench.tasks.common.docs_for_<task>`
 resolves through this module's `__getattr__`, so a task needs no Python of its own. User tasks
-outside the package are found through $MBPO_BENCH_TASK_PATHS (os.pathsep-separated folders).
+outside the package are found through $MBPO_BENCH_INCLUDE_PATH (os.pathsep-separated folders),
+which the registry reads.
 
 Standard library at import time; datasets and PIL are imported inside the functions that need them.
 """
@@ -13,14 +14,11 @@ Standard library at import time; datasets and PIL are imported inside the functi
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from mbpo_bench.tasks.verifiers import VERIFIERS, verify
-
-TASK_PATHS_ENV = "MBPO_BENCH_TASK_PATHS"
 
 
 def score_row(
@@ -68,9 +66,8 @@ def process_docs(dataset: Any, *, task: str) -> Any:
     from mbpo_bench.data.registry import get_task, load_items
 
     del dataset
-    paths = [p for p in os.environ.get(TASK_PATHS_ENV, "").split(os.pathsep) if p]
-    spec = get_task(task, paths)
-    docs = [item_to_doc(item, spec.metrics) for item in load_items(spec, include_paths=paths)]
+    spec = get_task(task)  # user task folders: $MBPO_BENCH_INCLUDE_PATH, read by the registry
+    docs = [item_to_doc(item, spec.metrics) for item in load_items(spec)]
     return datasets.Dataset.from_list(docs)
 
 

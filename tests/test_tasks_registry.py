@@ -312,6 +312,46 @@ def test_include_path_from_the_environment(tmp_path: Path, monkeypatch: pytest.M
         add_include_paths([tmp_path / "missing"])
 
 
+def test_old_task_folder_variable_still_works_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """$MBPO_BENCH_TASK_PATHS (the lmms-eval glue's old variable) is read like
+    $MBPO_BENCH_INCLUDE_PATH for one release, with a one-line warning, once per process."""
+    import mbpo_bench.data.registry as registry
+
+    folder = _user_folder(tmp_path, "my_old_env_count")
+    monkeypatch.setenv(registry.INCLUDE_PATH_ENV, "")
+    monkeypatch.setenv(registry.OLD_INCLUDE_PATH_ENV, str(folder))
+    registry._warn_old_variable.cache_clear()
+    assert get_task("my_old_env_count").name == "my_old_env_count"
+    get_task("my_old_env_count")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MBPO_BENCH_TASK_PATHS is deprecated" in err[0]
+    assert "use $MBPO_BENCH_INCLUDE_PATH" in err[0]
+
+
+def test_lmms_eval_process_docs_finds_a_user_task_through_the_include_path_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What lmms-eval calls for `process_docs: !function ...docs_for_<task>`: a user task is
+    found through $MBPO_BENCH_INCLUDE_PATH (what `--backend lmms-eval` sets from
+    --include-path), with the same items as the registry's."""
+    pytest.importorskip("datasets")
+    from mbpo_bench.tasks import common
+
+    import mbpo_bench.data.registry as registry
+
+    folder = _user_folder(tmp_path, "my_docs_count")
+    (tmp_path / "embedded.yaml").write_text("seed: 5\nn_train: 60\nn_eval_per_cell: 6\n")
+    monkeypatch.setenv(registry.EMBEDDED_CONFIG_ENV, str(tmp_path / "embedded.yaml"))
+    monkeypatch.setenv("MBPO_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(registry.INCLUDE_PATH_ENV, str(folder))
+    docs = common.docs_for_my_docs_count(None)
+    items = load_items("my_docs_count", include_paths=[folder])
+    assert [d["doc_id"] for d in docs] == [it.doc_id for it in items] and len(items) > 0
+    assert {d["task"] for d in docs} == {"my_docs_count"}
+
+
 def test_train_and_mine_refuse_a_missing_include_path(tmp_path: Path) -> None:
     from mbpo_bench.cli.main import main
 

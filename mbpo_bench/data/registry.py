@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import importlib
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -48,7 +49,9 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "mbpo_bench.tasks"
 EMBEDDED_CONFIG_ENV = "MBPO_BENCH_EMBEDDED_CONFIG"
-INCLUDE_PATH_ENV = "MBPO_BENCH_INCLUDE_PATH"  # extra task folders, os.pathsep-separated  # YAML file of EmbeddedConfig fields
+INCLUDE_PATH_ENV = "MBPO_BENCH_INCLUDE_PATH"  # extra task folders, os.pathsep-separated
+# its old name (once read only by the lmms-eval glue): still read, with a one-line warning
+OLD_INCLUDE_PATH_ENV = "MBPO_BENCH_TASK_PATHS"
 
 
 def builtin_tasks_dir() -> Path:
@@ -101,9 +104,27 @@ def _catalogue(include_paths: tuple[str, ...]) -> dict[str, TaskSpec]:
     return found
 
 
+@functools.cache
+def _warn_old_variable() -> None:
+    print(
+        f"warning: ${OLD_INCLUDE_PATH_ENV} is deprecated and will be removed in the next release "
+        f"— use ${INCLUDE_PATH_ENV} (same format)",
+        file=sys.stderr,
+    )
+
+
+def _env_folders() -> list[str]:
+    """The folders of $MBPO_BENCH_INCLUDE_PATH, then of its deprecated old name."""
+    folders = [p for p in os.environ.get(INCLUDE_PATH_ENV, "").split(os.pathsep) if p]
+    old = [p for p in os.environ.get(OLD_INCLUDE_PATH_ENV, "").split(os.pathsep) if p]
+    if old:
+        _warn_old_variable()
+    return [*folders, *old]
+
+
 def _key(include_paths: Iterable[str | Path]) -> tuple[str, ...]:
     """The given folders, then those of $MBPO_BENCH_INCLUDE_PATH, resolved, each once."""
-    env = [p for p in os.environ.get(INCLUDE_PATH_ENV, "").split(os.pathsep) if p]
+    env = _env_folders()
     return tuple(dict.fromkeys(str(Path(p).expanduser().resolve()) for p in [*include_paths, *env]))
 
 

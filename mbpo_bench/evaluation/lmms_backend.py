@@ -14,7 +14,6 @@ inside its own loop). Requires lmms-eval (`pip install 'mbpo-bench[lmms]'`).
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,13 +51,11 @@ def _simple_evaluate(lm: Any, names: list[str], config: EvalConfig) -> dict[str,
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    from mbpo_bench.data.registry import builtin_tasks_dir
+    from mbpo_bench.data.registry import add_include_paths, builtin_tasks_dir
     from mbpo_bench.evaluation.lmms_compat import skip_incompatible_filelock_patch
-    from mbpo_bench.tasks.common import TASK_PATHS_ENV
 
     skip_incompatible_filelock_patch()
-    if config.include_paths:
-        os.environ[TASK_PATHS_ENV] = os.pathsep.join(config.include_paths)
+    add_include_paths(config.include_paths)  # process_docs inside lmms-eval reads them
     manager = TaskManager(
         include_path=[str(builtin_tasks_dir()), *config.include_paths], include_defaults=False
     )
