@@ -3,7 +3,8 @@
 Each POST to /v1/chat/completions takes the next scripted action (the last one repeats):
 `("ok", text)` a normal completion with usage, `("429", None)` a rate limit with
 Retry-After-Ms: 10, `("sleep", seconds)` answer late (a timeout for a short client timeout),
-`("malformed", None)` a 200 whose body is not JSON, `("500", None)` a server error. Every
+`("malformed", None)` a 200 whose body is not JSON, `("500", None)` a server error,
+`("400", "max_tokens")` OpenAI's refusal of a request parameter. Every
 request's prompt is recorded, so a test can count what was sent.
 """
 
@@ -26,6 +27,7 @@ class ScriptedServer:
     script: list[Action]
     answer: Callable[[str], str] | None = None  # prompt -> text, for ("auto", None)
     prompts: list[str] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # every request as sent
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
     port: int = 0  # 0: any free port; a former server's port to stand in for its restart
@@ -66,10 +68,17 @@ class ScriptedServer:
                 length = int(self.headers.get("Content-Length", 0))
                 request = json.loads(self.rfile.read(length))
                 prompt = request["messages"][-1]["content"]
+                owner.bodies.append(request)
                 kind, arg = owner.next_action(prompt)
                 if kind == "429":
                     error = {"error": {"message": "rate limited", "type": "rate_limit"}}
                     self._send(429, json.dumps(error).encode(), {"Retry-After-Ms": "10"})
+                    return
+                if kind == "400":  # arg: the parameter the server refuses
+                    error = {"error": {"message": f"Unsupported parameter: '{arg}'",
+                                       "type": "invalid_request_error", "param": arg,
+                                       "code": "unsupported_parameter"}}  # fmt: skip
+                    self._send(400, json.dumps(error).encode())
                     return
                 if kind == "500":
                     self._send(500, b'{"error": {"message": "boom"}}')

@@ -274,3 +274,17 @@ def test_missing_dataset_is_one_line(
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "no data for task mbpo_mmhal" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_refused_request_setting_stops_with_the_fix() -> None:
+    with (
+        ScriptedServer([("400", "max_tokens")]) as server,
+        pytest.raises(JudgeUnavailable, match=r"judge\.max_tokens_param=max_completion_tokens"),
+    ):
+        _judge(server).one("grade this")
+    with ScriptedServer([("ok", "0.5")]) as server:
+        judge = _judge(server, max_tokens_param="max_completion_tokens", temperature=None)
+        assert judge.one("grade this").text == "0.5"
+        body = server.bodies[0]
+    assert body["max_completion_tokens"] == 256 and "max_tokens" not in body
+    assert "temperature" not in body

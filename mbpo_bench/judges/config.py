@@ -22,5 +22,9 @@ class JudgeConfig:
     max_retries: int = 4  # 429 / 5xx / timeouts / connection errors, exponential backoff
     concurrency: int = 8  # requests in flight at once
     max_tokens: int = 256  # the judge's reply length
+    # newer OpenAI reasoning models refuse `max_tokens` and a temperature: set
+    # judge.max_tokens_param=max_completion_tokens and judge.temperature=null for them
+    max_tokens_param: str = "max_tokens"
+    temperature: float | None = 0.0
     batch_size: int = 8  # hf backend: prompts per generate call
     prompts: dict[str, str] = field(default_factory=dict)  # task or rubric -> prompt file

@@ -57,6 +57,19 @@ def check_reachable(base_url: str, timeout_s: float) -> None:
         ) from exc
 
 
+def _refused_setting(exc: Any) -> str | None:
+    """The request parameter a 400 names as unsupported (OpenAI's `unsupported_parameter` /
+    `unsupported_value`), else None: a setting problem stops the run instead of turning every
+    item into a judge error."""
+    body = getattr(exc, "body", None)
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if getattr(exc, "status_code", None) != 400 or not isinstance(error, dict):
+        return None
+    if error.get("code") in ("unsupported_parameter", "unsupported_value") and error.get("param"):
+        return str(error["param"])
+    return None
+
+
 class OpenAIJudge:
     def __init__(self, model: str, config: JudgeConfig) -> None:
         from openai import OpenAI
@@ -88,8 +101,7 @@ class OpenAIJudge:
             raw = self.client.chat.completions.with_raw_response.create(
                 model=self.model,
                 messages=[{"role": "user", "content": prompt}],
-                temperature=0.0,
-                max_tokens=self.config.max_tokens,
+                **self._settings(),
             )
         except (
             openai.APIConnectionError,
@@ -98,6 +110,16 @@ class OpenAIJudge:
         ) as exc:
             raise self._unavailable(exc) from exc
         except openai.APIStatusError as exc:
+            refused = _refused_setting(exc)
+            if refused is not None:
+                raise JudgeUnavailable(
+                    f"judge {self.id} refuses the request setting '{refused}' — "
+                    + (
+                        "pass --set judge.max_tokens_param=max_completion_tokens"
+                        if refused == "max_tokens"
+                        else f"change it with --set judge.{refused}=... (null leaves it out)"
+                    )
+                ) from exc
             if exc.status_code in (401, 403, 404):
                 raise JudgeUnavailable(
                     f"judge {self.id} at {self.base_url} refused the request (HTTP "
@@ -124,6 +146,12 @@ class OpenAIJudge:
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             seconds=seconds,
         )
+
+    def _settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {self.config.max_tokens_param: self.config.max_tokens}
+        if self.config.temperature is not None:
+            out["temperature"] = self.config.temperature
+        return out
 
     def judge(self, prompts: Sequence[str]) -> Iterator[tuple[int, Reply]]:
         from concurrent.futures import ThreadPoolExecutor, as_completed
