@@ -4,9 +4,9 @@ them; task YAMLs list them as `<metric>_lmms` next to the verifier's `<metric>`.
 Each function reproduces the lmms-eval aggregation named in its docstring on the same samples,
 bugs included (POPE's yes-ratio). Two deliberate departures, both where lmms-eval cannot produce
 a number at all: MME with an image whose pair is incomplete (lmms-eval's assertion fails; we
-score the image as it is) and empty inputs (0.0 instead of a ZeroDivisionError). Resampled rows
-(the bootstrap repeats items) are handled like real ones: groups are judged by their distinct
-items. Standard library only.
+score the image as it is) and empty inputs (0.0 instead of a ZeroDivisionError). The bootstrap
+calls these on resampled rows (items repeated): an MMVP pair counts as complete when both of its
+distinct questions are present, however often each was drawn. Standard library only.
 """
 
 from __future__ import annotations
