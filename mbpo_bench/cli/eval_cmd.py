@@ -2,8 +2,9 @@
 
 The command only parses options into an `EvalConfig` and calls `run_eval`; everything heavy is
 imported inside (start-up stays light). As for `train` and `mine`: defaults, then `--config FILE`,
-then the options typed on the command line, then `--set`; `--quiet` skips the config print. Settings without an option of their own (PGD budget,
-bootstrap resamples, IIG null condition, ...) are reachable with `--set section.key=value`.
+then the options typed on the command line, then `--set`; `--quiet` skips the config print.
+Settings without an option of their own (PGD budget, bootstrap resamples, IIG null condition,
+...) are reachable with `--set section.key=value`.
 """
 
 from __future__ import annotations
