@@ -254,3 +254,33 @@ def test_bad_image_fails_by_default_and_is_skipped_on_request(tmp_path: Path) ->
     )
     assert res.items_skipped == 1 and res.tasks["toy"].n_items == 5
     assert res.tasks["toy"].items_skipped[0].reason.startswith("item toy/d02")
+
+
+def test_a_probe_registered_as_one_row_is_offered_and_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe table is the one place to add a generation probe: a throwaway `white` probe
+    (every item shown a white image) added as one row is accepted by --probes and evaluated."""
+    from mbpo_bench.cli.eval_cmd import build_config
+    from mbpo_bench.evaluation import probes
+    from mbpo_bench.evaluation.config import ProbeConfig
+
+    def white(item: TaskItem, image_size: int, mismatched: Any, seed: int) -> probes.ProbeInput:
+        image = Image.new("RGB", (4, 4), (250, 250, 250))
+        return probes.ProbeInput(Prompt(item.question, image), "white")
+
+    row = probes.ProbeSpec("a white image", white, default=False)
+    monkeypatch.setitem(probes.PROBE_TABLE, "white", row)
+    assert probes.parse_probes("white,image") == ("image", "white")
+    config = build_config(model="m", tasks="toy", output=tmp_path / "o", probes="image,white")
+    assert config.probes.names == ["image", "white"]
+    res = run(
+        tmp_path, make_items(tmp_path), FakeVLM(), probes=ProbeConfig(names=["image", "white"])
+    )
+    t = res.tasks["toy"]
+    assert set(t.probes) == {"image", "white"}
+    assert t.probes["white"].metrics["accuracy"].value == pytest.approx(8 / 12)  # always "yes"
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
+    ]
+    assert {r["image"] for r in rows if r["probe"] == "white"} == {"white"}

@@ -34,6 +34,7 @@ import yaml
 from mbpo_bench.config import from_dict, to_dict
 from mbpo_bench.errors import UserError
 from mbpo_bench.evaluation.config import EvalConfig
+from mbpo_bench.evaluation.probes import RELIANCE_PROBES
 from mbpo_bench.evaluation.schema import (
     BALANCE_METRICS,
     SCHEMA_VERSION,
@@ -61,7 +62,6 @@ from mbpo_bench.tasks.metrics import complete_pairs
 
 GROUP_KEYS = ("prior", "kind", "negative_split", "category")
 HIGHER_IS_BETTER: dict[str, bool | None] = {"yes_ratio": None}
-RELIANCE_PROBES = ("blind", "mismatched", "noise")
 
 
 def _metric(est: Estimate, higher_is_better: bool | None = True) -> Metric:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from mbpo_bench.evaluation.probes import PROBES
 from mbpo_bench.evaluation.schema import BALANCE_METRICS, Metric, TaskResult
 from mbpo_bench.metrics import RatioMetric, resample_counts
 from mbpo_bench.reporting.config import ReportConfig
@@ -28,7 +29,7 @@ from mbpo_bench.reporting.format import ABSENT, MISSING, fmt_estimate
 from mbpo_bench.reporting.loading import RunData
 from mbpo_bench.reporting.paired import item_values, percentile_ci, seed_for
 
-PROBE_ORDER = ("image", "blind", "mismatched", "noise", "adversarial", "iig")
+PROBE_ORDER = PROBES  # the probe table's selectable probes, in its order
 # Metrics named `<metric>_lmms` are `<metric>` scored as lmms-eval 0.7.3 scores it
 # (mbpo_bench.tasks.lmms_compat); task tables show them in a column of their own.
 LMMS_SUFFIX = "_lmms"
