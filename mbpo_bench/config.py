@@ -26,6 +26,14 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _fix(errors: list[str]) -> str:
+    """The fix of the first alternative's error (`X | None` fields: the X one), or a default."""
+    for error in errors:
+        if " — " in error:
+            return error.split(" — ", 1)[1]
+    return "use a value of that type, or null"
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp`; return it, converted only where lossless."""
     origin = get_origin(tp)
@@ -43,35 +51,40 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except UserError as exc:
                 errors.append(str(exc))
-        raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r} — {_fix(errors)}")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
             raise UserError(
                 f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}"
-                f"{did_you_mean(str(value), map(str, allowed))}"
+                f"{did_you_mean(str(value), map(str, allowed))} — use one of those values"
             )
         return value
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise UserError(f"{where}: expected a list, got {value!r}")
+            raise UserError(f"{where}: expected a list, got {value!r} — write it as [a, b, ...]")
         (item_tp, *_) = get_args(tp) or (Any,)
         items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping, got {value!r}")
+            raise UserError(
+                f"{where}: expected a mapping, got {value!r} — write it as {{key: value}}"
+            )
         return dict(value)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            raise UserError(
+                f"{where}: expected a mapping of {tp.__name__} fields, got {value!r} — set its "
+                "fields one by one, e.g. section.key=value"
+            )
         return from_dict(tp, value, where)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise UserError(f"{where}: expected true or false, got {value!r}")
+        raise UserError(f"{where}: expected true or false, got {value!r} — write true or false")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
@@ -81,21 +94,23 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise UserError(f"{where}: expected a number, got {value!r}")
+        raise UserError(f"{where}: expected a number, got {value!r} — write a number such as 3e-4")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise UserError(f"{where}: expected an integer, got {value!r}")
+        raise UserError(
+            f"{where}: expected an integer, got {value!r} — write a whole number such as 8"
+        )
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
-        raise UserError(f"{where}: expected a string, got {value!r}")
+        raise UserError(f"{where}: expected a string, got {value!r} — quote it")
     if tp is Path:
         if isinstance(value, str | Path):
             return Path(value)
-        raise UserError(f"{where}: expected a path, got {value!r}")
+        raise UserError(f"{where}: expected a path, got {value!r} — write a file or folder path")
     return value
 
 
@@ -116,10 +131,17 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
                 f"valid keys of {where}: {', '.join(names)}"
             )
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    from mbpo_bench.ranges import range_error
+
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{where}: {exc}") from exc
+        text = str(exc) if " — " in str(exc) else f"{exc} — fix that setting"
+        raise UserError(f"{where}: {text}") from exc
+    problem = range_error(obj, where)
+    if problem is not None:
+        raise UserError(problem)
+    return obj
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -144,11 +166,13 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"override '{item}' is not of the form section.key=value")
+            raise UserError(
+                f"override '{item}' is not of the form section.key=value — write e.g. optim.lr=1e-4"
+            )
         dotted, raw = item.split("=", 1)
         keys = dotted.strip().split(".")
         if not all(keys):
-            raise UserError(f"override '{item}' has an empty key")
+            raise UserError(f"override '{item}' has an empty key — write e.g. optim.lr=1e-4")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
@@ -157,7 +181,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         for key in keys[:-1]:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise UserError(f"override '{item}' sets a key below a value")
+                raise UserError(
+                    f"override '{item}' sets a key below a value — set the section's own keys"
+                )
         node[keys[-1]] = value
     return tree
 
@@ -182,7 +208,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from exc
     if not isinstance(loaded, dict):
-        raise UserError(f"config file {path} must hold a mapping at the top level")
+        raise UserError(
+            f"config file {path} must hold a mapping at the top level — write key: value lines"
+        )
     return loaded
 
 

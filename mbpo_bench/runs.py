@@ -177,6 +177,62 @@ def environment() -> dict[str, Any]:
     return env
 
 
+# written by RunDir.open in every run folder: a folder with none of them is not a run folder
+RUN_MARKERS = ("config.yaml", "command.txt", "env.json", "status.json")
+# what a run produces; a run folder without any of these (non-empty) has nothing to lose
+RESULT_FILES = ("samples.jsonl", "metrics.jsonl", "results.json", "pairs.parquet")
+RESULT_DIRS = ("checkpoints", "final")
+HISTORY = "history.jsonl"
+# settings `--resume` may change mid-run (README "Train"): they change how the remaining steps
+# run or are logged, not what the steps so far meant. Anything else (data, model, steps, batch,
+# method settings) would make the run a mix of two experiments.
+SAFE_ON_RESUME = (
+    "optim.lr",
+    "optim.schedule",
+    "optim.warmup_ratio",
+    "optim.max_grad_norm",
+    "runtime.save_every",
+    "runtime.keep_checkpoints",
+    "runtime.progress",
+    "runtime.tensorboard",
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'optim': {'lr': 1}} -> {'optim.lr': 1}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _changes_text(changes: dict[str, list[Any]], keys: list[str] | None = None) -> str:
+    shown = keys if keys is not None else list(changes)
+    text = ", ".join(f"{k} {changes[k][0]!r} -> {changes[k][1]!r}" for k in shown[:4])
+    return text + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
+
+
+def _refusal(path: Path, changes: dict[str, list[Any]], unsafe: list[str], resume: bool) -> str:
+    if not unsafe:  # only safe changes, but no --resume
+        return (
+            f"run folder {path} holds an unfinished run; this command changes "
+            f"{_changes_text(changes)} — add --resume to continue it with these settings, or "
+            "pass --overwrite to start over"
+        )
+    return (
+        f"run folder {path} holds an unfinished run with another config ({_changes_text(changes, unsafe)}) "
+        f"— {'--resume can change only ' + ', '.join(SAFE_ON_RESUME) + '; ' if resume else ''}"
+        "rerun with the run's own settings to resume, or pass --overwrite to start over"
+    )
+
+
 @dataclass
 class RunDir:
     """A run's folder. Create it with `RunDir.open`, mark it done with `finish`."""
@@ -184,12 +240,17 @@ class RunDir:
     path: Path
 
     @classmethod
-    def open(cls, path: Path, *, overwrite: bool = False, config: Any = None) -> RunDir:
+    def open(
+        cls, path: Path, *, overwrite: bool = False, config: Any = None, resume: bool = False
+    ) -> RunDir:
         """Open `path` for a run: new, resumed (unfinished), or replaced (`overwrite`).
 
-        A finished run with a different config is never touched without `overwrite`; an
-        unfinished run is resumed only if its saved config equals this one, so a resume can
-        never silently mix two configurations.
+        A folder that is not a run folder is never touched, not even with `overwrite` (it may be
+        the user's own files). A finished run is never replaced without `overwrite`. An
+        unfinished run whose saved config differs is: replaced when it produced no result yet
+        (the corrected command of a run that failed at once), continued with `resume` when
+        every difference is in `SAFE_ON_RESUME` (recorded in `history.jsonl`), refused
+        otherwise, so a resume can never silently mix two configurations.
         """
         run = cls(path)
         main = is_main()  # under torchrun only rank 0 replaces or writes the folder
@@ -197,7 +258,13 @@ class RunDir:
             return run
         if path.exists() and not path.is_dir():
             raise UserError(f"output {path} exists and is not a folder — choose another --output")
+        changes: dict[str, list[Any]] = {}
         if path.exists() and any(path.iterdir()):
+            if not run.is_run_folder:
+                raise UserError(
+                    f"output folder {path} is not empty and is not a run folder (no "
+                    f"{RUN_MARKERS[0]}) — choose another --output; nothing there was changed"
+                )
             if overwrite:
                 shutil.rmtree(path)
             elif run.finished:
@@ -205,23 +272,73 @@ class RunDir:
                     f"run folder {path} holds a finished run — pass --overwrite to replace it "
                     "or choose another --output"
                 )
-            elif (
-                config is not None
-                and (path / "config.yaml").exists()
-                and (path / "config.yaml").read_text() != dump_yaml(config)
-            ):
-                raise UserError(
-                    f"run folder {path} holds an unfinished run with another config — "
-                    "rerun with the same options to resume, or pass --overwrite"
-                )
+            elif config is not None and (changes := run.config_changes(config)):
+                if not run.has_results:
+                    if main:
+                        shutil.rmtree(path)
+                        print(
+                            f"note: replacing {path}: its earlier run (another config) stopped "
+                            "before producing any result",
+                            file=sys.stderr,
+                        )
+                    changes = {}
+                else:
+                    unsafe = [k for k in changes if k not in SAFE_ON_RESUME]
+                    if unsafe or not resume:
+                        raise UserError(_refusal(path, changes, unsafe, resume))
         if not main:
             return run
         path.mkdir(parents=True, exist_ok=True)
+        if changes:
+            append_jsonl(
+                path / HISTORY,
+                [{"time": _now(), "command": shlex.join(sys.argv), "changes": changes}],
+            )
         if config is not None:
             write_atomic(path / "config.yaml", dump_yaml(config))
         write_json_atomic(path / "env.json", environment())
         write_atomic(path / "command.txt", shlex.join(sys.argv) + "\n")
+        if changes:
+            run.log("resumed with changed settings: " + _changes_text(changes))
         return run
+
+    @property
+    def is_run_folder(self) -> bool:
+        """True when RunDir.open wrote this folder (it holds one of `RUN_MARKERS`)."""
+        return any((self.path / name).exists() for name in RUN_MARKERS)
+
+    @property
+    def has_results(self) -> bool:
+        """True once the run wrote anything worth keeping: samples, metrics rows, results,
+        mined pairs, a checkpoint or final weights."""
+        for name in RESULT_FILES:
+            file = self.path / name
+            if file.is_file() and file.stat().st_size > 0:
+                return True
+        return any(
+            (self.path / name).is_dir() and any((self.path / name).iterdir())
+            for name in RESULT_DIRS
+        )
+
+    def config_changes(self, config: Any) -> dict[str, list[Any]]:
+        """{dotted key: [saved value, new value]} where `config` differs from config.yaml."""
+        import yaml
+
+        saved_path = self.path / "config.yaml"
+        if not saved_path.exists():
+            return {}
+        text = saved_path.read_text()
+        if text == dump_yaml(config):
+            return {}
+        try:
+            saved = yaml.safe_load(text) or {}
+        except yaml.YAMLError:
+            saved = {}
+        new = yaml.safe_load(dump_yaml(config)) or {}
+        old_flat, new_flat = _flatten(saved), _flatten(new)
+        keys = [*new_flat, *(k for k in old_flat if k not in new_flat)]
+        diff = {k: [old_flat.get(k), new_flat.get(k)] for k in keys}
+        return {k: v for k, v in diff.items() if v[0] != v[1]} or {"config.yaml": ["?", "?"]}
 
     @property
     def finished(self) -> bool:
@@ -241,6 +358,6 @@ class RunDir:
     def log(self, message: str) -> None:
         if not is_main():
             return
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        stamp = _now()
         with (self.path / "run.log").open("a") as fh:
             fh.write(f"{stamp} {message}\n")

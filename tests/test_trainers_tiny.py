@@ -228,8 +228,15 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(
         run_method("sft", overrides, out)
     message = str(info.value)
     assert "training stopped before the optimizer step" in message and "\n" not in message
+    # the checkpoint written right before the divergence holds the weights that gave the nan:
+    # it is set aside (kept, renamed), so the last good checkpoint named is an earlier one
+    aside = sorted((out / "checkpoints").glob("diverged-step-*"))
+    assert len(aside) == 1 and aside[0].name in message
     last = checkpoint.latest(out / "checkpoints")
-    assert last is not None and str(last.path) in message
+    if last is None:
+        assert "no good checkpoint was written yet" in message
+    else:
+        assert str(last.path) in message and last.step < int(aside[0].name.split("-")[-1])
     assert not (out / "status.json").exists()
 
 

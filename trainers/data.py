@@ -66,14 +66,37 @@ def item_prompts(items: Sequence[TaskItem]) -> list[Prompt]:
     return [Prompt(item.question, item_image(item)) for item in items]
 
 
-def load_items(data: str, *, split: str = "train", limit: int | None = None) -> list[TaskItem]:
-    """Task items from task names (comma-separated) or a file, via the data registry."""
+def load_items(
+    data: str, *, split: str = "train", limit: int | None = None, skip_bad_items: bool = False
+) -> list[TaskItem]:
+    """Task items from task names (comma-separated) or a file, via the data registry.
+
+    With `skip_bad_items` every image is decoded once here and the items whose image is missing
+    or broken are dropped (one line on stderr says how many); without it a bad image stops the
+    run when a step first reads it, naming the item."""
+    import sys
+
     from mbpo_bench.data.registry import training_items
 
-    items = training_items(data, split=split, limit=limit)
+    items = list(training_items(data, split=split, limit=limit))
     if not items:
         raise UserError(f"no training items in '{data}' (split {split}) — check --data")
-    return list(items)
+    if not skip_bad_items:
+        return items
+    from mbpo_bench.evaluation.runner import check_images
+
+    good, skipped = check_images(items, skip=True)
+    if skipped:
+        print(
+            f"skipped {len(skipped)} of {len(items)} training items with a bad image "
+            f"(first: {skipped[0].doc_id}: {skipped[0].reason})",
+            file=sys.stderr,
+        )
+    if not good:
+        raise UserError(
+            f"every training item in '{data}' has a bad image — fix the images, or check --data"
+        )
+    return good
 
 
 def is_preference_file(data: str) -> bool:

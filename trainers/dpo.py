@@ -59,6 +59,7 @@ class DPOConfig:
     full_finetune: bool = False
     save_merged: bool = False
     trust_remote_code: bool = False
+    skip_bad_items: bool = False  # drop items whose image is missing or broken (--skip-bad-items)
     mining: MiningConfig = field(default_factory=MiningConfig)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=5e-5, steps=200, batch_size=8, warmup_ratio=0.05)
@@ -101,6 +102,7 @@ def load_or_mine_pairs(
     items: list[TaskItem] | None = None,
     *,
     progress: bool = False,
+    skip_bad_items: bool = False,
 ) -> list[PreferencePair]:
     """Pairs from a parquet, from this run's earlier mining (resume), or mined now."""
     from mbpo_bench.trainers.data import load_items, read_pairs
@@ -112,7 +114,7 @@ def load_or_mine_pairs(
     if out.is_file():
         return read_pairs(out)
     if items is None:
-        items = load_items(data, split=split, limit=limit)
+        items = load_items(data, split=split, limit=limit, skip_bad_items=skip_bad_items)
     with policy.reference() as start:  # the starting policy mines (LoRA: adapter disabled)
         pairs, stats = mine_to_file(start, items, mining, out, progress=progress)
     run.log(f"mined {len(pairs)} pairs: {stats.as_dict()}")
@@ -190,7 +192,7 @@ def run_dpo(
          "mine first with `mbpo-bench mine` (runtime.strategy=ddp) and pass data=PAIRS.parquet"),
         (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
     ])  # fmt: skip
-    run = RunDir.open(output, overwrite=overwrite, config=config)
+    run = RunDir.open(output, overwrite=overwrite, config=config, resume=resume)
     setup_runtime(config.runtime)
     policy = load_policy(
         config.model, lora=config.lora, full_finetune=config.full_finetune,
@@ -198,7 +200,7 @@ def run_dpo(
     )  # fmt: skip
     pairs = load_or_mine_pairs(
         policy, config.data, config.split, config.limit, config.mining, run,
-        progress=config.runtime.progress,
+        progress=config.runtime.progress, skip_bad_items=config.skip_bad_items,
     )  # fmt: skip
     if not pairs:
         raise UserError(

@@ -96,6 +96,7 @@ class GRPOConfig:
     full_finetune: bool = False
     save_merged: bool = False
     trust_remote_code: bool = False
+    skip_bad_items: bool = False  # drop items whose image is missing or broken (--skip-bad-items)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     optim: OptimConfig = field(  # batch_size = prompts (groups) per step
         default_factory=lambda: OptimConfig(lr=5e-5, steps=200, batch_size=8, warmup_ratio=0.05)
@@ -435,9 +436,11 @@ def run_grpo(
             (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
         ],
     )
-    run = RunDir.open(output, overwrite=overwrite, config=config)
+    run = RunDir.open(output, overwrite=overwrite, config=config, resume=resume)
     setup_runtime(config.runtime)
-    items = load_items(config.data, split=config.split, limit=config.limit)
+    items = load_items(
+        config.data, split=config.split, limit=config.limit, skip_bad_items=config.skip_bad_items
+    )
     policy = load_policy(
         config.model, lora=config.lora, full_finetune=config.full_finetune,
         runtime=config.runtime, need_reference=config.grpo.beta != 0.0,

@@ -37,7 +37,7 @@ from mbpo_bench.trainers import checkpoint, sharding
 
 from mbpo_bench import parallel
 from mbpo_bench.errors import UserError
-from mbpo_bench.runs import RunDir, append_jsonl, read_jsonl, write_atomic
+from mbpo_bench.runs import RunDir, append_jsonl, read_jsonl, write_atomic, write_json_atomic
 
 KILL_ENV = "MBPO_BENCH_DEBUG_KILL_AT_STEP"
 METRICS = "metrics.jsonl"
@@ -61,9 +61,9 @@ class OptimConfig:
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("steps, batch_size and grad_accum must be >= 1")
-        if self.batch_size % self.grad_accum:
+        # ranges (steps, batch_size, grad_accum >= 1, lr > 0, ...): mbpo_bench.ranges, checked
+        # where a config is parsed, with the field's full name in the message
+        if self.grad_accum >= 1 and self.batch_size % self.grad_accum:
             raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
             )
@@ -116,10 +116,15 @@ class StepResult:
 
 
 class TrainingDiverged(UserError):
-    """A non-finite loss or gradient: the run stops, the last good checkpoint stays."""
+    """A non-finite loss, gradient or sampling distribution: the run stops (exit code 3), the
+    last good checkpoint stays. `problem` says what happened; `fix` is the advice after it
+    (the CLI replaces it with the exact command to run)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, exit_code=3)
+    DEFAULT_FIX = "lower optim.lr or check the data, then rerun with --resume"
+
+    def __init__(self, problem: str, fix: str = DEFAULT_FIX) -> None:
+        self.problem = problem
+        super().__init__(f"{problem} — {fix}", exit_code=3)
 
 
 def seed_everything(seed: int) -> None:
@@ -291,20 +296,85 @@ def _check_world(optim: OptimConfig) -> None:
         )
 
 
-def _diverged(what: str, value: float, step: int, last: checkpoint.Checkpoint | None) -> None:
+# torch.multinomial's message when the sampling distribution is not finite (a diverged policy
+# samples from inf/nan logits during a GRPO/MBPO rollout)
+_BAD_SAMPLING = "probability tensor contains either"
+
+
+def _set_aside(root: Path | None, step: int) -> Path | None:
+    """Move the checkpoint written right before a diverged `step` out of `latest`'s reach.
+
+    Step N's loss (or gradient, or rollout) is computed with the weights after update N - 1, so
+    the checkpoint of step N - 1 holds the weights that produced the non-finite value: resuming
+    from it would diverge again. It is renamed `diverged-step-...` (kept for inspection) and
+    latest.json is pointed at the newest remaining checkpoint (or removed when none is left)."""
+    if root is None:
+        return None
+    suspect = root / f"step-{step - 1:06d}"
+    if not suspect.is_dir() or not parallel.is_main():
+        return None
+    aside = root / f"diverged-{suspect.name}"
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(suspect, aside)
+    (root / checkpoint.LATEST).unlink(missing_ok=True)
+    good = checkpoint.latest(root)
+    if good is not None:
+        write_json_atomic(root / checkpoint.LATEST, {"step": good.step, "dir": good.path.name})
+    return aside
+
+
+def _diverged(what: str, value: Any, step: int, root: Path | None) -> None:
+    """Raise TrainingDiverged; `root` is the run's checkpoints folder (None: no checkpoints)."""
+    aside = _set_aside(root, step)
+    last = checkpoint.latest(root) if root is not None else None
     keep = (
-        f"the last good checkpoint is {last.path}"
+        f"the last good checkpoint is {last.path} (step {last.step})"
         if last is not None
-        else "no checkpoint was written yet"
+        else "no good checkpoint was written yet (a resume starts from the beginning)"
     )
+    if aside is not None:
+        keep += f"; {aside.name}, whose weights gave this value, was set aside"
     raise TrainingDiverged(
-        f"{what} is {value} at step {step} — training stopped before the optimizer step, "
-        f"{keep}; lower optim.lr or check the data, then rerun with --resume"
+        f"{what} is {value} at step {step}; training stopped before the optimizer step, {keep}"
     )
+
+
+def _params_finite(params: list[torch.nn.Parameter]) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in params)
+
+
+def _run_step(step_fn: Callable[[int], StepResult], step: int, root: Path) -> StepResult:
+    """`step_fn(step)`, with a non-finite sampling distribution reported as divergence."""
+    try:
+        return step_fn(step)
+    except RuntimeError as exc:
+        if _BAD_SAMPLING in str(exc):
+            _diverged("the sampling distribution", "not finite (inf or nan)", step + 1, root)
+        raise
+
+
+def _apply_current_settings(optimizer: Any, scheduler: Any, cfg: OptimConfig) -> None:
+    """After a resume: the base lr and schedule of THIS config, at the restored position.
+
+    The checkpoint restores the optimizer's param groups and the scheduler's `base_lrs` with
+    the lr of the run that wrote it; a resume that changes `optim.lr` or the schedule (allowed,
+    `runs.SAFE_ON_RESUME`) must continue with the new ones. With an unchanged config this
+    recomputes exactly the values LambdaLR itself computes, so a plain resume stays exact."""
+    factor = lr_factor(scheduler.last_epoch, cfg)
+    scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["initial_lr"] = cfg.lr
+        group["lr"] = cfg.lr * factor
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def _resume(
-    run: RunDir, resume: bool, model: torch.nn.Module, optimizer: Any, scheduler: Any
+    run: RunDir,
+    resume: bool,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    optim: OptimConfig,
 ) -> int | None:
     ckpt = checkpoint.latest(run.path / "checkpoints")
     if ckpt is None:
@@ -315,6 +385,7 @@ def _resume(
             "pass --resume to continue it or --overwrite to start over"
         )
     checkpoint.load(ckpt, model, optimizer=optimizer, scheduler=scheduler)
+    _apply_current_settings(optimizer, scheduler, optim)
     run.log(f"resumed from {ckpt.path}")
     return ckpt.step
 
@@ -337,16 +408,16 @@ def optimizer_step(
     cfg: OptimConfig,
     step: int,
     loss: float,
-    last: checkpoint.Checkpoint | None,
+    root: Path | None,
 ) -> float:
     """One optimizer step after the backward passes: refuse a non-finite loss or gradient norm,
     average gradients over ranks, clip, step optimizer and schedule; returns the gradient norm."""
     if not math.isfinite(loss):
-        _diverged("the loss", loss, step, last)
+        _diverged("the loss", loss, step, root)
     parallel.all_reduce_grads(params)
     norm = sharding.clip_grad_norm(params, cfg.max_grad_norm)  # torch's unless FSDP-sharded
     if not math.isfinite(norm):
-        _diverged("the gradient norm", norm, step, last)
+        _diverged("the gradient norm", norm, step, root)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -374,10 +445,10 @@ def train_loop(
     optimizer = build_optimizer(params, optim)
     scheduler = build_scheduler(optimizer, optim)
     seed_everything(runtime.seed)
-    start = _resume(run, resume, model, optimizer, scheduler)
+    start = _resume(run, resume, model, optimizer, scheduler, optim)
     log = MetricsLog(run, runtime.tensorboard)
     log.truncate(start or 0)
-    last_ckpt = checkpoint.latest(run.path / "checkpoints")
+    root = run.path / "checkpoints"
     kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
     row: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -389,11 +460,9 @@ def train_loop(
             random.seed(seed)
             torch.manual_seed(seed)
             optimizer.zero_grad(set_to_none=True)
-            result = _across_ranks(step_fn(step))
+            result = _across_ranks(_run_step(step_fn, step, root))
             lr = scheduler.get_last_lr()[0]
-            norm = optimizer_step(
-                params, optimizer, scheduler, optim, step + 1, result.loss, last_ckpt
-            )
+            norm = optimizer_step(params, optimizer, scheduler, optim, step + 1, result.loss, root)
             dt = max(time.perf_counter() - t_step, 1e-9)
             row = {
                 "step": step + 1,
@@ -409,10 +478,14 @@ def train_loop(
             log.log(row)
             done = step + 1
             if done % runtime.save_every == 0 or done == optim.steps:
+                # never save weights that are already lost (replicated weights: every rank
+                # decides alike; FSDP shards would need a collective, so they are not checked)
+                if not sharded and not _params_finite(params):
+                    _diverged("a weight", "not finite (after the previous update)", done + 1, root)
                 if parallel.is_main() or sharded:  # sharded: every rank writes its shards
                     position = data_position(done) if data_position else {"step": done}
-                    last_ckpt = checkpoint.save(
-                        run.path / "checkpoints", done, model, optimizer=optimizer,
+                    checkpoint.save(
+                        root, done, model, optimizer=optimizer,
                         scheduler=scheduler, data=position, keep=runtime.keep_checkpoints,
                     )  # fmt: skip
                 parallel.barrier()

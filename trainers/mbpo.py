@@ -40,6 +40,7 @@ class MBPOConfig:
     full_finetune: bool = False
     save_merged: bool = False
     trust_remote_code: bool = False
+    skip_bad_items: bool = False  # drop items whose image is missing or broken (--skip-bad-items)
     mining: MiningConfig = field(default_factory=MiningConfig)
     hybrid: HybridSettings = field(default_factory=HybridSettings)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
@@ -67,9 +68,11 @@ def run_mbpo(
          "preference_data=PAIRS.parquet"),
         (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
     ])  # fmt: skip
-    run = RunDir.open(output, overwrite=overwrite, config=config)
+    run = RunDir.open(output, overwrite=overwrite, config=config, resume=resume)
     setup_runtime(config.runtime)
-    items = load_items(config.data, split=config.split, limit=config.limit)
+    items = load_items(
+        config.data, split=config.split, limit=config.limit, skip_bad_items=config.skip_bad_items
+    )
     need_start = config.grpo.beta != 0.0 or config.preference_data is None
     policy = load_policy(
         config.model, lora=config.lora, full_finetune=config.full_finetune,

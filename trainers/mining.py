@@ -382,6 +382,7 @@ class MineConfig:
     dtype: str = "auto"
     threads: int | None = None
     trust_remote_code: bool = False
+    skip_bad_items: bool = False  # drop items whose image is missing or broken (--skip-bad-items)
     progress: bool = True  # a bar over the attacked batches (stderr)
     protocol: str = "native"  # input protocol (models/families.py PROTOCOLS)
     min_pixels: int | None = None  # Qwen pixel limits; None = the protocol's / checkpoint's
@@ -407,7 +408,9 @@ def run_mine(
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     parallel.setup(config.device)  # under torchrun: this rank's GPU and the process group
-    items = load_items(config.data, split=config.split, limit=config.limit)
+    items = load_items(
+        config.data, split=config.split, limit=config.limit, skip_bad_items=config.skip_bad_items
+    )
     path, adapter = resolve_start(config.model)
     vlm = load_model(
         path, adapter=adapter, dtype=config.dtype, device=config.device,

@@ -40,6 +40,7 @@ class SFTConfig:
     full_finetune: bool = False
     save_merged: bool = False  # LoRA: also write final/model (merged), loadable without the base
     trust_remote_code: bool = False
+    skip_bad_items: bool = False  # drop items whose image is missing or broken (--skip-bad-items)
     # ours: this fraction of training samples is shown WITHOUT its image (text-only prompt, same
     # answer), as real LMMs see text-only data: the text-only prompt becomes in distribution and
     # the model's blind answer is its language prior (what IIG's default null and MBPO's premise
@@ -75,7 +76,7 @@ def run_sft(
          "set it to 0 (text-only rows make the ranks run different forwards)"),
         (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
     ])  # fmt: skip
-    run = RunDir.open(output, overwrite=overwrite, config=config)
+    run = RunDir.open(output, overwrite=overwrite, config=config, resume=resume)
     setup_runtime(config.runtime)
     items = _items(config)
     policy = load_policy(
@@ -151,7 +152,10 @@ def _items(config: SFTConfig) -> list:  # type: ignore[type-arg]
     if config.preference_data is None:
         if config.twins:
             raise UserError("sft.twins needs sft.preference_data (the mined pairs) — set both")
-        return load_items(config.data, split=config.split, limit=config.limit)
+        return load_items(
+            config.data, split=config.split, limit=config.limit,
+            skip_bad_items=config.skip_bad_items,
+        )  # fmt: skip
     pairs = read_pairs(Path(config.preference_data))
     if not pairs:
         raise UserError(f"{config.preference_data} holds no pairs — mine more candidates")

@@ -60,6 +60,9 @@ app.command("ablate")(ablate_cmd.ablate_command)
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv`; return the exit code instead of exiting (testable)."""
+    from mbpo_bench.cli.invocation import set_argv
+
+    set_argv(argv)
     try:
         # Without standalone mode click returns the code of a `typer.Exit` instead of raising it.
         code = app(args=argv, prog_name="mbpo-bench", standalone_mode=False)

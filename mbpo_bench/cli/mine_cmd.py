@@ -29,6 +29,9 @@ def mine_command(
         [], "--include-path", help="Extra folder of task YAML (repeatable), as for eval."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
+    skip_bad_items: bool = typer.Option(
+        False, "--skip-bad-items", help="Drop (and count) items whose image fails to decode."
+    ),
 ) -> None:
     """Mine adversarial hard negatives into a preference dataset (pairs.parquet)."""
     from mbpo_bench.data.registry import add_include_paths
@@ -41,7 +44,7 @@ def mine_command(
 
     config = build_config(
         MineConfig, model=model, data=data, config_file=config_file,
-        overrides=[*(overrides or []), *sets],
+        overrides=[*(["skip_bad_items=true"] if skip_bad_items else []), *(overrides or []), *sets],
     )  # fmt: skip
     if not quiet and parallel.is_main():  # under torchrun: once, not once per rank
         print_config(config, "mine")

@@ -15,6 +15,22 @@ from mbpo_bench.errors import UserError
 app = typer.Typer(help="Build tiny offline models; list families and sizes.", no_args_is_help=True)
 
 
+# Parameter counts of `models init` models at their default image size, as count_parameters
+# computes them on the meta device. Listed here so `models list` imports neither torch nor
+# transformers (it took 5 s and 870 MB); tests/test_first_hour_inputs.py checks every entry
+# against count_parameters, so a change in the model code cannot leave a stale number.
+PARAMETER_COUNTS: dict[tuple[str, str], int] = {
+    ("llava", "tiny"): 2_936_192,
+    ("llava", "small"): 62_930_688,
+    ("llava_siglip_qwen2", "tiny"): 3_135_488,
+    ("llava_siglip_qwen2", "small"): 64_713_856,
+    ("qwen2_vl", "tiny"): 3_182_080,
+    ("qwen2_vl", "small"): 65_383_168,
+    ("qwen2_5_vl", "tiny"): 3_313_536,
+    ("qwen2_5_vl", "small"): 68_926_336,
+}
+
+
 @app.command("list")
 def list_models() -> None:
     """List model families and tiny-model sizes with their parameter counts."""
@@ -22,7 +38,13 @@ def list_models() -> None:
     from rich.table import Table
 
     from mbpo_bench.models.families import FAMILIES, SIZES
-    from mbpo_bench.models.tiny import count_parameters
+
+    def count(family: str, size: str) -> int:
+        if (family, size) in PARAMETER_COUNTS:
+            return PARAMETER_COUNTS[(family, size)]
+        from mbpo_bench.models.tiny import count_parameters  # a family or size added later
+
+        return count_parameters(family, size)
 
     table = Table(title="mbpo-bench model families (models init --family F --size S)")
     table.add_column("family")
@@ -30,7 +52,7 @@ def list_models() -> None:
     for size, spec in SIZES.items():
         table.add_column(f"{size} ({spec.image_size} px)", justify="right")
     for family, description in FAMILIES.items():
-        counts = [f"{count_parameters(family, size) / 1e6:.1f}M" for size in SIZES]
+        counts = [f"{count(family, size) / 1e6:.1f}M" for size in SIZES]
         table.add_row(family, description, *counts)
     Console().print(table)
     typer.echo("Loadable checkpoints: config.json model_type llava, qwen2_vl or qwen2_5_vl.")

@@ -1,4 +1,4 @@
-"""`mbpo-bench tasks`: list, show, validate and verify tasks.
+"""`mbpo-bench tasks`: list, show, validate, verify and make (new) tasks.
 
 Start-up stays light: the registry and the verifiers import only the standard library and PyYAML
 at module level; nothing here imports pandas, torch or lmms-eval.
@@ -133,3 +133,22 @@ def verify_command(
     if rule is not None:  # the `_lmms` metrics' verdict: lmms-eval 0.7.3's own parsing
         out["lmms"] = rule(response, {"answer": target, "options": opts})
     typer.echo(json.dumps(out))
+
+
+@app.command("new")
+def new_command(
+    name: str = typer.Argument(..., help="Name of the new task (letters, digits, _)."),
+    source: str = typer.Option(
+        ..., "--from", help="The task to start from, e.g. mbpo_pope_random."
+    ),
+    out: Path = typer.Option(..., "--out", help="Folder for NAME.yaml and its README.md."),
+    include_path: list[Path] = typer.Option(None, "--include-path", help=INCLUDE_HELP),
+) -> None:
+    """Write a self-contained task YAML (no include) and a data README from an existing task."""
+    from mbpo_bench.data.task_new import new_task
+
+    path = new_task(name, source, out, _include(include_path))
+    typer.echo(
+        f"wrote {path} and {path.parent / 'README.md'}; check it with: "
+        f"mbpo-bench tasks validate --include-path {path.parent}"
+    )

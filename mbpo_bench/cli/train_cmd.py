@@ -70,6 +70,9 @@ def train_command(
         [], "--include-path", help="Extra folder of task YAML (repeatable), as for eval."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
+    skip_bad_items: bool = typer.Option(
+        False, "--skip-bad-items", help="Drop (and count) items whose image fails to decode."
+    ),
 ) -> None:
     """Train with a method of the trainer table (METHOD below); writes checkpoints,
     metrics.jsonl and final/ weights."""
@@ -83,7 +86,7 @@ def train_command(
     config_cls, run = load_trainer(method)
     config = build_config(
         config_cls, model=model, data=data, config_file=config_file,
-        overrides=[*(overrides or []), *sets],
+        overrides=[*(["skip_bad_items=true"] if skip_bad_items else []), *(overrides or []), *sets],
     )  # fmt: skip
     if not quiet and parallel.is_main():  # under torchrun: once, not once per rank
         print_config(config, f"train {method}")
@@ -92,7 +95,13 @@ def train_command(
 
     # before the run folder exists: a typo leaves nothing behind
     check_protocol(validate_model(config.model), config.runtime.protocol)
-    result = run(config, output, resume=resume, overwrite=overwrite)
+    from mbpo_bench.trainers.loop import TrainingDiverged
+
+    try:
+        result = run(config, output, resume=resume, overwrite=overwrite)
+    except TrainingDiverged as exc:
+        fix = f"resume with a lower learning rate: {resume_command(config_cls, config)}"
+        raise TrainingDiverged(exc.problem, fix) from exc
     if not parallel.is_main():
         return
     last = result.last
@@ -100,3 +109,19 @@ def train_command(
         f"{k} {last[k]:.4g}" for k in ("loss", "reward_mean", "accuracy") if k in last
     )
     typer.echo(f"{method}: {result.steps} steps, {shown}; weights: {output / 'final'}")
+
+
+def resume_command(config_cls: type, config: Any, argv: list[str] | None = None) -> str:
+    """This command again with `--resume` and a lower learning rate: the fix a divergence prints.
+
+    The lr is a tenth of this run's, capped at the method's default (a run at lr 1e30 is told
+    to use the default, not 1e29); `--overwrite` is dropped, since it would delete the kept
+    checkpoint. `--resume` may change the lr (`runs.SAFE_ON_RESUME`), so it works as printed."""
+    import shlex
+
+    from mbpo_bench.cli.invocation import current_argv
+
+    args = current_argv() if argv is None else list(argv)
+    args = [a for a in args if a not in ("--overwrite", "--resume")]
+    lr = min(config.optim.lr / 10, config_cls().optim.lr)
+    return shlex.join(["mbpo-bench", *args, "--resume", f"optim.lr={lr:.3g}"])

@@ -305,6 +305,18 @@ def _first_groups(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]
     return out
 
 
+def _data_where(spec: TaskSpec, data_root: Path | None) -> str:
+    """Where a task's rows come from, for error messages."""
+    if spec.data["source"] == "embedded":
+        return "the embedded benchmark"
+    from mbpo_bench.data.sources import locate
+
+    files = locate(spec, data_root)
+    if len(files) == 1:
+        return str(files[0])
+    return f"{files[0].parent} and {len(files) - 1} more files" if files else "no data files"
+
+
 def load_items(
     spec_or_name: TaskSpec | str,
     *,
@@ -320,9 +332,17 @@ def load_items(
     Embedded tasks use `embedded` (else $MBPO_BENCH_EMBEDDED_CONFIG, else the defaults) and
     generate into `cache_dir` (else the default cache) on first use.
     """
+    from mbpo_bench.data.rows import check_rows
+
     spec = _spec(spec_or_name, include_paths)
     rows = _rows(spec, split, data_root, cache_dir, embedded)
+    check_rows(
+        spec.name, rows, split=split, where=lambda: _data_where(spec, data_root),
+        close_ended=spec.close_ended,
+    )  # fmt: skip
     if limit is not None:
+        if limit < 1:
+            raise UserError(f"limit is {limit} — use a limit of 1 or more, or none for all items")
         rows = _first_groups(rows, limit)
     items = []
     for row in rows:

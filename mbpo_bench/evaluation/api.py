@@ -102,6 +102,11 @@ def load_tasks(config: EvalConfig) -> list[tuple[TaskInfo, list[TaskItem], list[
             data_root=data_root,
         )  # fmt: skip
         good, skipped = check_images(items, skip=config.skip_bad_items)
+        if not good:  # an evaluation of nothing must not finish as if it measured something
+            raise UserError(
+                f"task {spec.name}: all {len(skipped)} items were skipped as bad (first: "
+                f"{skipped[0].doc_id}: {skipped[0].reason}) — fix the images, or drop the task"
+            )
         out.append((task_info(spec, config.judge), good, skipped))
     return out
 
