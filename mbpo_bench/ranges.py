@@ -131,7 +131,6 @@ RANGES: dict[str, dict[str, Bound]] = {
     "QuickstartConfig": {
         "threads": Bound(low=1, option="--threads"),
         "control_time_factor": POSITIVE,
-        "control_steps": AT_LEAST_1,
         "eval_limit": Bound(low=1, option="--eval-limit"),
         "eval_batch_size": AT_LEAST_1,
     },

@@ -23,7 +23,17 @@ PACKAGES = {
 # Bottom to top; a module may import its own unit, its layer's other units, or any lower layer.
 # A unit is the first name below mbpo_bench (a subpackage or a top-level module).
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "config", "runs", "parallel", "metrics", "progress", "checkout"},
+    {
+        "__init__",
+        "errors",
+        "config",
+        "ranges",
+        "runs",
+        "parallel",
+        "metrics",
+        "progress",
+        "checkout",
+    },
     {"models"},
     {"data", "tasks", "judges"},
     {"modality"},

@@ -83,13 +83,20 @@ def load_items(
         raise UserError(f"no training items in '{data}' (split {split}) — check --data")
     if not skip_bad_items:
         return items
-    from mbpo_bench.evaluation.runner import check_images
+    from mbpo_bench.data.images import BadImageError, load_rgb
 
-    good, skipped = check_images(items, skip=True)
-    if skipped:
+    bad: dict[Path, str] = {}
+    for path in dict.fromkeys(it.image_path for it in items if it.image_path is not None):
+        try:
+            load_rgb(path)
+        except BadImageError as exc:
+            bad[path] = str(exc)
+    good = [it for it in items if it.image_path not in bad]
+    if bad:
+        first = next(it for it in items if it.image_path in bad)
         print(
-            f"skipped {len(skipped)} of {len(items)} training items with a bad image "
-            f"(first: {skipped[0].doc_id}: {skipped[0].reason})",
+            f"skipped {len(items) - len(good)} of {len(items)} training items with a bad image "
+            f"(first: {first.task}/{first.doc_id}: {bad[first.image_path]})",
             file=sys.stderr,
         )
     if not good:

@@ -34,8 +34,7 @@ def _function(dumper: yaml.SafeDumper, ref: Any) -> yaml.Node:
 
 def task_yaml(name: str, source: Any) -> dict[str, Any]:
     """The mapping of the new task `name` from the TaskSpec `source` (includes merged)."""
-    from mbpo_bench.data.task_spec import FunctionRef, read_yaml
-    from mbpo_bench.tasks.common import DOCS_PREFIX
+    from mbpo_bench.data.task_spec import DOCS_PREFIX, FunctionRef, read_yaml
 
     data = {"task": name, **{k: v for k, v in read_yaml(source.yaml_path).items() if k != "task"}}
     data.pop("tag", None)  # lmms-eval groups of the built-in tasks
