@@ -91,12 +91,13 @@ def load_items(
             load_rgb(path)
         except BadImageError as exc:
             bad[path] = str(exc)
+    dropped = [(it, bad[it.image_path]) for it in items if it.image_path in bad]
     good = [it for it in items if it.image_path not in bad]
-    if bad:
-        first = next(it for it in items if it.image_path in bad)
+    if dropped:
+        first, reason = dropped[0]
         print(
-            f"skipped {len(items) - len(good)} of {len(items)} training items with a bad image "
-            f"(first: {first.task}/{first.doc_id}: {bad[first.image_path]})",
+            f"skipped {len(dropped)} of {len(items)} training items with a bad image "
+            f"(first: {first.task}/{first.doc_id}: {reason})",
             file=sys.stderr,
         )
     if not good:
