@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# the quickstart's own tiny settings (tests/test_quickstart.py), so both follow its stages
+from test_quickstart import TINY_BENCH, TINY_OVERRIDES
+
 from mbpo_bench.cli.main import main
 from mbpo_bench.config import load_config
 from mbpo_bench.plan import (
@@ -19,21 +22,6 @@ from mbpo_bench.plan import (
 )
 from mbpo_bench.quickstart import QuickstartConfig, report_path
 from mbpo_bench.runs import write_atomic
-
-TINY_BENCH = "n_train: 48\nn_eval_per_cell: 4\nn_dev_per_cell: 2\n"
-TINY_OVERRIDES = [
-    "base.optim.steps=4",
-    "base.optim.batch_size=4",
-    "mbpo.optim.steps=2",
-    "mbpo.optim.batch_size=2",
-    "mbpo.mining.limit=8",
-    "mbpo.mining.steps=2",
-    "mbpo.grpo.num_generations=2",
-    "mbpo.grpo.oversample=1",
-    "arms=[mbpo, sft_mined]",
-    "probes=[image, blind]",
-    "eval_limit=4",
-]
 
 
 def test_report_goes_into_the_run_folder_unless_a_path_is_given(tmp_path: Path) -> None:
@@ -91,7 +79,9 @@ def test_quickstart_keeps_everything_in_its_folder_with_normal_modes(
     assert "plan:" in err and "expected ~" in err
     assert (out / "report.md").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.yaml", "cache", "qs"]
-    pngs = list(out.glob("*.png"))
-    assert pngs, "the report's figures sit beside it"
-    for path in [out / "report.md", out / "timings.json", *pngs]:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert list(out.rglob("*.png")), "the report's figures sit in the run folder"
+    files = [p for p in out.rglob("*") if p.is_file()]
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert {m for m in modes.values()} == {0o644}, {
+        p: oct(m) for p, m in modes.items() if m != 0o644
+    }
