@@ -88,7 +88,7 @@ EVAL_CASES = [
     ("max new tokens 0", ["--max-new-tokens", "0"], None, "eval.max_new_tokens"),
     ("nan resamples", ["--set", "bootstrap.n_resamples=.nan"], None, "expected an integer"),
     ("confidence 1", ["--set", "bootstrap.confidence=1"], None, "eval.bootstrap.confidence"),
-    ("empty parquet", [], list, "its eval split has no rows"),
+    ("empty parquet", [], list, "split has no rows"),
     ("null question", [], mutate_last(question=None), "field 'question' is missing or empty"),
     ("null answer", [], mutate_last(answer=None), "field 'answer' is missing or empty"),
     ("duplicate id", [], duplicate_id, "the doc_id is also the id of row"),
@@ -282,12 +282,19 @@ def test_a_resumed_run_continues_with_the_new_lr_at_its_schedule_position() -> N
 
 # ---- divergence -----------------------------------------------------------------------------
 
+# a random tiny model: mining keeps any wrong answer (as tests/test_quickstart.py's settings)
+MINING = [
+    "mining.limit=8",
+    "mining.steps=1",
+    "mining.iig_filter=false",
+    "mining.keep=wrong",
+    "mining.require_clean_correct=false",
+]
 DIVERGE = {
     "sft": [],
-    "dpo": ["mining.limit=8", "mining.steps=1"],
+    "dpo": MINING,
     "grpo": ["grpo.num_generations=4", "grpo.max_new_tokens=3"],
-    "mbpo": ["grpo.num_generations=2", "grpo.max_new_tokens=3", "mining.limit=8",
-             "mining.steps=1"],
+    "mbpo": ["grpo.num_generations=2", "grpo.max_new_tokens=3", *MINING],
 }  # fmt: skip
 
 
