@@ -103,7 +103,7 @@ def _sft_step(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], dict[str, Any]
     monkeypatch.setattr("mbpo_bench.trainers.data.load_items", lambda *a, **k: items)
     monkeypatch.setattr(
         "mbpo_bench.trainers.data.item_prompts",
-        lambda its, size: [Prompt(it.question) for it in its],
+        lambda its: [Prompt(it.question) for it in its],
     )
     monkeypatch.setattr("mbpo_bench.trainers.policy.load_policy", lambda *a, **k: policy)
     monkeypatch.setattr(sft, "RunDir", SimpleNamespace(open=lambda *a, **k: None))
@@ -166,9 +166,7 @@ def _miner(monkeypatch: pytest.MonkeyPatch, null: str, tmp_path: Path) -> Callab
 
     items = [TaskItem("t", str(i), f"q{i}", f"t{i}", "", image_path=Path(f"/none/{i}.png"))
              for i in range(11)]  # fmt: skip
-    monkeypatch.setattr(
-        mining, "item_prompts", lambda its, size: [Prompt(it.question) for it in its]
-    )
+    monkeypatch.setattr(mining, "item_prompts", lambda its: [Prompt(it.question) for it in its])
     monkeypatch.setattr("mbpo_bench.modality.iig.compute_iig", _fake_iig)
     monkeypatch.setattr(mining, "_negatives", _fake_negatives)
     # 8 of 11 selected, batches of 3: 3 batches, rank 0 runs two of them, rank 1 one

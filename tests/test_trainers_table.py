@@ -19,7 +19,7 @@ from mbpo_bench.cli.main import main
 TOY = """
 from dataclasses import dataclass, field
 
-from mbpo_bench.trainers.loop import LoopResult, OptimConfig
+from mbpo_bench.trainers.loop import LoopResult, OptimConfig, RuntimeConfig
 
 CALLS = []
 
@@ -29,6 +29,7 @@ class ToyConfig:
     model: str = ""
     data: str = "embedded"
     optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # every trainer has one
     toy_strength: float = 0.5
 
 
@@ -46,6 +47,7 @@ def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         table.TRAINERS, "toy", table.TrainerSpec("toy_trainer", "ToyConfig", "run_toy", "a toy")
     )
     monkeypatch.setattr("mbpo_bench.models.loading.validate_model", lambda model: str(model))
+    monkeypatch.setattr("mbpo_bench.models.families.check_protocol", lambda family, protocol: None)
     yield importlib.import_module("toy_trainer")
     sys.modules.pop("toy_trainer", None)
 

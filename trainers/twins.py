@@ -92,9 +92,8 @@ def conditional_loss(
 
     from mbpo_bench.models.protocol import Prompt
 
-    size = policy.vlm.image_size
-    own = item_prompts([p.as_item() for p in pairs], size)
-    twin = item_prompts([t.as_item() for t in twins], size)
+    own = item_prompts([p.as_item() for p in pairs])
+    twin = item_prompts([t.as_item() for t in twins])
     swapped = [Prompt(o.text, t.image) for o, t in zip(own, twin, strict=True)]
     swapped_back = [Prompt(t.text, o.image) for o, t in zip(own, twin, strict=True)]
     prompts = own + swapped + twin + swapped_back

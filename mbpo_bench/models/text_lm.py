@@ -78,6 +78,7 @@ class TextLM:
     family: str = "text"
     image_size: int = 0  # no image input
     processor: Any = None
+    protocol: str = "native"  # its own chat template; recorded like a VLM's, no image geometry
 
     @property
     def device(self) -> torch.device:
