@@ -81,6 +81,8 @@ def test_fsdp_outside_a_launcher_is_a_one_line_error_before_the_run_folder(
         ("grpo", "grpo.merge_lora_for_rollout=true", "grpo.merge_lora_for_rollout"),
         ("mbpo", "grpo.oversample=2", "grpo.oversample"),
         ("mbpo", "grpo.beta=0.1", "mining pairs"),
+        ("mbpo", "preference_data=p.parquet hybrid.twins=true", "hybrid.twins"),
+        ("sft", "twins=true", "twins"),
     ],
 )
 def test_fsdp_refuses_options_that_cannot_run_sharded(
@@ -90,7 +92,7 @@ def test_fsdp_refuses_options_that_cannot_run_sharded(
     monkeypatch.setenv("WORLD_SIZE", "2")
     out = tmp_path / "run"
     with pytest.raises(UserError, match=r"does not work with runtime\.strategy=fsdp") as err:
-        run_here(method, ["model=m", FSDP, override], out)
+        run_here(method, ["model=m", FSDP, *override.split()], out)
     assert named in str(err.value) and "\n" not in str(err.value)
     assert not out.exists()
 
@@ -429,6 +431,26 @@ def test_grpo_sharded_on_two_processes_equals_one(
         assert b["reward_mean"] == pytest.approx(a["reward_mean"])  # the same rollouts
         # not `kl`: that diagnostic is each rank's token mean, averaged over ranks (as under
         # ddp), while the loss (checked above) uses the global normalisers
+    adapter = Path("final/adapter/adapter_model.safetensors")
+    assert_same_weights(weights(tmp_path / "one" / adapter), weights(tmp_path / "two" / adapter),
+                        atol=1e-5)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_mbpo_sharded_on_two_processes_equals_one(tiny: dict[str, Any], tmp_path: Path) -> None:
+    """LoRA MBPO from a pairs parquet: hybrid batches (2 offline pair groups + 2 online groups a
+    step, one of each per rank) on 2 FSDP ranks give the one-process numbers."""
+    overrides = [f"model={tiny['sft']}", f"preference_data={tiny['pairs']}", *QUIET, *GRPO,
+                 "hybrid.offline_ratio=0.5"]  # fmt: skip
+    run_here("mbpo", overrides, tmp_path / "one")
+    torchrun(tiny, 2, train_args("mbpo", [*overrides, FSDP], tmp_path / "two"))
+    one = read_jsonl(tmp_path / "one" / "metrics.jsonl")
+    two = read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    assert [r["step"] for r in two] == [1, 2]
+    for a, b in zip(one, two, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+        assert b["reward_mean"] == pytest.approx(a["reward_mean"])
     adapter = Path("final/adapter/adapter_model.safetensors")
     assert_same_weights(weights(tmp_path / "one" / adapter), weights(tmp_path / "two" / adapter),
                         atol=1e-5)  # fmt: skip

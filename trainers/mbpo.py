@@ -67,6 +67,7 @@ def run_mbpo(
          "mine first with `mbpo-bench mine` (runtime.strategy=ddp) and pass "
          "preference_data=PAIRS.parquet"),
         (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
+        (config.hybrid.twins, "hybrid.twins", "untested with FSDP: use runtime.strategy=ddp"),
     ])  # fmt: skip
     run = RunDir.open(output, overwrite=overwrite, config=config, resume=resume)
     setup_runtime(config.runtime)

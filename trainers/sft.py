@@ -75,6 +75,7 @@ def run_sft(
         (config.blind_fraction > 0, "blind_fraction",
          "set it to 0 (text-only rows make the ranks run different forwards)"),
         (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
+        (config.twins, "twins", "untested with FSDP: use runtime.strategy=ddp"),
     ])  # fmt: skip
     run = RunDir.open(output, overwrite=overwrite, config=config, resume=resume)
     setup_runtime(config.runtime)
