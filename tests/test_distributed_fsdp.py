@@ -76,12 +76,11 @@ def test_fsdp_outside_a_launcher_is_a_one_line_error_before_the_run_folder(
     [
         ("sft", "blind_fraction=0.5", "blind_fraction"),
         ("sft", "runtime.compile_layers=true", "runtime.compile_layers"),
-        ("dpo", "save_merged=true", "mining pairs"),  # data=embedded: mining comes first
+        ("dpo", "save_merged=true", "save_merged"),
         ("grpo", "grpo.shared_prefill=true", "grpo.shared_prefill"),
         ("grpo", "grpo.merge_lora_for_rollout=true", "grpo.merge_lora_for_rollout"),
         ("mbpo", "grpo.oversample=2", "grpo.oversample"),
-        ("mbpo", "grpo.beta=0.1", "mining pairs"),
-        ("mbpo", "preference_data=p.parquet hybrid.twins=true", "hybrid.twins"),
+        ("mbpo", "hybrid.twins=true", "hybrid.twins"),
         ("sft", "twins=true", "twins"),
     ],
 )
@@ -451,6 +450,34 @@ def test_mbpo_sharded_on_two_processes_equals_one(tiny: dict[str, Any], tmp_path
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
         assert b["reward_mean"] == pytest.approx(a["reward_mean"])
+    adapter = Path("final/adapter/adapter_model.safetensors")
+    assert_same_weights(weights(tmp_path / "one" / adapter), weights(tmp_path / "two" / adapter),
+                        atol=1e-5)  # fmt: skip
+
+
+MINE = ("data=mbpo_embedded_color", "limit=8", "mining.limit=8", "mining.steps=2",
+        "mining.iig_filter=false", "mining.require_clean_correct=false", "mining.batch_size=4",
+        "mining.max_new_tokens=3", "optim.steps=2", "optim.lr=0.001", "optim.batch_size=4")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_dpo_mining_with_sharded_weights_equals_one_process(
+    tiny: dict[str, Any], tmp_path: Path
+) -> None:
+    """DPO that mines its pairs first (IIG, PGD to the pixels, rejected answers) on 2 FSDP ranks
+    (the starting policy's weights gathered whole for mining): the same pairs file, losses and
+    adapter as one process."""
+    from mbpo_bench.trainers.data import read_pairs
+
+    overrides = [f"model={tiny['sft']}", *QUIET, *MINE]
+    run_here("dpo", overrides, tmp_path / "one")
+    torchrun(tiny, 2, train_args("dpo", [*overrides, FSDP], tmp_path / "two"))
+    pairs = [read_pairs(tmp_path / d / "pairs.parquet") for d in ("one", "two")]
+    assert pairs[0] and pairs[0] == pairs[1]
+    one = read_jsonl(tmp_path / "one" / "metrics.jsonl")
+    two = read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    for a, b in zip(one, two, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
     adapter = Path("final/adapter/adapter_model.safetensors")
     assert_same_weights(weights(tmp_path / "one" / adapter), weights(tmp_path / "two" / adapter),
                         atol=1e-5)  # fmt: skip

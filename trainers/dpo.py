@@ -115,7 +115,7 @@ def load_or_mine_pairs(
         return read_pairs(out)
     if items is None:
         items = load_items(data, split=split, limit=limit, skip_bad_items=skip_bad_items)
-    with policy.reference() as start:  # the starting policy mines (LoRA: adapter disabled)
+    with policy.reference() as start, policy.whole(start):  # the starting policy mines
         pairs, stats = mine_to_file(start, items, mining, out, progress=progress)
     run.log(f"mined {len(pairs)} pairs: {stats.as_dict()}")
     return pairs
@@ -188,8 +188,6 @@ def run_dpo(
     from mbpo_bench.errors import UserError
 
     check_options(config.runtime, [
-        (not config.data.endswith(".parquet"), "mining pairs (data is not a .parquet)",
-         "mine first with `mbpo-bench mine` (runtime.strategy=ddp) and pass data=PAIRS.parquet"),
         (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
     ])  # fmt: skip
     run = RunDir.open(output, overwrite=overwrite, config=config, resume=resume)

@@ -63,9 +63,6 @@ def run_mbpo(
 
     check_options(config.runtime, [
         *fsdp_conflicts(config.grpo),
-        (config.preference_data is None, "mining pairs (no preference_data)",
-         "mine first with `mbpo-bench mine` (runtime.strategy=ddp) and pass "
-         "preference_data=PAIRS.parquet"),
         (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
         (config.hybrid.twins, "hybrid.twins", "untested with FSDP: use runtime.strategy=ddp"),
     ])  # fmt: skip

@@ -77,6 +77,21 @@ class Policy:
             yield
 
     @contextlib.contextmanager
+    def whole(self, vlm: VisionLanguageModel) -> Iterator[None]:
+        """Around mining (IIG, PGD, rejected answers) with `vlm` (the policy or its reference):
+        under FSDP its weights gathered whole for the block (`sharding.gathered`), since mining
+        gives the ranks different numbers of forwards; otherwise nothing."""
+        from mbpo_bench.models.common import is_sharded
+
+        if not is_sharded(vlm.model):
+            yield
+            return
+        from mbpo_bench.trainers.sharding import gathered
+
+        with gathered(vlm.model):
+            yield
+
+    @contextlib.contextmanager
     def sampling(self) -> Iterator[None]:
         """Around rollout generation: under FSDP with `fsdp_rollout=gathered`, the weights
         gathered whole for the block (`sharding.gathered`); otherwise nothing."""

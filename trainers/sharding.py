@@ -175,16 +175,19 @@ class _Root(torch.nn.Module):
 @contextlib.contextmanager
 def gathered(module: torch.nn.Module) -> Iterator[None]:
     """Within the block, every layer of sharded `module` is whole on every rank: one all-gather
-    per layer on entry (a collective), none in the forwards inside, so ranks may run different
-    numbers of them (`generate` then needs no `synced_gpus`). Costs one whole copy of the
-    weights per rank meanwhile. For sampling only (no backward inside). The alternative to
-    layer-by-layer unsharding for rollouts: `runtime.fsdp_rollout=gathered`."""
+    per layer on entry (a collective), none in the forwards and backwards inside (no reshard,
+    no gradient reduce-scatter), so ranks may run different numbers of them (`generate` then
+    needs no `synced_gpus`). Costs one whole copy of the weights per rank meanwhile. Used for
+    rollouts with `runtime.fsdp_rollout=gathered` and for mining, whose PGD backpropagates to
+    the pixels only (parameter gradients made inside are not reduced: train outside)."""
     from torch.distributed.fsdp import FSDPModule
 
     root = getattr(module, SHARDED_ATTR)
     units = [m for m in root.modules() if isinstance(m, FSDPModule) and m is not root]
     for unit in units:
         unit.set_reshard_after_forward(False, recurse=False)
+        unit.set_reshard_after_backward(False, recurse=False)
+        unit.set_requires_gradient_sync(False, recurse=False)
         unit.unshard()
     object.__setattr__(root, GATHERED_ATTR, True)
     try:
@@ -194,6 +197,8 @@ def gathered(module: torch.nn.Module) -> Iterator[None]:
         for unit in units:
             unit.reshard()
             unit.set_reshard_after_forward(True, recurse=False)
+            unit.set_reshard_after_backward(True, recurse=False)
+            unit.set_requires_gradient_sync(True, recurse=False)
 
 
 def clip_grad_norm(params: Sequence[torch.nn.Parameter], max_norm: float) -> float:
