@@ -54,10 +54,11 @@ def test_groups_keep_runs_of_one_mining_folder_together_in_plan_order(tmp_path: 
         assert sum(any(r.mine_dir == folder for r in g.runs) for g in groups) == 1
     seed0 = next(g for g in groups if g.label == "dpo-pgd seed 0")
     assert [r.arm.name for r in seed0.runs] == [
-        "dpo-pgd", "mbpo-pgd-iig-online", "mbpo-pgd-iig-offline"
+        "dpo-pgd", "mbpo-pgd-iig-online", "mbpo-pgd-iig-offline", "sft-mined"
     ]  # fmt: skip
-    # per seed: sft, grpo and the 6 mining folders; plus the base evaluation
-    assert len(groups) == 1 + 2 * 8
+    # per seed: sft, grpo and the 7 mining folders (the twin variant's is the 7th); plus the
+    # base evaluation
+    assert len(groups) == 1 + 2 * 9
     no_base = build_plan(
         AblationConfig(model=str(tmp_path / "m"), seeds=[0], arms=["sft"], eval_base=False),
         tmp_path / "o",

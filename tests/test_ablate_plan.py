@@ -26,9 +26,9 @@ def plan_for(tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
 
 def test_arms_are_exactly_the_factorial_plus_the_baselines() -> None:
     names = [a.name for a in ARMS]
-    assert len(names) == len(set(names)) == 15
+    assert len(names) == len(set(names)) == 18
     assert {a.name: a.method for a in ARMS[:3]} == BASELINES
-    mbpo = [a for a in ARMS if a.method == "mbpo"]
+    mbpo = [a for a in ARMS if a.factorial]
     levels = {(a.source, a.iig_filter, a.online) for a in mbpo}
     assert levels == set(itertools.product(("pgd", "noise", "blind"), (True, False), (True, False)))
     assert len(mbpo) == 12 and mbpo[0].name == "mbpo-pgd-iig-online"  # full MBPO first
@@ -40,6 +40,9 @@ def test_arms_are_exactly_the_factorial_plus_the_baselines() -> None:
         assert list(arm.overrides) == expected, arm.name
     dpo = next(a for a in ARMS if a.name == "dpo-pgd")
     assert (dpo.source, dpo.iig_filter) == ("pgd", True)
+    # issue 17: the matched SFT controls and the twin variant, after the factorial
+    assert [a.name for a in ARMS[-3:]] == ["sft-mined", "mbpo-twins", "sft-twins"]
+    assert "hybrid.twins=true" in ARMS[-2].overrides and ARMS[-2].twins
 
 
 def test_plan_resolves_every_arm_and_seed_with_the_same_budget(tmp_path: Path) -> None:
@@ -68,11 +71,19 @@ def test_plan_resolves_every_arm_and_seed_with_the_same_budget(tmp_path: Path) -
             assert c.data == "embedded"
         elif run.arm.method == "dpo":
             assert c.data == str(run.mine_dir / "pairs.parquet")
+        elif run.arm.miner:  # a matched SFT control: the MBPO arm's pairs, lr and schedule
+            assert c.preference_data == str(run.mine_dir / "pairs.parquet")
+            assert (c.optim.lr, c.optim.warmup_ratio) == (5e-5, 0.05)
+            assert c.twins == (run.arm.name == "sft-twins")
+            peer_name = {"sft-mined": "mbpo-pgd-iig-online", "sft-twins": "mbpo-twins"}
+            peer = next(r for r in plan.runs
+                        if (r.arm.name, r.seed) == (peer_name[run.arm.name], run.seed))  # fmt: skip
+            assert peer.mine_dir == run.mine_dir  # the very same pairs file
         else:
             assert run.mine_dir is None
     assert plan.base_eval.output == str(tmp_path / "out" / "base" / "eval")
     # mining: once per (source, filter, seed); DPO and both online levels share the PGD pairs
-    assert len(plan.minings) == 2 * 6
+    assert len(plan.minings) == 2 * 7  # 6 of the factorial + the twin variant's
     seed0 = {r.arm.name: r.mine_dir for r in plan.runs if r.seed == 0}
     assert seed0["dpo-pgd"] == seed0["mbpo-pgd-iig-online"] == seed0["mbpo-pgd-iig-offline"]
     assert seed0["mbpo-pgd-iig-online"] != seed0["mbpo-pgd-noiig-online"]
@@ -132,7 +143,7 @@ def test_arm_selection_by_name_and_pattern_and_unknown_arm() -> None:
     assert [a.name for a in select_arms(["mbpo-*-iig-offline"])] == [
         "mbpo-pgd-iig-offline", "mbpo-noise-iig-offline", "mbpo-blind-iig-offline",
     ]  # fmt: skip
-    assert len(select_arms(None)) == 15
+    assert len(select_arms(None)) == 18
     with pytest.raises(UserError, match=r"unknown arm 'mbpo-pgd-iig-onlin' \(did you mean: "
                        r"mbpo-pgd-iig-online"):  # fmt: skip
         select_arms(["mbpo-pgd-iig-onlin"])
@@ -255,7 +266,7 @@ def test_cli_settings_precedence_and_config_file(tmp_path: Path) -> None:
 def test_format_plan_counts_match_the_plan(tmp_path: Path) -> None:
     plan = plan_for(tmp_path, seeds=[0], eval_base=False)
     text = format_plan(plan)
-    assert "15 arms x 1 seeds (seeds 0) = 15 training runs, 6 mining runs, 15 evaluations" in text
+    assert "18 arms x 1 seeds (seeds 0) = 18 training runs, 7 mining runs, 18 evaluations" in text
     assert "base  eval" not in text
 
 

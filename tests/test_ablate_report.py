@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mbpo_bench.ablation import AblationConfig, build_plan
+from mbpo_bench.ablation import ARMS, AblationConfig, build_plan
 from mbpo_bench.ablation.execute import write_outputs
 from mbpo_bench.evaluation.schema import (
     SCHEMA_VERSION,
@@ -55,9 +55,10 @@ def test_report_of_a_full_factorial_with_problems(tmp_path: Path) -> None:
     for i, run in enumerate(plan.runs):
         if run.arm.name == "grpo":
             continue  # never evaluated
-        _write_results(run.eval_dir, 0.6 + 0.01 * (i % 15) + 0.02 * run.seed)
+        _write_results(run.eval_dir, 0.6 + 0.01 * (i % len(ARMS)) + 0.02 * run.seed)
     empty = next(d for d in plan.minings if d.name.startswith("blind-noiig-seed0"))
-    stats = {"candidates": 8, "selected": 8, "kept": 0, "attacked": 8, "flip_rate": 0.0}
+    stats = {"candidates": 8, "selected": 8, "kept": 0, "attacked": 8, "clean_right": 0,
+             "clean_wrong": 8, "flipped": 0, "flip_rate": None}  # fmt: skip
     write_atomic(empty / "pairs.stats.json", json.dumps(stats))
     failures = {"grpo seed 0": "the loss is nan at step 3 — lower optim.lr"}
     result = write_outputs(plan, failures, ["mbpo-bench", "ablate", "--model", "m"])
@@ -80,15 +81,15 @@ def test_report_of_a_full_factorial_with_problems(tmp_path: Path) -> None:
     assert "**mbpo-blind-noiig-offline seed 0**: mining kept no pair" in report
     assert "mbpo-blind-noiig-online seed 0**" not in report  # online arms still had data
     mining = report.split("## Mined pairs")[1].split("## ")[0]
-    assert mining.count("| missing |") >= 1 and "| 8 | 8 | 0 | 0.000 |" in mining
-    assert report.count("mbpo-bench train ") == 30 and report.count("mbpo-bench mine ") == 12
+    assert mining.count("| missing |") >= 1 and "| 8 | 8 | 8 | 0 | 8 | 0 | 0 | n/a |" in mining
+    assert report.count("mbpo-bench train ") == 36 and report.count("mbpo-bench mine ") == 14
     assert "mbpo-bench ablate --model m" in report
     assert (
         f"mbpo-bench ablate --config {tmp_path}/abl/ablation.yaml --output {tmp_path}/abl" in report
     )
 
     per_seed = pd.read_csv(result.per_seed)
-    assert len(per_seed) == (1 + 28) * 2 * 5  # base + 28 evaluated runs, 2 tasks, 5 quantities
+    assert len(per_seed) == (1 + 34) * 2 * 5  # base + 34 evaluated runs, 2 tasks, 5 quantities
     assert "(average over tasks)" not in set(per_seed["task"])
     # deterministic: the same files give the same report
     assert (

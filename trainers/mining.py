@@ -388,6 +388,9 @@ class MineConfig:
     min_pixels: int | None = None  # Qwen pixel limits; None = the protocol's / checkpoint's
     max_pixels: int | None = None
     mining: MiningConfig = field(default_factory=MiningConfig)
+    # candidates: only the items that have a prior twin (what `train mbpo hybrid.twins=true`
+    # mines; trainers/twins.py)
+    twins_only: bool = False
 
 
 PAIRS_FILE = "pairs.parquet"
@@ -411,6 +414,10 @@ def run_mine(
     items = load_items(
         config.data, split=config.split, limit=config.limit, skip_bad_items=config.skip_bad_items
     )
+    if config.twins_only:
+        from mbpo_bench.trainers.twins import twin_map, with_twin
+
+        items = with_twin(items, twin_map(config.data))
     path, adapter = resolve_start(config.model)
     vlm = load_model(
         path, adapter=adapter, dtype=config.dtype, device=config.device,

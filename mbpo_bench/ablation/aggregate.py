@@ -159,7 +159,7 @@ def main_effects(per_seed: pd.DataFrame, task: str, arms: Sequence[Arm]) -> pd.D
     """
     import pandas as pd
 
-    factorial = [a for a in arms if a.method == "mbpo"]
+    factorial = [a for a in arms if a.factorial]
     if len(factorial) < 12:
         return pd.DataFrame(columns=["mean", "std", "min", "max", "n"])
     names = [a.name for a in factorial]

@@ -8,7 +8,12 @@ Arms (`ARMS`, in report order):
   answers come from (`mining.source` pgd | noise | blind), whether mining keeps only high-IIG
   candidates (`mining.iig_filter`), and whether batches also hold online groups. "offline" is
   MBPO's GRPO on the mined pairs alone (`hybrid.offline_ratio=1.0`); "online" keeps the
-  configured mix (`hybrid.offline_ratio`, default 0.5). `mbpo-pgd-iig-online` is MBPO itself.
+  configured mix (`hybrid.offline_ratio`, default 0.5). `mbpo-pgd-iig-online` is MBPO itself;
+- matched controls and the twin-pair variant (issue 17): `sft-mined`, SFT on the pairs the full
+  MBPO arm mines (their chosen answers) with MBPO's learning rate and schedule; `mbpo-twins`,
+  MBPO with `hybrid.twins` (candidates: the counter-prior items that have a prior twin; each
+  mined item trained with its twin); `sft-twins`, SFT on those same items and twins, matched
+  likewise. Every arm has the same steps and batch size (plan.py).
 
 An arm is only what distinguishes it: the method and the overrides that define its factors.
 Everything shared (budget, seeds, the user's `key=value` settings) is applied in `plan.py`, so
@@ -42,6 +47,15 @@ class Arm:
     source: str | None = None  # negatives: pgd | noise | blind (arms that mine)
     iig_filter: bool | None = None
     online: bool | None = None
+    # SFT arms on mined pairs: the MBPO overrides whose mining they share (and whose lr and
+    # schedule they copy, so the control is matched)
+    miner: tuple[str, ...] = ()
+    twins: bool = False  # the twin-pair variant (outside the 3 x 2 x 2 factorial)
+
+    @property
+    def factorial(self) -> bool:
+        """One of the 12 MBPO arms of method.md's factorial."""
+        return self.method == "mbpo" and not self.twins
 
     @property
     def mines(self) -> bool:
@@ -82,7 +96,14 @@ def all_arms() -> tuple[Arm, ...]:
         for iig in IIG_LEVELS
         for online in ONLINE_LEVELS
     )
-    return baselines + factorial
+    pgd_iig = ("mining.source=pgd", "mining.iig_filter=true")
+    twins = (*pgd_iig, "hybrid.twins=true")
+    matched = (
+        Arm("sft-mined", "sft", (), "pgd", True, miner=pgd_iig),
+        Arm("mbpo-twins", "mbpo", twins, "pgd", True, True, twins=True),
+        Arm("sft-twins", "sft", ("twins=true",), "pgd", True, miner=twins),
+    )
+    return baselines + factorial + matched
 
 
 ARMS: tuple[Arm, ...] = all_arms()

@@ -119,10 +119,12 @@ def mine_config(config: Any) -> Any:
     from mbpo_bench.trainers.mining import MineConfig
 
     rt = config.runtime
+    hybrid = getattr(config, "hybrid", None)
     return MineConfig(
         model=config.model, data=config.data, split=config.split, limit=config.limit,
         device=rt.device, dtype=rt.dtype, threads=rt.threads,
         trust_remote_code=config.trust_remote_code, mining=config.mining,
+        twins_only=bool(hybrid is not None and hybrid.twins),
     )  # fmt: skip
 
 
@@ -140,17 +142,26 @@ def _run(
     cls = classes[arm.method]
     overrides = [f"optim.steps={cfg.steps}", f"optim.batch_size={cfg.batch_size}"]
     overrides.append(f"runtime.seed={seed}")
-    if arm.mines:
+    if arm.mines and not arm.miner:
         overrides.append(f"mining.seed={seed}")
     overrides += routed.for_method(arm.method, cls)
     overrides += arm.overrides
     if start[1] is not None:
         overrides.append("save_merged=true")
     given = [f"model={cfg.model}", f"data={cfg.data}"]
+    miner: Any = None
+    if arm.miner:  # an SFT control on mined pairs: mine as that MBPO arm would, copy its lr
+        shared = [f"optim.steps={cfg.steps}", f"optim.batch_size={cfg.batch_size}",
+                  f"runtime.seed={seed}", f"mining.seed={seed}"]  # fmt: skip
+        shared += routed.for_method("mbpo", classes["mbpo"]) + list(arm.miner)
+        miner = load_config(classes["mbpo"], None, [*given, *shared])
+        o = miner.optim
+        overrides += [f"optim.lr={o.lr}", f"optim.warmup_ratio={o.warmup_ratio}",
+                      f"optim.schedule={o.schedule}"]  # fmt: skip
     config: Any = load_config(cls, None, [*given, *overrides])
     mine, mine_dir = None, None
     if arm.mines:
-        mine = mine_config(config)
+        mine = mine_config(miner if miner is not None else config)
         mine_dir = mining_dir(output, arm, seed, mine)
         pairs = mine_dir / "pairs.parquet"
         if arm.method == "dpo":

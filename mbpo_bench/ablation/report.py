@@ -127,9 +127,11 @@ def mining_section(plan: Plan, report_dir: Path) -> tuple[list[str], set[Path]]:
             "IIG filter": "on" if config.mining.iig_filter else "off",
             "seed": str(config.mining.seed),
         }
-        for key in ("candidates", "selected", "kept"):
-            cells[key] = str(stats[key]) if stats else MISSING
-        cells["flip rate"] = fmt_value(stats["flip_rate"], 3) if stats else MISSING
+        cells["twins only"] = "yes" if getattr(config, "twins_only", False) else "no"
+        for key in ("candidates", "selected", "attacked", "clean_right", "clean_wrong",
+                    "flipped", "kept"):  # fmt: skip
+            cells[key] = str(stats.get(key, MISSING)) if stats else MISSING
+        cells["flip rate"] = fmt_value(stats.get("flip_rate"), 3) if stats else MISSING
         if stats is not None and stats.get("kept") == 0:
             empty.add(folder)
         rows[relative(folder, report_dir)] = cells
@@ -138,8 +140,10 @@ def mining_section(plan: Plan, report_dir: Path) -> tuple[list[str], set[Path]]:
     head = [
         "## Mined pairs",
         "",
-        "`kept` pairs are those whose rejected answer the verifier "
-        "marks wrong; flip rate = kept / attacked.",
+        "A hard negative needs the clean-image answer right (`clean_right`) and the attacked "
+        "answer wrong (`flipped`); items already wrong on the clean image (`clean_wrong`) are "
+        "reported apart and never kept. flip rate = flipped / clean_right; `kept` also passes "
+        "`mining.keep`. One GRPO update per batch: the PPO clip is inactive (ratio 1).",
         "",
     ]
     return [*head, markdown_table(df)], empty
