@@ -233,7 +233,7 @@ def compute_findings(
     return out
 
 
-def _finding_line(i: int, f: Finding, n_seeds: int) -> str:
+def finding_line(i: int, f: Finding, n_seeds: int) -> str:
     per_seed = ", ".join(_fmt(x) for x in f.per_seed)
     if n_seeds < 2:
         verdict = "**not shown** (one seed: no across-seed interval)"
@@ -449,7 +449,7 @@ def write_report(
         "variance; it is not the basis of a verdict). **Shown** = the across-seed interval "
         "excludes zero in the claimed direction and Holm p < 0.05.",
         "",
-        *(_finding_line(i + 1, f, n_seeds) for i, f in enumerate(findings)),
+        *(finding_line(i + 1, f, n_seeds) for i, f in enumerate(findings)),
         "",
         *findings_figure(findings, n_seeds, report.with_name(f"{report.stem}_findings.png")),
         "## Every checkpoint (mean over seeds [t interval over seeds], pooled non-floor pairs)",

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pytest
 
 from mbpo_bench.ablation import ARMS, AblationConfig, build_plan
 from mbpo_bench.ablation.execute import write_outputs
@@ -96,3 +98,32 @@ def test_report_of_a_full_factorial_with_problems(tmp_path: Path) -> None:
         write_outputs(plan, failures, ["mbpo-bench", "ablate", "--model", "m"]).report.read_text()
         == report
     )
+
+
+def test_matched_section_compares_mbpo_arms_with_their_controls_over_seeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mbpo_bench.ablation import report as ablation_report
+
+    plan = build_plan(
+        AblationConfig(model="m", seeds=[0, 1, 2],
+                       arms=["mbpo-pgd-iig-online", "sft-mined", "mbpo-twins", "sft-twins"]),
+        tmp_path / "abl",
+    )  # fmt: skip
+    # per eval folder: 10 pairs; the twin arm gets 4-6 more pairs right than its control
+    right = {"base": 2, "mbpo": 3, "sft_mined": 3, "mbpo_twins": 8, "sft_twins": 3}
+
+    def table(path: Path, name: str) -> dict[str, dict[str, Any]]:
+        seed = 0 if name == "base" else int(path.parent.name.removeprefix("seed"))
+        k = right[name] + (seed % 2 if name == "mbpo_twins" else 0)
+        return {f"t/p{i}": {"cell": "color", "counter": float(i < k), "consistent": 1.0,
+                            "pair_accuracy": float(i < k)} for i in range(10)}  # fmt: skip
+
+    monkeypatch.setattr("mbpo_bench.reporting.loading.load_run", lambda p, n: (Path(p), n))
+    monkeypatch.setattr("mbpo_bench.quickstart_report.all_pairs", lambda run: table(*run))
+    text = "\n".join(ablation_report.matched_section(plan))
+    assert "## Matched comparisons over seeds" in text and "0, 1, 2" in text
+    twins = next(x for x in text.splitlines() if "mbpo_twins - sft_twins, pair accuracy" in x)
+    assert "— **shown**" in twins  # +0.5, +0.6, +0.5 over three seeds
+    plain = next(x for x in text.splitlines() if "mbpo - sft_mined, pair accuracy" in x)
+    assert "**not shown**" in plain  # identical at every seed

@@ -26,6 +26,7 @@ from mbpo_bench.ablation.aggregate import (
     summarise,
 )
 from mbpo_bench.ablation.commands import eval_command, mine_command, train_command
+from mbpo_bench.errors import UserError
 from mbpo_bench.reporting.format import MISSING, UNDEFINED, fmt_value, markdown_table
 from mbpo_bench.reporting.loading import read_env, relative
 
@@ -263,6 +264,66 @@ def effects_section(plan: Plan, measured: Measurements) -> list[str]:
     ]
 
 
+# ablation arm -> the quickstart's name for it, for the matched findings over seeds
+MATCHED_ARMS = {"mbpo-pgd-iig-online": "mbpo", "sft-mined": "sft_mined",
+                "mbpo-twins": "mbpo_twins", "sft-twins": "sft_twins"}  # fmt: skip
+
+
+def matched_section(plan: Plan) -> list[str]:
+    """MBPO and the twin variant against their matched SFT controls and the base, over seeds
+    (the quickstart's findings: t interval over seeds, Holm, per-item paired CI beside), on the
+    twin pairs of the embedded benchmark v3. Empty when those runs or pairs are absent."""
+    from mbpo_bench.quickstart_report import (
+        all_pairs,
+        compute_findings,
+        finding_line,
+        floors,
+    )
+    from mbpo_bench.reporting.loading import load_run
+
+    if plan.base_eval is None:
+        return []
+    try:
+        base = all_pairs(load_run(Path(plan.base_eval.output), "base"))
+    except UserError:
+        return []
+    seeds: dict[int, dict[str, dict[str, Any]]] = {}
+    for run in plan.runs:
+        name = MATCHED_ARMS.get(run.arm.name)
+        if name is None:
+            continue
+        try:
+            table = all_pairs(load_run(run.eval_dir, name))
+        except UserError:
+            continue  # not evaluated: listed under Problems
+        seeds.setdefault(run.seed, {"base": base})[name] = table
+    order = ["base", *MATCHED_ARMS.values()]
+    present = {n for tables in seeds.values() for n in tables}
+    names = [n for n in order if n in present]
+    complete = {k: v for k, v in seeds.items() if set(v) == set(names)}
+    if len(names) < 2 or not complete:
+        return []
+    tables = [t for s in complete.values() for t in s.values()]
+    floor = floors(tables)
+    common = set.intersection(*(set(t) for t in tables))
+    keep = {k for k in common if tables[0][k]["cell"] not in floor}
+    findings = compute_findings(complete, keep, names)
+    labels = ", ".join(f"`{a}` = {q}" for a, q in MATCHED_ARMS.items() if q in names)
+    return [
+        "## Matched comparisons over seeds (twin pairs)",
+        "",
+        f"Arms: {labels}. Seeds with every one of them evaluated: "
+        f"{', '.join(map(str, complete))}. Pooled over the twin pairs of the embedded tasks "
+        f"minus floor cells ({', '.join(floor) or 'none'}); each line: across-seed mean with a "
+        "t interval over seeds, Holm-adjusted p over this list, per-seed values, and the "
+        "per-item paired CI of the seed mean. **Shown** = the across-seed interval excludes "
+        "zero in the claimed direction and Holm p < 0.05.",
+        "",
+        *(finding_line(i + 1, f, len(complete)) for i, f in enumerate(findings)),
+        "",
+    ]
+
+
 def render(
     plan: Plan, measured: Measurements, failures: Mapping[str, str], argv: list[str],
     report_dir: Path,
@@ -279,6 +340,7 @@ def render(
     lines = _intro(plan)
     lines += [f"> warning: {w}" for w in warnings] + ([""] if warnings else [])
     lines += _problems(plan, failures, empty)
+    lines += matched_section(plan)
     lines += _task_sections(plan, summary, measured)
     lines += effects_section(plan, measured)
     lines += mining
