@@ -106,6 +106,10 @@ def quickstart_plan(
             stages[arm] = seeds * config.control_steps * REF_SFT_STEP_S / speed
         elif arm == "sft_time":
             stages[arm] = seeds * mbpo * config.control_time_factor
+        elif arm == "grpo_mined":  # MBPO's online half, no mining
+            stages[arm] = seeds * mbpo * 0.6
+        elif arm in ("dpo", "dpo_mdpo"):  # a pair is two (three) sequences and a reference
+            stages[arm] = seeds * config.mbpo.optim.steps * sft_step * 4 / speed
         else:  # the matched SFT controls: MBPO's steps at MBPO's (smaller) batch
             stages[arm] = seeds * config.mbpo.optim.steps * sft_step / speed
     items = min(config.eval_limit or EMBEDDED_EVAL_ITEMS, EMBEDDED_EVAL_ITEMS)

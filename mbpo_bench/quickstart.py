@@ -12,6 +12,10 @@ number in the report can be re-derived:
    - `mbpo_twins`: the twin-pair variant (trainers/twins.py): mines from every counter-prior
      training item that has a prior twin and trains each mined item with its twin;
    - `sft_twins`: SFT on the same twins (mbpo_twins/pairs.parquet + twins), matched likewise;
+   - not defaults, matched to `mbpo` the same way: `grpo_mined` (GRPO on the same online prompts,
+     no offline negatives), `dpo` and `dpo_mdpo` (DPO, and DPO + mDPO's conditional term, on
+     the same pairs; a step = as many pairs as MBPO has prompts), `sft_balanced` (SFT on the
+     mined items plus as many question-matched prior-consistent training items);
    - `sft_time` (not a default): the old control, continued SFT on the full biased split for
      MBPO's wall time with the base's lr and a restarted warm-up: NOT matched, kept to compare.
 3. `eval_<arm>/`: `mbpo-bench eval` on the embedded suite's `split` (`test` for reports, `dev`
@@ -47,6 +51,7 @@ from mbpo_bench.quickstart_config import (
 )
 from mbpo_bench.runs import write_atomic, write_json_atomic
 from mbpo_bench.trainers.loop import RuntimeConfig
+from mbpo_bench.trainers.mbpo import MBPOConfig
 
 
 def base_fingerprint(config: QuickstartConfig) -> str:
@@ -160,37 +165,63 @@ def train_mbpo(config: QuickstartConfig, base: Path, out: Path, arm: str = "mbpo
     return time.perf_counter() - start
 
 
-def train_matched_sft(
-    config: QuickstartConfig, base: Path, out: Path, arm: str
-) -> tuple[float, Path]:
-    """SFT on the items the matched MBPO arm mined (and, for `sft_twins`, their twins), with
-    that arm's OptimConfig: the same steps, prompts per step, lr, warm-up and decay. Returns
-    (seconds, the model to evaluate): the base itself when mining kept no pair (nothing to
-    train on; the report's mining table shows it)."""
-    import copy
-
-    from mbpo_bench.trainers.data import read_pairs
+def _matched_source(config: QuickstartConfig, out: Path, arm: str) -> tuple[MBPOConfig, Path]:
     from mbpo_bench.trainers.mining import PAIRS_FILE
-    from mbpo_bench.trainers.sft import run_sft
 
     source = MATCHED[arm]
     pairs = out / source / PAIRS_FILE
     if not pairs.is_file():
         raise UserError(f"arm {arm} needs arm {source} first (its {pairs}) — add it to arms")
+    return (config.mbpo_twins if source == "mbpo_twins" else config.mbpo), pairs
+
+
+def train_matched(config: QuickstartConfig, base: Path, out: Path, arm: str) -> tuple[float, Path]:
+    """A control on the items / pairs the matched MBPO arm mined, with that arm's optimizer
+    settings (the same steps, prompts or pairs per step, lr, warm-up and decay). Returns
+    (seconds, the model to evaluate): the base itself when mining kept no pair (nothing to
+    train on; the report's mining table shows it)."""
+    import copy
+
+    from mbpo_bench.trainers.data import read_pairs
+
+    mbpo, pairs = _matched_source(config, out, arm)
     if not read_pairs(pairs):
-        _say(f"{arm}: {source} mined no pair, so there is nothing to train on: the base stands in")
+        _say(f"{arm}: {MATCHED[arm]} mined no pair, so there is nothing to train on: the base "
+             "stands in")  # fmt: skip
         return 0.0, base
-    mbpo = config.mbpo_twins if source == "mbpo_twins" else config.mbpo
-    cfg = copy.deepcopy(config.base)
-    cfg.model = str(base)
-    cfg.blind_fraction = 0.0
-    cfg.preference_data = str(pairs)
-    cfg.twins = arm == "sft_twins"
-    cfg.optim = dataclasses.replace(mbpo.optim)
-    cfg.runtime = _runtime(cfg.runtime, config)
-    _say(f"{arm}: SFT on {source}'s mined items, {cfg.optim.steps} steps at lr {cfg.optim.lr}")
     start = time.perf_counter()
-    run_sft(cfg, out / arm, overwrite=True)
+    runtime = _runtime(mbpo.runtime, config)
+    if arm == "grpo_mined":  # MBPO with no offline groups: GRPO on the mined items as prompts
+        from mbpo_bench.trainers.mbpo import run_mbpo
+
+        cfg = copy.deepcopy(mbpo)
+        cfg.model, cfg.preference_data, cfg.runtime = str(base), str(pairs), runtime
+        cfg.hybrid.offline_ratio, cfg.hybrid.online_pool = 0.0, "mined"
+        _say(f"{arm}: GRPO on {MATCHED[arm]}'s mined prompts, {cfg.optim.steps} steps")
+        run_mbpo(cfg, out / arm, overwrite=True)
+    elif arm in ("dpo", "dpo_mdpo"):
+        from mbpo_bench.trainers.dpo import DPOConfig, run_dpo
+
+        dpo = DPOConfig(
+            model=str(base), data=str(pairs), full_finetune=mbpo.full_finetune,
+            mdpo_weight=1.0 if arm == "dpo_mdpo" else 0.0, optim=dataclasses.replace(mbpo.optim),
+            runtime=runtime,
+        )  # fmt: skip
+        _say(f"{arm}: DPO on {MATCHED[arm]}'s pairs, {dpo.optim.steps} steps")
+        run_dpo(dpo, out / arm, overwrite=True)
+    else:
+        from mbpo_bench.trainers.sft import run_sft
+
+        cfg_sft = copy.deepcopy(config.base)
+        cfg_sft.model = str(base)
+        cfg_sft.blind_fraction = 0.0
+        cfg_sft.preference_data = str(pairs)
+        cfg_sft.twins = arm == "sft_twins"
+        cfg_sft.balanced = arm == "sft_balanced"
+        cfg_sft.optim = dataclasses.replace(mbpo.optim)
+        cfg_sft.runtime = _runtime(cfg_sft.runtime, config)
+        _say(f"{arm}: SFT on {MATCHED[arm]}'s mined items, {cfg_sft.optim.steps} steps")
+        run_sft(cfg_sft, out / arm, overwrite=True)
     return time.perf_counter() - start, out / arm
 
 
@@ -263,7 +294,7 @@ def run_seed(
         if arm in ("mbpo", "mbpo_twins"):
             timings[arm] = train_mbpo(config, base, out, arm)
         elif arm in MATCHED:
-            timings[arm], models[arm] = train_matched_sft(config, base, out, arm)
+            timings[arm], models[arm] = train_matched(config, base, out, arm)
         else:
             timings[arm] = train_control(config, base, out, timings["mbpo"])
     for name in ["base", *ordered]:
@@ -283,6 +314,8 @@ def run_quickstart(config: QuickstartConfig) -> Path:
     from mbpo_bench.quickstart_report import write_report
 
     check_config(config)
+    if config.report_only:
+        return _report_only(config)
     if config.threads is not None:
         import torch
 
@@ -300,6 +333,28 @@ def run_quickstart(config: QuickstartConfig) -> Path:
         if config.seeds > 1:
             _say(f"seed {seed} -> {folder}")
         timings[seed] = run_seed(dataclasses.replace(config, seed=seed), folder, plan.stages)
+    report = write_report(config, timings, path=report_path(config))
+    _say(f"report: {report}")
+    return report
+
+
+def _report_only(config: QuickstartConfig) -> Path:
+    """The report from the seed folders already there (`report_only`)."""
+    import json
+
+    from mbpo_bench.quickstart_report import write_report
+
+    timings: dict[int, dict[str, float]] = {}
+    for seed, folder in seed_dirs(config):
+        path = folder / "timings.json"
+        if not path.is_file():
+            raise UserError(
+                f"seed {seed} has no finished run in {folder} (no timings.json) — run it first, "
+                "or lower --seeds to the seeds that finished"
+            )
+        data = json.loads(path.read_text())
+        timings[seed] = {k: float(v) for k, v in data.items() if isinstance(v, int | float)
+                         and not isinstance(v, bool)}  # fmt: skip
     report = write_report(config, timings, path=report_path(config))
     _say(f"report: {report}")
     return report

@@ -17,9 +17,11 @@ from mbpo_bench.trainers.mbpo import MBPOConfig
 from mbpo_bench.trainers.sft import SFTConfig
 
 EMBEDDED_TASKS = ("mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedded_count")
-ARMS = ("mbpo", "sft_mined", "mbpo_twins", "sft_twins", "sft_time")
+ARMS = ("mbpo", "sft_mined", "grpo_mined", "dpo", "dpo_mdpo", "sft_balanced", "mbpo_twins",
+        "sft_twins", "sft_time")  # fmt: skip
 # each control and the arm it is matched to (same steps, prompts per step, lr schedule)
-MATCHED = {"sft_mined": "mbpo", "sft_twins": "mbpo_twins"}
+MATCHED = {"sft_mined": "mbpo", "grpo_mined": "mbpo", "dpo": "mbpo", "dpo_mdpo": "mbpo",
+           "sft_balanced": "mbpo", "sft_twins": "mbpo_twins"}  # fmt: skip
 
 
 def _base_sft() -> SFTConfig:
@@ -88,6 +90,9 @@ class QuickstartConfig:
     )
     threads: int | None = None  # torch CPU threads for every stage (None: torch's default)
     cache_base: bool = True
+    # write the report from the seed folders a finished run left (no training, no evaluation):
+    # to re-render, or to report the seeds that finished when a long study was cut short
+    report_only: bool = False
     base: SFTConfig = field(default_factory=_base_sft)
     mbpo: MBPOConfig = field(default_factory=_mbpo)
     mbpo_twins: MBPOConfig = field(default_factory=_mbpo_twins)

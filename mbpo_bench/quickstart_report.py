@@ -188,7 +188,8 @@ def _findings_spec(arms: list[str]) -> list[tuple[str, str, str, str, str]]:
     """(text, treatment, control, metric, want) of every finding the arms allow."""
     spec = [("The base leans on the prior: prior-consistent - counter-prior accuracy", "base", "",
              "bias", "gain")]  # fmt: skip
-    pairs = [("mbpo", "base"), ("mbpo", "sft_mined"), ("mbpo_twins", "base"),
+    pairs = [("mbpo", "base"), ("mbpo", "sft_mined"), ("mbpo", "grpo_mined"), ("mbpo", "dpo"),
+             ("mbpo", "dpo_mdpo"), ("mbpo", "sft_balanced"), ("mbpo_twins", "base"),
              ("mbpo_twins", "sft_twins"), ("mbpo_twins", "mbpo")]  # fmt: skip
     for t, c in pairs:
         if t not in arms or (c != "base" and c not in arms):
@@ -324,9 +325,12 @@ def _matching(config: QuickstartConfig, folder: Path, names: list[str]) -> list[
             kept = json.loads(stats.read_text()).get("kept")
             twins = (cfg.get("hybrid") or {}).get("twins")
             n_items = f"{kept} mined" + (" + their twins" if twins else "")
-        elif cfg.get("preference_data"):
-            kept = json.loads(Path(cfg["preference_data"]).with_suffix(".stats.json").read_text())
-            n_items = f"{kept.get('kept')} mined" + (" + their twins" if cfg.get("twins") else "")
+        elif cfg.get("preference_data") or str(cfg.get("data", "")).endswith(".parquet"):
+            pairs = Path(cfg.get("preference_data") or cfg["data"])
+            kept = json.loads(pairs.with_suffix(".stats.json").read_text())
+            extra = (" + their twins" if cfg.get("twins") else
+                     " + as many question-matched consistent" if cfg.get("balanced") else "")  # fmt: skip
+            n_items = f"{kept.get('kept')} mined{extra}"
         lines.append(
             f"| {name} | {optim.get('steps')} | {optim.get('batch_size')} | {optim.get('lr')} | "
             f"{optim.get('warmup_ratio')} | {optim.get('schedule')} | {n_items} |"

@@ -123,13 +123,26 @@ def test_quickstart_runs_end_to_end_and_reuses_the_cached_base(
     sft = yaml.safe_load((tmp_path / "qs" / "sft_mined" / "config.yaml").read_text())
     mbpo = yaml.safe_load((tmp_path / "qs" / "mbpo" / "config.yaml").read_text())
     assert sft["optim"] == mbpo["optim"] and sft["preference_data"].endswith("pairs.parquet")
-    two = [*argv, "--seeds", "2", "--split", "dev", "arms=[mbpo, sft_mined, sft_time]",
-           "control_steps=3"]  # fmt: skip
+    two = [*argv, "--seeds", "2", "--split", "dev", "control_steps=3",
+           "arms=[mbpo, sft_mined, grpo_mined, dpo, dpo_mdpo, sft_balanced, sft_time]"]  # fmt: skip
     assert main([*two, *TINY_OVERRIDES]) == 0
     text = (tmp_path / "r" / "qs.md").read_text()
     assert "**Split: `dev`**" in text and "**Seeds: 2** (0, 1)" in text
     for seed in (0, 1):
         assert json.loads((tmp_path / "qs" / f"seed{seed}" / "timings.json").read_text())
+    for arm in ("grpo_mined", "dpo", "dpo_mdpo", "sft_balanced"):  # matched to mbpo's optimizer
+        cfg = yaml.safe_load((tmp_path / "qs" / "seed0" / arm / "config.yaml").read_text())
+        assert cfg["optim"] == mbpo["optim"], arm
+        assert f"{arm} - base" not in text and f"mbpo - {arm}, pair accuracy" in text
+    dpo = yaml.safe_load((tmp_path / "qs" / "seed0" / "dpo_mdpo" / "config.yaml").read_text())
+    assert dpo["mdpo_weight"] == 1.0 and dpo["data"].endswith("pairs.parquet")
     assert json.loads((tmp_path / "qs" / "seed0" / "timings.json").read_text())["base_cached"]
     rows = (tmp_path / "qs" / "seed1" / "sft_time" / "metrics.jsonl").read_text().splitlines()
     assert len([r for r in rows if r.strip()]) == 3, "a fixed control_steps replaces the time match"
+    # the report alone, from the folders: the same findings, nothing retrained
+    before = (tmp_path / "qs" / "seed0" / "mbpo" / "metrics.jsonl").stat().st_mtime_ns
+    (tmp_path / "r" / "qs.md").unlink()
+    assert main([*two, *TINY_OVERRIDES, "report_only=true"]) == 0
+    assert "**Seeds: 2** (0, 1)" in (tmp_path / "r" / "qs.md").read_text()
+    assert (tmp_path / "qs" / "seed0" / "mbpo" / "metrics.jsonl").stat().st_mtime_ns == before
+    assert main([*argv, "--seeds", "3", "report_only=true", *TINY_OVERRIDES]) == 2

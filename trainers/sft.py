@@ -27,6 +27,7 @@ from mbpo_bench.trainers.loop import (
     train_loop,
 )
 
+from mbpo_bench.data.items import TaskItem
 from mbpo_bench.models.lora import LoraSettings
 from mbpo_bench.runs import RunDir
 
@@ -51,6 +52,9 @@ class SFTConfig:
     # (the control of the twin-pair variant, trainers/twins.py)
     preference_data: str | None = None
     twins: bool = False
+    # with preference_data: add, per mined item, a prior-consistent training item with the same
+    # question text (question-matched balanced data: half counter-prior, half consistent)
+    balanced: bool = False
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=3e-4, steps=1200, batch_size=16, warmup_ratio=0.05)
     )
@@ -144,7 +148,7 @@ def run_sft(
     )
 
 
-def _items(config: SFTConfig) -> list:  # type: ignore[type-arg]
+def _items(config: SFTConfig) -> list[TaskItem]:
     """The training items: a task's split, or the mined pairs' items (and their twins)."""
     from mbpo_bench.trainers.data import load_items, read_pairs
 
@@ -160,11 +164,34 @@ def _items(config: SFTConfig) -> list:  # type: ignore[type-arg]
     pairs = read_pairs(Path(config.preference_data))
     if not pairs:
         raise UserError(f"{config.preference_data} holds no pairs — mine more candidates")
+    if config.balanced:
+        return _balanced(config, [p.as_item() for p in pairs])
     if not config.twins:
         return [p.as_item() for p in pairs]
     from mbpo_bench.trainers.twins import twin_items, twin_map, twin_pairs
 
     return twin_items(pairs, twin_pairs(pairs, twin_map(config.data)))
+
+
+def _balanced(config: SFTConfig, mined: list[TaskItem]) -> list[TaskItem]:
+    """Each mined item, then a prior-consistent training item asking the same question (drawn
+    by the run's seed; a question with no such item keeps its mined item alone)."""
+    import random
+
+    from mbpo_bench.trainers.data import load_items
+
+    matches: dict[tuple[str, str], list[TaskItem]] = {}
+    for it in load_items(config.data, split=config.split, limit=config.limit):
+        if it.meta.get("prior") == "consistent":
+            matches.setdefault((it.task, it.question), []).append(it)
+    rng = random.Random(config.runtime.seed)
+    out = []
+    for it in mined:
+        out.append(it)
+        pool = matches.get((it.task, it.question))
+        if pool:
+            out.append(rng.choice(pool))
+    return out
 
 
 def _is_blind(seed: int, step: int, index: int, fraction: float) -> bool:

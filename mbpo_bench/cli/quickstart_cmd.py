@@ -30,9 +30,10 @@ def quickstart_command(
     config: Path = typer.Option(None, help="YAML file of QuickstartConfig fields."),
     overrides: list[str] = typer.Argument(None, help="Config overrides: section.key=value ..."),
 ) -> None:
-    """Build a tiny model, make it biased (SFT), run MBPO and a continued-SFT control,
-    evaluate all three with modality-balance probes and write the report. Offline; a few
-    minutes on a laptop CPU (a visible GPU is used when present)."""
+    """Build a tiny model, make it biased (SFT), run MBPO, the twin-pair variant and their
+    matched SFT controls, evaluate them on the embedded benchmark's twin pairs with
+    modality-balance probes and write the report (findings over --seeds). Offline; a few
+    minutes a seed on a laptop CPU (a visible GPU is used when present)."""
     from mbpo_bench.config import load_config, print_config
     from mbpo_bench.quickstart import QuickstartConfig, run_quickstart
 
