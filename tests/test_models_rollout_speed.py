@@ -155,15 +155,22 @@ def test_grpo_speed_fields_round_trip_and_reach_generate(tmp_path: Path) -> None
     seen: list[dict[str, Any]] = []
 
     class _VLM:
-        def generate(self, prompts: list[Prompt], **kw: Any) -> list[list[str]]:
+        def generate_completions(self, prompts: list[Prompt], **kw: Any) -> list[list[Any]]:
+            from mbpo_bench.models.protocol import Completion
+
             seen.append(kw)
-            return [["yes"] * kw["num_samples"] for _ in prompts]
+            return [[Completion("yes", (1,), False)] * kw["num_samples"] for _ in prompts]
 
     class _Policy:
         vlm = _VLM()
 
         def train_mode(self, on: bool) -> None:
             pass
+
+        def sampling(self) -> Any:
+            import contextlib
+
+            return contextlib.nullcontext()
 
     from mbpo_bench.data.items import TaskItem
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mbpo_bench.trainers.advantages import STD_EPS, Advantages, Scaling
-from mbpo_bench.trainers.hybrid import FlatBatch, Group, HybridSettings
+from mbpo_bench.trainers.hybrid import FlatBatch, Group, HybridSettings, Sample
 from mbpo_bench.trainers.loop import (
     IndexStream,
     LoopResult,
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from mbpo_bench.trainers.policy import Policy
 
     from mbpo_bench.data.items import TaskItem
-    from mbpo_bench.models.protocol import Prompt
+    from mbpo_bench.models.protocol import Answer, Prompt
 
 
 @dataclass
@@ -54,6 +54,9 @@ class GRPOSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 16
+    # TRL's default: no repetition penalty while sampling (a checkpoint's own, e.g. Qwen's 1.05,
+    # would sample from a distribution other than the one whose log-probs are optimised)
+    repetition_penalty: float = 1.0
     generation_batch_size: int = 64  # prompts per generate call
     beta: float = 0.04  # KL weight (k3 estimator); 0 skips the reference forward
     eps_low: float = 0.2
@@ -66,7 +69,7 @@ class GRPOSettings:
     # groups whose rewards vary (topped up with the others in order); 1 = off
     oversample: int = 1
     reward_max_words: int = 10  # the format reward's length limit
-    max_length: int | None = None  # dr_grpo normaliser; None = max_new_tokens + 1 (EOS)
+    max_length: int | None = None  # dr_grpo normaliser; None = max_new_tokens (TRL's)
     # sample each prompt in its own generate call seeded by (seed, step, position in the global
     # batch): the same rollouts for any number of processes (slower: G rows per generate call)
     seed_per_prompt: bool = False
@@ -133,28 +136,35 @@ def sample(
     s: GRPOSettings,
     n: int,
     seeds: Sequence[int] | None = None,
-) -> list[list[tuple[str, float, bool]]]:
-    """`n` sampled (response, reward, correct) per prompt, in one batched generate (or, with
-    `seeds`, one generate per prompt after seeding torch with its seed)."""
+) -> list[list[Sample]]:
+    """`n` sampled responses per prompt with reward, correctness and their token ids, in one
+    batched generate (or, with `seeds`, one generate per prompt after seeding torch)."""
+    from mbpo_bench.trainers.hybrid import Sample
+
     if not prompts or n == 0:
         return [[] for _ in prompts]
     policy.train_mode(False)
     kw = {"max_new_tokens": s.max_new_tokens, "do_sample": True, "temperature": s.temperature,
-          "top_p": s.top_p, "num_samples": n, "speed": s.generation_speed()}  # fmt: skip
+          "top_p": s.top_p, "num_samples": n, "speed": s.generation_speed(),
+          "repetition_penalty": s.repetition_penalty}  # fmt: skip
+    gen = policy.vlm.generate_completions
     with policy.sampling():  # runtime.fsdp_rollout=gathered: whole weights for the rollout
         if seeds is None:
-            texts = policy.vlm.generate(prompts, batch_size=s.generation_batch_size, **kw)
+            done = gen(prompts, batch_size=s.generation_batch_size, **kw)
         else:
             import torch
 
-            texts = []
+            done = []
             for prompt, seed in zip(prompts, seeds, strict=True):
                 torch.manual_seed(seed)
-                texts += policy.vlm.generate([prompt], batch_size=1, **kw)
+                done += gen([prompt], batch_size=1, **kw)
     out = []
-    for item, responses in zip(items, texts, strict=True):
-        rewards, correct = score(item, responses, s.reward_max_words)
-        out.append(list(zip(responses, rewards, correct, strict=True)))
+    for item, completions in zip(items, done, strict=True):
+        rewards, correct = score(item, [c.text for c in completions], s.reward_max_words)
+        out.append([
+            Sample(c.text, w, ok, "online", c.ids)
+            for c, w, ok in zip(completions, rewards, correct, strict=True)
+        ])  # fmt: skip
     return out
 
 
@@ -185,10 +195,7 @@ def rollout(
         prompts = [prompts[j] for j in keep] + prompts[n_on:]
         n_on = len(online)
     for k, samples in enumerate(on_samples):
-        responses = [r for r, _, _ in samples]
-        rewards = [w for _, w, _ in samples]
-        correct: list[bool | None] = [c for _, _, c in samples]
-        groups.append(hy.online_group(k, responses, rewards, correct))
+        groups.append(hy.Group(k, "online", tuple(samples)))
     extra_n = hybrid.offline_extra_samples if hybrid else 0
     extras = sample(policy, prompts[n_on:], off_items, s, extra_n, off_seeds)
     for k, (pair, more) in enumerate(zip(offline, extras, strict=True)):
@@ -197,15 +204,15 @@ def rollout(
                 n_on + k, pair.chosen, pair.rejected,
                 chosen_reward=hybrid.chosen_reward if hybrid else 2.0,
                 rejected_reward=hybrid.rejected_reward if hybrid else 0.0,
-                extra=[hy.Sample(r, w, c, "online") for r, w, c in more],
+                extra=more,
             )
         )  # fmt: skip
     return Rollout(groups=groups, prompts=prompts, items=[*online, *off_items])
 
 
-def keep_varied(samples: Sequence[Sequence[tuple[str, float, bool]]], n: int) -> list[int]:
+def keep_varied(samples: Sequence[Sequence[Sample]], n: int) -> list[int]:
     """Indices of `n` groups: those whose rewards vary first, then the rest, each in order."""
-    varied = [j for j, g in enumerate(samples) if len({w for _, w, _ in g}) > 1]
+    varied = [j for j, g in enumerate(samples) if len({x.reward for x in g}) > 1]
     flat = sorted(set(range(len(samples))) - set(varied))
     return sorted((varied + flat)[:n])
 
@@ -231,24 +238,27 @@ def _reward_metrics(ro: Rollout, adv_stats: dict[str, float]) -> dict[str, float
 def _chunk_loss(
     policy: Policy,
     prompts: list[Prompt],
-    responses: list[str],
+    responses: list[Answer],
     advantages: torch.Tensor,
     s: GRPOSettings,
     norms: dict[str, float],
 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The chunk's loss on the sampled token ids (mined texts: their tokens + EOS), with the
+    log-probs of the sampling distribution: logits / temperature, for policy and reference."""
     import torch
     from mbpo_bench.trainers.losses import grpo_loss
 
+    t = s.temperature
     ref = None
     if s.beta != 0.0:
         with torch.no_grad(), policy.reference() as reference:
-            ref = reference.answer_logprobs(prompts, responses).logps
+            ref = reference.answer_logprobs(prompts, responses, temperature=t).logps
     policy.train_mode(True)
-    lp = policy.vlm.answer_logprobs(prompts, responses, requires_grad=True)
+    lp = policy.vlm.answer_logprobs(prompts, responses, requires_grad=True, temperature=t)
     out = grpo_loss(
         lp.logps, lp.logps.detach(), advantages.to(lp.logps.device), lp.mask,
         ref_logps=ref, beta=s.beta, eps_low=s.eps_low, eps_high=s.eps_high,
-        aggregation=s.aggregation, max_length=s.max_length or s.max_new_tokens + 1,
+        aggregation=s.aggregation, max_length=s.max_length or s.max_new_tokens,
         num_sequences=norms["sequences"], num_tokens=norms["tokens"],
     )  # fmt: skip
     n = len(responses) / norms["sequences"]  # this chunk's share, to average the diagnostics
@@ -297,9 +307,12 @@ def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int)
     keep = [
         i for i in range(len(flat.responses)) if not (s.skip_zero_variance and adv.zero_variance[i])
     ]
-    responses = [flat.responses[i] for i in keep]
-    ids = policy.vlm.tokenizer(responses, add_special_tokens=False)["input_ids"] if keep else []
-    lengths = [len(t) + 1 for t in ids]
+    # what is trained on: the sampled token ids; a mined pair's texts (no ids) + EOS
+    responses: list[Answer] = [
+        flat.token_ids[i] if flat.token_ids[i] is not None else flat.responses[i] for i in keep
+    ]
+    ids, _ = policy.vlm.answer_token_ids(responses) if keep else ([], [])
+    lengths = [len(t) for t in ids]
     norms = {  # collectives: every rank computes them, even one with nothing to train on
         "sequences": parallel.normaliser(float(len(keep))),
         "tokens": parallel.normaliser(float(sum(lengths))),

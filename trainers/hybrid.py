@@ -33,6 +33,9 @@ class Sample:
     reward: float
     correct: bool | None = None
     source: SampleSource = "online"
+    # the sampled token ids (online samples): trained on exactly as sampled; None (the mined
+    # pair's texts) = the text's tokens + EOS
+    token_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,13 @@ def online_group(
     responses: Sequence[str],
     rewards: Sequence[float],
     correct: Sequence[bool | None] | None = None,
+    token_ids: Sequence[tuple[int, ...] | None] | None = None,
 ) -> Group:
     flags = list(correct) if correct is not None else [None] * len(responses)
+    ids = list(token_ids) if token_ids is not None else [None] * len(responses)
     samples = tuple(
-        Sample(r, float(w), c, "online") for r, w, c in zip(responses, rewards, flags, strict=True)
+        Sample(r, float(w), c, "online", t)
+        for r, w, c, t in zip(responses, rewards, flags, ids, strict=True)
     )
     return Group(prompt, "online", samples)
 
@@ -93,6 +99,7 @@ def plan_mix(n_groups: int, offline_ratio: float, n_offline_available: int) -> t
 @dataclass(frozen=True)
 class FlatBatch:
     responses: list[str]
+    token_ids: list[tuple[int, ...] | None]  # sampled ids where the response was sampled
     rewards: torch.Tensor  # (N,) float32
     group_ids: torch.Tensor  # (N,) int64, index into the groups list
     sources: list[SampleSource]
@@ -101,6 +108,7 @@ class FlatBatch:
 
 def flatten(groups: Sequence[Group]) -> FlatBatch:
     responses: list[str] = []
+    token_ids: list[tuple[int, ...] | None] = []
     rewards: list[float] = []
     ids: list[int] = []
     sources: list[SampleSource] = []
@@ -108,12 +116,14 @@ def flatten(groups: Sequence[Group]) -> FlatBatch:
     for gi, group in enumerate(groups):
         for s in group.samples:
             responses.append(s.response)
+            token_ids.append(s.token_ids)
             rewards.append(s.reward)
             ids.append(gi)
             sources.append(s.source)
             correct.append(s.correct)
     return FlatBatch(
         responses=responses,
+        token_ids=token_ids,
         rewards=torch.tensor(rewards, dtype=torch.float32),
         group_ids=torch.tensor(ids, dtype=torch.long),
         sources=sources,

@@ -122,7 +122,8 @@ def _adversarial(
     clean = vlm.images_to_tensor([p.image for p in prompts if p.image is not None])
 
     def objective(images: torch.Tensor) -> torch.Tensor:
-        return vlm.answer_logprobs(prompts, targets, pixel_images=images, requires_grad=True).sum()
+        lp = vlm.answer_logprobs(prompts, targets, pixel_images=images, requires_grad=True)
+        return lp.mean()  # per item: mean log-prob of the answer's tokens (EOS excluded)
 
     pc = config.probes
     result = pgd_attack(
@@ -263,7 +264,7 @@ def iig_batch(
     with torch.no_grad(), compiled_layers(vlm, enabled=config.compile):
         a = vlm.answer_logprobs(with_image, targets)
         b = vlm.answer_logprobs(without, targets)
-    mask = (a.mask & b.mask).cpu()
+    mask = (a.tokens & b.tokens).cpu()  # the answer's tokens, EOS excluded
     logp_a, logp_b = a.logps.float().cpu(), b.logps.float().cpu()
     iig = iig_from_logprobs(logp_a, logp_b, mask, reduce=reduce).tolist()
     m = mask.float()

@@ -10,7 +10,8 @@ of distribution (near chance, field notes), so IIG against those nulls measures 
 at all" rather than "the image changed the answer"; another scene is in distribution and exposes
 the language prior (method.md's mismatched-image probe). `reduce="sum"` sums instead of averaging over answer
 tokens. The same answer is scored in both conditions, so both token masks are the answer's
-tokens; positions outside the mask never count.
+tokens; positions outside the mask never count. The EOS appended to the reference answer is not
+one of them (`AnswerLogprobs.tokens`): IIG is about the answer, not about stopping after it.
 
 The pure part (`iig_from_logprobs`, `select_by_iig`) is tensor math; `compute_iig` drives a model
 through the `VisionLanguageModel` protocol in batches and is shared by mining and evaluation.
@@ -123,6 +124,6 @@ def compute_iig(
         with torch.no_grad():
             with_image = vlm.answer_logprobs(chunk, ans)
             without = vlm.answer_logprobs(nulls, ans)
-        mask = with_image.mask & without.mask
+        mask = with_image.tokens & without.tokens  # the answer's tokens, EOS excluded
         out.append(iig_from_logprobs(with_image.logps, without.logps, mask, reduce=reduce).cpu())
     return torch.cat(out) if out else torch.zeros(0)

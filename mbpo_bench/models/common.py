@@ -19,9 +19,15 @@ Decisions:
 - Text-only and image prompts are run as separate sub-batches (order kept): a text-only prompt
   carries no image tokens and no pixel inputs at all.
 - Scoring left-pads prompt+answer, runs the base model (no lm_head) once, gathers the hidden states
-  that predict answer tokens (answer = answer tokens + EOS), and projects only those through
-  `lm_head` in float32. Results are left-aligned: `logps[b, t]` is answer token t of item b.
-- Generated texts are decoded without special tokens and stripped of surrounding whitespace.
+  that predict answer tokens, and projects only those through `lm_head` in float32. Results are
+  left-aligned: `logps[b, t]` is answer token t of item b. A text answer is a complete reference
+  answer: its tokens + EOS. A sampled answer (token ids) is scored exactly as sampled: through
+  its EOS, or without one when it was cut at max_new_tokens. Where EOS counts: in `mask` (the
+  sums GRPO, DPO and SFT optimise), not in `answer_mask` (the means of IIG, PGD, scoring).
+- Generated texts are decoded without special tokens and stripped of surrounding whitespace;
+  `generate_completions` also keeps the sampled token ids (`Completion`). Sampling uses the
+  checkpoint's generation config with top_k off and the image token suppressed; training
+  rollouts also turn its repetition penalty off (TRL's settings).
 - `generate(speed=...)` takes the rollout speed options of `rollout_speed` (merged LoRA, static
   cache, shared prefill); the default is plain transformers `generate` with a DynamicCache.
 - Close-ended answers can skip generation (`choice_logprobs`): one prompt-only prefill gives the
@@ -35,7 +41,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.errors import UserError
-from mbpo_bench.models.protocol import AnswerLogprobs, Prompt
+from mbpo_bench.models.protocol import Answer, AnswerLogprobs, Completion, Prompt
 from mbpo_bench.models.rollout_speed import GenerationSpeed, merged_lora, run_generate
 
 if TYPE_CHECKING:
@@ -286,8 +292,20 @@ class AdapterBase:
         temperature: float,
         top_p: float,
         num_samples: int,
+        repetition_penalty: float | None = None,
     ) -> Any:
+        """The checkpoint's generation config with this call's settings.
+
+        `repetition_penalty` None keeps the checkpoint's (Qwen's 1.05: what its own `generate`
+        and lmms-eval's wrappers apply); training rollouts pass 1.0, as TRL does, so that the
+        sampled tokens follow the distribution whose log-probs are optimised. top_k is off. The
+        image token is never generated (as TRL suppresses it): a sampled one would be scored
+        against image features that do not exist.
+        """
         cfg = copy.deepcopy(self.hf_model.generation_config)
+        if repetition_penalty is not None:
+            cfg.repetition_penalty = repetition_penalty
+        cfg.suppress_tokens = [self.image_token_id]
         cfg.max_new_tokens = max_new_tokens
         cfg.min_new_tokens = min_new_tokens or None
         cfg.num_return_sequences = num_samples
@@ -313,21 +331,56 @@ class AdapterBase:
         pixel_images: torch.Tensor | None = None,
         min_new_tokens: int = 0,
         speed: GenerationSpeed | None = None,
+        repetition_penalty: float | None = None,
     ) -> list[list[str]]:
         """`num_samples` texts per prompt, in prompt order; `batch_size` counts prompts.
 
         `speed` picks faster ways to the same samples (merged LoRA, static cache, shared
         prefill; see `rollout_speed`); None is plain transformers `generate`.
         """
+        done = self.generate_completions(
+            prompts, max_new_tokens=max_new_tokens, do_sample=do_sample,
+            temperature=temperature, top_p=top_p, num_samples=num_samples,
+            batch_size=batch_size, pixel_images=pixel_images, min_new_tokens=min_new_tokens,
+            speed=speed, repetition_penalty=repetition_penalty,
+        )  # fmt: skip
+        return [[c.text for c in group] for group in done]
+
+    def _completion(self, row: list[int], eos: set[int]) -> Completion:
+        """New token ids of one generated row -> through its first EOS, or all (truncated)."""
+        cut = next((k for k, tok in enumerate(row) if tok in eos), None)
+        ids = row if cut is None else row[: cut + 1]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return Completion(text=text, ids=tuple(ids), truncated=cut is None)
+
+    def generate_completions(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int = 8,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        num_samples: int = 1,
+        batch_size: int = 16,
+        pixel_images: torch.Tensor | None = None,
+        min_new_tokens: int = 0,
+        speed: GenerationSpeed | None = None,
+        repetition_penalty: float | None = None,
+    ) -> list[list[Completion]]:
+        """`generate`, keeping each sample's token ids (`Completion`): what training scores."""
         import contextlib
 
         import torch
 
         speed = speed or GenerationSpeed()
         cfg = self._generation_config(
-            max_new_tokens, min_new_tokens, do_sample, temperature, top_p, num_samples
-        )
-        results: list[list[str]] = [[] for _ in prompts]
+            max_new_tokens, min_new_tokens, do_sample, temperature, top_p, num_samples,
+            repetition_penalty,
+        )  # fmt: skip
+        stop = cfg.eos_token_id
+        eos = set(stop if isinstance(stop, list) else [stop])
+        results: list[list[Completion]] = [[] for _ in prompts]
         merge = merged_lora(self.model) if speed.merge_lora else contextlib.nullcontext()
         with merge:
             for group, has_image in self._groups(prompts, pixel_images):
@@ -342,48 +395,87 @@ class AdapterBase:
                             self.hf_model, inputs, cfg, num_samples, speed,
                             synced=in_lockstep(self.model),
                         )  # fmt: skip
-                    new = out[:, inputs["input_ids"].shape[1] :]
-                    decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+                    rows = out[:, inputs["input_ids"].shape[1] :].tolist()
                     for j, i in enumerate(idx):
-                        results[i] = [
-                            t.strip() for t in decoded[j * num_samples : (j + 1) * num_samples]
-                        ]
+                        chunk = rows[j * num_samples : (j + 1) * num_samples]
+                        results[i] = [self._completion(r, eos) for r in chunk]
         return results
 
     # ---- scoring ------------------------------------------------------------------------------
-    def scoring_batch(
+    def answer_token_ids(self, answers: Sequence[Answer]) -> tuple[list[list[int]], list[int]]:
+        """(scored ids, answer tokens before the final EOS) per answer.
+
+        A text is a complete answer: its tokens plus EOS. Token ids (a sample) are scored as
+        they are: a sample cut at max_new_tokens gets no EOS.
+        """
+        eos = self.tokenizer.eos_token_id
+        stops = set(self._eos_ids())
+        scored, n_answer = [], []
+        texts = [a for a in answers if isinstance(a, str)]
+        encoded = iter(
+            self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        )
+        for a in answers:
+            if isinstance(a, str):
+                ids = [*next(encoded), eos]
+                scored.append(ids)
+                n_answer.append(len(ids) - 1)
+            else:
+                ids = [int(t) for t in a]
+                if not ids:
+                    raise UserError("an empty sampled answer cannot be scored — drop it")
+                scored.append(ids)
+                n_answer.append(len(ids) - (1 if ids[-1] in stops else 0))
+        return scored, n_answer
+
+    def _eos_ids(self) -> list[int]:
+        stop = self.hf_model.generation_config.eos_token_id
+        ids = [] if stop is None else (list(stop) if isinstance(stop, list) else [stop])
+        return [*ids, self.tokenizer.eos_token_id]
+
+    def _score_inputs(
         self,
         prompts: Sequence[Prompt],
-        answers: Sequence[str],
+        answers: Sequence[Answer],
         pixels: torch.Tensor | None,
         sizes: Sequence[tuple[int, int]] | None = None,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Model inputs for prompt+answer+EOS (left-padded) and each row's answer length."""
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         import torch
 
         if pixels is not None and sizes is None:
             sizes = self.image_sizes(prompts, pixels)
         texts = self.render(prompts, pixels is not None, sizes)
         prompt_ids = self.prompt_ids(texts)
-        answer_ids = self.tokenizer(list(answers), add_special_tokens=False)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        answer_ids = [[*a, eos] for a in answer_ids]
+        answer_ids, n_answer = self.answer_token_ids(answers)
         inputs = self.model_inputs(
             [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)], pixels, sizes
         )
         lengths = torch.tensor([len(a) for a in answer_ids], device=self.device)
+        return inputs, lengths, torch.tensor(n_answer, device=self.device)
+
+    def scoring_batch(
+        self,
+        prompts: Sequence[Prompt],
+        answers: Sequence[Answer],
+        pixels: torch.Tensor | None,
+        sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Model inputs for prompt+answer (left-padded) and each row's scored length (texts get
+        EOS appended, sampled ids are taken as they are; `answer_token_ids`)."""
+        inputs, lengths, _ = self._score_inputs(prompts, answers, pixels, sizes)
         return inputs, lengths
 
     def _score_group(
         self,
         prompts: Sequence[Prompt],
-        answers: Sequence[str],
+        answers: Sequence[Answer],
         pixels: torch.Tensor | None,
         sizes: Sequence[tuple[int, int]] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        temperature: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         import torch
 
-        inputs, lengths = self.scoring_batch(prompts, answers, pixels, sizes)
+        inputs, lengths, n_answer = self._score_inputs(prompts, answers, pixels, sizes)
         ids = inputs["input_ids"]
         width = int(lengths.max())
         t = torch.arange(width, device=ids.device)
@@ -393,10 +485,12 @@ class AdapterBase:
         tok_pos = pos[rows, cols]
         hidden = self.hf_model.model(**inputs, use_cache=False).last_hidden_state
         logits = self.hf_model.lm_head(hidden[rows, tok_pos - 1]).float()
+        if temperature != 1.0:  # TRL: logits / temperature, the distribution that was sampled
+            logits = logits / temperature
         logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[rows, tok_pos][:, None])[:, 0]
         out = torch.zeros(mask.shape, dtype=torch.float32, device=ids.device)
         out = out.index_put((rows, cols), logp)
-        return out, mask
+        return out, mask, t[None, :] < n_answer[:, None]
 
     def choice_logprobs(
         self, prompts: Sequence[Prompt], choices: Sequence[str], *, batch_size: int = 16
@@ -434,11 +528,17 @@ class AdapterBase:
     def answer_logprobs(
         self,
         prompts: Sequence[Prompt],
-        answers: Sequence[str],
+        answers: Sequence[Answer],
         *,
         pixel_images: torch.Tensor | None = None,
         requires_grad: bool = False,
+        temperature: float = 1.0,
     ) -> AnswerLogprobs:
+        """Log-probs of each answer's tokens (texts: + EOS; sampled ids: as sampled).
+
+        `temperature` divides the logits first, as TRL's GRPOTrainer does for the policy and
+        reference log-probs, so they are those of the distribution the rollout sampled from.
+        """
         import torch
 
         if len(prompts) != len(answers):
@@ -451,15 +551,19 @@ class AdapterBase:
                     self._pixels_for(prompts, idx, pixel_images) if has_image else (None, None)
                 )
                 sub = [prompts[i] for i in idx]
-                scored = self._score_group(sub, [answers[i] for i in idx], pixels, sizes)
+                scored = self._score_group(
+                    sub, [answers[i] for i in idx], pixels, sizes, temperature
+                )
                 parts.append((idx, *scored))
         if len(parts) == 1:
-            return AnswerLogprobs(logps=parts[0][1], mask=parts[0][2])
+            return AnswerLogprobs(logps=parts[0][1], mask=parts[0][2], answer_mask=parts[0][3])
         width = max(p[1].shape[1] for p in parts)
         logps = torch.zeros(len(prompts), width, device=self.device)
         mask = torch.zeros(len(prompts), width, dtype=torch.bool, device=self.device)
-        for idx, lp, mk in parts:
+        answer = torch.zeros_like(mask)
+        for idx, lp, mk, am in parts:
             rows = torch.tensor(idx, device=self.device)
             logps = logps.index_put((rows,), torch.nn.functional.pad(lp, (0, width - lp.shape[1])))
             mask[rows, : mk.shape[1]] = mk
-        return AnswerLogprobs(logps=logps, mask=mask)
+            answer[rows, : am.shape[1]] = am
+        return AnswerLogprobs(logps=logps, mask=mask, answer_mask=answer)

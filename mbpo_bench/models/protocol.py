@@ -35,17 +35,49 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class Completion:
+    """One generated answer: its text and the token ids that were sampled.
+
+    `ids` run through the first EOS (kept: the model chose to stop) or, when the sample was cut
+    at `max_new_tokens` (`truncated`), end without one. Training scores exactly these ids.
+    """
+
+    text: str
+    ids: tuple[int, ...]
+    truncated: bool
+
+
+# An answer to score: a text (tokenised, EOS appended: a complete reference answer) or the
+# token ids of a sample (scored as they are, EOS only where the sample has one).
+Answer = str | Sequence[int]
+
+
+@dataclass(frozen=True)
 class AnswerLogprobs:
-    """Per-token log-probs of given answers: `logps[b, t]` valid where `mask[b, t]` is true."""
+    """Per-token log-probs of given answers: `logps[b, t]` valid where `mask[b, t]` is true.
+
+    `mask` covers every scored token, the EOS included (a text answer's appended EOS, a
+    sample's own); `answer_mask` only the answer's tokens, without that final EOS. Sums over
+    `mask` are sequence log-likelihoods (what GRPO, DPO and SFT optimise); means over
+    `answer_mask` are the per-token answer scores (IIG, PGD's objective, answer scoring), so a
+    one-token answer is not averaged with the likelihood of stopping after it.
+    """
 
     logps: torch.Tensor  # (B, T) float32
     mask: torch.Tensor  # (B, T) bool
+    answer_mask: torch.Tensor | None = None  # (B, T) bool; None: same as mask
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self.mask if self.answer_mask is None else self.answer_mask
 
     def sum(self) -> torch.Tensor:
         return (self.logps * self.mask).sum(-1)
 
     def mean(self) -> torch.Tensor:
-        return self.sum() / self.mask.sum(-1).clamp(min=1)
+        """Mean log-prob over the answer's tokens (EOS excluded)."""
+        tokens = self.tokens
+        return (self.logps * tokens).sum(-1) / tokens.sum(-1).clamp(min=1)
 
 
 class VisionLanguageModel(Protocol):
@@ -75,6 +107,7 @@ class VisionLanguageModel(Protocol):
         pixel_images: torch.Tensor | None = None,
         min_new_tokens: int = 0,
         speed: GenerationSpeed | None = None,
+        repetition_penalty: float | None = None,
     ) -> list[list[str]]:
         """Texts for each prompt: `num_samples` of them (GRPO groups), in prompt order.
 
@@ -87,16 +120,41 @@ class VisionLanguageModel(Protocol):
     def answer_logprobs(
         self,
         prompts: Sequence[Prompt],
-        answers: Sequence[str],
+        answers: Sequence[Answer],
         *,
         pixel_images: torch.Tensor | None = None,
         requires_grad: bool = False,
+        temperature: float = 1.0,
     ) -> AnswerLogprobs:
-        """Log-probs of each answer's tokens (EOS included) given its prompt, in one batch.
+        """Log-probs of each answer's tokens given its prompt, in one batch: a text with EOS
+        appended, sampled token ids as sampled (see `AnswerLogprobs` for where EOS counts).
 
-        The vocabulary projection runs only at answer positions. With `requires_grad` the
-        result carries gradients to trainable weights and to `pixel_images`.
+        The vocabulary projection runs only at answer positions, on logits / `temperature`.
+        With `requires_grad` the result carries gradients to trainable weights and to
+        `pixel_images`.
         """
+        ...
+
+    def answer_token_ids(self, answers: Sequence[Answer]) -> tuple[list[list[int]], list[int]]:
+        """(scored token ids, answer tokens before the final EOS) of each answer."""
+        ...
+
+    def generate_completions(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_new_tokens: int = 8,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        num_samples: int = 1,
+        batch_size: int = 16,
+        pixel_images: torch.Tensor | None = None,
+        min_new_tokens: int = 0,
+        speed: GenerationSpeed | None = None,
+        repetition_penalty: float | None = None,
+    ) -> list[list[Completion]]:
+        """`generate` keeping each sample's token ids (through its EOS, or cut, no EOS)."""
         ...
 
     def pixels_to_inputs(
