@@ -278,3 +278,12 @@ def test_missing_start_model_fails_before_any_folder_is_made(
     assert main(argv) == 2
     assert "model folder not found" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_plan_and_report_name_the_evaluation_split(tmp_path: Path) -> None:
+    from mbpo_bench.ablation.report import eval_split
+
+    plan = plan_for(tmp_path, seeds=[0], arms=["sft"])
+    assert "(test split)" in format_plan(plan) and eval_split(plan) == "test"
+    dev = plan_for(tmp_path, seeds=[0], arms=["sft"], overrides=["eval:split=dev"])
+    assert "(dev split)" in format_plan(dev) and eval_split(dev) == "dev"

@@ -210,6 +210,11 @@ def build_plan(cfg: AblationConfig, output: Path) -> Plan:
     return plan
 
 
+def _split(plan: Plan) -> str:
+    configs = [r.eval_config for r in plan.runs] + ([plan.base_eval] if plan.base_eval else [])
+    return ", ".join(sorted({str(c.split) for c in configs})) or "test"
+
+
 def format_plan(plan: Plan) -> str:
     """The `--dry-run` text: every run with its resolved overrides."""
     cfg = plan.config
@@ -221,7 +226,7 @@ def format_plan(plan: Plan) -> str:
         f"{n_evals} evaluations",
         f"  budget per arm: {cfg.steps} steps x batch {cfg.batch_size}; start: {cfg.model}; "
         f"training tasks: {cfg.data}",
-        f"  evaluation: {plan.eval_tasks} (eval split), probes {','.join(cfg.probes)}, "
+        f"  evaluation: {plan.eval_tasks} ({_split(plan)} split), probes {','.join(cfg.probes)}, "
         f"limit {cfg.eval_limit if cfg.eval_limit is not None else 'none'}"
         + (f"; {' '.join(plan.eval_overrides)}" if plan.eval_overrides else ""),
     ]

@@ -76,20 +76,30 @@ def arm_table(
 def _intro(plan: Plan) -> list[str]:
     cfg = plan.config
     limit = f"first {cfg.eval_limit}" if cfg.eval_limit is not None else "all"
+    split = eval_split(plan)
     return [
         "# Ablation: MBPO's factors and the baselines",
         "",
         f"- start: `{cfg.model}`; training tasks: `{cfg.data}` (train split)",
         f"- arms: {len(plan.arms)}; seeds: {', '.join(map(str, cfg.seeds))}; budget per arm: "
         f"{cfg.steps} optimizer steps x batch {cfg.batch_size} (SFT samples, DPO pairs, "
-        "GRPO/MBPO prompt groups), each method's own learning rate unless overridden",
-        f"- evaluation: `{plan.eval_tasks}` (eval split, {limit} items per task), probes "
+        "GRPO/MBPO prompt groups), each method's own learning rate unless overridden (the "
+        "matched controls `sft-mined` / `sft-twins` take MBPO's lr and schedule)",
+        f"- evaluation: `{plan.eval_tasks}` (**{split} split**: `test` for reports, `dev` for "
+        f"choosing settings, `eval:split=dev`; {limit} items per task), probes "
         f"{', '.join(cfg.probes)}; the same items and mismatched images for every run",
         "- cells: mean ± sample std [min, max] over seeds (one seed: the value); visual reliance "
         "= acc(image) − acc(probe) on the same items; `n/a`: not defined for the task; "
         f"`{MISSING}`: no finished evaluation",
         "",
     ]
+
+
+def eval_split(plan: Plan) -> str:
+    """The split every evaluation of the plan reads (one for all: `eval:split=...`)."""
+    configs = [r.eval_config for r in plan.runs] + ([plan.base_eval] if plan.base_eval else [])
+    splits = {str(getattr(c, "split", "test")) for c in configs}
+    return "test" if splits == {"eval"} else ", ".join(sorted(splits)) or "test"
 
 
 def _task_sections(plan: Plan, summary: pd.DataFrame, measured: Measurements) -> list[str]:
