@@ -81,3 +81,6 @@ class EvalConfig:
     protocol: str = "native"
     min_pixels: int | None = None  # Qwen pixel limits; None = the protocol's / checkpoint's
     max_pixels: int | None = None
+    # a batch's prompt tokens (image + text) at most; None: `batch_size` prompts whatever their
+    # lengths. Batches are bucketed by image tokens either way (plan.batches)
+    max_batch_tokens: int | None = None

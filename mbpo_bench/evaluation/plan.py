@@ -9,7 +9,7 @@ batches -> scoring -> store, and the runner drives it, without any module import
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,11 +87,42 @@ def plan_task(
     return TaskPlan(info, {it.doc_id: it for it in items}, skipped, covered, mismatched)
 
 
-def batches(plan: TaskPlan, batch_size: int) -> list[Batch]:
-    """Fixed batches per probe over doc ids sorted by prompt length (then doc id)."""
+def batches(
+    plan: TaskPlan,
+    batch_size: int,
+    *,
+    cost: Callable[[str, TaskItem], tuple[int, int]] | None = None,
+    max_tokens: int | None = None,
+) -> list[Batch]:
+    """Fixed batches per probe over doc ids bucketed by length.
+
+    `cost(probe, item)` is the (image tokens, text tokens) of the item's prompt under the probe.
+    Order: image tokens (with `cost`: a Qwen image's count follows its size), then question
+    length, then doc id; with a constant image-token count (LLaVA, the embedded benchmark) this
+    is the question-length order. A batch holds at most `batch_size` prompts and, with
+    `max_tokens`, at most that many prompt tokens (image + text; one prompt at least), so a
+    batch of large images is smaller than a batch of small ones. Deterministic: a resumed run
+    gets the same batches.
+    """
     out = []
     for probe, ids in plan.probes.items():
-        order = sorted(ids, key=lambda d: (len(plan.items[d].question), d))
-        for i, start in enumerate(range(0, len(order), batch_size)):
-            out.append(Batch(plan.info.name, probe, i, tuple(order[start : start + batch_size])))
+
+        def size(d: str, probe: str = probe) -> tuple[int, int]:
+            return (0, 0) if cost is None else cost(probe, plan.items[d])
+
+        sizes = {d: size(d) for d in ids}
+        order = sorted(ids, key=lambda d: (sizes[d][0], len(plan.items[d].question), d))
+        chunks: list[list[str]] = [[]]
+        total = 0
+        for d in order:
+            n = sum(sizes[d])
+            full = len(chunks[-1]) == batch_size or (
+                max_tokens is not None and total + n > max_tokens
+            )
+            if chunks[-1] and full:
+                chunks.append([])
+                total = 0
+            chunks[-1].append(d)
+            total += n
+        out += [Batch(plan.info.name, probe, i, tuple(c)) for i, c in enumerate(chunks) if c]
     return out

@@ -76,6 +76,33 @@ def write_meta(
     )
 
 
+def prompt_cost(vlm: Any) -> Callable[[str, TaskItem], tuple[int, int]] | None:
+    """(image tokens, question tokens) of an item's prompt for `plan.batches`' buckets.
+
+    Image tokens come from the image file's header (no decode) and the model's input protocol
+    (a Qwen image's count follows its size); prompts without an image (blind, backbone) have
+    none. None for a model that cannot say (test doubles): question-length order only.
+    """
+    if not hasattr(vlm, "processed_size"):
+        return None
+    from PIL import Image
+
+    images: dict[Path, int] = {}
+    tok = getattr(vlm, "tokenizer", None)
+
+    def cost(probe: str, item: TaskItem) -> tuple[int, int]:
+        text = len(tok(item.question, add_special_tokens=False)["input_ids"]) if tok else 0
+        if probe in ("blind", BACKBONE) or item.image_path is None:
+            return 0, text
+        path = item.image_path
+        if path not in images:
+            with Image.open(path) as img:  # reads the header: the size, not the pixels
+                images[path] = vlm.num_image_tokens(vlm.processed_size(img))
+        return images[path], text
+
+    return cost
+
+
 def execute(
     store: SampleStore,
     plans: Sequence[TaskPlan],
@@ -101,7 +128,9 @@ def execute(
     work = [
         (plan, b, [d for d in b.doc_ids if (b.task, b.probe, d) not in done])
         for plan in plans
-        for b in batches(plan, config.batch_size)
+        for b in batches(
+            plan, config.batch_size, cost=prompt_cost(vlm), max_tokens=config.max_batch_tokens
+        )
     ]
     work = [(plan, b, todo) for plan, b, todo in work if todo]
     session = f"{datetime.now(UTC).isoformat(timespec='seconds')}-{uuid.uuid4().hex[:6]}"
