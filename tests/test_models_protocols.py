@@ -249,3 +249,38 @@ def test_pgd_stays_in_the_ball_of_processed_pixels(folders, layout, protocol):
         assert float(delta.abs().max()) > 0  # the attack moved the pixels the model sees
         assert float(result.images[k].min()) >= 0 and float(result.images[k].max()) <= 1
     assert bool((result.objective_after <= result.objective_before).all())
+
+
+STOCK = {LLAVA: "llava_hf", QWEN2: "qwen2_vl", QWEN25: "qwen2_5_vl"}
+
+
+@pytest.mark.lmms
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", [LLAVA, QWEN2, QWEN25])
+@pytest.mark.parametrize("photo", ["chelsea", "640x480", "1280x720", "384x191"])
+def test_lmms_stock_wrappers_feed_the_same_tensors(folders, layout, photo):
+    """lmms-eval 0.7.3's stock wrapper on the same folder and image: the tensors it hands to
+    `generate` equal ours under `--protocol lmms-eval` (runs where lmms-eval is installed)."""
+    import importlib
+    import sys
+
+    pytest.importorskip("lmms_eval")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import lmms_stock  # the benchmark's harness around the stock wrappers
+
+    module = importlib.import_module(f"lmms_eval.models.simple.{STOCK[layout]}")
+    cls = next(
+        v for v in vars(module).values()
+        if isinstance(v, type) and getattr(v, "__module__", "") == module.__name__
+        and hasattr(v, "generate_until")
+    )  # fmt: skip
+    args = {"device": "cpu", "device_map": "cpu"}
+    lm = cls(pretrained=str(folders[layout]), **args)
+    image = PHOTOS[photo]
+    reqs = lmms_stock.instances(lm, [QUESTION], [image], 2)
+    seen = lmms_stock.spy_inputs(lm, reqs)
+    vlm = load_model(folders[layout], device="cpu", protocol="lmms-eval")
+    mine = ours(vlm, [Prompt(QUESTION, image)])
+    for key in ("input_ids", "pixel_values", "image_grid_thw"):
+        if key in seen:
+            assert torch.equal(mine[key].cpu(), seen[key].to(mine[key].dtype)), key
