@@ -285,3 +285,17 @@ def test_cli_bad_run_folder_is_one_line(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(bad) in err and message in err and " — " in err
     assert not (tmp_path / "r.md").exists()
+
+
+def test_runs_under_different_input_protocols_are_flagged(tmp_path: Path) -> None:
+    """The input protocol (models/families.py) is shown per run and a mix is warned about."""
+    a = write_run(tmp_path / "a", {COLOUR: {"image": pattern(20)}})
+    b = write_run(tmp_path / "b", {COLOUR: {"image": pattern(25)}})
+    data = json.loads((b / "results.json").read_text())
+    data["protocol"] = "lmms-eval"
+    (b / "results.json").write_text(json.dumps(data))
+    text = render_report([a, b], baseline=a, out=tmp_path / "r.md").read_text()
+    assert "different input protocols (native: a; lmms-eval: b)" in text
+    assert "input protocol" in text and "| lmms-eval |" in text  # the runs table's column
+    same = render_report([a], baseline=a, out=tmp_path / "s.md").read_text()
+    assert "input protocol" not in same

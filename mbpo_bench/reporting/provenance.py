@@ -24,10 +24,12 @@ def runs_table(
 ) -> pd.DataFrame:
     """One row per evaluated run: folder, model, adapter, tasks, probes (+ answer mode).
 
-    The answer-mode column appears only when some run is not in the default generate mode, so
-    reports of generate-only runs stay as they were.
+    The answer-mode column appears only when some run is not in the default generate mode, and
+    the input-protocol column only when some run is not `native`, so reports of default runs
+    stay as they were.
     """
     modes = any(results.answer_mode != "generate" for _, _, results in runs)
+    protocols = any(results.protocol != "native" for _, _, results in runs)
     rows = {}
     for name, path, results in runs:
         label = f"{name} (baseline)" if name == baseline else name
@@ -41,10 +43,12 @@ def runs_table(
         ]
         if modes:
             rows[label].append(answer_mode_cell(results))
+        if protocols:
+            rows[label].append(results.protocol)
     columns = ["folder", "model", "adapter", "tasks", "probes"]
-    df = pd.DataFrame.from_dict(
-        rows, orient="index", columns=[*columns, "answer mode"] if modes else columns
-    )
+    columns += ["answer mode"] if modes else []
+    columns += ["input protocol"] if protocols else []
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
     df.index.name = "run"
     return df
 

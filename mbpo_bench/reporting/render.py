@@ -86,6 +86,7 @@ def render_report(
     runs, base = load_runs(run_dirs, baseline, names)
     flagged, warnings = check_versions(runs, config.allow_version_mismatch)
     warnings += check_answer_modes(runs)
+    warnings += check_protocols(runs)
     curves = [read_curves(Path(p), Path(p).resolve().name) for p in training_runs]
 
     parts = [f"# {title or 'mbpo-bench report'}", "", _intro(base, config), ""]
@@ -181,6 +182,20 @@ def check_answer_modes(runs: Sequence[RunData]) -> list[str]:
         f"runs were answered in different answer modes ({listed}); choice mode scores one "
         "prefill over each item's answer set instead of greedy generation, so their "
         "differences are not like for like."
+    ]
+
+
+def check_protocols(runs: Sequence[RunData]) -> list[str]:
+    """A warning when the runs fed their models under different input protocols (else none)."""
+    by_protocol: dict[str, list[str]] = {}
+    for run in runs:
+        by_protocol.setdefault(run.results.protocol, []).append(run.name)
+    if len(by_protocol) < 2:
+        return []
+    listed = "; ".join(f"{p}: {', '.join(names)}" for p, names in by_protocol.items())
+    return [
+        f"runs were evaluated under different input protocols ({listed}); image geometry and "
+        "prompts differ between protocols, so their differences are not like for like."
     ]
 
 
