@@ -284,3 +284,18 @@ def test_lmms_stock_wrappers_feed_the_same_tensors(folders, layout, photo):
     for key in ("input_ids", "pixel_values", "image_grid_thw"):
         if key in seen:
             assert torch.equal(mine[key].cpu(), seen[key].to(mine[key].dtype)), key
+
+
+def test_a_folder_that_cannot_load_names_the_file_and_field(folders, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(folders[QWEN2], broken)
+    config = json.loads((broken / "preprocessor_config.json").read_text())
+    config["image_processor_type"] = "SiglipImageProcessor"
+    (broken / "preprocessor_config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError) as err:
+        load_model(broken, device="cpu")
+    line = str(err.value)
+    assert "\n" not in line and "preprocessor_config.json" in line
+    assert "image_processor_type 'SiglipImageProcessor'" in line
