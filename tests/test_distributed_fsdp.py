@@ -430,9 +430,12 @@ def test_grpo_sharded_on_two_processes_equals_one(
         assert b["reward_mean"] == pytest.approx(a["reward_mean"])  # the same rollouts
         # not `kl`: that diagnostic is each rank's token mean, averaged over ranks (as under
         # ddp), while the loss (checked above) uses the global normalisers
+    # AdamW moves an element by ~lr whatever its gradient's size, so float-order noise in a
+    # near-zero gradient shows up to ~1e-5 here (the ddp test sees the same since the rollouts
+    # score sampled ids); the losses and gradient norms above are the sharp checks
     adapter = Path("final/adapter/adapter_model.safetensors")
     assert_same_weights(weights(tmp_path / "one" / adapter), weights(tmp_path / "two" / adapter),
-                        atol=1e-5)  # fmt: skip
+                        atol=5e-5)  # fmt: skip
 
 
 @pytest.mark.slow
