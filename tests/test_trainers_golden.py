@@ -16,13 +16,14 @@ count and weight sum) says so first when they are not. Then 30 steps of full fin
 sampled answers colour words, some right, some wrong, so GRPO groups carry reward variance.
 
 Tolerance (rel 1e-4, abs 1e-6): runs here agree bit for bit, and so do transformers 5.17 and 5.24
-on torch 2.13 (measured: the regenerated files were identical). Other torch versions may reorder
-float32 sums (~1e-7 relative per op), which 30 + 2 AdamW steps grow far less than 1e-4; a change of
-behaviour moves these values by much more (one token more in SFT's normaliser: ~1e-2). LoRA's
-initialisation, the data order (randperm) and GRPO's sampling (multinomial) still use torch's
-generator: if a torch release changes one of those, the values must be regenerated (with that
-reason in the commit). GRPO's loss is ~0 by construction (ratio 1, group-centred advantages),
-so its gradient norm and KL carry the check there.
+on torch 2.13, and torch 2.14.1 (the CUDA build, on CPU) with transformers 5.24 (measured: the
+regenerated files were identical). Another torch may reorder float32 sums (~1e-7 relative per
+op), which 30 + 2 AdamW steps grow far less than 1e-4; a change of behaviour moves these values by
+much more (one token more in SFT's normaliser: ~1e-2). LoRA's initialisation, the data order
+(randperm) and GRPO's sampling (multinomial) still use torch's generator: if a torch release
+changes one of those, the values must be regenerated (with that reason in the commit). GRPO's
+loss is ~0 by construction (ratio 1, group-centred advantages), so its gradient norm and KL carry
+the check there.
 """
 
 from __future__ import annotations
