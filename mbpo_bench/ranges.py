@@ -47,6 +47,9 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
+# no model here has a context this long; a larger value is a typo that would generate for hours
+MAX_TOKENS = 65536
+TOKENS = Bound(low=1, high=MAX_TOKENS)
 POSITIVE = Bound(low=0, low_open=True)
 AT_LEAST_1 = Bound(low=1)
 NON_NEGATIVE = Bound(low=0)
@@ -59,7 +62,7 @@ RANGES: dict[str, dict[str, Bound]] = {
     "EvalConfig": {
         "limit": Bound(low=1, option="--limit"),
         "batch_size": Bound(low=1, option="--batch-size"),
-        "max_new_tokens": Bound(low=1, option="--max-new-tokens"),
+        "max_new_tokens": Bound(low=1, high=MAX_TOKENS, option="--max-new-tokens"),
     },
     "ProbeConfig": {
         "adversarial_eps": NON_NEGATIVE,
@@ -103,7 +106,7 @@ RANGES: dict[str, dict[str, Bound]] = {
         "num_generations": Bound(low=2),
         "temperature": POSITIVE,
         "top_p": OPEN_FRACTION,
-        "max_new_tokens": AT_LEAST_1,
+        "max_new_tokens": TOKENS,
         "generation_batch_size": AT_LEAST_1,
         "beta": NON_NEGATIVE,
         "eps_low": NON_NEGATIVE,
@@ -122,7 +125,7 @@ RANGES: dict[str, dict[str, Bound]] = {
         "alpha": NON_NEGATIVE,
         "steps": NON_NEGATIVE,
         "temperature": POSITIVE,
-        "max_new_tokens": AT_LEAST_1,
+        "max_new_tokens": TOKENS,
         "batch_size": AT_LEAST_1,
         "limit": AT_LEAST_1,
         "reward_max_words": AT_LEAST_1,

@@ -83,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         if name == "Abort":
             typer.echo("aborted", err=True)
             return 130
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
-            exc.show()
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            # a usage error (bad option value, unknown option, missing argument): one line in
+            # the house format, with where to look, instead of click's usage block
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "mbpo-bench"
+            message = " ".join(str(exc.format_message()).split()).rstrip(".")
+            typer.echo(f"error: {message} — see '{where} --help' for the options", err=True)
             return int(exc.exit_code)
         raise
     return code if isinstance(code, int) else 0
