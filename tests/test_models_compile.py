@@ -204,13 +204,13 @@ def test_runtime_compile_layers_reaches_the_update_but_not_the_rollout(
                          runtime=cfg.runtime, need_reference=True)  # fmt: skip
     log: list[tuple[str, Any]] = []
     active: list[bool] = []
-    real_generate = policy.vlm.generate
+    real_generate = policy.vlm.generate_completions  # the rollout's entry (keeps sampled ids)
 
     def generate(*args: Any, **kwargs: Any) -> Any:
         log.append(("generate", any(active)))
         return real_generate(*args, **kwargs)
 
-    monkeypatch.setattr(policy.vlm, "generate", generate)
+    monkeypatch.setattr(policy.vlm, "generate_completions", generate)
     real_scores = policy.vlm.answer_logprobs
 
     def answer_logprobs(*args: Any, **kwargs: Any) -> Any:
