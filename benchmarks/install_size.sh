@@ -24,6 +24,8 @@ rm -rf "$TMP/plain"
 
 # what tox-uv does per env: uv installs into each venv from its cache
 export UV_CACHE_DIR="$TMP/uv-cache"
+# uv reads no pip.conf: give it pip's find-links (where a local CPU wheel may sit)
+[ -n "${PIP_FIND_LINKS:-}" ] && export UV_FIND_LINKS="$PIP_FIND_LINKS"
 for mode in hardlink copy; do
   for env in a b; do
     uv venv -q "$TMP/$mode-$env"
