@@ -195,6 +195,11 @@ SAFE_ON_RESUME = (
     "runtime.keep_checkpoints",
     "runtime.progress",
     "runtime.tensorboard",
+    # how the same math is spread over processes: a sharded checkpoint resumes replicated and
+    # back (trainers/sharded_checkpoint.py), and both rollout modes sample the same texts
+    "runtime.strategy",
+    "runtime.fsdp_offload",
+    "runtime.fsdp_rollout",
 )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -372,11 +373,17 @@ def test_sft_sharded_on_two_processes_killed_resumes_on_one(
     for a, b in zip(reference[:15], rows, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    replicated = tmp_path / "replicated"  # the same sharded checkpoint, resumed under ddp
+    shutil.copytree(run, replicated)
     with one_rank_group():
         result = run_here("sft", overrides, run, resume=True)
     assert result.resumed_from == 15
     model = Path("final/model/model.safetensors")
     assert_same_weights(weights(Path(tiny["sft"]) / model), weights(run / model), atol=1e-4)
+    ddp = [o for o in overrides if o != FSDP]
+    assert run_here("sft", ddp, replicated, resume=True).resumed_from == 15
+    assert_same_weights(weights(Path(tiny["sft"]) / model), weights(replicated / model),
+                        atol=1e-4)  # fmt: skip
     from mbpo_bench.models import load_model
 
     load_model(run / "final" / "model", device="cpu")  # a plain save_pretrained folder
@@ -486,3 +493,21 @@ def test_dpo_mining_with_sharded_weights_equals_one_process(
     adapter = Path("final/adapter/adapter_model.safetensors")
     assert_same_weights(weights(tmp_path / "one" / adapter), weights(tmp_path / "two" / adapter),
                         atol=1e-5)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_replicated_checkpoint_resumes_sharded(tiny: dict[str, Any], tmp_path: Path) -> None:
+    """The one-process (ddp) SFT run as if killed after its step-15 checkpoint resumes under
+    runtime.strategy=fsdp (whole tensors sharded on the way in, the index-keyed AdamW state
+    mapped to names) and ends on the uninterrupted run's weights."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny["sft"], run)
+    for later in ("final", "checkpoints/step-000030", "status.json"):
+        shutil.rmtree(run / later) if (run / later).is_dir() else (run / later).unlink()
+    (run / "checkpoints" / "latest.json").write_text('{"step": 15, "dir": "step-000015"}')
+    assert (run / "checkpoints" / "step-000015" / "trainable.safetensors").is_file()
+    overrides = [f"model={tiny['model']}", *QUIET, *SFT, "runtime.save_every=15", FSDP]
+    with one_rank_group():
+        assert run_here("sft", overrides, run, resume=True).resumed_from == 15
+    model = Path("final/model/model.safetensors")
+    assert_same_weights(weights(Path(tiny["sft"]) / model), weights(run / model), atol=1e-4)
