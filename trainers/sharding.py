@@ -37,7 +37,10 @@ What is sharded, and why:
 
 Every rank must run the same sequence of forwards (each all-gathers a layer from every rank):
 `generate` gets `synced_gpus` (a rank whose samples ended keeps stepping until all have), and
-the trainers refuse the options that would split ranks into different call sequences.
+the trainers refuse the options that would split ranks into different call sequences. Where
+the ranks' work is uneven by nature (mining), or by choice for rollouts
+(`runtime.fsdp_rollout=gathered`), `gathered` makes the weights whole for the block, so no
+forward inside is a collective.
 """
 
 from __future__ import annotations
