@@ -8,6 +8,7 @@ findings' "shown" (one decision, two views), the curves grid against `metrics.js
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 from pathlib import Path
@@ -264,3 +265,12 @@ def test_report_writes_its_figures_beside_it_and_links_them(
 def test_no_curves_figure_without_a_metric_the_grid_draws(tmp_path: Path) -> None:
     only_lr = write_training_run(tmp_path / "t", [{"step": s, "lr": 1e-4} for s in range(5)])
     assert curves_figure([read_curves(only_lr, "t")]) is None
+
+
+def test_balance_panels_wrap_evenly_when_many_runs_make_them_wide(runs: list[RunData]) -> None:
+    width, ncols, cells = balance.grid(runs, list(TASKS), 4)
+    assert (width, ncols) == (3.2, 4)  # 3 runs: a task's 4 panels in one row
+    many = [dataclasses.replace(runs[i % 3], name=f"arm{i}") for i in range(5)]
+    width, ncols, cells = balance.grid(many, list(TASKS), 4)
+    assert ncols == 2  # 4 panels of 4.8 inches: two rows of two, not 3 + 1
+    assert [(r, c) for t, _, r, c in cells if t == COUNT] == [(2, 0), (2, 1), (3, 0), (3, 1)]

@@ -147,10 +147,11 @@ def grid(
     runs: Sequence[RunData], tasks: Sequence[str], n_series: int
 ) -> tuple[float, int, list[tuple[str, str, int, int]]]:
     """(panel width in inches, columns, [(task, panel, row, col)]): each task's panels fill
-    rows of `columns` panels, as many as fit MAX_WIDTH side by side."""
+    rows of `columns` panels: as few rows as MAX_WIDTH allows, evenly filled."""
     width = max(3.2, 0.2 * n_series * len(runs) + 0.8)
     most = max(len(panels(runs, t)) for t in tasks)
-    ncols = max(1, min(most, int(MAX_WIDTH // width)))
+    fit = max(1, int(MAX_WIDTH // width))
+    ncols = -(-most // -(-most // fit))  # as many rows as needed, filled evenly (4 -> 2 x 2)
     cells, row = [], 0
     for task in tasks:
         task_panels = panels(runs, task)
