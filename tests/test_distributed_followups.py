@@ -91,8 +91,9 @@ ANSWER_WORDS = (1, 6, 2, 7, 3, 1, 5, 2)
 
 
 def _sft_step(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], dict[str, Any]]:
-    """run_sft's real step (one optimizer step, 2 micro-batches of the global batch) on the fake
-    model; returns the rank-averaged gradient and loss, as the training loop sees them."""
+    """SFT's real step (`sft.make_step`: one optimizer step, 2 micro-batches of the global
+    batch) on the fake model; returns the rank-averaged gradient and loss, as the training loop
+    sees them."""
     from mbpo_bench.trainers import loop, sft
 
     items = [
@@ -100,28 +101,26 @@ def _sft_step(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], dict[str, Any]
         for i, n in enumerate(ANSWER_WORDS)
     ]
     policy = _Policy(_ScoringVLM())
-    monkeypatch.setattr("mbpo_bench.trainers.data.load_items", lambda *a, **k: items)
     monkeypatch.setattr(
         "mbpo_bench.trainers.data.item_prompts",
         lambda its: [Prompt(it.question) for it in its],
     )
-    monkeypatch.setattr("mbpo_bench.trainers.policy.load_policy", lambda *a, **k: policy)
-    monkeypatch.setattr(sft, "RunDir", SimpleNamespace(open=lambda *a, **k: None))
+    config = sft.SFTConfig(model="fake", runtime=loop.RuntimeConfig(device="cpu"),
+                           optim=loop.OptimConfig(batch_size=4, grad_accum=2, steps=1))  # fmt: skip
 
-    def one_step(*, step_fn: Callable[[int], Any], model: torch.nn.Module, **_: Any) -> Any:
+    def one_step(rank: int) -> dict[str, Any]:
+        loop.setup_runtime(config.runtime)
+        step_fn, _ = sft.make_step(config, policy, items)  # type: ignore[arg-type]
         local = step_fn(0)
         merged = loop._across_ranks(local)
-        params = list(model.parameters())
+        params = list(policy.module.parameters())
         parallel.all_reduce_grads(params)
         grads = [p.grad for p in params]
         assert all(g is not None for g in grads)
         return {"grads": grads, "loss": merged.loss,
                 "metrics": merged.metrics, "local_tokens": local.tokens}  # fmt: skip
 
-    monkeypatch.setattr(sft, "train_loop", one_step)
-    config = sft.SFTConfig(model="fake", runtime=loop.RuntimeConfig(device="cpu"),
-                           optim=loop.OptimConfig(batch_size=4, grad_accum=2, steps=1))  # fmt: skip
-    return lambda rank: sft.run_sft(config, Path("unused"))  # type: ignore[return-value]
+    return one_step
 
 
 def test_sft_gradient_with_uneven_tokens_on_two_ranks_equals_one_process(
@@ -229,7 +228,7 @@ def _eval_results() -> Any:
 def test_commands_print_on_rank_zero_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], rank: str
 ) -> None:
-    monkeypatch.setattr("mbpo_bench.trainers.sft.run_sft", lambda *a, **k: _LoopResult())
+    monkeypatch.setattr("mbpo_bench.trainers.sft.run", lambda *a, **k: _LoopResult())
     monkeypatch.setattr("mbpo_bench.trainers.mining.run_mine", lambda *a, **k: ([], _Stats()))
     monkeypatch.setattr("mbpo_bench.evaluation.api.run_eval", lambda *a, **k: _eval_results())
     monkeypatch.setattr("mbpo_bench.models.loading.validate_model", lambda model: "llava")

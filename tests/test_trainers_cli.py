@@ -36,10 +36,10 @@ class _Stats:
 @pytest.mark.parametrize(
     ("method", "module", "fn"),
     [
-        ("sft", "mbpo_bench.trainers.sft", "run_sft"),
-        ("dpo", "mbpo_bench.trainers.dpo", "run_dpo"),
-        ("grpo", "mbpo_bench.trainers.grpo", "run_grpo"),
-        ("mbpo", "mbpo_bench.trainers.mbpo", "run_mbpo"),
+        ("sft", "mbpo_bench.trainers.sft", "run"),
+        ("dpo", "mbpo_bench.trainers.dpo", "run"),
+        ("grpo", "mbpo_bench.trainers.grpo", "run"),
+        ("mbpo", "mbpo_bench.trainers.mbpo", "run"),
     ],
 )
 def test_train_resolves_options_file_and_overrides(

@@ -90,9 +90,16 @@ def test_ablate_routes_a_registered_methods_keys(toy: Any) -> None:
     assert routed.common == ["toy_strength=4"]  # a key only the toy config has is accepted
 
 
-def test_every_row_loads_its_config_and_run() -> None:
+def test_every_row_loads_its_config_step_and_run() -> None:
+    import dataclasses
+    import inspect
+
     for name, spec in table.TRAINERS.items():
         cls, run = spec.load()
-        assert cls.__name__ == spec.config and callable(run), name
+        assert dataclasses.is_dataclass(cls) and callable(run), name
+        assert cls.__name__.lower() == f"{name}config", name  # Config is the recipe's own class
+        step = spec.step_builder()
+        assert list(inspect.signature(step).parameters)[:2] == ["config", "policy"], name
+        assert list(inspect.signature(run).parameters)[:2] == ["config", "output"], name
     with pytest.raises(Exception, match="choose one of: sft, dpo, grpo, mbpo"):
         table.get_trainer("ppo")

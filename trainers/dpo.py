@@ -16,6 +16,7 @@ One forward per micro-batch scores chosen, rejected (and corrupted) rows togethe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -26,7 +27,6 @@ from mbpo_bench.trainers.loop import (
     OptimConfig,
     RuntimeConfig,
     StepResult,
-    setup_runtime,
     train_loop,
 )
 from mbpo_bench.trainers.mining import MiningConfig
@@ -66,6 +66,9 @@ class DPOConfig:
     )
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+Config = DPOConfig  # the name every recipe exposes (trainers/table.py)
 
 
 def corrupt_images(
@@ -181,23 +184,21 @@ def _micro_loss(
 def run_dpo(
     config: DPOConfig, output: Path, *, resume: bool = False, overwrite: bool = False
 ) -> LoopResult:
-    from mbpo_bench.trainers.policy import load_policy
-    from mbpo_bench.trainers.sharding import check_options
+    from mbpo_bench.trainers.recipe import save_merged_conflict, start
 
-    from mbpo_bench import parallel
     from mbpo_bench.errors import UserError
 
-    check_options(config.runtime, [
-        (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
-    ])  # fmt: skip
-    run = RunDir.open(output, overwrite=overwrite, config=config, resume=resume)
-    setup_runtime(config.runtime)
-    policy = load_policy(
-        config.model, lora=config.lora, full_finetune=config.full_finetune,
-        runtime=config.runtime, need_reference=True, trust_remote_code=config.trust_remote_code,
-    )  # fmt: skip
+    s = start(
+        config,
+        output,
+        resume=resume,
+        overwrite=overwrite,
+        need_reference=True,
+        conflicts=[save_merged_conflict(config)],
+        items=None,
+    )  # items: mined below
     pairs = load_or_mine_pairs(
-        policy, config.data, config.split, config.limit, config.mining, run,
+        s.policy, config.data, config.split, config.limit, config.mining, s.run,
         progress=config.runtime.progress, skip_bad_items=config.skip_bad_items,
     )  # fmt: skip
     if not pairs:
@@ -207,6 +208,23 @@ def run_dpo(
         )
     if config.mdpo_weight and any(p.image_path is None for p in pairs):
         raise UserError("mdpo_weight > 0 needs an image for every pair — drop text-only pairs")
+    step, position = make_step(config, s.policy, pairs)
+    return train_loop(
+        run=s.run, model=s.policy.module, optim=config.optim, runtime=config.runtime,
+        step_fn=step, resume=resume, title="dpo", data_position=position,
+        save_final=lambda folder: s.policy.save_final(folder, merged=config.save_merged),
+    )  # fmt: skip
+
+
+run = run_dpo
+
+
+def make_step(
+    config: DPOConfig, policy: Policy, pairs: list[PreferencePair]
+) -> tuple[Callable[[int], StepResult], Callable[[int], dict[str, int]]]:
+    """The step over `pairs` (DPO + the optional mDPO and anchor terms) and its data position."""
+    from mbpo_bench import parallel
+
     stream = IndexStream(len(pairs), config.optim.batch_size, seed=config.runtime.seed)
     micro = config.optim.micro_batch_size
 
@@ -234,8 +252,4 @@ def run_dpo(
         tokens = sum(len(t) + 1 for t in ids)
         return StepResult(loss=total, metrics=metrics, samples=len(batch), tokens=tokens)
 
-    return train_loop(
-        run=run, model=policy.module, optim=config.optim, runtime=config.runtime, step_fn=step,
-        save_final=lambda folder: policy.save_final(folder, merged=config.save_merged),
-        resume=resume, title="dpo", data_position=stream.position,
-    )  # fmt: skip
+    return step, stream.position

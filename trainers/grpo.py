@@ -30,14 +30,12 @@ from mbpo_bench.trainers.loop import (
     OptimConfig,
     RuntimeConfig,
     StepResult,
-    setup_runtime,
     train_loop,
 )
 from mbpo_bench.trainers.losses import Aggregation
 
 from mbpo_bench.models.lora import LoraSettings
 from mbpo_bench.models.rollout_speed import GenerationSpeed, RolloutCache
-from mbpo_bench.runs import RunDir
 
 if TYPE_CHECKING:
     import torch
@@ -106,6 +104,9 @@ class GRPOConfig:
     )
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+Config = GRPOConfig  # the name every recipe exposes (trainers/table.py)
 
 
 @dataclass
@@ -438,30 +439,24 @@ def make_step_fn(
 def run_grpo(
     config: GRPOConfig, output: Path, *, resume: bool = False, overwrite: bool = False
 ) -> LoopResult:
-    from mbpo_bench.trainers.data import load_items
-    from mbpo_bench.trainers.policy import load_policy
-    from mbpo_bench.trainers.sharding import check_options
+    from mbpo_bench.trainers.recipe import save_merged_conflict, start
 
-    check_options(
-        config.runtime,
-        [
-            *fsdp_conflicts(config.grpo),
-            (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
-        ],
-    )
-    run = RunDir.open(output, overwrite=overwrite, config=config, resume=resume)
-    setup_runtime(config.runtime)
-    items = load_items(
-        config.data, split=config.split, limit=config.limit, skip_bad_items=config.skip_bad_items
-    )
-    policy = load_policy(
-        config.model, lora=config.lora, full_finetune=config.full_finetune,
-        runtime=config.runtime, need_reference=config.grpo.beta != 0.0,
-        trust_remote_code=config.trust_remote_code,
-    )  # fmt: skip
-    step, position = make_step_fn(policy, items, [], config.grpo, config.optim, config.runtime.seed)
+    conflicts = [*fsdp_conflicts(config.grpo), save_merged_conflict(config)]
+    s = start(config, output, resume=resume, overwrite=overwrite,
+              need_reference=config.grpo.beta != 0.0, conflicts=conflicts)  # fmt: skip
+    step, position = make_step(config, s.policy, s.items)
     return train_loop(
-        run=run, model=policy.module, optim=config.optim, runtime=config.runtime, step_fn=step,
-        save_final=lambda folder: policy.save_final(folder, merged=config.save_merged),
-        resume=resume, title="grpo", data_position=position,
+        run=s.run, model=s.policy.module, optim=config.optim, runtime=config.runtime,
+        step_fn=step, resume=resume, title="grpo", data_position=position,
+        save_final=lambda folder: s.policy.save_final(folder, merged=config.save_merged),
     )  # fmt: skip
+
+
+run = run_grpo
+
+
+def make_step(
+    config: GRPOConfig, policy: Policy, items: list[TaskItem]
+) -> tuple[Callable[[int], StepResult], Callable[[int], dict[str, int]]]:
+    """The step over online `items` (`make_step_fn` with no offline pairs) and its position."""
+    return make_step_fn(policy, items, [], config.grpo, config.optim, config.runtime.seed)

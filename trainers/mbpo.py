@@ -12,8 +12,10 @@ MBPO is exactly GRPO.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mbpo_bench.trainers.grpo import GRPOSettings, make_step_fn
 from mbpo_bench.trainers.hybrid import HybridSettings
@@ -21,13 +23,18 @@ from mbpo_bench.trainers.loop import (
     LoopResult,
     OptimConfig,
     RuntimeConfig,
-    setup_runtime,
+    StepResult,
     train_loop,
 )
 from mbpo_bench.trainers.mining import MiningConfig
 
 from mbpo_bench.models.lora import LoraSettings
-from mbpo_bench.runs import RunDir
+
+if TYPE_CHECKING:
+    from mbpo_bench.trainers.data import PreferencePair
+    from mbpo_bench.trainers.policy import Policy
+
+    from mbpo_bench.data.items import TaskItem
 
 
 @dataclass
@@ -51,32 +58,26 @@ class MBPOConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
 
 
+Config = MBPOConfig  # the name every recipe exposes (trainers/table.py)
+
+
 def run_mbpo(
     config: MBPOConfig, output: Path, *, resume: bool = False, overwrite: bool = False
 ) -> LoopResult:
-    from mbpo_bench.trainers.data import load_items
     from mbpo_bench.trainers.dpo import load_or_mine_pairs
     from mbpo_bench.trainers.grpo import fsdp_conflicts
     from mbpo_bench.trainers.hybrid import online_items
-    from mbpo_bench.trainers.policy import load_policy
-    from mbpo_bench.trainers.sharding import check_options
+    from mbpo_bench.trainers.recipe import save_merged_conflict, start
 
-    check_options(config.runtime, [
+    conflicts = [
         *fsdp_conflicts(config.grpo),
-        (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
+        save_merged_conflict(config),
         (config.hybrid.twins, "hybrid.twins", "untested with FSDP: use runtime.strategy=ddp"),
-    ])  # fmt: skip
-    run = RunDir.open(output, overwrite=overwrite, config=config, resume=resume)
-    setup_runtime(config.runtime)
-    items = load_items(
-        config.data, split=config.split, limit=config.limit, skip_bad_items=config.skip_bad_items
-    )
+    ]
     need_start = config.grpo.beta != 0.0 or config.preference_data is None
-    policy = load_policy(
-        config.model, lora=config.lora, full_finetune=config.full_finetune,
-        runtime=config.runtime, need_reference=need_start,
-        trust_remote_code=config.trust_remote_code,
-    )  # fmt: skip
+    s = start(config, output, resume=resume, overwrite=overwrite, need_reference=need_start,
+              conflicts=conflicts)  # fmt: skip
+    run, policy, items = s.run, s.policy, s.items
     source = config.preference_data or config.data
     twin_of = None
     candidates = items
@@ -101,12 +102,27 @@ def run_mbpo(
             items = twin_items(pairs, twins)
     run.log(f"stage 2: {len(pairs)} offline pairs, {len(items)} online items, "
             f"twins: {twins is not None}")  # fmt: skip
-    step, position = make_step_fn(
-        policy, items, pairs, config.grpo, config.optim, config.runtime.seed, config.hybrid,
-        twins=twins,
-    )  # fmt: skip
+    step, position = make_step(config, policy, items, pairs, twins)
     return train_loop(
         run=run, model=policy.module, optim=config.optim, runtime=config.runtime, step_fn=step,
         save_final=lambda folder: policy.save_final(folder, merged=config.save_merged),
         resume=resume, title="mbpo", data_position=position,
+    )  # fmt: skip
+
+
+run = run_mbpo
+
+
+def make_step(
+    config: MBPOConfig,
+    policy: Policy,
+    items: list[TaskItem],
+    pairs: list[PreferencePair],
+    twins: list[PreferencePair] | None = None,
+) -> tuple[Callable[[int], StepResult], Callable[[int], dict[str, int]]]:
+    """Stage 2's step: GRPO's over hybrid batches of online `items` and offline `pairs` (with
+    `twins`, each drawn pair's twin too), and its data position."""
+    return make_step_fn(
+        policy, items, pairs, config.grpo, config.optim, config.runtime.seed, config.hybrid,
+        twins=twins,
     )  # fmt: skip

@@ -9,13 +9,16 @@ The loss is the token mean over the whole optimizer batch (answer tokens + EOS),
 accumulation gives exactly the gradient of the full batch. Under torchrun the divisor is the
 token count of the GLOBAL batch (`parallel.normaliser`), not this rank's: ranks hold answers
 of different lengths, and only a shared divisor makes the rank-averaged gradient (and the
-averaged loss) equal the one-process ones. Reads top to bottom: config, setup, step, loop.
+averaged loss) equal the one-process ones. Reads top to bottom: config, run (the shared setup of
+`trainers/recipe.py`, the step, the loop), step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mbpo_bench.trainers.loop import (
     IndexStream,
@@ -23,13 +26,14 @@ from mbpo_bench.trainers.loop import (
     OptimConfig,
     RuntimeConfig,
     StepResult,
-    setup_runtime,
     train_loop,
 )
 
 from mbpo_bench.data.items import TaskItem
 from mbpo_bench.models.lora import LoraSettings
-from mbpo_bench.runs import RunDir
+
+if TYPE_CHECKING:
+    from mbpo_bench.trainers.policy import Policy
 
 
 @dataclass
@@ -62,36 +66,47 @@ class SFTConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
 
 
+Config = SFTConfig  # the name every recipe exposes (trainers/table.py)
+
+
 def run_sft(
     config: SFTConfig, output: Path, *, resume: bool = False, overwrite: bool = False
 ) -> LoopResult:
-    from mbpo_bench.trainers.data import item_prompts
-    from mbpo_bench.trainers.policy import load_policy
-    from mbpo_bench.trainers.sharding import check_options
+    from mbpo_bench.trainers.recipe import save_merged_conflict, start
 
-    from mbpo_bench import parallel
     from mbpo_bench.errors import UserError
-    from mbpo_bench.models.protocol import Prompt
 
     if not 0.0 <= config.blind_fraction <= 1.0:  # before the run folder exists
         raise UserError(f"blind_fraction must be in [0, 1], got {config.blind_fraction}")
-    check_options(config.runtime, [
+    conflicts = [
         (config.blind_fraction > 0, "blind_fraction",
          "set it to 0 (text-only rows make the ranks run different forwards)"),
-        (config.save_merged, "save_merged", "drop it and merge the saved adapter afterwards"),
+        save_merged_conflict(config),
         (config.twins, "twins", "untested with FSDP: use runtime.strategy=ddp"),
-    ])  # fmt: skip
-    run = RunDir.open(output, overwrite=overwrite, config=config, resume=resume)
-    setup_runtime(config.runtime)
-    items = _items(config)
-    policy = load_policy(
-        config.model,
-        lora=config.lora,
-        full_finetune=config.full_finetune,
-        runtime=config.runtime,
-        need_reference=False,
-        trust_remote_code=config.trust_remote_code,
-    )
+    ]  # fmt: skip
+    s = start(config, output, resume=resume, overwrite=overwrite, need_reference=False,
+              conflicts=conflicts, items=_items)  # fmt: skip
+    step, position = make_step(config, s.policy, s.items)
+    return train_loop(
+        run=s.run, model=s.policy.module, optim=config.optim, runtime=config.runtime,
+        step_fn=step, resume=resume, title="sft", data_position=position,
+        save_final=lambda folder: s.policy.save_final(folder, merged=config.save_merged),
+    )  # fmt: skip
+
+
+run = run_sft
+
+
+def make_step(
+    config: SFTConfig, policy: Policy, items: list[TaskItem]
+) -> tuple[Callable[[int], StepResult], Callable[[int], dict[str, int]]]:
+    """The step over `items` (the token-mean NLL of the whole optimizer batch) and its data
+    position."""
+    from mbpo_bench.trainers.data import item_prompts
+
+    from mbpo_bench import parallel
+    from mbpo_bench.models.protocol import Prompt
+
     vlm = policy.vlm
     stream = IndexStream(len(items), config.optim.batch_size, seed=config.runtime.seed)
     micro = config.optim.micro_batch_size
@@ -135,17 +150,7 @@ def run_sft(
             tokens=n_tokens,
         )
 
-    return train_loop(
-        run=run,
-        model=policy.module,
-        optim=config.optim,
-        runtime=config.runtime,
-        step_fn=step,
-        save_final=lambda folder: policy.save_final(folder, merged=config.save_merged),
-        resume=resume,
-        title="sft",
-        data_position=stream.position,
-    )
+    return step, stream.position
 
 
 def _items(config: SFTConfig) -> list[TaskItem]:

@@ -2,13 +2,12 @@
 
 `mbpo-bench train METHOD` (its argument help and its unknown-name error), `ablate` (which methods
 its arms may use and which config keys an override may name) and tests read this table; nothing
-else lists method names. A row names its recipe module, the module's typed config dataclass and
-its `run(config, output, *, resume=False, overwrite=False) -> LoopResult` function, by dotted
-name: the table stays importable without torch (the CLI's start-up), and `load` imports the
-recipe only when it runs. Adding a method = its module + one row here.
-
-Each recipe's step builder is still inside its `run` for `sft` and `dpo` (only `grpo` exposes
-`make_step_fn`); the table gains a step column once every recipe exposes one.
+else lists method names. A row names its recipe module, by dotted name: the table stays
+importable without torch (the CLI's start-up), and `load` imports the recipe only when it runs.
+Every recipe exposes the same three names (`trainers/recipe.py` holds the setup they share):
+`Config` (its typed config dataclass), `make_step(config, policy, data...) -> (step, position)`
+and `run(config, output, *, resume=False, overwrite=False) -> LoopResult`. Adding a method = its
+module + one row here.
 """
 
 from __future__ import annotations
@@ -27,24 +26,23 @@ class TrainerSpec:
     config: str  # its config dataclass
     run: str  # its run function
     summary: str  # one line, for help texts
+    step: str = "make_step"  # its step builder
 
     def load(self) -> tuple[type, Callable[..., Any]]:
         """(config class, run function); imports the recipe (and so torch)."""
         module = importlib.import_module(self.module)
         return getattr(module, self.config), getattr(module, self.run)
 
+    def step_builder(self) -> Callable[..., Any]:
+        """The recipe's `make_step`; imports the recipe (and so torch)."""
+        return getattr(importlib.import_module(self.module), self.step)  # type: ignore[no-any-return]
+
 
 TRAINERS: dict[str, TrainerSpec] = {
-    "sft": TrainerSpec("mbpo_bench.trainers.sft", "SFTConfig", "run_sft", "supervised fine-tuning"),
-    "dpo": TrainerSpec(
-        "mbpo_bench.trainers.dpo", "DPOConfig", "run_dpo", "DPO on preference pairs"
-    ),
-    "grpo": TrainerSpec(
-        "mbpo_bench.trainers.grpo", "GRPOConfig", "run_grpo", "GRPO with verifier rewards"
-    ),
-    "mbpo": TrainerSpec(
-        "mbpo_bench.trainers.mbpo", "MBPOConfig", "run_mbpo", "mining + hybrid GRPO (MBPO)"
-    ),
+    "sft": TrainerSpec("mbpo_bench.trainers.sft", "Config", "run", "supervised fine-tuning"),
+    "dpo": TrainerSpec("mbpo_bench.trainers.dpo", "Config", "run", "DPO on preference pairs"),
+    "grpo": TrainerSpec("mbpo_bench.trainers.grpo", "Config", "run", "GRPO with verifier rewards"),
+    "mbpo": TrainerSpec("mbpo_bench.trainers.mbpo", "Config", "run", "mining + hybrid GRPO (MBPO)"),
 }
 
 
