@@ -77,6 +77,15 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
+def plain_modes(folder: Path) -> None:
+    """Give files under `folder` written owner-only (0600: safetensors and other atomic writers
+    go through a temp file) the mode a plain `open()` gives, 0666 less the umask."""
+    mode = 0o666 & ~_umask()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink() and (path.stat().st_mode & 0o777) == 0o600:
+            path.chmod(mode)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from mbpo_bench.runs import write_json_atomic
+from mbpo_bench.runs import plain_modes, write_json_atomic
 
 TRAINABLE = "trainable.safetensors"
 STATE = "state.pt"
@@ -122,6 +122,7 @@ def save(
         torch.save(state, fh)
         fh.flush()
         os.fsync(fh.fileno())
+    plain_modes(tmp)  # safetensors writes owner-only files
     final = root / name
     if final.exists():  # re-saving a step after a resume: move the old one aside first
         old = root / f".old-{name}-{os.getpid()}"

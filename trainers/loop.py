@@ -37,7 +37,14 @@ from mbpo_bench.trainers import checkpoint, sharding
 
 from mbpo_bench import parallel
 from mbpo_bench.errors import UserError
-from mbpo_bench.runs import RunDir, append_jsonl, read_jsonl, write_atomic, write_json_atomic
+from mbpo_bench.runs import (
+    RunDir,
+    append_jsonl,
+    plain_modes,
+    read_jsonl,
+    write_atomic,
+    write_json_atomic,
+)
 
 KILL_ENV = "MBPO_BENCH_DEBUG_KILL_AT_STEP"
 METRICS = "metrics.jsonl"
@@ -396,6 +403,7 @@ def _save_final(run: RunDir, save_final: Callable[[Path | None], None]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_final(tmp)
+    plain_modes(tmp)  # safetensors writes owner-only files
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -230,6 +230,9 @@ def build_tiny_model(
     model.save_pretrained(out)
     processor.save_pretrained(out)
     tok.save_pretrained(out)
+    from mbpo_bench.runs import plain_modes
+
+    plain_modes(out)  # safetensors writes owner-only files
     return out
 
 
