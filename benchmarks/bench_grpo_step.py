@@ -183,8 +183,9 @@ def restrict_sampling(vlm: Any) -> int:
 
 
 def instrument_generate(vlm: Any, new_tokens: int, record: list[float], device: str) -> None:
-    """`generate` with min_new_tokens = max_new_tokens by default, its time appended to record."""
-    original = vlm.generate
+    """`generate` with min_new_tokens = max_new_tokens by default, its time appended to record
+    (wraps `generate_completions`, which `generate` and the GRPO rollout both go through)."""
+    original = vlm.generate_completions
 
     def generate(*args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("min_new_tokens", new_tokens)
@@ -195,7 +196,7 @@ def instrument_generate(vlm: Any, new_tokens: int, record: list[float], device: 
         record.append(time.perf_counter() - start)
         return out
 
-    vlm.generate = generate
+    vlm.generate_completions = generate
 
 
 def make_items(n: int, side: int, folder: Path, seed: int) -> list[TaskItem]:

@@ -55,7 +55,7 @@ def _llava_7b(tok: Any, device: str) -> Any:
         vision_feature_select_strategy="default",
     )  # fmt: skip
     model = _on_device(tf.LlavaForConditionalGeneration, config, device)
-    improc = tf.CLIPImageProcessorPil(
+    improc = _backend(tf.CLIPImageProcessor, tf.CLIPImageProcessorPil)(
         size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
     )
     proc = tf.LlavaProcessor(
@@ -89,11 +89,23 @@ def _qwen2vl_7b(tok: Any, device: str) -> Any:
     model = _on_device(tf.Qwen2VLForConditionalGeneration, config, device)
     # Qwen2-VL-7B-Instruct's own pixel limits (preprocessor_config.json): a 448x448 image stays
     # 448x448 (256 image tokens), a 640x480 photo becomes 644x476 (391)
-    improc = tf.Qwen2VLImageProcessorPil(
+    improc = _backend(tf.Qwen2VLImageProcessor, tf.Qwen2VLImageProcessorPil)(
         patch_size=14, merge_size=2, size={"shortest_edge": 3136, "longest_edge": 12845056}
     )
     proc = image_only_qwen_processor("qwen2_vl", improc, tok)
     return QwenVLAdapter(model, proc, tok, name="qwen2-vl-7b-shape", family="qwen2_vl")
+
+
+def _backend(fast: Any, pil: Any) -> Any:
+    """The image processor class a checkpoint's AutoProcessor picks on this machine: the
+    torchvision backend where torchvision imports (the GPU image), PIL otherwise;
+    BENCH_PIL_PROCESSOR=1 forces PIL (the figures of reports/perf/h200/*_640x480.md)."""
+    import os
+
+    from transformers.utils import is_torchvision_available
+
+    use_pil = os.environ.get("BENCH_PIL_PROCESSOR") == "1" or not is_torchvision_available()
+    return pil if use_pil else fast
 
 
 def _on_device(cls: Any, config: Any, device: str) -> Any:

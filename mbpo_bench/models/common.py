@@ -305,7 +305,7 @@ class AdapterBase:
         cfg = copy.deepcopy(self.hf_model.generation_config)
         if repetition_penalty is not None:
             cfg.repetition_penalty = repetition_penalty
-        cfg.suppress_tokens = [self.image_token_id]
+        cfg.suppress_tokens = sorted({*(cfg.suppress_tokens or []), self.image_token_id})
         cfg.max_new_tokens = max_new_tokens
         cfg.min_new_tokens = min_new_tokens or None
         cfg.num_return_sequences = num_samples
