@@ -231,6 +231,7 @@ def argv(tiny: dict[str, Path], output: str, *extra: str) -> list[str]:
         "--steps", "2", "--batch-size", "4", "--eval-limit", "3", "--no-progress",
         "runtime.threads=1", "runtime.progress=false", "runtime.tensorboard=false",
         "optim.warmup_ratio=0.0", "mining.steps=2", "mining.limit=8", "mining.max_new_tokens=3",
+        "mining.require_clean_correct=false",  # a random tiny model is rarely right on clean
         *extra,
     ]  # fmt: skip
 

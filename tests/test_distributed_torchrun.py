@@ -116,8 +116,10 @@ def test_grpo_on_two_processes_equals_one(tiny: dict[str, Any], tmp_path: Path) 
         assert b["reward_mean"] == pytest.approx(a["reward_mean"])  # the same rollouts
         assert b["samples_per_s"] > 0 and b["lr"] == a["lr"]
     adapter = Path("final/adapter/adapter_model.safetensors")
+    # 5e-5, as the FSDP GRPO test: rollouts score the sampled ids, and AdamW turns float-order
+    # noise in near-zero gradients into updates of order lr; loss and grad_norm stay sharp above
     assert_same_weights(weights(tmp_path / "one" / adapter), weights(tmp_path / "two" / adapter),
-                        atol=1e-5)  # fmt: skip
+                        atol=5e-5)  # fmt: skip
     assert not (tmp_path / "two" / "tensorboard").exists()
     assert json.loads((tmp_path / "two" / "status.json").read_text())["finished"]
 
