@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from mbpo_bench.config import RuntimeSection
 from mbpo_bench.evaluation.api import run_eval
 from mbpo_bench.evaluation.config import EvalConfig, ProbeConfig
 from mbpo_bench.quickstart import QuickstartConfig
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> None:
     row: dict[str, Any] = {"variant": " ".join(argv[5:]) or kind, "kind": kind,
                            "train_s": round(time.time() - start, 1)}  # fmt: skip
     ev = EvalConfig(model=str(out / "train"), tasks="embedded", output=str(out / "eval"),
-                    limit=400, batch_size=64, device=device,
+                    limit=400, batch_size=64, runtime=RuntimeSection(device=device),
                     probes=ProbeConfig(names=["image", "blind"]))  # fmt: skip
     run_eval(ev, overwrite=True, progress=False)
     results = json.loads((out / "eval" / "results.json").read_text())

@@ -5,13 +5,22 @@ rejected with the closest valid names (a typo must never be silently ignored), v
 against the field's type (an int where a float is expected is fine, a string is not), and the
 resolved config round-trips to YAML so that it can be saved beside every run and reloaded.
 `None` means "not given"; no field relies on truthiness.
+
+One dialect: every command's config (eval, train, mine) has a `runtime` section with the same
+keys for the same things (`RuntimeSection`; training's `RuntimeConfig` carries them and its own).
+A config class lists the old spellings it still reads in `MOVED_KEYS` (old key -> new dotted key):
+they work for one release, each with a one-line warning, in a file, a `--set`/positional override
+or a saved config.yaml alike (`upgrade`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -20,6 +29,56 @@ import yaml
 from mbpo_bench.errors import UserError, did_you_mean
 
 T = TypeVar("T")
+
+
+@dataclass
+class RuntimeSection:
+    """Where and how a command runs: the keys every command's `runtime` section shares.
+
+    device: auto | cpu | cuda | cuda:N; dtype: auto (bf16 on GPU, fp32 on CPU) | float32 |
+    bfloat16 | float16; threads: torch CPU threads (None: torch's default); compile_layers:
+    torch.compile'd decoder layers for the scoring / training passes (never for generation or
+    PGD); protocol: what the model is fed (models/families.py PROTOCOLS) and Qwen's pixel limits
+    (None: the protocol's / checkpoint's).
+    """
+
+    device: str = "auto"
+    dtype: str = "auto"
+    threads: int | None = None
+    compile_layers: bool = False
+    protocol: str = "native"
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+
+@functools.cache
+def _warn_moved(where: str, old: str, new: str) -> None:
+    print(
+        f"warning: {where} key '{old}' is deprecated and will be removed in the next release "
+        f"— write {new}",
+        file=sys.stderr,
+    )
+
+
+def upgrade(cls: type, data: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """`data` with the old spellings of `cls.MOVED_KEYS` moved to their new keys (one warning
+    per old key and place). Upgrade each raw input (file, overrides) before merging it over the
+    defaults: an old key overrides its new key's value in the same mapping."""
+    moved: dict[str, str] = getattr(cls, "MOVED_KEYS", {})
+    if not any(old in data for old in moved):
+        return data
+    out = dict(data)
+    for old, new in moved.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        section, key = new.split(".", 1)
+        _warn_moved(where, old, new)
+        given = out.get(section)
+        given = dict(given) if isinstance(given, dict) else {}
+        given[key] = value
+        out[section] = given
+    return out
 
 
 def _type_name(tp: Any) -> str:
@@ -121,6 +180,7 @@ def _hints(cls: type) -> dict[str, Any]:
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     """Build dataclass `cls` from a (nested) mapping; unknown keys and wrong types raise."""
     assert dataclasses.is_dataclass(cls)
+    data = upgrade(cls, data, where)
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
@@ -218,8 +278,8 @@ def load_config(cls: type[T], path: Path | None = None, overrides: list[str] | N
     """Defaults of `cls`, then the YAML file at `path`, then `section.key=value` overrides."""
     data: dict[str, Any] = to_dict(cls())
     if path is not None:
-        data = merge_dicts(data, read_config_file(path))
-    data = merge_dicts(data, parse_overrides(overrides or []))
+        data = merge_dicts(data, upgrade(cls, read_config_file(path), str(path)))
+    data = merge_dicts(data, upgrade(cls, parse_overrides(overrides or []), "override"))
     return from_dict(cls, data, where=cls.__name__)
 
 

@@ -130,7 +130,8 @@ RANGES: dict[str, dict[str, Bound]] = {
         "limit": AT_LEAST_1,
         "reward_max_words": AT_LEAST_1,
     },
-    "MineConfig": {"limit": AT_LEAST_1, "threads": AT_LEAST_1},
+    "MineConfig": {"limit": AT_LEAST_1},
+    "RuntimeSection": {"threads": AT_LEAST_1},  # eval's and mine's runtime
     "QuickstartConfig": {
         "threads": Bound(low=1, option="--threads"),
         "control_time_factor": POSITIVE,

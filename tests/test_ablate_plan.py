@@ -106,7 +106,7 @@ def test_overrides_reach_the_configs_that_have_the_key(tmp_path: Path) -> None:
     assert all(c.runtime.threads == 1 for c in by.values())
     assert all(r.eval_config.batch_size == 4 for r in plan.runs)
     assert plan.base_eval.batch_size == 4
-    assert all(m.threads == 1 and m.mining.steps == 3 for m in plan.minings.values())
+    assert all(m.runtime.threads == 1 and m.mining.steps == 3 for m in plan.minings.values())
     # the offline-only arm keeps its defining ratio whatever the online arms' ratio is
     off = plan_for(tmp_path, seeds=[0], arms=["mbpo-pgd-iig-offline"],
                    overrides=["hybrid.offline_ratio=0.25"])  # fmt: skip

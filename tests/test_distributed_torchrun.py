@@ -152,13 +152,14 @@ def _comparable(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_eval_on_two_processes_equals_one(tiny: dict[str, Any], tmp_path: Path) -> None:
+    from mbpo_bench.config import RuntimeSection
     from mbpo_bench.evaluation.api import run_eval
     from mbpo_bench.evaluation.config import EvalConfig
 
     model = str(Path(tiny["sft"]) / "final" / "model")
     tasks = "mbpo_embedded_color,mbpo_embedded_existence"
     run_eval(EvalConfig(model=model, tasks=tasks, output=str(tmp_path / "one"), batch_size=3,
-                        device="cpu"), progress=False)  # fmt: skip
+                        runtime=RuntimeSection(device="cpu")), progress=False)  # fmt: skip
     torchrun(tiny, ["eval", "--model", model, "--tasks", tasks, "--output", str(tmp_path / "two"),
                     "--batch-size", "3", "--device", "cpu", "--no-progress"])  # fmt: skip
     one = json.loads((tmp_path / "one" / "results.json").read_text())

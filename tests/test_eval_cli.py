@@ -48,7 +48,10 @@ def test_options_reach_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         str(tmp_path / "lora"),
     )
     assert c.probes.names == ["image", "blind"] and c.limit == 7 and c.batch_size == 3
-    assert c.device == "cpu" and c.include_paths == [str(tmp_path / "t1"), str(tmp_path / "t2")]
+    assert c.runtime.device == "cpu" and c.include_paths == [
+        str(tmp_path / "t1"),
+        str(tmp_path / "t2"),
+    ]
     assert c.skip_bad_items and c.online and c.trust_remote_code
     assert c.probes.adversarial_eps == 0.01 and c.bootstrap.n_resamples == 99
     assert seen["overwrite"] is True and seen["progress"] is False
@@ -59,7 +62,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert main(["eval", "--model", "m", "--tasks", "embedded", "--output", str(tmp_path)]) == 0
     c = seen["config"]
     assert c.probes.names == ["image", "blind", "mismatched", "noise", "iig"]
-    assert (c.limit, c.batch_size, c.device, c.online, c.skip_bad_items) == (
+    assert (c.limit, c.batch_size, c.runtime.device, c.online, c.skip_bad_items) == (
         None,
         16,
         "auto",
@@ -88,14 +91,14 @@ def test_config_file_then_options_then_set(monkeypatch: pytest.MonkeyPatch, tmp_
     cfg = tmp_path / "eval.yaml"
     cfg.write_text(
         f"model: from_file\ntasks: embedded\noutput: {tmp_path / 'out'}\nbatch_size: 4\n"
-        "limit: 20\ndevice: cpu\nprobes: {names: [blind, image], seed: 3}\n"
+        "limit: 20\nruntime: {device: cpu}\nprobes: {names: [blind, image], seed: 3}\n"
         "bootstrap: {n_resamples: 50}\n"
     )
     argv = ["eval", "--config", str(cfg), "--limit", "5", "--set", "bootstrap.n_resamples=7"]
     assert main(argv) == 0
     c = seen["config"]
     assert (c.model, c.tasks, c.output) == ("from_file", "embedded", str(tmp_path / "out"))
-    assert (c.batch_size, c.device, c.limit) == (4, "cpu", 5)  # an option at its default
+    assert (c.batch_size, c.runtime.device, c.limit) == (4, "cpu", 5)  # an option at its default
     assert c.probes.names == ["image", "blind"] and c.probes.seed == 3  # leaves the file's value
     assert c.bootstrap.n_resamples == 7 and c.bootstrap.confidence == 0.95
     assert main(["eval", "--config", str(cfg), "--model", "m", "--batch-size", "16"]) == 0

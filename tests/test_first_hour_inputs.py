@@ -132,6 +132,7 @@ def test_every_range_rule_names_a_real_field() -> None:
 
     from mbpo_bench import ranges
     from mbpo_bench.ablation.config import AblationConfig
+    from mbpo_bench.config import RuntimeSection
     from mbpo_bench.evaluation.config import BootstrapConfig, EvalConfig, ProbeConfig
     from mbpo_bench.models.lora import LoraSettings
     from mbpo_bench.quickstart import QuickstartConfig
@@ -140,7 +141,7 @@ def test_every_range_rule_names_a_real_field() -> None:
     classes = {c.__name__: c for c in (
         AblationConfig, BootstrapConfig, EvalConfig, ProbeConfig, LoraSettings, QuickstartConfig,
         ReportConfig, DPOConfig, GRPOConfig, GRPOSettings, HybridSettings, OptimConfig,
-        RuntimeConfig, MBPOConfig, MineConfig, MiningConfig, SFTConfig,
+        RuntimeConfig, MBPOConfig, MineConfig, MiningConfig, SFTConfig, RuntimeSection,
     )}  # fmt: skip
     assert set(ranges.RANGES) == set(classes)
     for name, rules in ranges.RANGES.items():

@@ -87,6 +87,7 @@ def test_trainers_take_two_steps_on_cuda(
 
 
 def test_eval_runs_on_cuda_with_probes(cuda_tiny: dict[str, Any], tmp_path: Path) -> None:
+    from mbpo_bench.config import RuntimeSection
     from mbpo_bench.evaluation.api import run_eval
     from mbpo_bench.evaluation.config import EvalConfig, ProbeConfig
     from mbpo_bench.evaluation.scoring import recompute_results
@@ -96,7 +97,7 @@ def test_eval_runs_on_cuda_with_probes(cuda_tiny: dict[str, Any], tmp_path: Path
         tasks="embedded",
         output=str(tmp_path / "eval"),
         limit=8,
-        device="cuda",
+        runtime=RuntimeSection(device="cuda"),
         probes=ProbeConfig(names=["image", "blind", "mismatched", "noise", "iig"]),
     )
     results = run_eval(cfg, progress=False)

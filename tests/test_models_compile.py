@@ -236,8 +236,8 @@ def test_eval_compile_is_recorded_and_changes_no_score(
     from mbpo_bench.cli.main import main
     from mbpo_bench.models.common import AdapterBase
 
-    assert build_config(model="m", tasks="t", output=tmp_path).compile is False
-    assert build_config(model="m", tasks="t", output=tmp_path, compile=True).compile is True
+    assert build_config(model="m", tasks="t", output=tmp_path).runtime.compile_layers is False
+    assert build_config(model="m", tasks="t", output=tmp_path, compile=True).runtime.compile_layers
     (tmp_path / "embedded.yaml").write_text("n_train: 8\nn_eval_per_cell: 4\n")
     monkeypatch.setenv("MBPO_BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("MBPO_BENCH_EMBEDDED_CONFIG", str(tmp_path / "embedded.yaml"))
@@ -268,7 +268,7 @@ def test_eval_compile_is_recorded_and_changes_no_score(
                      "--no-progress", "--set", "bootstrap.n_resamples=20", *flag])  # fmt: skip
         assert code == 0
         results = json.loads((out / "results.json").read_text())
-        assert results["config"]["compile"] is bool(flag)
+        assert results["config"]["runtime"]["compile_layers"] is bool(flag)
         lines = (out / "samples.jsonl").read_text().splitlines()
         rows[bool(flag)] = {(r["task"], r["probe"], r["doc_id"]): r for r in map(json.loads, lines)}
     assert True in entered and generated_compiled and not any(generated_compiled)

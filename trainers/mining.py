@@ -43,10 +43,11 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mbpo_bench.trainers.data import PreferencePair, item_prompts
 
+from mbpo_bench.config import RuntimeSection
 from mbpo_bench.data.items import TaskItem
 from mbpo_bench.models.protocol import Prompt
 
@@ -378,19 +379,22 @@ class MineConfig:
     data: str = "embedded"
     split: str = "train"
     limit: int | None = None  # first N items of each task
-    device: str = "auto"
-    dtype: str = "auto"
-    threads: int | None = None
+    # device, dtype, threads, input protocol and Qwen pixel limits: the section every command
+    # shares (mbpo_bench.config.RuntimeSection); mining runs eager, so compile_layers is refused
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
     trust_remote_code: bool = False
     skip_bad_items: bool = False  # drop items whose image is missing or broken (--skip-bad-items)
     progress: bool = True  # a bar over the attacked batches (stderr)
-    protocol: str = "native"  # input protocol (models/families.py PROTOCOLS)
-    min_pixels: int | None = None  # Qwen pixel limits; None = the protocol's / checkpoint's
-    max_pixels: int | None = None
     mining: MiningConfig = field(default_factory=MiningConfig)
     # candidates: only the items that have a prior twin (what `train mbpo hybrid.twins=true`
     # mines; trainers/twins.py)
     twins_only: bool = False
+
+    # the flat spellings before the shared runtime section: read for one release, with a warning
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        key: f"runtime.{key}"
+        for key in ("device", "dtype", "threads", "protocol", "min_pixels", "max_pixels")
+    }
 
 
 PAIRS_FILE = "pairs.parquet"
@@ -404,13 +408,19 @@ def run_mine(
     from mbpo_bench.trainers.policy import resolve_start
 
     from mbpo_bench import parallel
+    from mbpo_bench.errors import UserError
     from mbpo_bench.models import load_model
     from mbpo_bench.runs import RunDir
 
+    rt = config.runtime
+    if rt.compile_layers:  # before the run folder exists
+        raise UserError(
+            "runtime.compile_layers does not apply to mine (PGD mining runs eager) — drop it"
+        )
     run = RunDir.open(output, overwrite=overwrite, config=config)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    parallel.setup(config.device)  # under torchrun: this rank's GPU and the process group
+    if rt.threads is not None:
+        torch.set_num_threads(rt.threads)
+    parallel.setup(rt.device)  # under torchrun: this rank's GPU and the process group
     items = load_items(
         config.data, split=config.split, limit=config.limit, skip_bad_items=config.skip_bad_items
     )
@@ -420,9 +430,9 @@ def run_mine(
         items = with_twin(items, twin_map(config.data))
     path, adapter = resolve_start(config.model)
     vlm = load_model(
-        path, adapter=adapter, dtype=config.dtype, device=config.device,
-        trust_remote_code=config.trust_remote_code, protocol=config.protocol,
-        min_pixels=config.min_pixels, max_pixels=config.max_pixels,
+        path, adapter=adapter, dtype=rt.dtype, device=rt.device,
+        trust_remote_code=config.trust_remote_code, protocol=rt.protocol,
+        min_pixels=rt.min_pixels, max_pixels=rt.max_pixels,
     )  # fmt: skip
     pairs, stats = mine_to_file(
         vlm, items, config.mining, run.path / PAIRS_FILE, progress=config.progress

@@ -35,12 +35,14 @@ from typing import Any
 from mbpo_bench.ablation.config import AblationConfig, Arm, select_arms
 from mbpo_bench.ablation.overrides import RoutedOverrides, route
 from mbpo_bench.config import (
+    RuntimeSection,
     dump_yaml,
     from_dict,
     load_config,
     merge_dicts,
     parse_overrides,
     to_dict,
+    upgrade,
 )
 from mbpo_bench.errors import UserError
 
@@ -103,7 +105,8 @@ def eval_config(
         limit=plan_cfg.eval_limit,
     )
     data["probes"]["names"] = list(parse_probes(plan_cfg.probes))
-    return from_dict(EvalConfig, merge_dicts(data, parse_overrides(user)), where="eval")
+    given = upgrade(EvalConfig, parse_overrides(user), "eval override")
+    return from_dict(EvalConfig, merge_dicts(data, given), where="eval")
 
 
 def final_weights(train_dir: Path, config: Any, start_model: str) -> tuple[str, str | None]:
@@ -122,7 +125,7 @@ def mine_config(config: Any) -> Any:
     hybrid = getattr(config, "hybrid", None)
     return MineConfig(
         model=config.model, data=config.data, split=config.split, limit=config.limit,
-        device=rt.device, dtype=rt.dtype, threads=rt.threads,
+        runtime=RuntimeSection(device=rt.device, dtype=rt.dtype, threads=rt.threads),
         trust_remote_code=config.trust_remote_code, mining=config.mining,
         twins_only=bool(hybrid is not None and hybrid.twins),
     )  # fmt: skip

@@ -55,14 +55,24 @@ def build_config(
 
     `model`, `tasks` and `output` must come from an option or the file.
     """
-    from mbpo_bench.config import from_dict, merge_dicts, parse_overrides, read_config_file, to_dict
+    from mbpo_bench.config import (
+        from_dict,
+        merge_dicts,
+        parse_overrides,
+        read_config_file,
+        to_dict,
+        upgrade,
+    )
     from mbpo_bench.errors import UserError, check_choice
     from mbpo_bench.evaluation.choices import check_answer_mode
     from mbpo_bench.evaluation.config import EvalConfig
     from mbpo_bench.evaluation.probes import parse_probes
     from mbpo_bench.models.families import PROTOCOL_NAMES
 
-    from_file = read_config_file(config_file) if config_file is not None else {}
+    from_file = (
+        upgrade(EvalConfig, read_config_file(config_file), str(config_file))
+        if config_file is not None else {}
+    )  # fmt: skip
     options = {
         "model": model,
         "adapter": str(adapter) if adapter is not None else None,
@@ -71,8 +81,6 @@ def build_config(
         "limit": limit,
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,
-        "device": device,
-        "dtype": dtype,
         "include_paths": [str(p) for p in include_path] if include_path is not None else None,
         "data_root": str(data_root) if data_root is not None else None,
         "skip_bad_items": skip_bad_items,
@@ -80,19 +88,21 @@ def build_config(
         "trust_remote_code": trust_remote_code,
         "backend": backend,
         "answer_mode": answer_mode,
-        "compile": compile,
-        "protocol": protocol,
-        "min_pixels": min_pixels,
-        "max_pixels": max_pixels,
     }
+    runtime = {  # the options of the shared runtime section
+        "device": device, "dtype": dtype, "compile_layers": compile, "protocol": protocol,
+        "min_pixels": min_pixels, "max_pixels": max_pixels,
+    }  # fmt: skip
     for key, flag in (("model", "--model PATH_OR_HUB_ID"), ("tasks", "--tasks NAMES_OR_SUITES"),
                       ("output", "--output DIR")):  # fmt: skip
         if options[key] is None and key not in from_file:
             raise UserError(f"no {key} given — pass {flag} (or set {key} in --config)")
     data = merge_dicts(to_dict(EvalConfig()), from_file)
     data.update({k: v for k, v in options.items() if v is not None})
+    data["runtime"] = {**data["runtime"], **{k: v for k, v in runtime.items() if v is not None}}
     data["answer_mode"] = check_answer_mode(str(data["answer_mode"]))
-    data["protocol"] = check_choice("input protocol", str(data["protocol"]), PROTOCOL_NAMES)
+    protocol = str(data["runtime"]["protocol"])
+    data["runtime"]["protocol"] = check_choice("input protocol", protocol, PROTOCOL_NAMES)
     if isinstance(data.get("probes"), dict):
         names = probes if probes is not None else data["probes"].get("names")
         data["probes"]["names"] = list(parse_probes(names))
@@ -105,7 +115,7 @@ def build_config(
     data["judge"] = {**data["judge"], **{k: v for k, v in given.items() if v is not None}}
     if judge_prompt:
         data["judge"]["prompts"] = judge_prompts(judge_prompt)
-    data = merge_dicts(data, parse_overrides(overrides or []))
+    data = merge_dicts(data, upgrade(EvalConfig, parse_overrides(overrides or []), "--set"))
     return from_dict(EvalConfig, data, where="eval")
 
 

@@ -52,7 +52,7 @@ def mine_command(
     from mbpo_bench.models.loading import validate_model
 
     # before the run folder exists: a typo leaves nothing behind
-    check_protocol(validate_model(config.model), config.protocol)
+    check_protocol(validate_model(config.model), config.runtime.protocol)
     pairs, stats = run_mine(config, output, overwrite=overwrite)
     if not parallel.is_main():
         return

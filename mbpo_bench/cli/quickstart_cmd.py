@@ -29,6 +29,8 @@ def quickstart_command(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     config: Path = typer.Option(None, help="YAML file of QuickstartConfig fields."),
     overrides: list[str] = typer.Argument(None, help="Config overrides: section.key=value ..."),
+    sets: list[str] = typer.Option([], "--set", help="Same as a positional key=value override."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
 ) -> None:
     """Build a tiny model, make it biased (SFT), run MBPO, the twin-pair variant and their
     matched SFT controls, evaluate them on the embedded benchmark's twin pairs with
@@ -50,7 +52,8 @@ def quickstart_command(
         flags.append("cache_base=false")
     if no_progress:
         flags.append("progress=false")
-    cfg = load_config(QuickstartConfig, config, [*flags, *(overrides or [])])
-    print_config(cfg, "quickstart")
+    cfg = load_config(QuickstartConfig, config, [*flags, *(overrides or []), *sets])
+    if not quiet:
+        print_config(cfg, "quickstart")
     path = run_quickstart(cfg)
     typer.echo(f"wrote {path}")

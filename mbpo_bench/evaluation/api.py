@@ -123,13 +123,13 @@ def load_vlm(config: EvalConfig) -> VisionLanguageModel:
         return load_model(
             config.model,
             adapter=config.adapter,
-            dtype=config.dtype,
-            device=config.device,
+            dtype=config.runtime.dtype,
+            device=config.runtime.device,
             trust_remote_code=config.trust_remote_code,
             local_files_only=not config.online,
-            protocol=config.protocol,
-            min_pixels=config.min_pixels,
-            max_pixels=config.max_pixels,
+            protocol=config.runtime.protocol,
+            min_pixels=config.runtime.min_pixels,
+            max_pixels=config.runtime.max_pixels,
         )
     except UserError:
         raise
@@ -179,7 +179,7 @@ def check_run_protocol(config: EvalConfig) -> None:
         family = validate_model(config.model)
     except UserError:
         return
-    check_protocol(family, config.protocol)
+    check_protocol(family, config.runtime.protocol)
 
 
 def run_eval(
@@ -214,7 +214,7 @@ def run_eval(
                 "--backend lmms-eval evaluates the reported (test) split only — use the native "
                 "backend for split=dev"
             )
-        if config.compile:
+        if config.runtime.compile_layers:
             raise UserError(
                 "--compile applies to the native backend's prefill and scoring passes, not to "
                 "--backend lmms-eval — drop --compile, or use the native backend"
@@ -251,12 +251,14 @@ def run_eval(
         from mbpo_bench.config import print_config
 
         print_config(config, "eval")
-    import torch  # noqa: F401  (so env.json records the device)
+    import torch  # also so that env.json records the device
 
     output = Path(config.output)
     if RunDir(output).finished and not overwrite:
         RunDir.open(output, overwrite=False, config=config)  # raises: a finished run is kept
-    parallel.setup(config.device)  # under torchrun: this rank's GPU and the process group
+    if config.runtime.threads is not None:
+        torch.set_num_threads(config.runtime.threads)
+    parallel.setup(config.runtime.device)  # under torchrun: this rank's GPU and the process group
     vlm = load_vlm(config)  # before the folder exists: a typo in --model leaves nothing behind
     run = RunDir.open(output, overwrite=overwrite, config=config)
     # only rank 0 writes the model info: the other ranks skip hashing the model folder
@@ -268,7 +270,7 @@ def run_eval(
         name = config.backbone
 
         def backbone() -> Any:
-            return load_text_lm(name, device=config.device, dtype=config.dtype,
+            return load_text_lm(name, device=config.runtime.device, dtype=config.runtime.dtype,
                                 local_files_only=not config.online,
                                 trust_remote_code=config.trust_remote_code)  # fmt: skip
 

@@ -166,7 +166,9 @@ def _answers(
     out: list[tuple[str, dict[str, Any]]] = [("", {}) for _ in items]
     chosen = [k for k, m in enumerate(modes) if isinstance(m, Choices)]
     if chosen:
-        with compiled_layers(vlm, enabled=config.compile):  # the prefill; never generate below
+        with compiled_layers(
+            vlm, enabled=config.runtime.compile_layers
+        ):  # the prefill; never generate below
             picks = choose(
                 vlm,
                 [prompts[k] for k in chosen],
@@ -215,7 +217,8 @@ def generation_batch(
     ]
     seed = stable_seed(batch.task, batch.probe, str(batch.index))
     if batch.probe == BACKBONE:  # a text-only LM: no choice prefill, it generates
-        config = dataclasses.replace(config, answer_mode="generate", compile=False)
+        runtime = dataclasses.replace(config.runtime, compile_layers=False)
+        config = dataclasses.replace(config, answer_mode="generate", runtime=runtime)
     pixels, before, after = None, None, None
     if batch.probe == "adversarial":
         pixels, before, after = _adversarial(vlm, inputs, items, config, seed)
@@ -261,7 +264,7 @@ def iig_batch(
             null = null_image(cond, vlm.image_size, gen)
         without.append(Prompt(it.question, null))
     targets = [it.target for it in items]
-    with torch.no_grad(), compiled_layers(vlm, enabled=config.compile):
+    with torch.no_grad(), compiled_layers(vlm, enabled=config.runtime.compile_layers):
         a = vlm.answer_logprobs(with_image, targets)
         b = vlm.answer_logprobs(without, targets)
     mask = (a.tokens & b.tokens).cpu()  # the answer's tokens, EOS excluded

@@ -8,11 +8,11 @@ run must have the SAME config as the interrupted one (RunDir refuses otherwise),
 set instead of greedy decoding (`choices.py`); a run in choice mode and one in generate mode are
 different measurements, which results.json records and `mbpo-bench report` flags.
 
-`protocol` (native | lmms-eval | original) is what the model is fed: image geometry and prompt
+`runtime.protocol` (native | lmms-eval | original) is what the model is fed: image geometry and prompt
 (`models/families.py` PROTOCOLS, `models/geometry.py`); runs under different protocols are
 different measurements, recorded in results.json and every samples.jsonl row.
 
-`compile` runs the choice prefills and the IIG scoring passes through torch.compile'd decoder
+`runtime.compile_layers` runs the choice prefills and the IIG scoring passes through torch.compile'd decoder
 layers (`models/compile.py`); generation, including the generate fallback, stays eager. It
 changes speed, not the measurement (log-probs agree to float rounding), and is recorded in
 results.json's `config` like the batch size.
@@ -21,8 +21,9 @@ results.json's `config` like the batch size.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
+from mbpo_bench.config import RuntimeSection
 from mbpo_bench.evaluation.probes import CHEAP_PROBES
 from mbpo_bench.judges.config import JudgeConfig
 
@@ -64,8 +65,10 @@ class EvalConfig:
     split: Literal["test", "eval", "dev"] = "test"
     batch_size: int = 16
     max_new_tokens: int | None = None  # None: the task's generation settings
-    device: str = "auto"
-    dtype: str = "auto"
+    # device, dtype, threads, compile_layers, protocol, Qwen pixel limits: the section every
+    # command shares (mbpo_bench.config.RuntimeSection); compile_layers: compiled decoder layers
+    # for the prefill / scoring passes (native backend)
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
     include_paths: list[str] = field(default_factory=list)
     data_root: str | None = None
     skip_bad_items: bool = False
@@ -73,14 +76,15 @@ class EvalConfig:
     trust_remote_code: bool = False
     backend: Literal["native", "lmms-eval"] = "native"
     answer_mode: AnswerMode = "generate"
-    compile: bool = False  # compiled decoder layers for prefill / scoring passes (native backend)
     judge: JudgeConfig = field(default_factory=JudgeConfig)  # grades judge-scored tasks
     backbone: str | None = None  # the VLM's language model, run text-only (probe `backbone`)
-    # what the model is fed (models/families.py PROTOCOLS): native = the checkpoint's own
-    # processor and template; lmms-eval = lmms-eval 0.7.3's stock wrapper; original = the paper's
-    protocol: str = "native"
-    min_pixels: int | None = None  # Qwen pixel limits; None = the protocol's / checkpoint's
-    max_pixels: int | None = None
     # a batch's prompt tokens (image + text) at most; None: `batch_size` prompts whatever their
     # lengths. Batches are bucketed by image tokens either way (plan.batches)
     max_batch_tokens: int | None = None
+
+    # the flat spellings before the shared runtime section: read for one release, with a warning
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        "device": "runtime.device", "dtype": "runtime.dtype",
+        "compile": "runtime.compile_layers", "protocol": "runtime.protocol",
+        "min_pixels": "runtime.min_pixels", "max_pixels": "runtime.max_pixels",
+    }  # fmt: skip

@@ -208,7 +208,7 @@ def evaluate(
         from mbpo_bench.judges import make_judge
         from mbpo_bench.judges.stage import run_stage
 
-        judge = make_judge(config.judge, device=config.device, dtype=config.dtype,
+        judge = make_judge(config.judge, device=config.runtime.device, dtype=config.runtime.dtype,
                            online=config.online)  # fmt: skip
         sent = run_stage(run.path, store.rows(), judged, judge, config.judge)
         run.log(f"judge {config.judge.spec}: {sent} requests")

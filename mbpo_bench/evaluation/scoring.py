@@ -453,7 +453,7 @@ def recompute_results(run_dir: Path) -> Results:
         items_skipped=sum(len(t.items_skipped) for t in tasks.values()),
         config=to_dict(config),
         answer_mode=config.answer_mode,
-        protocol=config.protocol,
+        protocol=config.runtime.protocol,
         answered=answered,
         fallbacks=fallbacks,
         judge=_judge_totals(judged),
