@@ -20,13 +20,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mbpo_bench.config import dump_yaml
+from mbpo_bench.config import dump_yaml, from_dict, to_dict, upgrade
 from mbpo_bench.errors import UserError
 from mbpo_bench.parallel import is_main, world_size
 
@@ -348,11 +348,21 @@ class RunDir:
             saved = yaml.safe_load(text) or {}
         except yaml.YAMLError:
             saved = {}
+        older = False  # written with an earlier release's spellings (config.MOVED_KEYS)
+        if isinstance(saved, dict) and is_dataclass(config):
+            upgraded = upgrade(type(config), saved, str(saved_path))
+            older = upgraded is not saved
+            if older:
+                try:  # read as today's config, keys it lacked at their defaults
+                    saved = to_dict(from_dict(type(config), upgraded, "saved config"))
+                except UserError:
+                    saved = upgraded
         new = yaml.safe_load(dump_yaml(config)) or {}
         old_flat, new_flat = _flatten(saved), _flatten(new)
         keys = [*new_flat, *(k for k in old_flat if k not in new_flat)]
         diff = {k: [old_flat.get(k), new_flat.get(k)] for k in keys}
-        return {k: v for k, v in diff.items() if v[0] != v[1]} or {"config.yaml": ["?", "?"]}
+        changes = {k: v for k, v in diff.items() if v[0] != v[1]}
+        return changes or ({} if older else {"config.yaml": ["?", "?"]})
 
     @property
     def finished(self) -> bool:

@@ -116,3 +116,21 @@ def test_every_config_command_offers_config_set_and_quiet(
     shown = capsys.readouterr().out
     for option in ("--config", "--set", "--quiet"):
         assert option in shown, (command, option)
+
+
+def test_an_unfinished_run_of_the_old_layout_resumes(tmp_path: Path) -> None:
+    """A mine run folder whose config.yaml has the flat keys is the same config today."""
+    import yaml
+
+    from mbpo_bench.runs import RunDir
+
+    config = load_config(MineConfig, overrides=["model=m", "runtime.device=cpu"])
+    RunDir.open(tmp_path / "run", config=config)
+    saved = cfg.to_dict(config)
+    runtime = saved.pop("runtime")
+    del runtime["compile_layers"]  # the layout an earlier release wrote: flat, no compile_layers
+    saved.update(runtime)
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert RunDir(tmp_path / "run").config_changes(config) == {}
+    changed = load_config(MineConfig, overrides=["model=m", "runtime.device=cuda"])
+    assert RunDir(tmp_path / "run").config_changes(changed) == {"runtime.device": ["cpu", "cuda"]}
