@@ -93,9 +93,28 @@ def _fix(errors: list[str]) -> str:
     return "use a value of that type, or null"
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+@dataclass(frozen=True)
+class _Mode:
+    """How `from_dict` reads: configs (lenient where lossless: "3e-4" is a number, 8 may be a
+    string) or, `strict`, files this package wrote (results.json: exact types, every required
+    field present, mapping values checked), raising `error`."""
+
+    strict: bool = False
+    error: type[UserError] = UserError
+
+
+CONFIG = _Mode()
+
+
+def _coerce(value: Any, tp: Any, where: str, mode: _Mode = CONFIG) -> Any:
     """Check `value` against the annotation `tp`; return it, converted only where lossless."""
     origin = get_origin(tp)
+    error = mode.error
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
@@ -107,69 +126,74 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, where)
+                return _coerce(value, arg, where, mode)
             except UserError as exc:
                 errors.append(str(exc))
-        raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r} — {_fix(errors)}")
+        raise error(f"{where}: expected {_type_name(tp)}, got {_shown(value)} — {_fix(errors)}")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise UserError(
+            raise error(
                 f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}"
                 f"{did_you_mean(str(value), map(str, allowed))} — use one of those values"
             )
         return value
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise UserError(f"{where}: expected a list, got {value!r} — write it as [a, b, ...]")
+            raise error(f"{where}: expected a list, got {_shown(value)} — write it as [a, b, ...]")
         (item_tp, *_) = get_args(tp) or (Any,)
-        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(v, item_tp, f"{where}[{i}]", mode) for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise UserError(
-                f"{where}: expected a mapping, got {value!r} — write it as {{key: value}}"
+            raise error(
+                f"{where}: expected a mapping, got {_shown(value)} — write it as {{key: value}}"
             )
-        return dict(value)
+        if not mode.strict:
+            return dict(value)
+        _, value_tp = get_args(tp) or (Any, Any)
+        return {str(k): _coerce(v, value_tp, f"{where}.{k}", mode) for k, v in value.items()}
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise UserError(
-                f"{where}: expected a mapping of {tp.__name__} fields, got {value!r} — set its "
-                "fields one by one, e.g. section.key=value"
+            raise error(
+                f"{where}: expected a mapping of {tp.__name__} fields, got {_shown(value)} — set "
+                "its fields one by one, e.g. section.key=value"
             )
-        return from_dict(tp, value, where)
+        return _from_dict(tp, value, where, mode)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise UserError(f"{where}: expected true or false, got {value!r} — write true or false")
+        raise error(f"{where}: expected true or false, got {_shown(value)} — write true or false")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):
+        if isinstance(value, str) and not mode.strict:
             # YAML 1.1 reads "3e-4" (no dot) as a string; accept any numeric spelling.
             try:
                 return float(value)
             except ValueError:
                 pass
-        raise UserError(f"{where}: expected a number, got {value!r} — write a number such as 3e-4")
+        raise error(
+            f"{where}: expected a number, got {_shown(value)} — write a number such as 3e-4"
+        )
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise UserError(
-            f"{where}: expected an integer, got {value!r} — write a whole number such as 8"
+        raise error(
+            f"{where}: expected an integer, got {_shown(value)} — write a whole number such as 8"
         )
     if tp is str:
         if isinstance(value, str):
             return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int | float) and not isinstance(value, bool) and not mode.strict:
             return str(value)
-        raise UserError(f"{where}: expected a string, got {value!r} — quote it")
+        raise error(f"{where}: expected a string, got {_shown(value)} — quote it")
     if tp is Path:
         if isinstance(value, str | Path):
             return Path(value)
-        raise UserError(f"{where}: expected a path, got {value!r} — write a file or folder path")
+        raise error(f"{where}: expected a path, got {_shown(value)} — write a file or folder path")
     return value
 
 
@@ -177,30 +201,52 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build dataclass `cls` from a (nested) mapping; unknown keys and wrong types raise."""
+def from_dict(
+    cls: type[T],
+    data: dict[str, Any],
+    where: str = "config",
+    *,
+    strict: bool = False,
+    error: type[UserError] = UserError,
+) -> T:
+    """Build dataclass `cls` from a (nested) mapping; unknown keys and wrong types raise.
+
+    The one typed loader: configs (YAML, overrides) and, with `strict`, the files this package
+    writes (results.json, `evaluation/schema.py`), whose every required field must be present."""
+    return _from_dict(cls, data, where, _Mode(strict, error))
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], where: str, mode: _Mode) -> T:
     assert dataclasses.is_dataclass(cls)
     data = upgrade(cls, data, where)
     hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in names:
-            raise UserError(
+            if mode.strict:
+                raise mode.error(f"{where}: unknown field '{key}' in {cls.__name__}")
+            raise mode.error(
                 f"unknown config key '{where}.{key}'{did_you_mean(key, names)}; "
                 f"valid keys of {where}: {', '.join(names)}"
             )
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}", mode)
+    if mode.strict:
+        for name, f in fields.items():
+            missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if missing and name not in kwargs:
+                raise mode.error(f"{where}: missing field '{name}' of {cls.__name__}")
     from mbpo_bench.ranges import range_error
 
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         text = str(exc) if " — " in str(exc) else f"{exc} — fix that setting"
-        raise UserError(f"{where}: {text}") from exc
+        raise mode.error(f"{where}: {text}") from exc
     problem = range_error(obj, where)
     if problem is not None:
-        raise UserError(problem)
+        raise mode.error(problem)
     return obj
 
 

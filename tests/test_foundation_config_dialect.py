@@ -134,3 +134,17 @@ def test_an_unfinished_run_of_the_old_layout_resumes(tmp_path: Path) -> None:
     assert RunDir(tmp_path / "run").config_changes(config) == {}
     changed = load_config(MineConfig, overrides=["model=m", "runtime.device=cuda"])
     assert RunDir(tmp_path / "run").config_changes(changed) == {"runtime.device": ["cpu", "cuda"]}
+
+
+def test_one_loader_reads_configs_leniently_and_results_strictly() -> None:
+    """config.from_dict reads configs and (strict) results.json: the same code, two modes."""
+    from mbpo_bench.evaluation.schema import Metric, SchemaError
+
+    assert cfg.from_dict(Metric, {"value": "0.5", "n": 3}) == Metric(0.5, 3)  # "3e-4" style
+    with pytest.raises(SchemaError) as err:
+        cfg.from_dict(Metric, {"value": "0.5", "n": 3}, "m", strict=True, error=SchemaError)
+    assert str(err.value).startswith("m.value: expected float | None, got '0.5'")
+    with pytest.raises(SchemaError, match="m: missing field 'n' of Metric"):
+        cfg.from_dict(Metric, {"value": 0.5}, "m", strict=True, error=SchemaError)
+    with pytest.raises(SchemaError, match="m: unknown field 'x' in Metric"):
+        cfg.from_dict(Metric, {"value": 0.5, "n": 1, "x": 0}, "m", strict=True, error=SchemaError)

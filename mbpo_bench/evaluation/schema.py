@@ -30,6 +30,8 @@ for the run; `fallbacks` counts, for the run, why samples of a choice-mode run w
 
 `SCHEMA_VERSION` increases on any incompatible change; `Results.from_json` refuses other versions
 and reports the first problem as one line naming its path (`tasks.pope.probes.image.metrics...`).
+It reads through the package's one typed loader (`mbpo_bench.config.from_dict`, strict: exact
+types, every required field present), the one that reads configs.
 Fields added compatibly (with a default, read as that default from older files) keep the version:
 `answer_mode`, `answered` and `fallbacks` (absent: "generate", counts unknown = {}).
 """
@@ -38,12 +40,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
+from mbpo_bench.config import from_dict
 from mbpo_bench.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -174,7 +175,7 @@ class Results:
                 f"{source}: schema_version {version!r} is not {SCHEMA_VERSION} — "
                 "re-run the evaluation with this version of mbpo-bench"
             )
-        return typing.cast(Results, _load(cls, data, source))
+        return from_dict(cls, data, source, strict=True, error=SchemaError)
 
     @classmethod
     def from_json(cls, text: str, source: str = "results") -> Results:
@@ -189,75 +190,3 @@ class Results:
         if not path.is_file():
             raise SchemaError(f"results file not found: {path} — run `mbpo-bench eval` first")
         return cls.from_json(path.read_text(), source=str(path))
-
-
-def _fail(where: str, expected: str, value: Any) -> SchemaError:
-    shown = repr(value)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return SchemaError(f"{where}: expected {expected}, got {shown}")
-
-
-def _load(tp: Any, value: Any, where: str) -> Any:
-    """Check `value` against annotation `tp` recursively and build dataclasses."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None:
-            if type(None) in get_args(tp):
-                return None
-            raise _fail(where, "a value", value)
-        return _load(args[0], value, where) if len(args) == 1 else value
-    if origin is list:
-        if not isinstance(value, list):
-            raise _fail(where, "a list", value)
-        (item_tp,) = get_args(tp)
-        return [_load(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _fail(where, "an object", value)
-        _, val_tp = get_args(tp)
-        return {str(k): _load(val_tp, v, f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _load_dataclass(tp, value, where)
-    return _load_scalar(tp, value, where)
-
-
-def _load_scalar(tp: Any, value: Any, where: str) -> Any:
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _fail(where, "true or false", value)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _fail(where, "an integer", value)
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise _fail(where, "a number", value)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _fail(where, "a string", value)
-    return value
-
-
-def _load_dataclass(cls: type, value: Any, where: str) -> Any:
-    if not isinstance(value, dict):
-        raise _fail(where, f"an object ({cls.__name__})", value)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        raise SchemaError(f"{where}: unknown field '{unknown[0]}' in {cls.__name__}")
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in value:
-            has_default = f.default is not dataclasses.MISSING
-            if has_default or f.default_factory is not dataclasses.MISSING:
-                continue
-            raise SchemaError(f"{where}: missing field '{name}' of {cls.__name__}")
-        kwargs[name] = _load(hints[name], value[name], f"{where}.{name}")
-    return cls(**kwargs)
