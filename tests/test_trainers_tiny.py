@@ -83,7 +83,7 @@ def test_two_steps_change_every_trainable_parameter(
 ) -> None:  # fmt: skip
     import importlib
 
-    module = importlib.import_module(f"mbpo_bench.trainers.{method}")
+    module = importlib.import_module("mbpo_bench.trainers.recipe")  # every recipe's loop
     real = module.train_loop
     seen: dict[str, Any] = {}
 
@@ -145,7 +145,7 @@ def first_step_gradients(
     """Run the trainer's setup, then only its first step function: (loss, gradients)."""
     import importlib
 
-    module = importlib.import_module(f"mbpo_bench.trainers.{method}")
+    module = importlib.import_module("mbpo_bench.trainers.recipe")  # every recipe's loop
 
     def first_step(**kw: Any) -> Any:
         torch.manual_seed(123)  # what the loop's per-step seeding does

@@ -27,7 +27,6 @@ from mbpo_bench.trainers.loop import (
     OptimConfig,
     RuntimeConfig,
     StepResult,
-    train_loop,
 )
 from mbpo_bench.trainers.mining import MiningConfig
 
@@ -184,7 +183,7 @@ def _micro_loss(
 def run_dpo(
     config: DPOConfig, output: Path, *, resume: bool = False, overwrite: bool = False
 ) -> LoopResult:
-    from mbpo_bench.trainers.recipe import save_merged_conflict, start
+    from mbpo_bench.trainers.recipe import save_merged_conflict, start, train
 
     from mbpo_bench.errors import UserError
 
@@ -209,11 +208,7 @@ def run_dpo(
     if config.mdpo_weight and any(p.image_path is None for p in pairs):
         raise UserError("mdpo_weight > 0 needs an image for every pair — drop text-only pairs")
     step, position = make_step(config, s.policy, pairs)
-    return train_loop(
-        run=s.run, model=s.policy.module, optim=config.optim, runtime=config.runtime,
-        step_fn=step, resume=resume, title="dpo", data_position=position,
-        save_final=lambda folder: s.policy.save_final(folder, merged=config.save_merged),
-    )  # fmt: skip
+    return train(s, config, step, position, title="dpo", resume=resume)
 
 
 run = run_dpo

@@ -30,7 +30,6 @@ from mbpo_bench.trainers.loop import (
     OptimConfig,
     RuntimeConfig,
     StepResult,
-    train_loop,
 )
 from mbpo_bench.trainers.losses import Aggregation
 
@@ -439,17 +438,13 @@ def make_step_fn(
 def run_grpo(
     config: GRPOConfig, output: Path, *, resume: bool = False, overwrite: bool = False
 ) -> LoopResult:
-    from mbpo_bench.trainers.recipe import save_merged_conflict, start
+    from mbpo_bench.trainers.recipe import save_merged_conflict, start, train
 
     conflicts = [*fsdp_conflicts(config.grpo), save_merged_conflict(config)]
     s = start(config, output, resume=resume, overwrite=overwrite,
               need_reference=config.grpo.beta != 0.0, conflicts=conflicts)  # fmt: skip
     step, position = make_step(config, s.policy, s.items)
-    return train_loop(
-        run=s.run, model=s.policy.module, optim=config.optim, runtime=config.runtime,
-        step_fn=step, resume=resume, title="grpo", data_position=position,
-        save_final=lambda folder: s.policy.save_final(folder, merged=config.save_merged),
-    )  # fmt: skip
+    return train(s, config, step, position, title="grpo", resume=resume)
 
 
 run = run_grpo

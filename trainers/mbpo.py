@@ -24,7 +24,6 @@ from mbpo_bench.trainers.loop import (
     OptimConfig,
     RuntimeConfig,
     StepResult,
-    train_loop,
 )
 from mbpo_bench.trainers.mining import MiningConfig
 
@@ -67,7 +66,7 @@ def run_mbpo(
     from mbpo_bench.trainers.dpo import load_or_mine_pairs
     from mbpo_bench.trainers.grpo import fsdp_conflicts
     from mbpo_bench.trainers.hybrid import online_items
-    from mbpo_bench.trainers.recipe import save_merged_conflict, start
+    from mbpo_bench.trainers.recipe import save_merged_conflict, start, train
 
     conflicts = [
         *fsdp_conflicts(config.grpo),
@@ -103,11 +102,7 @@ def run_mbpo(
     run.log(f"stage 2: {len(pairs)} offline pairs, {len(items)} online items, "
             f"twins: {twins is not None}")  # fmt: skip
     step, position = make_step(config, policy, items, pairs, twins)
-    return train_loop(
-        run=run, model=policy.module, optim=config.optim, runtime=config.runtime, step_fn=step,
-        save_final=lambda folder: policy.save_final(folder, merged=config.save_merged),
-        resume=resume, title="mbpo", data_position=position,
-    )  # fmt: skip
+    return train(s, config, step, position, title="mbpo", resume=resume)
 
 
 run = run_mbpo

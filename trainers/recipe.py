@@ -1,12 +1,13 @@
 """The setup every recipe (sft, dpo, grpo, mbpo) shares: refuse what cannot run, open the run
-folder, set up the runtime, load the items, load the policy, in that order.
+folder, set up the runtime, load the items, load the policy, in that order (`start`); and the
+loop they end with (`train`).
 
 The order is part of the behaviour: nothing is written before the options are checked, and the
 runtime's seed is set before the items and the policy (whose LoRA initialisation draws from
 torch's generator) are made, so a recipe's golden losses (tests/test_trainers_golden.py) do not
 depend on which module did the setup. What differs per method stays in its module: its extra
 checks, where its items come from (SFT: mined pairs; DPO: mined after the policy, so none here),
-whether it needs the reference policy, its step and its `train_loop` call.
+whether it needs the reference policy, and its step.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from mbpo_bench.trainers.loop import OptimConfig, RuntimeConfig, setup_runtime
+from mbpo_bench.trainers.loop import (
+    LoopResult,
+    OptimConfig,
+    RuntimeConfig,
+    StepResult,
+    setup_runtime,
+    train_loop,
+)
 
 from mbpo_bench.models.lora import LoraSettings
 from mbpo_bench.runs import RunDir
@@ -96,3 +104,20 @@ def start(
         trust_remote_code=config.trust_remote_code,
     )  # fmt: skip
     return Start(run=run, policy=policy, items=loaded)
+
+
+def train(
+    s: Start,
+    config: RecipeConfig,
+    step: Callable[[int], StepResult],
+    position: Callable[[int], dict[str, int]],
+    *,
+    title: str,
+    resume: bool,
+) -> LoopResult:
+    """The training loop (`trainers/loop.py`) over `step`; `final/` as `config.save_merged` says."""
+    return train_loop(
+        run=s.run, model=s.policy.module, optim=config.optim, runtime=config.runtime,
+        step_fn=step, resume=resume, title=title, data_position=position,
+        save_final=lambda folder: s.policy.save_final(folder, merged=config.save_merged),
+    )  # fmt: skip

@@ -26,7 +26,6 @@ from mbpo_bench.trainers.loop import (
     OptimConfig,
     RuntimeConfig,
     StepResult,
-    train_loop,
 )
 
 from mbpo_bench.data.items import TaskItem
@@ -72,7 +71,7 @@ Config = SFTConfig  # the name every recipe exposes (trainers/table.py)
 def run_sft(
     config: SFTConfig, output: Path, *, resume: bool = False, overwrite: bool = False
 ) -> LoopResult:
-    from mbpo_bench.trainers.recipe import save_merged_conflict, start
+    from mbpo_bench.trainers.recipe import save_merged_conflict, start, train
 
     from mbpo_bench.errors import UserError
 
@@ -87,11 +86,7 @@ def run_sft(
     s = start(config, output, resume=resume, overwrite=overwrite, need_reference=False,
               conflicts=conflicts, items=_items)  # fmt: skip
     step, position = make_step(config, s.policy, s.items)
-    return train_loop(
-        run=s.run, model=s.policy.module, optim=config.optim, runtime=config.runtime,
-        step_fn=step, resume=resume, title="sft", data_position=position,
-        save_final=lambda folder: s.policy.save_final(folder, merged=config.save_merged),
-    )  # fmt: skip
+    return train(s, config, step, position, title="sft", resume=resume)
 
 
 run = run_sft
