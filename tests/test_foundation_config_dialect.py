@@ -4,6 +4,7 @@ command that takes a config offers `--config FILE`, `--set` and `--quiet`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 from pathlib import Path
@@ -148,3 +149,21 @@ def test_one_loader_reads_configs_leniently_and_results_strictly() -> None:
         cfg.from_dict(Metric, {"value": 0.5}, "m", strict=True, error=SchemaError)
     with pytest.raises(SchemaError, match="m: unknown field 'x' in Metric"):
         cfg.from_dict(Metric, {"value": 0.5, "n": 1, "x": 0}, "m", strict=True, error=SchemaError)
+
+
+def test_eval_takes_positional_overrides_like_train_and_mine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, EvalConfig] = {}
+
+    def fake_eval(config: EvalConfig, **kw: object) -> None:
+        seen["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr("mbpo_bench.evaluation.api.run_eval", fake_eval)
+    argv = ["eval", "--model", "m", "--tasks", "t", "--output", str(tmp_path / "o"),
+            "runtime.threads=2", "--set", "batch_size=3", "limit=4"]  # fmt: skip
+    with contextlib.suppress(SystemExit):  # the fake evaluation stops the command
+        main(argv)
+    config = seen["config"]
+    assert (config.runtime.threads, config.batch_size, config.limit) == (2, 3, 4)

@@ -2,7 +2,8 @@
 
 The command only parses options into an `EvalConfig` and calls `run_eval`; everything heavy is
 imported inside (start-up stays light). As for `train` and `mine`: defaults, then `--config FILE`,
-then the options typed on the command line, then `--set`; `--quiet` skips the config print.
+then the options typed on the command line, then `key=value` overrides (positional or `--set`);
+`--quiet` skips the config print.
 Settings without an option of their own (PGD budget, bootstrap resamples, IIG null condition,
 ...) are reachable with `--set section.key=value`.
 """
@@ -139,6 +140,9 @@ def judge_prompts(values: list[str]) -> dict[str, str]:
 
 def eval_command(
     ctx: typer.Context,
+    positional: list[str] = typer.Argument(
+        None, metavar="[KEY=VALUE]...", help="Config overrides: section.key=value (as --set)."
+    ),
     model: str | None = typer.Option(
         None,
         "--model",
@@ -248,7 +252,7 @@ def eval_command(
     config = build_config(
         **{k: v for k, v in given.items() if k in settings},
         config_file=config_file,
-        overrides=overrides,
+        overrides=[*(positional or []), *overrides],
     )
     results = run_eval(
         config, overwrite=overwrite, progress=not no_progress, show_config=False if quiet else None
