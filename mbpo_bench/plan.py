@@ -24,9 +24,10 @@ REF_SFT_STEP_S = 0.117
 REF_MBPO_STEP_S = 35.0 / 60
 REF_EVAL_SAMPLE_S = 10.0 / (3 * 500 * 4)
 REF_REPORT_S = 5.0
-# the twin-pair MBPO arm per step relative to mbpo (a guess until measured: it mines every
-# counter-prior training item with a twin, ~3.6k, and trains twins and a conditional term)
-REF_TWINS_FACTOR = 1.5
+# the twin-pair MBPO arm per step relative to mbpo: it mines every counter-prior training item
+# with a twin (~3.6k) and trains twins and a conditional term; measured 259 s vs 184 s for mbpo
+# in the same v3 quickstart run (runs/quickstart_v3/seed0/timings.json, loaded 2-core machine)
+REF_TWINS_FACTOR = 1.4
 # best of 5 runs of `calibrate()` on that machine (2 threads)
 REF_CALIBRATION_S = 0.045
 EMBEDDED_EVAL_ITEMS = 1000  # items per task in the embedded eval split
