@@ -490,8 +490,10 @@ def write_report(
         "",
         *_matching(config, first, names),
         "",
-        "Mining (hard negative = right on the clean image, wrong after PGD, and the wrong answer "
-        "is the text-only one; flip rate = flipped / right on the clean image):",
+        "Mining (hard negative = right on the clean image and wrong after PGD; with "
+        "`mining.keep=prior` (mbpo) the wrong answer must also be the text-only one, "
+        "`keep=wrong` (mbpo_twins) keeps every flip; flip rate = flipped / right on the clean "
+        "image; items already wrong on the clean image are counted apart and never kept):",
         "",
         *_mining(first, names),
         "",
