@@ -16,6 +16,8 @@ from typing import Any
 
 import typer
 
+from mbpo_bench.cli.options import ConfigFile, Overrides, Quiet, Sets
+
 
 def build_config(
     *,
@@ -140,9 +142,7 @@ def judge_prompts(values: list[str]) -> dict[str, str]:
 
 def eval_command(
     ctx: typer.Context,
-    positional: list[str] = typer.Argument(
-        None, metavar="[KEY=VALUE]...", help="Config overrides: section.key=value (as --set)."
-    ),
+    positional: Overrides = None,
     model: str | None = typer.Option(
         None,
         "--model",
@@ -231,12 +231,10 @@ def eval_command(
     max_pixels: int | None = typer.Option(
         None, "--max-pixels", help="Qwen: largest image area in pixels (default: protocol's)."
     ),
-    overrides: list[str] = typer.Option([], "--set", help="Any config field: section.key=value."),
-    config_file: Path | None = typer.Option(
-        None, "--config", help="YAML file of EvalConfig fields (options given here win over it)."
-    ),
+    overrides: Sets = None,
+    config_file: ConfigFile = None,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
-    quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
+    quiet: Quiet = False,
 ) -> None:
     """Evaluate a model on tasks with modality-balance probes; writes results.json + samples.jsonl."""
     from mbpo_bench import parallel
@@ -252,7 +250,7 @@ def eval_command(
     config = build_config(
         **{k: v for k, v in given.items() if k in settings},
         config_file=config_file,
-        overrides=[*(positional or []), *overrides],
+        overrides=[*(positional or []), *(overrides or [])],
     )
     results = run_eval(
         config, overwrite=overwrite, progress=not no_progress, show_config=False if quiet else None

@@ -14,29 +14,35 @@ from pathlib import Path
 
 import typer
 
+from mbpo_bench.cli.options import (
+    ConfigFile,
+    IncludePaths,
+    Overrides,
+    Overwrite,
+    Quiet,
+    Sets,
+    SkipBadItems,
+)
+
 
 def mine_command(
-    overrides: list[str] = typer.Argument(None, help="Config overrides: mining.eps=0.02 ..."),
+    overrides: Overrides = None,
     model: str | None = typer.Option(
         None, "--model", help="Checkpoint folder, hub id or run folder."
     ),
     data: str | None = typer.Option(None, "--data", help="Task names/suites or a task YAML."),
     output: Path = typer.Option(..., "--output", help="Run folder for pairs.parquet."),
-    config_file: Path | None = typer.Option(None, "--config", help="YAML file of config fields."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    sets: list[str] = typer.Option([], "--set", help="Same as a positional key=value override."),
-    include_path: list[Path] = typer.Option(
-        [], "--include-path", help="Extra folder of task YAML (repeatable), as for eval."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
-    skip_bad_items: bool = typer.Option(
-        False, "--skip-bad-items", help="Drop (and count) items whose image fails to decode."
-    ),
+    config_file: ConfigFile = None,
+    overwrite: Overwrite = False,
+    sets: Sets = None,
+    include_path: IncludePaths = None,
+    quiet: Quiet = False,
+    skip_bad_items: SkipBadItems = False,
 ) -> None:
     """Mine adversarial hard negatives into a preference dataset (pairs.parquet)."""
     from mbpo_bench.data.registry import add_include_paths
 
-    add_include_paths(include_path)
+    add_include_paths(include_path or [])
     from mbpo_bench import parallel
     from mbpo_bench.cli.train_cmd import build_config
     from mbpo_bench.config import print_config
@@ -44,7 +50,7 @@ def mine_command(
 
     config = build_config(
         MineConfig, model=model, data=data, config_file=config_file,
-        overrides=[*(["skip_bad_items=true"] if skip_bad_items else []), *(overrides or []), *sets],
+        overrides=[*(["skip_bad_items=true"] if skip_bad_items else []), *(overrides or []), *(sets or [])],
     )  # fmt: skip
     if not quiet and parallel.is_main():  # under torchrun: once, not once per rank
         print_config(config, "mine")

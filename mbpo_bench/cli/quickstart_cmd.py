@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mbpo_bench.cli.options import ConfigFile, Overrides, Quiet, Sets
+
 
 def quickstart_command(
     output: Path = typer.Option(Path("runs/quickstart"), help="Folder for every stage's run."),
@@ -27,10 +29,10 @@ def quickstart_command(
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild the base model."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
-    config: Path = typer.Option(None, help="YAML file of QuickstartConfig fields."),
-    overrides: list[str] = typer.Argument(None, help="Config overrides: section.key=value ..."),
-    sets: list[str] = typer.Option([], "--set", help="Same as a positional key=value override."),
-    quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    sets: Sets = None,
+    quiet: Quiet = False,
 ) -> None:
     """Build a tiny model, make it biased (SFT), run MBPO, the twin-pair variant and their
     matched SFT controls, evaluate them on the embedded benchmark's twin pairs with
@@ -52,7 +54,7 @@ def quickstart_command(
         flags.append("cache_base=false")
     if no_progress:
         flags.append("progress=false")
-    cfg = load_config(QuickstartConfig, config, [*flags, *(overrides or []), *sets])
+    cfg = load_config(QuickstartConfig, config, [*flags, *(overrides or []), *(sets or [])])
     if not quiet:
         print_config(cfg, "quickstart")
     path = run_quickstart(cfg)

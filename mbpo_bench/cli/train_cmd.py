@@ -18,6 +18,15 @@ from typing import Any
 
 import typer
 
+from mbpo_bench.cli.options import (
+    ConfigFile,
+    IncludePaths,
+    Overrides,
+    Overwrite,
+    Quiet,
+    Sets,
+    SkipBadItems,
+)
 from mbpo_bench.errors import UserError
 from mbpo_bench.trainers.table import TRAINERS
 
@@ -52,7 +61,7 @@ def build_config(
 
 def train_command(
     method: str = typer.Argument(..., help=METHOD_HELP),
-    overrides: list[str] = typer.Argument(None, help="Config overrides: section.key=value ..."),
+    overrides: Overrides = None,
     model: str | None = typer.Option(
         None, "--model", help="Checkpoint folder, hub id or run folder."
     ),
@@ -62,23 +71,19 @@ def train_command(
         help="Task names/suites (comma-separated), a task YAML, or a pairs .parquet.",
     ),
     output: Path = typer.Option(..., "--output", help="Run folder (checkpoints, metrics, final)."),
-    config_file: Path | None = typer.Option(None, "--config", help="YAML file of config fields."),
+    config_file: ConfigFile = None,
     resume: bool = typer.Option(False, "--resume", help="Continue an unfinished run."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    sets: list[str] = typer.Option([], "--set", help="Same as a positional key=value override."),
-    include_path: list[Path] = typer.Option(
-        [], "--include-path", help="Extra folder of task YAML (repeatable), as for eval."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", help="Do not print the resolved config."),
-    skip_bad_items: bool = typer.Option(
-        False, "--skip-bad-items", help="Drop (and count) items whose image fails to decode."
-    ),
+    overwrite: Overwrite = False,
+    sets: Sets = None,
+    include_path: IncludePaths = None,
+    quiet: Quiet = False,
+    skip_bad_items: SkipBadItems = False,
 ) -> None:
     """Train with a method of the trainer table (METHOD below); writes checkpoints,
     metrics.jsonl and final/ weights."""
     from mbpo_bench.data.registry import add_include_paths
 
-    add_include_paths(include_path)
+    add_include_paths(include_path or [])
     from mbpo_bench import parallel
     from mbpo_bench.config import print_config
     from mbpo_bench.trainers.table import load_trainer
@@ -86,7 +91,7 @@ def train_command(
     config_cls, run = load_trainer(method)
     config = build_config(
         config_cls, model=model, data=data, config_file=config_file,
-        overrides=[*(["skip_bad_items=true"] if skip_bad_items else []), *(overrides or []), *sets],
+        overrides=[*(["skip_bad_items=true"] if skip_bad_items else []), *(overrides or []), *(sets or [])],
     )  # fmt: skip
     if not quiet and parallel.is_main():  # under torchrun: once, not once per rank
         print_config(config, f"train {method}")
