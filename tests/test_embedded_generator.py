@@ -197,3 +197,13 @@ def test_output_does_not_depend_on_workers(tmp_path: Path, monkeypatch: pytest.M
     one = generate_embedded(config, tmp_path / "one", workers=1)
     two = generate_embedded(config, tmp_path / "two", workers=2)
     assert _digest(one) == _digest(two)
+
+
+def test_task_version_follows_the_generator_version() -> None:
+    """Results carry the task version, and `mbpo-bench report` refuses to compare versions: the
+    embedded tasks' version must move with the generator's, so v2 results are never mixed in."""
+    from mbpo_bench.data.embedded_config import GENERATOR_VERSION
+    from mbpo_bench.data.registry import get_task
+
+    for kind in KINDS:
+        assert str(get_task(f"mbpo_embedded_{kind}").version) == str(GENERATOR_VERSION) == "3"
