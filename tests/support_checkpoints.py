@@ -134,7 +134,7 @@ def _qwen_tokenizer(folder: Path, family: str) -> None:
     config = {
         "add_prefix_space": False,
         "added_tokens_decoder": decoder,
-        "additional_special_tokens": QWEN_SPECIALS[1:3] + QWEN_SPECIALS[3:],
+        "additional_special_tokens": QWEN_SPECIALS[1:],
         "bos_token": None,
         "chat_template": QWEN_TEMPLATE,
         "clean_up_tokenization_spaces": False,
