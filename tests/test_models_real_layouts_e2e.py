@@ -50,7 +50,7 @@ def test_eval_runs_and_records_the_protocol(env, layout, protocol):
             "--no-progress", "--protocol", protocol]  # fmt: skip
     assert main(argv) == 0
     res = Results.read(out / "results.json")
-    assert res.protocol == protocol and res.config["protocol"] == protocol
+    assert res.protocol == protocol and res.config["runtime"]["protocol"] == protocol
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     shown = [r for r in rows if r["probe"] in ("image", "iig")]
     assert shown and all(r["protocol"] == protocol for r in rows)
