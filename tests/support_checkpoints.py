@@ -337,6 +337,9 @@ def _qwen_files(family: str, improc_type: str) -> dict[str, Any]:
             "image_processor_type": improc_type,
             "processor_class": processor_class,
         },
+        # the Instruct snapshots ship the template twice: here (what AutoProcessor reads) and in
+        # tokenizer_config.json (what AutoTokenizer reads)
+        "chat_template.json": {"chat_template": QWEN_TEMPLATE},
         "generation_config.json": {
             "bos_token_id": 151643,
             "pad_token_id": 151643,

@@ -84,7 +84,7 @@ def test_generate_until_batches_sorts_and_restores_order() -> None:
     assert [len(c[0]) for c in vlm.calls] == [2, 2, 1]
     first = [p.text for p in vlm.calls[0][0]]
     assert first == ["q", "qq"]  # shortest prompts first
-    assert vlm.calls[0][0][0].image.size == (8, 8)  # resized to the model's input size
+    assert vlm.calls[0][0][0].image.size == (4, 4)  # as stored: the model's protocol resizes
     assert vlm.calls[0][1]["max_new_tokens"] == 3 and vlm.calls[0][1]["do_sample"] is False
 
 

@@ -184,6 +184,18 @@ def _folder_chat_template(folder: Path) -> str | None:
     return None
 
 
+def check_qwen_image_processor(folder: Path) -> None:
+    """A Qwen folder's `preprocessor_config.json` must name a Qwen2-VL image processor: with
+    torchvision installed `AutoProcessor` would otherwise load another class without a word."""
+    config_path = folder / "preprocessor_config.json"  # (ours keep it in processor_config.json)
+    kind = _read_json(config_path).get("image_processor_type") if config_path.is_file() else None
+    if kind is not None and kind not in _QWEN_IMAGE_PROCESSORS:
+        raise UserError(
+            f"{config_path}: image_processor_type '{kind}' is not a Qwen2-VL image processor — "
+            f"set it to Qwen2VLImageProcessor"
+        )
+
+
 def qwen_processor_from_files(folder: Path, family: str, *, trust_remote_code: bool) -> Any:
     """The Qwen processor from the checkpoint's own files, on any install (no torchvision).
 
@@ -193,13 +205,7 @@ def qwen_processor_from_files(folder: Path, family: str, *, trust_remote_code: b
     import transformers as tf
     from transformers.utils import is_torchvision_available
 
-    config_path = folder / "preprocessor_config.json"  # (ours keep it in processor_config.json)
-    kind = _read_json(config_path).get("image_processor_type") if config_path.is_file() else None
-    if kind is not None and kind not in _QWEN_IMAGE_PROCESSORS:
-        raise UserError(
-            f"{config_path}: image_processor_type '{kind}' is not a Qwen2-VL image processor — "
-            f"set it to Qwen2VLImageProcessor"
-        )
+    check_qwen_image_processor(folder)
     improc_cls = (
         tf.Qwen2VLImageProcessor if is_torchvision_available() else tf.Qwen2VLImageProcessorPil
     )
@@ -217,6 +223,8 @@ def load_processor(folder: Path, family: str, *, trust_remote_code: bool = False
     """
     import transformers as tf
 
+    if family in ("qwen2_vl", "qwen2_5_vl"):
+        check_qwen_image_processor(folder)
     error: Exception | None = None
     try:
         proc = tf.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
