@@ -45,6 +45,7 @@ def _step_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
     import torch
     from bench_models import QUESTION, build, sync
     from mbpo_bench.trainers import sharding
+    from mbpo_bench.trainers.loop import adamw_foreach
     from PIL import Image
 
     from mbpo_bench.models.common import unwrap
@@ -68,7 +69,7 @@ def _step_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
         sharding.shard_model(vlm.model, offload=offload)
     vlm.model.train(True)
     params = [p for p in vlm.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    optimizer = torch.optim.AdamW(params, lr=1e-6, foreach=adamw_foreach(params))
     size = vlm.image_size
     prompts = [Prompt(QUESTION, Image.new("RGB", (size, size), (200, 30, 30)))] * args.batch
     answer = " ".join(["yes"] * args.answer_tokens)

@@ -27,7 +27,7 @@ import random
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -194,7 +194,20 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_eps,
         weight_decay=cfg.weight_decay,
+        foreach=adamw_foreach(params),
     )
+
+
+def adamw_foreach(params: Sequence[torch.nn.Parameter]) -> bool | None:
+    """None (torch's choice: the fused-list kernels on CUDA) unless `params` mix sharded
+    (DTensor) and plain tensors, as FSDP full fine-tuning does (layers sharded, embeddings and
+    projector replicated): the list kernels refuse that mix ("got mixed torch.Tensor and
+    DTensor", seen on the H200), so the per-tensor loop. One param group either way, so a
+    replicated checkpoint's optimizer state still maps onto it."""
+    from torch.distributed.tensor import DTensor
+
+    kinds = {isinstance(p, DTensor) for p in params}
+    return False if len(kinds) > 1 else None
 
 
 def lr_factor(step: int, cfg: OptimConfig) -> float:
