@@ -37,7 +37,7 @@ def list_models() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from mbpo_bench.models.families import FAMILIES, SIZES
+    from mbpo_bench.models.families import FAMILIES, LOADABLE_MODEL_TYPES, SIZES
 
     def count(family: str, size: str) -> int:
         if (family, size) in PARAMETER_COUNTS:
@@ -51,11 +51,12 @@ def list_models() -> None:
     table.add_column("architecture")
     for size, spec in SIZES.items():
         table.add_column(f"{size} ({spec.image_size} px)", justify="right")
-    for family, description in FAMILIES.items():
+    for family, row in FAMILIES.items():
         counts = [f"{count(family, size) / 1e6:.1f}M" for size in SIZES]
-        table.add_row(family, description, *counts)
+        table.add_row(family, row.summary, *counts)
     Console().print(table)
-    typer.echo("Loadable checkpoints: config.json model_type llava, qwen2_vl or qwen2_5_vl.")
+    *first, last = LOADABLE_MODEL_TYPES
+    typer.echo(f"Loadable checkpoints: config.json model_type {', '.join(first)} or {last}.")
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -77,7 +78,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 @app.command("init")
 def init(
     family: str = typer.Option(
-        ..., "--family", help="llava | llava_siglip_qwen2 | qwen2_vl | qwen2_5_vl"
+        ..., "--family", help="A family of `models list` (llava, qwen2_vl, ...)."
     ),
     size: str = typer.Option("tiny", "--size", help="tiny | small (see `models list`)"),
     out: Path = typer.Option(..., "--out", help="Folder to write the checkpoint into."),

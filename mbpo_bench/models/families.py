@@ -1,26 +1,55 @@
-"""Names of the model families and tiny-model sizes, importable without torch (for the CLI).
+"""The family table: one `FamilySpec` per model family, the single place to register one.
 
 A *family* here is what `mbpo-bench models init` can build; a loaded checkpoint's family is its
 `config.json` `model_type` (`llava`, `qwen2_vl`, `qwen2_5_vl`). `llava_siglip_qwen2` builds a
 LLaVA-architecture model (SigLIP vision + Qwen2 text) and loads back as family `llava`.
+
+A row names what the rest of the package asks of a family: the transformers class, the tiny
+tokenizer recipe, the tiny config and processor builders (`models/tiny.py`), the adapter that
+serves it once loaded (`models/llava.py`, `models/qwen2_vl.py`), its input protocols (below)
+and whether Qwen's pixel limits apply. Builders and adapters are named by "module:attribute"
+so this table stays importable without torch (the CLI's start-up); `FamilySpec.load` imports
+one when it is used. Adding a family = its builders / adapter + one row in `FAMILIES`;
+`models list`, `models init --family` and `load_model` read the row.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mbpo_bench.errors import check_choice
 
-FAMILIES: dict[str, str] = {
-    "llava": "LlavaForConditionalGeneration: CLIP vision + Llama text (LLaVA-1.5 layout)",
-    "llava_siglip_qwen2": "LlavaForConditionalGeneration: SigLIP vision + Qwen2 text",
-    "qwen2_vl": "Qwen2VLForConditionalGeneration",
-    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-}
 
-# model_type in config.json -> adapter family
-LOADABLE_MODEL_TYPES: tuple[str, ...] = ("llava", "qwen2_vl", "qwen2_5_vl")
+@dataclass(frozen=True)
+class FamilySpec:
+    """One model family (see the module docstring)."""
+
+    summary: str  # the architecture column of `models list`
+    model_class: str  # the transformers class that builds and loads it
+    tokenizer: str  # the tiny tokenizer recipe (models/tokenizer.py): "llava" | "qwen"
+    tiny_config: str  # "module:fn"(SizeSpec, image_size, tokenizer) -> transformers config
+    tiny_processor: str  # "module:fn"(family, SizeSpec, image_size, tokenizer) -> processor
+    image_processor: str  # "module:fn"(SizeSpec, image_size) -> image processor (tiny models)
+    processor_class: str  # the transformers processor class of its checkpoints
+    adapter: str  # "module:Class" serving a loaded checkpoint (models/protocol.py contract)
+    loads_as: str  # the config.json model_type its checkpoints carry
+    protocols: Mapping[str, ProtocolSpec]  # what it can be fed (PROTOCOLS below)
+    pixel_limits: bool = False  # Qwen's min/max pixels apply (--min-pixels / --max-pixels)
+    # "module:fn"(folder, family, *, trust_remote_code) rebuilding the processor from its files
+    # where AutoProcessor cannot (None: AutoProcessor's error is final)
+    processor_from_files: str | None = None
+    # "module:fn"(folder) refusing a checkpoint whose processor files name a foreign class,
+    # before AutoProcessor would load it without a word (None: no check)
+    processor_check: str | None = None
+
+    @staticmethod
+    def load(ref: str) -> Any:
+        """The attribute a "module:attribute" reference names (imports the module)."""
+        module, _, name = ref.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -64,11 +93,7 @@ def model_class(family: str) -> Any:
     """
     import transformers as tf
 
-    if family.startswith("llava"):
-        return tf.LlavaForConditionalGeneration
-    if family == "qwen2_vl":
-        return tf.Qwen2VLForConditionalGeneration
-    return tf.Qwen2_5_VLForConditionalGeneration
+    return getattr(tf, FAMILIES[family].model_class)
 
 
 # ---- input protocols ---------------------------------------------------------------------------
@@ -153,10 +178,55 @@ def check_protocol(family: str, protocol: str) -> ProtocolSpec:
     from mbpo_bench.errors import UserError
 
     check_choice("input protocol", protocol, PROTOCOL_NAMES)
-    defined = PROTOCOLS.get(family, PROTOCOLS["llava"] if family.startswith("llava") else {})
+    defined = FAMILIES[family].protocols if family in FAMILIES else {}
     if protocol not in defined:
         raise UserError(
             f"protocol '{protocol}' is not defined for model family '{family}' — use one of: "
             f"{', '.join(defined)}"
         )
     return defined[protocol]
+
+
+_TINY = "mbpo_bench.models.tiny"
+FAMILIES: dict[str, FamilySpec] = {
+    "llava": FamilySpec(
+        summary="LlavaForConditionalGeneration: CLIP vision + Llama text (LLaVA-1.5 layout)",
+        model_class="LlavaForConditionalGeneration", tokenizer="llava",
+        tiny_config=f"{_TINY}:llava_clip_config", tiny_processor=f"{_TINY}:llava_clip_processor",
+        image_processor=f"{_TINY}:clip_image_processor", processor_class="LlavaProcessor",
+        adapter="mbpo_bench.models.llava:LlavaAdapter", loads_as="llava",
+        protocols=PROTOCOLS["llava"],
+    ),
+    "llava_siglip_qwen2": FamilySpec(
+        summary="LlavaForConditionalGeneration: SigLIP vision + Qwen2 text",
+        model_class="LlavaForConditionalGeneration", tokenizer="llava",
+        tiny_config=f"{_TINY}:llava_siglip_config",
+        tiny_processor=f"{_TINY}:llava_siglip_processor",
+        image_processor=f"{_TINY}:siglip_image_processor", processor_class="LlavaProcessor",
+        adapter="mbpo_bench.models.llava:LlavaAdapter", loads_as="llava",
+        protocols=PROTOCOLS["llava"],
+    ),
+    "qwen2_vl": FamilySpec(
+        summary="Qwen2VLForConditionalGeneration",
+        model_class="Qwen2VLForConditionalGeneration", tokenizer="qwen",
+        tiny_config=f"{_TINY}:qwen2_vl_config", tiny_processor=f"{_TINY}:qwen_processor",
+        image_processor=f"{_TINY}:qwen_image_processor", processor_class="Qwen2VLProcessor",
+        adapter="mbpo_bench.models.qwen2_vl:QwenVLAdapter", loads_as="qwen2_vl",
+        protocols=PROTOCOLS["qwen2_vl"], pixel_limits=True,
+        processor_from_files="mbpo_bench.models.loading:qwen_processor_from_files",
+        processor_check="mbpo_bench.models.loading:check_qwen_image_processor",
+    ),
+    "qwen2_5_vl": FamilySpec(
+        summary="Qwen2_5_VLForConditionalGeneration",
+        model_class="Qwen2_5_VLForConditionalGeneration", tokenizer="qwen",
+        tiny_config=f"{_TINY}:qwen2_5_vl_config", tiny_processor=f"{_TINY}:qwen_processor",
+        image_processor=f"{_TINY}:qwen_image_processor", processor_class="Qwen2_5_VLProcessor",
+        adapter="mbpo_bench.models.qwen2_vl:QwenVLAdapter", loads_as="qwen2_5_vl",
+        protocols=PROTOCOLS["qwen2_5_vl"], pixel_limits=True,
+        processor_from_files="mbpo_bench.models.loading:qwen_processor_from_files",
+        processor_check="mbpo_bench.models.loading:check_qwen_image_processor",
+    ),
+}  # fmt: skip
+
+# config.json model_type -> adapter family: what `load_model` accepts
+LOADABLE_MODEL_TYPES: tuple[str, ...] = tuple(dict.fromkeys(f.loads_as for f in FAMILIES.values()))

@@ -140,7 +140,9 @@ def image_only_qwen_processor(
     import transformers as tf
     from transformers.processing_utils import ProcessorMixin
 
-    base = tf.Qwen2VLProcessor if family == "qwen2_vl" else tf.Qwen2_5_VLProcessor
+    from mbpo_bench.models.families import FAMILIES
+
+    base = getattr(tf, FAMILIES[family].processor_class)
 
     class ImageOnlyQwenProcessor(base):  # type: ignore[misc, valid-type]
         def __init__(
@@ -223,8 +225,11 @@ def load_processor(folder: Path, family: str, *, trust_remote_code: bool = False
     """
     import transformers as tf
 
-    if family in ("qwen2_vl", "qwen2_5_vl"):
-        check_qwen_image_processor(folder)
+    from mbpo_bench.models.families import FAMILIES, FamilySpec
+
+    spec = FAMILIES[family]
+    if spec.processor_check is not None:
+        FamilySpec.load(spec.processor_check)(folder)
     error: Exception | None = None
     try:
         proc = tf.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
@@ -232,7 +237,8 @@ def load_processor(folder: Path, family: str, *, trust_remote_code: bool = False
         proc, error = None, exc
     if proc is not None and hasattr(proc, "image_processor"):
         return proc
-    if family == "llava":
+    rebuild = spec.processor_from_files
+    if rebuild is None:
         why = (
             f" ({type(error).__name__}: {str(error).strip().splitlines()[0][:120]})"
             if error
@@ -242,7 +248,7 @@ def load_processor(folder: Path, family: str, *, trust_remote_code: bool = False
             f"the processor in {folder} cannot be loaded{why} — check preprocessor_config.json "
             "and processor_config.json against the original checkpoint"
         )
-    return qwen_processor_from_files(folder, family, trust_remote_code=trust_remote_code)
+    return FamilySpec.load(rebuild)(folder, family, trust_remote_code=trust_remote_code)
 
 
 def resolve_training_run(model: str | Path) -> tuple[str, str | None]:
@@ -294,9 +300,7 @@ def load_model(
     """
     import transformers as tf
 
-    from mbpo_bench.models.families import check_protocol, model_class
-    from mbpo_bench.models.llava import LlavaAdapter
-    from mbpo_bench.models.qwen2_vl import QwenVLAdapter
+    from mbpo_bench.models.families import FAMILIES, FamilySpec, check_protocol, model_class
 
     if adapter is None:
         path_or_id, adapter = resolve_training_run(path_or_id)
@@ -317,13 +321,15 @@ def load_model(
     processor = load_processor(folder, family, trust_remote_code=trust_remote_code)
     tokenizer = getattr(processor, "tokenizer", None) or tf.AutoTokenizer.from_pretrained(folder)
     name = str(path_or_id)
+    spec = FAMILIES[family]
+    adapter_class = FamilySpec.load(spec.adapter)
     vlm: VisionLanguageModel
-    if family == "llava":
+    if not spec.pixel_limits:
         if min_pixels is not None or max_pixels is not None:
             raise UserError("--min-pixels/--max-pixels apply to Qwen checkpoints — drop them")
-        vlm = LlavaAdapter(model, processor, tokenizer, name=name, protocol=protocol)
+        vlm = adapter_class(model, processor, tokenizer, name=name, protocol=protocol)
     else:
-        vlm = QwenVLAdapter(
+        vlm = adapter_class(
             model, processor, tokenizer, name=name, family=family, image_size=image_size,
             protocol=protocol, min_pixels=min_pixels, max_pixels=max_pixels,
         )  # fmt: skip

@@ -22,10 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from mbpo_bench.errors import UserError
-from mbpo_bench.models.families import SizeSpec, check_family, check_size, model_class
+from mbpo_bench.models.families import (
+    FAMILIES,
+    FamilySpec,
+    SizeSpec,
+    check_family,
+    check_size,
+    model_class,
+)
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerFast
@@ -71,32 +78,49 @@ def model_config(
     family: str, spec: SizeSpec, image_size: int, tok: PreTrainedTokenizerFast
 ) -> PretrainedConfig:
     """The transformers config of a tiny model of `family` (vocabulary from `tok`)."""
+    config: PretrainedConfig = FamilySpec.load(FAMILIES[family].tiny_config)(spec, image_size, tok)
+    return config
+
+
+def llava_clip_config(
+    spec: SizeSpec, image_size: int, tok: PreTrainedTokenizerFast
+) -> PretrainedConfig:
+    """LLaVA-1.5 layout: CLIP vision (its CLS token dropped: "default") + Llama text."""
+    return _llava_config(spec, image_size, tok, "CLIPVisionConfig", "LlamaConfig", "default")
+
+
+def llava_siglip_config(
+    spec: SizeSpec, image_size: int, tok: PreTrainedTokenizerFast
+) -> PretrainedConfig:
+    """LLaVA architecture with SigLIP vision (no CLS token: "full") + Qwen2 text."""
+    return _llava_config(spec, image_size, tok, "SiglipVisionConfig", "Qwen2Config", "full")
+
+
+def _llava_config(
+    spec: SizeSpec, image_size: int, tok: PreTrainedTokenizerFast, vision: str, text: str,
+    strategy: Literal["default", "full"],
+) -> PretrainedConfig:  # fmt: skip
     import transformers as tf
 
-    vocab = len(tok)
-    text = _text_kwargs(spec, vocab, tok)
-    if family == "llava":
-        return tf.LlavaConfig(
-            vision_config=tf.CLIPVisionConfig(**_vision_kwargs(spec, image_size)),
-            text_config=tf.LlamaConfig(**text),
-            image_token_index=tok.image_token_id,
-            vision_feature_select_strategy="default",
-            vision_feature_layer=-1,
-        )
-    if family == "llava_siglip_qwen2":
-        return tf.LlavaConfig(
-            vision_config=tf.SiglipVisionConfig(**_vision_kwargs(spec, image_size)),
-            text_config=tf.Qwen2Config(**text),
-            image_token_index=tok.image_token_id,
-            vision_feature_select_strategy="full",
-            vision_feature_layer=-1,
-        )
+    return tf.LlavaConfig(
+        vision_config=getattr(tf, vision)(**_vision_kwargs(spec, image_size)),
+        text_config=getattr(tf, text)(**_text_kwargs(spec, len(tok), tok)),
+        image_token_index=tok.image_token_id,
+        vision_feature_select_strategy=strategy,
+        vision_feature_layer=-1,
+    )
+
+
+def _qwen_parts(
+    spec: SizeSpec, tok: PreTrainedTokenizerFast
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(text kwargs with M-RoPE, special token ids, vision kwargs) shared by Qwen2(.5)-VL."""
+    text = _text_kwargs(spec, len(tok), tok)
     text["rope_parameters"] = {
         "rope_type": "default",
         "rope_theta": 1_000_000.0,
         "mrope_section": _mrope_section(spec.text_hidden // spec.text_heads),
     }
-    patch = _qwen_patch(spec)
     ids = {
         "image_token_id": tok.image_token_id,
         "video_token_id": tok.convert_tokens_to_ids(tok.video_token),
@@ -105,26 +129,42 @@ def model_config(
     }
     common_vision: dict[str, Any] = {
         "num_heads": spec.vision_heads,
-        "patch_size": patch,
+        "patch_size": _qwen_patch(spec),
         "spatial_merge_size": 2,
     }
-    if family == "qwen2_vl":
-        vision = tf.Qwen2VLVisionConfig(
-            depth=spec.vision_layers,
-            embed_dim=spec.vision_hidden,
-            hidden_size=spec.text_hidden,
-            mlp_ratio=4,
-            **common_vision,
-        )
-        return tf.Qwen2VLConfig(
-            text_config=tf.Qwen2VLTextConfig(**text), vision_config=vision.to_dict(), **ids
-        )
+    return text, ids, common_vision
+
+
+def qwen2_vl_config(
+    spec: SizeSpec, image_size: int, tok: PreTrainedTokenizerFast
+) -> PretrainedConfig:
+    import transformers as tf
+
+    text, ids, common_vision = _qwen_parts(spec, tok)
+    vision = tf.Qwen2VLVisionConfig(
+        depth=spec.vision_layers,
+        embed_dim=spec.vision_hidden,
+        hidden_size=spec.text_hidden,
+        mlp_ratio=4,
+        **common_vision,
+    )
+    return tf.Qwen2VLConfig(
+        text_config=tf.Qwen2VLTextConfig(**text), vision_config=vision.to_dict(), **ids
+    )
+
+
+def qwen2_5_vl_config(
+    spec: SizeSpec, image_size: int, tok: PreTrainedTokenizerFast
+) -> PretrainedConfig:
+    import transformers as tf
+
+    text, ids, common_vision = _qwen_parts(spec, tok)
     vision25 = tf.Qwen2_5_VLVisionConfig(
         depth=spec.vision_layers,
         hidden_size=spec.vision_hidden,
         intermediate_size=4 * spec.vision_hidden,
         out_hidden_size=spec.text_hidden,
-        window_size=2 * 2 * patch,
+        window_size=2 * 2 * _qwen_patch(spec),
         fullatt_block_indexes=[spec.vision_layers - 1],
         **common_vision,
     )
@@ -135,21 +175,33 @@ def model_config(
 
 def image_processor(family: str, spec: SizeSpec, image_size: int) -> Any:
     """Image processor for the family at `image_size`, on the backend this machine has."""
+    return FamilySpec.load(FAMILIES[family].image_processor)(spec, image_size)
+
+
+def clip_image_processor(spec: SizeSpec, image_size: int) -> Any:
     import transformers as tf
     from transformers.utils import is_torchvision_available
 
-    tv = is_torchvision_available()
-    cls: Any
-    if family == "llava":
-        cls = tf.CLIPImageProcessor if tv else tf.CLIPImageProcessorPil
-        return cls(
-            size={"shortest_edge": image_size},
-            crop_size={"height": image_size, "width": image_size},
-        )
-    if family == "llava_siglip_qwen2":
-        cls = tf.SiglipImageProcessor if tv else tf.SiglipImageProcessorPil
-        return cls(size={"height": image_size, "width": image_size})
-    cls = tf.Qwen2VLImageProcessor if tv else tf.Qwen2VLImageProcessorPil
+    cls = tf.CLIPImageProcessor if is_torchvision_available() else tf.CLIPImageProcessorPil
+    return cls(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+    )
+
+
+def siglip_image_processor(spec: SizeSpec, image_size: int) -> Any:
+    import transformers as tf
+    from transformers.utils import is_torchvision_available
+
+    cls = tf.SiglipImageProcessor if is_torchvision_available() else tf.SiglipImageProcessorPil
+    return cls(size={"height": image_size, "width": image_size})
+
+
+def qwen_image_processor(spec: SizeSpec, image_size: int) -> Any:
+    import transformers as tf
+    from transformers.utils import is_torchvision_available
+
+    cls = tf.Qwen2VLImageProcessor if is_torchvision_available() else tf.Qwen2VLImageProcessorPil
     pixels = image_size * image_size
     return cls(
         patch_size=_qwen_patch(spec),
@@ -160,26 +212,46 @@ def image_processor(family: str, spec: SizeSpec, image_size: int) -> Any:
 
 
 def build_processor(family: str, spec: SizeSpec, image_size: int, tok: Any) -> Any:
+    return FamilySpec.load(FAMILIES[family].tiny_processor)(family, spec, image_size, tok)
+
+
+def llava_clip_processor(family: str, spec: SizeSpec, image_size: int, tok: Any) -> Any:
+    """CLIP has a CLS token, which the "default" strategy drops."""
+    return _llava_processor(family, spec, image_size, tok, cls_token=True)
+
+
+def llava_siglip_processor(family: str, spec: SizeSpec, image_size: int, tok: Any) -> Any:
+    """SigLIP has no CLS token: every patch is an image token ("full")."""
+    return _llava_processor(family, spec, image_size, tok, cls_token=False)
+
+
+def _llava_processor(
+    family: str, spec: SizeSpec, image_size: int, tok: Any, *, cls_token: bool
+) -> Any:
     import transformers as tf
+
+    return tf.LlavaProcessor(
+        image_processor=image_processor(family, spec, image_size),
+        tokenizer=tok,
+        patch_size=spec.patch_size,
+        vision_feature_select_strategy="default" if cls_token else "full",
+        num_additional_image_tokens=1 if cls_token else 0,
+        chat_template=tok.chat_template,
+    )
+
+
+def qwen_processor(family: str, spec: SizeSpec, image_size: int, tok: Any) -> Any:
+    """The stock Qwen2(.5)-VL processor; image-only where torchvision is missing (the stock one
+    demands a torchvision video processor)."""
+    import transformers as tf
+    from transformers.utils import is_torchvision_available
 
     from mbpo_bench.models.loading import image_only_qwen_processor
 
     improc = image_processor(family, spec, image_size)
-    if family in ("llava", "llava_siglip_qwen2"):
-        clip = family == "llava"  # CLIP has a CLS token the "default" strategy drops; SigLIP none
-        return tf.LlavaProcessor(
-            image_processor=improc,
-            tokenizer=tok,
-            patch_size=spec.patch_size,
-            vision_feature_select_strategy="default" if clip else "full",
-            num_additional_image_tokens=1 if clip else 0,
-            chat_template=tok.chat_template,
-        )
-    from transformers.utils import is_torchvision_available
-
     if not is_torchvision_available():
         return image_only_qwen_processor(family, improc, tok)
-    cls = tf.Qwen2VLProcessor if family == "qwen2_vl" else tf.Qwen2_5_VLProcessor
+    cls = getattr(tf, FAMILIES[family].processor_class)
     video = tf.Qwen2VLVideoProcessor(patch_size=_qwen_patch(spec), merge_size=2)
     return cls(
         image_processor=improc,
@@ -217,7 +289,7 @@ def build_tiny_model(
     spec = check_size(size)
     side = spec.image_size if image_size is None else image_size
     check_image_size(family, spec, side)
-    tok = build_tokenizer("llava" if family.startswith("llava") else "qwen", extra_corpus)
+    tok = build_tokenizer(FAMILIES[family].tokenizer, extra_corpus)
     config = model_config(family, spec, side, tok)
     processor = build_processor(family, spec, side, tok)
     torch.manual_seed(seed)
@@ -243,7 +315,7 @@ def count_parameters(family: str, size: str, image_size: int | None = None) -> i
     from mbpo_bench.models.tokenizer import build_tokenizer
 
     spec = check_size(size)
-    tok = build_tokenizer("llava" if check_family(family).startswith("llava") else "qwen")
+    tok = build_tokenizer(FAMILIES[check_family(family)].tokenizer)
     config = model_config(family, spec, image_size or spec.image_size, tok)
     with torch.device("meta"):
         model = model_class(family)(config)
