@@ -70,10 +70,30 @@ _QUESTIONS = (
 )
 
 
+# tokenizer style (a family's `FamilySpec.tokenizer`) -> (what the chat template puts where the
+# image goes, the named special tokens the tokenizer carries)
+STYLES: dict[str, tuple[str, dict[str, str]]] = {
+    "llava": (LLAVA_IMAGE + "\n", {"image_token": LLAVA_IMAGE}),
+    "qwen": (
+        QWEN_VISION_START + QWEN_IMAGE + QWEN_VISION_END,
+        {
+            "image_token": QWEN_IMAGE,
+            "video_token": QWEN_VIDEO,
+            "vision_start_token": QWEN_VISION_START,
+            "vision_end_token": QWEN_VISION_END,
+        },
+    ),
+}
+
+
+def _style(family: str) -> tuple[str, dict[str, str]]:
+    from mbpo_bench.errors import check_choice
+
+    return STYLES[check_choice("tokenizer style", family, STYLES)]
+
+
 def _image_placeholder(family: str) -> str:
-    if family == "llava":
-        return LLAVA_IMAGE + "\n"
-    return QWEN_VISION_START + QWEN_IMAGE + QWEN_VISION_END
+    return _style(family)[0]
 
 
 def chat_template(family: str) -> str:
@@ -124,15 +144,7 @@ def build_tokenizer(family: str, extra_corpus: Sequence[str] = ()) -> PreTrained
         show_progress=False,
     )
     tok.train_from_iterator(training_corpus(extra_corpus), trainer=trainer)
-    if family == "llava":
-        extra = {"image_token": LLAVA_IMAGE}
-    else:
-        extra = {
-            "image_token": QWEN_IMAGE,
-            "video_token": QWEN_VIDEO,
-            "vision_start_token": QWEN_VISION_START,
-            "vision_end_token": QWEN_VISION_END,
-        }
+    extra = dict(_style(family)[1])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD,
