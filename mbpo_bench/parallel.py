@@ -69,8 +69,14 @@ def init(device: torch.device) -> None:
 
     if world_size() <= 1 or torch.distributed.is_initialized():
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    torch.distributed.init_process_group(backend=backend)
+    torch.distributed.init_process_group(backend=backend_for(device.type))
+
+
+def backend_for(device_type: str) -> str:
+    """NCCL for CUDA tensors plus gloo for CPU ones on a GPU run (FSDP's CPU offload reduces
+    CPU-held gradients: with NCCL alone the H200 run failed "No backend type associated with
+    device type cpu"); gloo alone on CPU."""
+    return "cuda:nccl,cpu:gloo" if device_type == "cuda" else "gloo"
 
 
 def setup(device: str) -> None:
@@ -93,7 +99,7 @@ def setup(device: str) -> None:
 def _collective_device() -> torch.device:
     import torch
 
-    if torch.distributed.get_backend() == "nccl":
+    if "nccl" in str(torch.distributed.get_backend()):  # "nccl" or "cuda:nccl,cpu:gloo"
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 

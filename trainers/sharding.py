@@ -105,14 +105,16 @@ def require_process_group(device: str) -> None:
         )
     if torch.distributed.is_initialized():
         return
-    from mbpo_bench.parallel import local_rank
+    from mbpo_bench.parallel import backend_for, local_rank
 
     resolved = device
     if device == "auto":
         resolved = "cuda" if torch.cuda.is_available() else "cpu"
     if resolved.startswith("cuda"):
         torch.cuda.set_device(local_rank())
-    torch.distributed.init_process_group(backend="nccl" if resolved.startswith("cuda") else "gloo")
+    torch.distributed.init_process_group(
+        backend=backend_for("cuda" if resolved.startswith("cuda") else "cpu")
+    )
 
 
 def _units(hf_model: Any) -> list[torch.nn.Module]:
