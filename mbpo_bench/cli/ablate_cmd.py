@@ -13,8 +13,7 @@ a small model that leaves the GPU idle; it is not a setting of the ablation (not
 `ablation.yaml`), since it changes no result.
 
 Settings: defaults, then `--config FILE` (an `ablation.yaml`), then the options given here,
-then `key=value` training overrides (appended to the file's); the resolved config is printed
-(stderr) unless `--quiet`, as for every command. The command only builds the
+then `key=value` training overrides (appended to the file's). The command only builds the
 `AblationConfig` and calls `run_ablation`; everything heavy is imported inside.
 """
 
@@ -25,7 +24,6 @@ from typing import Any
 
 import typer
 
-from mbpo_bench.cli.options import ConfigFile, Quiet, Sets
 from mbpo_bench.errors import UserError
 
 
@@ -109,9 +107,8 @@ def ablate_command(
         None, "--probes", help="Evaluation probes (default image,blind,mismatched)."
     ),
     no_base: bool = typer.Option(False, "--no-base", help="Do not evaluate the start model."),
-    config_file: ConfigFile = None,
-    sets: Sets = None,
-    quiet: Quiet = False,
+    config_file: Path | None = typer.Option(None, "--config", help="An ablation.yaml file."),
+    sets: list[str] = typer.Option([], "--set", help="Same as a positional key=value override."),
     include_path: list[Path] = typer.Option(
         [], "--include-path", help="Extra folder of task YAML (repeatable), as for eval."
     ),
@@ -136,14 +133,10 @@ def ablate_command(
     config = build_config(
         config_file=config_file, model=model, data=data, seeds=seeds, arms=arms, steps=steps,
         batch_size=batch_size, eval_tasks=eval_tasks, eval_limit=eval_limit, probes=probes,
-        no_base=no_base, overrides=[*(overrides or []), *(sets or [])],
+        no_base=no_base, overrides=[*(overrides or []), *sets],
     )  # fmt: skip
-    plan = build_plan(config, output)  # refuses unknown arms and keys before anything prints
-    if not quiet:
-        from mbpo_bench.config import print_config
-
-        print_config(config, "ablate")
     if dry_run:
+        plan = build_plan(config, output)
         typer.echo(format_plan(plan), nl=False)
         if jobs > 1:
             from mbpo_bench.ablation.jobs import format_groups, group_runs
