@@ -24,6 +24,7 @@ from typing import Any
 
 import typer
 
+from mbpo_bench.cli.options import ConfigFile, Sets
 from mbpo_bench.errors import UserError
 
 
@@ -107,8 +108,8 @@ def ablate_command(
         None, "--probes", help="Evaluation probes (default image,blind,mismatched)."
     ),
     no_base: bool = typer.Option(False, "--no-base", help="Do not evaluate the start model."),
-    config_file: Path | None = typer.Option(None, "--config", help="An ablation.yaml file."),
-    sets: list[str] = typer.Option([], "--set", help="Same as a positional key=value override."),
+    config_file: ConfigFile = None,
+    sets: Sets = None,
     include_path: list[Path] = typer.Option(
         [], "--include-path", help="Extra folder of task YAML (repeatable), as for eval."
     ),
@@ -133,7 +134,7 @@ def ablate_command(
     config = build_config(
         config_file=config_file, model=model, data=data, seeds=seeds, arms=arms, steps=steps,
         batch_size=batch_size, eval_tasks=eval_tasks, eval_limit=eval_limit, probes=probes,
-        no_base=no_base, overrides=[*(overrides or []), *sets],
+        no_base=no_base, overrides=[*(overrides or []), *(sets or [])],
     )  # fmt: skip
     if dry_run:
         plan = build_plan(config, output)
