@@ -25,11 +25,14 @@ REF_MBPO_STEP_S = 35.0 / 60
 REF_EVAL_SAMPLE_S = 10.0 / (3 * 500 * 4)
 REF_REPORT_S = 5.0
 # the twin-pair MBPO arm per step relative to mbpo: it mines every counter-prior training item
-# with a twin (~3.6k) and trains twins and a conditional term; measured 259 s vs 184 s for mbpo
-# in the same v3 quickstart run (runs/quickstart_v3/seed0/timings.json, loaded 2-core machine)
-REF_TWINS_FACTOR = 1.4
-# best of 5 runs of `calibrate()` on that machine (2 threads)
-REF_CALIBRATION_S = 0.045
+# with a twin (~3.6k) and trains twins and a conditional term; measured 60.3 s vs 39.2 s for
+# mbpo in one default first run on an idle 2-core machine (timings.json of
+# `mbpo-bench quickstart --no-cache`, 4 min 43 s in all)
+REF_TWINS_FACTOR = 1.55
+# best of 5 runs of `calibrate()` on an idle 2-core machine (0.0153-0.0156 s, 2 threads and
+# torch's default). An earlier value, 0.045, was taken while the machine ran other jobs: the
+# plan then said ~1 min 26 s for that 4 min 43 s run
+REF_CALIBRATION_S = 0.0155
 EMBEDDED_EVAL_ITEMS = 1000  # items per task in the embedded eval split
 
 
