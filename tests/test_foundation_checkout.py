@@ -65,8 +65,10 @@ def test_the_finder_maps_only_the_two_siblings_and_only_in_a_checkout(tmp_path: 
     finder = checkout.SiblingFinder()
     assert finder.find_spec("mbpo_bench.models", None) is None
     spec = finder.find_spec("mbpo_bench.trainers", None)
-    assert spec is not None and spec.origin == str(ROOT / "trainers" / "__init__.py")
-    assert checkout.in_checkout()  # this test file runs from the checkout
+    # the folder beside the imported package: this checkout, or site-packages under tox's wheel
+    # (where `install()` never appends the finder: no pyproject.toml there)
+    assert spec is not None and spec.origin == str(checkout.ROOT / "trainers" / "__init__.py")
+    assert checkout.in_checkout(ROOT)  # this test file sits in a checkout
     site = tmp_path / "site-packages"  # a wheel's layout: the package alone, no siblings
     (site / "mbpo_bench").mkdir(parents=True)
     assert not checkout.in_checkout(site)
