@@ -143,6 +143,12 @@ class ProtocolSpec:
     reproduces: str = ""
 
 
+# both Qwen families' native protocol: the checkpoint's processor and template, nothing else
+QWEN_NATIVE = ProtocolSpec(
+    reproduces="the checkpoint's own processor (smart_resize within its min/max pixels, its "
+    "chat template)"
+)
+
 PROTOCOLS: dict[str, dict[str, ProtocolSpec]] = {
     "llava": {
         "native": ProtocolSpec(reproduces="the checkpoint's own processor (llava-hf: shortest "
@@ -155,16 +161,14 @@ PROTOCOLS: dict[str, dict[str, ProtocolSpec]] = {
                                  "image mean, vicuna_v1 system prompt)"),
     },
     "qwen2_vl": {
-        "native": ProtocolSpec(reproduces="the checkpoint's own processor (smart_resize within "
-                               "its min/max pixels, its chat template)"),
+        "native": QWEN_NATIVE,
         "lmms-eval": ProtocolSpec(geometry="qwen_vl_utils", system_prompt=QWEN_SYSTEM_PROMPT,
                                   jpeg_quality=85, min_pixels=3136, max_pixels=602112,
                                   reproduces="lmms-eval 0.7.3 qwen2_vl (JPEG q85, pixels "
                                   "3136..602112, explicit system prompt)"),
     },
     "qwen2_5_vl": {
-        "native": ProtocolSpec(reproduces="the checkpoint's own processor (smart_resize within "
-                               "its min/max pixels, its chat template)"),
+        "native": QWEN_NATIVE,
         "lmms-eval": ProtocolSpec(geometry="qwen_vl_utils", system_prompt=QWEN_SYSTEM_PROMPT,
                                   jpeg_quality=85, min_pixels=200704, max_pixels=1605632,
                                   reproduces="lmms-eval 0.7.3 qwen2_5_vl (JPEG q85, pixels "

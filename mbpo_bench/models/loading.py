@@ -202,12 +202,12 @@ def qwen_processor_from_files(folder: Path, family: str, *, trust_remote_code: b
     """The Qwen processor from the checkpoint's own files, on any install (no torchvision).
 
     The image processor class is transformers' Qwen2-VL one on this machine's backend (PIL
-    without torchvision), whichever of the known names `preprocessor_config.json` carries.
+    without torchvision), whichever of the known names `preprocessor_config.json` carries
+    (`load_processor` has checked that name through the family's `processor_check`).
     """
     import transformers as tf
     from transformers.utils import is_torchvision_available
 
-    check_qwen_image_processor(folder)
     improc_cls = (
         tf.Qwen2VLImageProcessor if is_torchvision_available() else tf.Qwen2VLImageProcessorPil
     )
