@@ -1,6 +1,6 @@
 """The benchmark-v2 quickstart report's findings (per-item CIs, one seed): kept only to re-derive
-the committed v2 reports (reports/gpu/, benchmarks/seed_study.py). New reports use
-`quickstart_report` (twin pairs, seeds as the unit of inference).
+the committed v2 reports (reports/gpu/; their seed table came from benchmarks/seed_study.py,
+removed since). New reports use `quickstart_report` (twin pairs, seeds as the unit of inference).
 
 Original description: findings computed from the eval runs, then `render_report`'s tables.
 
