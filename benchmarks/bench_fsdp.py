@@ -1,9 +1,14 @@
 """Peak memory and tokens/s of one training step on ONE device: replicated (`runtime.strategy=ddp`)
 against FSDP-sharded (`fsdp`, world size 1, optionally CPU-offloaded), LoRA against full
-fine-tuning. This is the memory table of issue 21.
+fine-tuning. This is the memory table of issue 21. The `rollout-*` configurations time GRPO's
+rollout generation instead (LoRA, sampled): `rollout-ddp` with whole weights, `rollout-fsdp`
+with sharded ones, once per `runtime.fsdp_rollout` mode (layerwise: each decode step gathers
+layer by layer; gathered: the whole weights gathered once per rollout), in one process.
 
     python benchmarks/bench_fsdp.py --shape llava-7b --device cuda --batch 8 \
         --out reports/perf/h200/fsdp_llava-7b.md
+    python benchmarks/bench_fsdp.py --shape llava-7b --device cuda --batch 8 --repeats 1 \
+        --configs fsdp-full-offload,rollout-fsdp --out reports/perf/h200/fsdp_rollout.md
     python benchmarks/bench_fsdp.py --shape tiny --device cpu --out /tmp/fsdp_tiny.md  # wiring
 
 A step is what the SFT trainer does: answer log-probs of `--batch` image prompts with an
@@ -13,6 +18,11 @@ shapes are `bench_models`' random-weight bf16 models. Each configuration runs in
 its own: a fresh peak-memory counter, and an out-of-memory error loses only its row.
 Full fine-tuning under `ddp` is expected to run out of memory at 7B on smaller GPUs. That row
 is kept, as the reference point. tokens/s counts prompt and answer tokens.
+A rollout is what `grpo.sample` does: `--rollout-prompts` image prompts x `--num-generations`
+samples of exactly `--rollout-tokens` tokens (min = max: random weights stop early otherwise),
+through `Policy.sampling()`, seeded alike in both modes (the note says whether the two modes
+drew the same tokens); tokens/s counts generated tokens. Peak host memory is the process's
+maximum resident set (what offloading moves there).
 The markdown written to --out starts with the exact command line.
 """
 
@@ -37,7 +47,15 @@ CONFIGS = {  # name: (strategy, lora, offload)
     "ddp-full": ("ddp", False, False),
     "fsdp-full": ("fsdp", False, False),
     "fsdp-full-offload": ("fsdp", False, True),
+    "fsdp-lora-offload": ("fsdp", True, True),
 }
+ROLLOUTS = {"rollout-ddp": "ddp", "rollout-fsdp": "fsdp"}  # name: strategy (LoRA, on device)
+
+
+def _host_peak_gib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def _step_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
@@ -98,20 +116,97 @@ def _step_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
         "step_s": seconds,
         "tokens_per_s": args.batch * (n_prompt + n_answer) / seconds,
         "peak_gib": peak,
+        "host_peak_gib": _host_peak_gib(),
     }
+
+
+def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
+    """Build the LoRA policy (sharded for `rollout-fsdp`), then time `repeats` rollouts after
+    one warm-up for each rollout mode, each mode's peak memory counted on its own."""
+    import torch
+    from bench_models import QUESTION, build, sync
+    from mbpo_bench.trainers import sharding
+    from mbpo_bench.trainers.grpo import GRPOSettings
+    from mbpo_bench.trainers.policy import Policy
+    from PIL import Image
+
+    from mbpo_bench.models.lora import apply_lora
+    from mbpo_bench.models.protocol import Prompt
+
+    strategy = ROLLOUTS[name]
+    device = args.device
+    if strategy == "fsdp":
+        sharding.require_process_group(device)
+    vlm = build(args.shape, args.family, device, Path(tempfile.mkdtemp()))
+    apply_lora(vlm)
+    if strategy == "fsdp":
+        sharding.shard_model(vlm.model)
+    size = vlm.image_size
+    prompts = [
+        Prompt(QUESTION, Image.new("RGB", (size, size), (200, 30 + 20 * i, 30)))
+        for i in range(args.rollout_prompts)
+    ]
+    speed = GRPOSettings().generation_speed()
+    n_gen, n_tok = args.num_generations, args.rollout_tokens
+    modes = ["layerwise", "gathered"] if strategy == "fsdp" else ["whole"]
+    rows: list[dict[str, Any]] = []
+    first: list[list[int]] | None = None
+    for mode in modes:
+        policy = Policy(vlm=vlm, lora=True, base="bench", fsdp_rollout=mode)
+        policy.train_mode(False)
+        tokens: list[list[int]] = []
+
+        def rollout(policy: Policy = policy, tokens: list[list[int]] = tokens) -> None:
+            torch.manual_seed(0)
+            with policy.sampling():
+                done = vlm.generate_completions(
+                    prompts, max_new_tokens=n_tok, min_new_tokens=n_tok, do_sample=True,
+                    temperature=1.0, top_p=1.0, num_samples=n_gen, batch_size=len(prompts),
+                    speed=speed,
+                )  # fmt: skip
+            tokens[:] = [list(c.ids) for group in done for c in group]
+
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        rollout()  # warm-up
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(args.repeats):
+            rollout()
+        sync(device)
+        seconds = (time.perf_counter() - start) / args.repeats
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+        note = f"{len(prompts)} prompts x {n_gen} samples x {n_tok} tokens"
+        if first is None:
+            first = tokens
+        else:
+            note += "; same tokens as layerwise: " + ("yes" if tokens == first else "NO")
+        rows.append({
+            "config": name if mode == "whole" else f"{name}-{mode}",
+            "trainable_params_M": sum(p.numel() for p in vlm.model.parameters()
+                                      if p.requires_grad) / 1e6,
+            "step_s": seconds,
+            "tokens_per_s": len(prompts) * n_gen * n_tok / seconds,
+            "peak_gib": peak,
+            "host_peak_gib": _host_peak_gib(),
+            "note": note,
+        })  # fmt: skip
+    return rows
 
 
 def _child(args: argparse.Namespace) -> int:
     name = args.child
     try:
-        row = _step_row(args, name)
+        rows = _rollout_rows(args, name) if name in ROLLOUTS else [_step_row(args, name)]
     except Exception as exc:  # out of memory and the like: the row says so, the others go on
-        row = {"config": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
-    print("ROW " + json.dumps(row), flush=True)
+        first = (str(exc).splitlines() or [""])[0][:160]
+        rows = [{"config": name, "error": f"{type(exc).__name__}: {first}"}]
+    for row in rows:
+        print("ROW " + json.dumps(row), flush=True)
     return 0
 
 
-def _run_config(args: argparse.Namespace, name: str, argv: list[str]) -> dict[str, Any]:
+def _run_config(args: argparse.Namespace, name: str, argv: list[str]) -> list[dict[str, Any]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -119,27 +214,32 @@ def _run_config(args: argparse.Namespace, name: str, argv: list[str]) -> dict[st
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, __file__, *argv, "--child", name]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
-                          timeout=args.timeout)  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
+                              timeout=args.timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return [{"config": name, "error": f"timed out after {args.timeout} s (--timeout)"}]
     rows = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
     if rows:
-        return dict(json.loads(rows[-1]))
+        return [dict(json.loads(r)) for r in rows]
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-    return {"config": name, "error": f"exit {proc.returncode}: {tail[0][:160]}"}
+    return [{"config": name, "error": f"exit {proc.returncode}: {tail[0][:160]}"}]
 
 
 def to_markdown(rows: list[dict[str, Any]], header: dict[str, str]) -> str:
     lines = [f"- {k}: {v}" for k, v in header.items()]
-    lines += ["", "| config | trainable (M) | step (s) | tokens/s | peak memory (GiB) | note |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "Training rows: one step, tokens/s counts prompt and answer tokens. `rollout-*` "
+              "rows: one rollout, tokens/s counts generated tokens.", "",
+              "| config | trainable (M) | s/call | tokens/s | peak GPU memory (GiB) | "
+              "peak host memory (GiB) | note |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['config']} | | | | | {r['error']} |")
+            lines.append(f"| {r['config']} | | | | | | {r['error']} |")
             continue
         peak = "n/a (CPU)" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
         lines.append(
             f"| {r['config']} | {r['trainable_params_M']:.1f} | {r['step_s']:.3f} | "
-            f"{r['tokens_per_s']:.0f} | {peak} | |"
+            f"{r['tokens_per_s']:.0f} | {peak} | {r['host_peak_gib']:.1f} | {r.get('note', '')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -154,13 +254,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer-tokens", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
+    parser.add_argument("--rollout-prompts", type=int, default=8, help="prompts per rollout")
+    parser.add_argument("--num-generations", type=int, default=8, help="samples per prompt")
+    parser.add_argument("--rollout-tokens", type=int, default=32, help="tokens per sample")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: "
+                        + ", ".join([*CONFIGS, *ROLLOUTS]))  # fmt: skip
     parser.add_argument("--timeout", type=int, default=280, help="seconds per configuration")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return _child(args)
+    unknown = [c for c in args.configs.split(",") if c not in CONFIGS and c not in ROLLOUTS]
+    if unknown:
+        print(f"error: unknown configuration {unknown[0]!r} — use some of "
+              f"{', '.join([*CONFIGS, *ROLLOUTS])}", file=sys.stderr)  # fmt: skip
+        return 2
     import torch
 
     command = "python benchmarks/bench_fsdp.py " + shlex.join(argv)
@@ -169,11 +278,15 @@ def main(argv: list[str] | None = None) -> int:
               "torch": torch.__version__, "python": platform.python_version()}  # fmt: skip
     rows = []
     for name in args.configs.split(","):
-        rows.append(_run_config(args, name, argv))
-        print(json.dumps(rows[-1]), flush=True)
+        print(f"running {name} ...", flush=True)
+        got = _run_config(args, name, argv)
+        rows += got
+        for row in got:
+            print(json.dumps(row), flush=True)
         if args.out is not None:  # rewritten after every configuration
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(f"# FSDP vs replicated, one step\n\n{to_markdown(rows, header)}")
+            title = "# FSDP vs replicated: one training step, one rollout"
+            args.out.write_text(f"{title}\n\n{to_markdown(rows, header)}")
     return 0
 
 

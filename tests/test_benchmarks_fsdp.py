@@ -1,5 +1,6 @@
 """benchmarks/bench_fsdp.py (the issue-21 memory table) wired on the tiny CPU model: every
-configuration runs in its own process and gives a row, and the markdown starts with the command."""
+configuration runs in its own process and gives a row (the rollout one a row per rollout mode, the
+two modes drawing the same tokens), and the markdown starts with the command."""
 
 from __future__ import annotations
 
@@ -18,10 +19,23 @@ def test_bench_fsdp_rows_on_tiny_cpu(tmp_path: Path) -> None:
 
     out = tmp_path / "fsdp.md"
     argv = ["--shape", "tiny", "--device", "cpu", "--batch", "2", "--repeats", "1",
-            "--configs", "ddp-lora,fsdp-full-offload", "--out", str(out)]  # fmt: skip
+            "--configs", "ddp-lora,fsdp-full-offload,rollout-fsdp", "--rollout-prompts", "2",
+            "--num-generations", "2", "--rollout-tokens", "3", "--out", str(out)]  # fmt: skip
     assert bench_fsdp.main(argv) == 0
     text = out.read_text()
     assert "python benchmarks/bench_fsdp.py --shape tiny" in text
-    rows = [line for line in text.splitlines() if line.startswith("| ddp-") or
-            line.startswith("| fsdp-")]  # fmt: skip
-    assert len(rows) == 2 and all("n/a (CPU)" in r for r in rows), text  # no error rows
+    rows = [line for line in text.splitlines() if line.startswith(("| ddp-", "| fsdp-",
+                                                                    "| rollout-"))]  # fmt: skip
+    assert len(rows) == 4 and all("n/a (CPU)" in r for r in rows), text  # no error rows
+    assert [r.split(" | ")[0] for r in rows[2:]] == [
+        "| rollout-fsdp-layerwise",
+        "| rollout-fsdp-gathered",
+    ]
+    assert "same tokens as layerwise: yes" in rows[3], text
+
+
+def test_bench_fsdp_refuses_an_unknown_configuration(capsys: pytest.CaptureFixture[str]) -> None:
+    import bench_fsdp
+
+    assert bench_fsdp.main(["--configs", "fsdp-huge", "--device", "cpu"]) == 2
+    assert "unknown configuration 'fsdp-huge'" in capsys.readouterr().err
