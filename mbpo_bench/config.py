@@ -50,6 +50,19 @@ class RuntimeSection:
     min_pixels: int | None = None
     max_pixels: int | None = None
 
+    # training's sharding keys (trainers/loop.py RuntimeConfig), refused here with the reason:
+    # eval and mine hold the whole model in each process and give the ranks different numbers of
+    # forwards (uneven item shares, PGD batches), so sharded weights would have to be gathered
+    # whole for every forward anyway, as mining inside a sharded training run does
+    KEY_HINTS: typing.ClassVar[dict[str, str]] = dict.fromkeys(
+        ("strategy", "fsdp_offload", "fsdp_rollout"),
+        "is a training option (`train sft|dpo|grpo|mbpo`): eval and mine keep the whole model in "
+        "each process, because under torchrun their ranks run different numbers of forwards "
+        "(each forward on sharded weights is a collective) — drop it; to mine under FSDP, run "
+        "`train dpo` or `train mbpo` with runtime.strategy=fsdp (they mine with the weights "
+        "gathered)",
+    )
+
 
 @functools.cache
 def _warn_moved(where: str, old: str, new: str) -> None:
@@ -227,6 +240,9 @@ def _from_dict(cls: type[T], data: dict[str, Any], where: str, mode: _Mode) -> T
         if key not in names:
             if mode.strict:
                 raise mode.error(f"{where}: unknown field '{key}' in {cls.__name__}")
+            hint = getattr(cls, "KEY_HINTS", {}).get(key)
+            if hint is not None:
+                raise mode.error(f"{where}.{key} {hint}")
             raise mode.error(
                 f"unknown config key '{where}.{key}'{did_you_mean(key, names)}; "
                 f"valid keys of {where}: {', '.join(names)}"

@@ -56,16 +56,18 @@ def run_here(method: str, overrides: list[str], out: Path, **kw: Any) -> Any:
 # ---- runs that cannot start -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("method", ["sft", "dpo", "grpo", "mbpo"])
 def test_fsdp_outside_a_launcher_is_a_one_line_error_before_the_run_folder(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    method: str,
+) -> None:  # fmt: skip
     from mbpo_bench.cli.main import main
 
     for key in DIST_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr("mbpo_bench.models.loading.validate_model", lambda model: "llava")
     out = tmp_path / "run"
-    assert main(["train", "sft", "--model", "m", "--output", str(out), "--quiet", FSDP]) == 2
+    assert main(["train", method, "--model", "m", "--output", str(out), "--quiet", FSDP]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "runtime.strategy=fsdp needs a process group" in err and "torchrun" in err
@@ -105,6 +107,39 @@ def test_fsdp_offload_without_fsdp_and_an_unknown_strategy_are_refused(tmp_path:
     with pytest.raises(UserError, match=r"runtime\.fsdp_rollout only applies"):
         run_here("grpo", ["model=m", "runtime.fsdp_rollout=gathered"], tmp_path / "c")
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_a_hand_set_rank_without_a_rendezvous_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mbpo_bench.trainers.sharding import require_process_group
+
+    for key in DIST_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # no MASTER_ADDR / MASTER_PORT
+    with pytest.raises(UserError, match=r"could not open the process group .*torchrun") as err:
+        require_process_group("cpu")
+    assert "\n" not in str(err.value) and not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("command", ["eval", "mine"])
+@pytest.mark.parametrize("key", [FSDP, "runtime.fsdp_offload=true"])
+def test_eval_and_mine_refuse_sharding_in_one_line_naming_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, key: str
+) -> None:
+    """eval and mine hold the whole model per process (their ranks run uneven numbers of
+    forwards): the training-only keys are refused with the reason, not as an unknown key."""
+    from mbpo_bench.cli.main import main
+
+    out = tmp_path / "run"
+    extra = ["--tasks", "mbpo_embedded_color"] if command == "eval" else []
+    assert main([command, "--model", "m", *extra, "--output", str(out), key]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"runtime.{key.split('.')[1].split('=')[0]} is a training option" in err
+    assert "train dpo" in err and "unknown config key" not in err
+    assert not out.exists()
 
 
 def test_a_module_without_decoder_layers_is_refused() -> None:

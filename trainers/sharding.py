@@ -112,9 +112,17 @@ def require_process_group(device: str) -> None:
         resolved = "cuda" if torch.cuda.is_available() else "cpu"
     if resolved.startswith("cuda"):
         torch.cuda.set_device(local_rank())
-    torch.distributed.init_process_group(
-        backend=backend_for("cuda" if resolved.startswith("cuda") else "cpu")
-    )
+    try:
+        torch.distributed.init_process_group(
+            backend=backend_for("cuda" if resolved.startswith("cuda") else "cpu")
+        )
+    except (ValueError, RuntimeError) as exc:  # e.g. RANK set by hand, no MASTER_ADDR
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(
+            f"runtime.strategy=fsdp could not open the process group ({first}) — start the run "
+            "with `torchrun` or `accelerate launch`, which set RANK, WORLD_SIZE, MASTER_ADDR and "
+            "MASTER_PORT"
+        ) from exc
 
 
 def _units(hf_model: Any) -> list[torch.nn.Module]:
