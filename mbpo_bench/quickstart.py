@@ -38,7 +38,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.config import dump_yaml, to_dict
 from mbpo_bench.errors import UserError
@@ -50,8 +50,10 @@ from mbpo_bench.quickstart_config import (
     seed_dirs,
 )
 from mbpo_bench.runs import write_atomic, write_json_atomic
-from mbpo_bench.trainers.loop import RuntimeConfig
-from mbpo_bench.trainers.mbpo import MBPOConfig
+
+if TYPE_CHECKING:
+    from mbpo_bench.trainers.loop import RuntimeConfig
+    from mbpo_bench.trainers.mbpo import MBPOConfig
 
 
 def base_fingerprint(config: QuickstartConfig) -> str:
@@ -103,10 +105,18 @@ def base_is_cached(config: QuickstartConfig) -> bool:
     return config.cache_base and (base_cache_dir(config) / "status.json").is_file()
 
 
+def train(method: str, config: Any, output: Path) -> None:
+    """Run `method`'s recipe on `config` into `output`, found in the trainer table
+    (`trainers/table.py`) as `mbpo-bench train` and `ablate` find it."""
+    from mbpo_bench.trainers.table import load_trainer
+
+    _, run = load_trainer(method)
+    run(config, output, overwrite=True)
+
+
 def build_base(config: QuickstartConfig, out: Path) -> tuple[Path, dict[str, Any]]:
     """The biased base: from the cache when present, else built and (if asked) cached."""
     from mbpo_bench.models import build_tiny_model
-    from mbpo_bench.trainers.sft import run_sft
 
     cached = base_cache_dir(config)
     if base_is_cached(config):
@@ -119,7 +129,7 @@ def build_base(config: QuickstartConfig, out: Path) -> tuple[Path, dict[str, Any
         config.base, model=str(tiny), runtime=_runtime(config.base.runtime, config)
     )
     _say(f"SFT of a {config.size} {config.family} on the biased split ({sft.optim.steps} steps)")
-    run_sft(sft, work, overwrite=True)
+    train("sft", sft, work)
     seconds = time.perf_counter() - start
     if not config.cache_base:
         return work, {"cached": False, "seconds": seconds}
@@ -154,14 +164,12 @@ def sft_seconds_per_step(run: Path) -> float:
 
 
 def train_mbpo(config: QuickstartConfig, base: Path, out: Path, arm: str = "mbpo") -> float:
-    from mbpo_bench.trainers.mbpo import run_mbpo
-
     source = config.mbpo_twins if arm == "mbpo_twins" else config.mbpo
     cfg = dataclasses.replace(source, model=str(base), runtime=_runtime(source.runtime, config))
     _say(f"{arm} from the base ({cfg.optim.steps} steps, hybrid offline ratio "
          f"{cfg.hybrid.offline_ratio}, twins {cfg.hybrid.twins})")  # fmt: skip
     start = time.perf_counter()
-    run_mbpo(cfg, out / arm, overwrite=True)
+    train("mbpo", cfg, out / arm)
     return time.perf_counter() - start
 
 
@@ -192,26 +200,23 @@ def train_matched(config: QuickstartConfig, base: Path, out: Path, arm: str) -> 
     start = time.perf_counter()
     runtime = _runtime(mbpo.runtime, config)
     if arm == "grpo_mined":  # MBPO with no offline groups: GRPO on the mined items as prompts
-        from mbpo_bench.trainers.mbpo import run_mbpo
-
         cfg = copy.deepcopy(mbpo)
         cfg.model, cfg.preference_data, cfg.runtime = str(base), str(pairs), runtime
         cfg.hybrid.offline_ratio, cfg.hybrid.online_pool = 0.0, "mined"
         _say(f"{arm}: GRPO on {MATCHED[arm]}'s mined prompts, {cfg.optim.steps} steps")
-        run_mbpo(cfg, out / arm, overwrite=True)
+        train("mbpo", cfg, out / arm)
     elif arm in ("dpo", "dpo_mdpo"):
-        from mbpo_bench.trainers.dpo import DPOConfig, run_dpo
+        from mbpo_bench.trainers.table import get_trainer
 
-        dpo = DPOConfig(
+        dpo_config, _ = get_trainer("dpo").load()
+        dpo = dpo_config(
             model=str(base), data=str(pairs), full_finetune=mbpo.full_finetune,
             mdpo_weight=1.0 if arm == "dpo_mdpo" else 0.0, optim=dataclasses.replace(mbpo.optim),
             runtime=runtime,
         )  # fmt: skip
         _say(f"{arm}: DPO on {MATCHED[arm]}'s pairs, {dpo.optim.steps} steps")
-        run_dpo(dpo, out / arm, overwrite=True)
+        train("dpo", dpo, out / arm)
     else:
-        from mbpo_bench.trainers.sft import run_sft
-
         cfg_sft = copy.deepcopy(config.base)
         cfg_sft.model = str(base)
         cfg_sft.blind_fraction = 0.0
@@ -221,15 +226,13 @@ def train_matched(config: QuickstartConfig, base: Path, out: Path, arm: str) -> 
         cfg_sft.optim = dataclasses.replace(mbpo.optim)
         cfg_sft.runtime = _runtime(cfg_sft.runtime, config)
         _say(f"{arm}: SFT on {MATCHED[arm]}'s mined items, {cfg_sft.optim.steps} steps")
-        run_sft(cfg_sft, out / arm, overwrite=True)
+        train("sft", cfg_sft, out / arm)
     return time.perf_counter() - start, out / arm
 
 
 def train_control(config: QuickstartConfig, base: Path, out: Path, budget_s: float) -> float:
     """Continued SFT on the same data for the same wall time as MBPO."""
     import copy
-
-    from mbpo_bench.trainers.sft import run_sft
 
     per_step = sft_seconds_per_step(base)
     steps = max(1, round(budget_s * config.control_time_factor / per_step))
@@ -243,7 +246,7 @@ def train_control(config: QuickstartConfig, base: Path, out: Path, budget_s: flo
     cfg.runtime = _runtime(cfg.runtime, config)
     _say(f"sft_time: continued SFT, {steps} steps (~{budget_s:.0f} s at {per_step:.3f} s/step)")
     start = time.perf_counter()
-    run_sft(cfg, out / "sft_time", overwrite=True)
+    train("sft", cfg, out / "sft_time")
     return time.perf_counter() - start
 
 

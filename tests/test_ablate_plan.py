@@ -276,8 +276,25 @@ def test_missing_start_model_fails_before_any_folder_is_made(
     out = tmp_path / "abl"
     argv = ["ablate", "--model", str(tmp_path / "nope"), "--output", str(out), "--arms", "sft"]
     assert main(argv) == 2
-    assert "model folder not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "model folder not found" in err and err.count("\n") == 1  # no config print before it
     assert not out.exists()
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_ablate_prints_the_resolved_config_unless_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], quiet: bool
+) -> None:
+    argv = ["ablate", "--model", "runs/base", "--data", "mbpo_embedded_color", "--output",
+            str(tmp_path / "abl"), "--seeds", "3", "--arms", "sft", "--dry-run",
+            *(["--quiet"] if quiet else [])]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("ablation plan -> ")  # the plan alone on stdout
+    if quiet:
+        assert captured.err == ""
+    else:
+        assert "model: runs/base" in captured.err and "- 3" in captured.err
 
 
 def test_the_plan_and_report_name_the_evaluation_split(tmp_path: Path) -> None:

@@ -104,7 +104,9 @@ def test_mine_refuses_compile_layers(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("command", [["eval"], ["train", "sft"], ["mine"], ["quickstart"]])
+@pytest.mark.parametrize(
+    "command", [["eval"], ["train", "sft"], ["mine"], ["quickstart"], ["ablate"]]
+)
 def test_every_config_command_offers_config_set_and_quiet(
     command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

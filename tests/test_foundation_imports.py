@@ -253,3 +253,40 @@ def test_the_walker_sees_function_level_type_only_and_relative_imports(tmp_path:
         ("mbpo_bench.models.x", "mbpo_bench.cli.y"),  # into a higher layer
         ("mbpo_bench.trainers.a", "mbpo_bench.evaluation.b"),  # between units kept apart
     }
+
+
+def recipe_imports(paths: dict[str, Path], recipes: set[str]) -> set[tuple[str, str]]:
+    """(module, what) for every import of a recipe module's code (its `run`, `make_step`, ...)
+    outside trainers/: above the trainers, a method is reached through the trainer table, and
+    only a recipe's config class may be named directly (a typed field of a higher config)."""
+    found: set[tuple[str, str]] = set()
+    for name, path in paths.items():
+        if unit(name) == "trainers":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in recipes:
+                found |= {
+                    (name, f"{node.module}.{a.name}")
+                    for a in node.names
+                    if not a.name.endswith("Config")
+                }
+            elif isinstance(node, ast.Import):
+                found |= {(name, a.name) for a in node.names if a.name in recipes}
+    return found
+
+
+def test_methods_are_run_through_the_trainer_table(tmp_path: Path) -> None:
+    """`mbpo-bench train`, `ablate` and the quickstart find a method's run function in
+    `trainers/table.py`, so a method added there is reachable from all three."""
+    from mbpo_bench.trainers.table import TRAINERS
+
+    recipes = {spec.module for spec in TRAINERS.values()}
+    assert recipe_imports(modules(PACKAGES), recipes) == set()
+    fake = tmp_path / "q.py"  # the check can fail
+    fake.write_text(
+        "from mbpo_bench.trainers.sft import SFTConfig, run_sft\nimport mbpo_bench.trainers.dpo\n"
+    )
+    assert recipe_imports({"mbpo_bench.quickstart": fake}, recipes) == {
+        ("mbpo_bench.quickstart", "mbpo_bench.trainers.sft.run_sft"),
+        ("mbpo_bench.quickstart", "mbpo_bench.trainers.dpo"),
+    }

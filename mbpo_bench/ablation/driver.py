@@ -22,7 +22,7 @@ from mbpo_bench.ablation.execute import (
 )
 from mbpo_bench.ablation.jobs import check_jobs, run_parallel
 from mbpo_bench.ablation.plan import build_plan
-from mbpo_bench.config import dump_yaml
+from mbpo_bench.config import dump_yaml, print_config
 from mbpo_bench.runs import write_atomic
 
 
@@ -38,11 +38,14 @@ def run_ablation(
     log: Log = _stderr,
     argv: list[str] | None = None,
     jobs: int = 1,
+    show_config: bool = False,
 ) -> AblationResult:
     """Mine, train and evaluate every run of the plan (skipping finished ones), then report.
 
     `jobs` > 1 runs that many groups of runs at once in worker processes (`jobs.py`); the
-    per-seed results are the same as with one run at a time.
+    per-seed results are the same as with one run at a time. `show_config` prints the resolved
+    config (stderr) once the plan, the output folder and the start model have passed their
+    checks, so a refused run prints its one-line error and nothing else.
     """
     from mbpo_bench.models.loading import resolve_folder
 
@@ -50,6 +53,8 @@ def run_ablation(
     plan = build_plan(config, output)
     check_existing(plan)
     resolve_folder(plan.start[0], local_files_only=True)  # a wrong --model fails before any run
+    if show_config:
+        print_config(config, "ablate")
     output.mkdir(parents=True, exist_ok=True)
     write_atomic(output / "ablation.yaml", dump_yaml(config))
     argv = list(sys.argv) if argv is None else argv

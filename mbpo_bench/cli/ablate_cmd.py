@@ -13,7 +13,9 @@ a small model that leaves the GPU idle; it is not a setting of the ablation (not
 `ablation.yaml`), since it changes no result.
 
 Settings: defaults, then `--config FILE` (an `ablation.yaml`), then the options given here,
-then `key=value` training overrides (appended to the file's). The command only builds the
+then `key=value` training overrides (appended to the file's); the resolved config is printed
+(stderr) unless `--quiet`, as for every command, once the plan and the output folder have passed
+their checks (a refused run prints its one-line error alone). The command only builds the
 `AblationConfig` and calls `run_ablation`; everything heavy is imported inside.
 """
 
@@ -24,7 +26,7 @@ from typing import Any
 
 import typer
 
-from mbpo_bench.cli.options import ConfigFile, Sets
+from mbpo_bench.cli.options import ConfigFile, Quiet, Sets
 from mbpo_bench.errors import UserError
 
 
@@ -110,6 +112,7 @@ def ablate_command(
     no_base: bool = typer.Option(False, "--no-base", help="Do not evaluate the start model."),
     config_file: ConfigFile = None,
     sets: Sets = None,
+    quiet: Quiet = False,
     include_path: list[Path] = typer.Option(
         [], "--include-path", help="Extra folder of task YAML (repeatable), as for eval."
     ),
@@ -137,14 +140,20 @@ def ablate_command(
         no_base=no_base, overrides=[*(overrides or []), *(sets or [])],
     )  # fmt: skip
     if dry_run:
-        plan = build_plan(config, output)
+        plan = build_plan(config, output)  # refuses unknown arms and keys before anything prints
+        if not quiet:
+            from mbpo_bench.config import print_config
+
+            print_config(config, "ablate")
         typer.echo(format_plan(plan), nl=False)
         if jobs > 1:
             from mbpo_bench.ablation.jobs import format_groups, group_runs
 
             typer.echo(format_groups(group_runs(plan), jobs), nl=False)
         return
-    result = run_ablation(config, output, progress=not no_progress, jobs=jobs)
+    result = run_ablation(
+        config, output, progress=not no_progress, jobs=jobs, show_config=not quiet
+    )
     if result.failures:
         first, message = next(iter(result.failures.items()))
         raise UserError(
