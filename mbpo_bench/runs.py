@@ -209,6 +209,8 @@ SAFE_ON_RESUME = (
     "runtime.strategy",
     "runtime.fsdp_offload",
     "runtime.fsdp_rollout",
+    # evaluation input preparation in worker processes: the same rows, sooner
+    "input_workers",
 )
 
 

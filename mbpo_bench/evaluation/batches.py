@@ -201,11 +201,21 @@ def _answers(
     return out
 
 
-def generation_batch(
-    vlm: VisionLanguageModel, plan: TaskPlan, batch: Batch, config: EvalConfig
-) -> list[dict[str, Any]]:
-    items = [plan.items[d] for d in batch.doc_ids]
-    inputs = [
+def batch_prompts(
+    vlm: VisionLanguageModel,
+    plan: TaskPlan,
+    batch: Batch,
+    config: EvalConfig,
+    start: int = 0,
+    stop: int | None = None,
+) -> list[Any]:
+    """The prompts of items [start, stop) of `batch`: a `ProbeInput` each (generation probes),
+    or a (with image, null condition) `Prompt` pair each (iig). The loader (`loader.py`) calls
+    this in worker processes, chunk by chunk, and then prepares the images."""
+    items = [plan.items[d] for d in batch.doc_ids[start:stop]]
+    if batch.probe == "iig":
+        return [iig_prompts(vlm, plan, it, config) for it in items]
+    return [
         probe_input(
             batch.probe,
             it,
@@ -215,6 +225,19 @@ def generation_batch(
         )
         for it in items
     ]
+
+
+def generation_batch(
+    vlm: VisionLanguageModel,
+    plan: TaskPlan,
+    batch: Batch,
+    config: EvalConfig,
+    inputs: list[ProbeInput] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of one generation-probe batch; `inputs` are its prompts when the loader made them."""
+    items = [plan.items[d] for d in batch.doc_ids]
+    if inputs is None:
+        inputs = batch_prompts(vlm, plan, batch, config)
     seed = stable_seed(batch.task, batch.probe, str(batch.index))
     if batch.probe == BACKBONE:  # a text-only LM: no choice prefill, it generates
         runtime = dataclasses.replace(config.runtime, compile_layers=False)
@@ -233,36 +256,53 @@ def generation_batch(
     return rows
 
 
-def iig_batch(
-    vlm: VisionLanguageModel, plan: TaskPlan, batch: Batch, config: EvalConfig
-) -> list[dict[str, Any]]:
-    """IIG of the reference answers: answer log-probs with the image and under I0."""
+def iig_prompts(
+    vlm: VisionLanguageModel, plan: TaskPlan, it: TaskItem, config: EvalConfig
+) -> tuple[Prompt, Prompt]:
+    """An item's IIG prompts: with its image, and under the null condition I0 (seeded)."""
     import torch
 
     from mbpo_bench.data.images import load_rgb
     from mbpo_bench.errors import UserError
-    from mbpo_bench.modality.iig import iig_from_logprobs, null_image
+    from mbpo_bench.modality.iig import null_image
+
+    cond = config.probes.iig_null
+    gen = torch.Generator().manual_seed(
+        stable_seed(it.task, it.doc_id, "iig", str(config.probes.seed))
+    )
+    null: Image.Image | None  # None: the text-only null condition
+    if cond == "mismatched":  # the mismatched probe's image: in distribution
+        if it.doc_id not in plan.mismatched:
+            raise UserError(
+                f"IIG with the mismatched null needs another image of task {it.task}, which "
+                "has fewer than two — use --set probes.iig_null=text"
+            )
+        null = load_rgb(plan.mismatched[it.doc_id], item=it.doc_id)
+    else:
+        null = null_image(cond, vlm.image_size, gen)
+    return Prompt(it.question, it.load_image()), Prompt(it.question, null)
+
+
+def iig_batch(
+    vlm: VisionLanguageModel,
+    plan: TaskPlan,
+    batch: Batch,
+    config: EvalConfig,
+    pairs: list[tuple[Prompt, Prompt]] | None = None,
+) -> list[dict[str, Any]]:
+    """IIG of the reference answers: answer log-probs with the image and under I0; `pairs` are
+    the prompts when the loader made them."""
+    import torch
+
+    from mbpo_bench.modality.iig import iig_from_logprobs
     from mbpo_bench.models.compile import compiled_layers
 
     items = [plan.items[d] for d in batch.doc_ids]
     cond, reduce = config.probes.iig_null, config.probes.iig_reduce
-    with_image, without = [], []
-    for it in items:
-        gen = torch.Generator().manual_seed(
-            stable_seed(it.task, it.doc_id, "iig", str(config.probes.seed))
-        )
-        with_image.append(Prompt(it.question, it.load_image()))
-        null: Image.Image | None  # None: the text-only null condition
-        if cond == "mismatched":  # the mismatched probe's image: in distribution
-            if it.doc_id not in plan.mismatched:
-                raise UserError(
-                    f"IIG with the mismatched null needs another image of task {it.task}, which "
-                    "has fewer than two — use --set probes.iig_null=text"
-                )
-            null = load_rgb(plan.mismatched[it.doc_id], item=it.doc_id)
-        else:
-            null = null_image(cond, vlm.image_size, gen)
-        without.append(Prompt(it.question, null))
+    if pairs is None:
+        pairs = batch_prompts(vlm, plan, batch, config)
+    with_image = [a for a, _ in pairs]
+    without = [b for _, b in pairs]
     targets = [it.target for it in items]
     with torch.no_grad(), compiled_layers(vlm, enabled=config.runtime.compile_layers):
         a = vlm.answer_logprobs(with_image, targets)
@@ -297,8 +337,13 @@ def iig_batch(
 
 
 def run_batch(
-    vlm: VisionLanguageModel, plan: TaskPlan, batch: Batch, config: EvalConfig
+    vlm: VisionLanguageModel,
+    plan: TaskPlan,
+    batch: Batch,
+    config: EvalConfig,
+    prompts: list[Any] | None = None,
 ) -> list[dict[str, Any]]:
+    """One batch's rows; `prompts`: its `batch_prompts` made ahead (images prepared), or None."""
     if batch.probe == "iig":
-        return iig_batch(vlm, plan, batch, config)
-    return generation_batch(vlm, plan, batch, config)
+        return iig_batch(vlm, plan, batch, config, prompts)
+    return generation_batch(vlm, plan, batch, config, prompts)

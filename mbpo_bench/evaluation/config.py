@@ -78,9 +78,15 @@ class EvalConfig:
     answer_mode: AnswerMode = "generate"
     judge: JudgeConfig = field(default_factory=JudgeConfig)  # grades judge-scored tasks
     backbone: str | None = None  # the VLM's language model, run text-only (probe `backbone`)
-    # a batch's prompt tokens (image + text) at most; None: `batch_size` prompts whatever their
-    # lengths. Batches are bucketed by image tokens either way (plan.batches)
-    max_batch_tokens: int | None = None
+    # a batch's prompt tokens (image + text) at most (one prompt at least); None: `batch_size`
+    # prompts whatever their lengths. Batches are bucketed by image tokens either way
+    # (plan.batches). The default keeps a batch of 1280x720 Qwen photos (1196 image tokens) to
+    # 26-27 prompts and never binds at batch_size 16 below ~2000 tokens a prompt; memory follows
+    # tokens, not prompts (H200, 7B shapes: reports/perf/h200/eval_*_640x480*.md)
+    max_batch_tokens: int | None = 32768
+    # worker processes preparing the next batch's images (evaluation/loader.py); None: 0 on CPU
+    # (the cores run the model), up to 8 on CUDA. Speed only: the rows are the same
+    input_workers: int | None = None
 
     # the flat spellings before the shared runtime section: read for one release, with a warning
     MOVED_KEYS: ClassVar[dict[str, str]] = {

@@ -122,6 +122,7 @@ def execute(
     """
     from mbpo_bench import parallel
     from mbpo_bench.evaluation.batches import run_batch
+    from mbpo_bench.evaluation.loader import batch_inputs, default_workers
     from mbpo_bench.evaluation.progress import eval_progress
 
     done = store.done()
@@ -148,14 +149,27 @@ def execute(
             models[BACKBONE] = backbone()
         return models[BACKBONE]
 
+    rounds = parallel.round_robin(len(work))
+    ours = [work[m] for m in rounds if m is not None]
+    # batch k+1's images prepared in worker processes while the model runs batch k (loader.py);
+    # 0 workers: every batch prepares its own inputs, as it always did
+    workers = default_workers(str(getattr(vlm, "device", "cpu")), config.input_workers)
+    workers = workers if hasattr(vlm, "geometry") else 0  # test doubles have no image step
+    inputs = batch_inputs(
+        vlm,
+        [(plan, b) for plan, b, _ in ours if b.probe != BACKBONE],
+        config,
+        workers=workers,
+    )
     with eval_progress(sum(len(t) for _, _, t in work), enabled=progress and main) as advance:
-        for mine in parallel.round_robin(len(work)):
+        for mine in rounds:
             new: list[dict[str, Any]] = []
             compute = 0.0
             if mine is not None:
                 plan, batch, todo = work[mine]
                 t0 = time.perf_counter()
-                rows = run_batch(model_for(batch.probe), plan, batch, config)
+                prompts = None if batch.probe == BACKBONE else next(inputs)
+                rows = run_batch(model_for(batch.probe), plan, batch, config, prompts)
                 compute = time.perf_counter() - t0
                 wanted = set(todo)
                 new = [r for r in rows if r["doc_id"] in wanted]

@@ -148,9 +148,24 @@ class AdapterBase:
         return next(self.model.parameters()).dtype
 
     def images_to_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """The protocol's geometric step per image, zero-padded into one (B, 3, H, W) batch."""
+        """The protocol's geometric step per image, zero-padded into one (B, 3, H, W) batch.
+
+        Images the loader already prepared (`PreparedImage`, pinned) are copied to the device
+        as they are (non-blocking, uint8 where exact) and scaled there; the values are the same.
+        """
         import torch
 
+        from mbpo_bench.models.prepared import PreparedImage
+
+        if images and all(isinstance(img, PreparedImage) for img in images):
+            ready: list[PreparedImage] = list(images)  # type: ignore[arg-type]
+            h = max(img.processed[0] for img in ready)
+            w = max(img.processed[1] for img in ready)
+            batch = torch.zeros(len(ready), 3, h, w, device=self.device)
+            for i, img in enumerate(ready):
+                ih, iw = img.processed
+                batch[i, :, :ih, :iw] = img.to_float(self.device)
+            return batch
         prepared = [self.geometry.prepare(img) for img in images]
         if not prepared:
             return torch.zeros(0, 3, self.image_size, self.image_size, device=self.device)

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from mbpo_bench.models.prepared import PreparedImage
+
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
 
@@ -165,8 +167,12 @@ class ImageGeometry:
             img = img.resize((rw, rh))  # qwen_vl_utils: PIL's default resample (bicubic)
         return img
 
-    def size(self, img: Image.Image) -> tuple[int, int]:
+    def size(self, img: Image.Image | PreparedImage) -> tuple[int, int]:
         """Processed (H, W) of `img` under this protocol, without resizing it."""
+        from mbpo_bench.models.prepared import PreparedImage
+
+        if isinstance(img, PreparedImage):  # the step already ran (evaluation/loader.py)
+            return img.processed
         w, h = img.size
         if self.qwen:
             factor = self.patch * self.merge
@@ -183,8 +189,12 @@ class ImageGeometry:
         size = improc.size
         return int(_size_field(size, "height")), int(_size_field(size, "width"))
 
-    def prepare(self, img: Image.Image) -> torch.Tensor:
+    def prepare(self, img: Image.Image | PreparedImage) -> torch.Tensor:
         """(3, H, W) float32 in [0,1] at the processed geometry (values are uint8 / 255)."""
+        from mbpo_bench.models.prepared import PreparedImage
+
+        if isinstance(img, PreparedImage):
+            return img.to_float()
         out = self.improc(
             images=[self._pre(img)],
             do_normalize=False,
