@@ -109,11 +109,12 @@ def run_batch_size(
     def row(path: str, lm: float, logits: float, images: float) -> Row:
         return Row(path, b, len(items), flops=sample_flops(counts, lm, logits, images))
 
+    w = 0 if b == 1 else args.input_workers  # batch 1: inputs in the main process, as stock
     texts = None
     if "generate" in args.paths:
         texts = measure(
-            state, row("generate", p + n - 1, n, 1), lambda: greedy(vlm, prompts, first, b, n),
-            lambda: greedy(vlm, prompts, items, b, n), args,
+            state, row("generate", p + n - 1, n, 1), lambda: greedy(vlm, prompts, first, b, n, w),
+            lambda: greedy(vlm, prompts, items, b, n, w), args, vlm.hf_model,
         )  # fmt: skip
     if texts is not None:
         state.texts[b] = texts
@@ -127,6 +128,8 @@ def run_batch_size(
         return
     if "prefill-choice" in args.paths:
         prefill_row(vlm, prompts, items, row("prefill-choice", p, 1, 1), state, args)
+        if args.input_workers and b == max(args.sizes):  # the same row, inputs in-process
+            prefill_row(vlm, prompts, items, row(NO_WORKERS, p, 1, 1), state, args)
     if "score-choice" in args.paths:
         score_row(vlm, prompts, items, row("score-choice", 2 * (p + 2), 4, 2), state, args)
     write(state, args.out)
@@ -140,9 +143,10 @@ def prefill_row(
     against the eager row). The compiled row warms up on the whole pass (every padded length)."""
     b = row.batch
     first = items if row.path.endswith("compiled") else items[:b]
+    w = 0 if row.path == NO_WORKERS else args.input_workers
     choice = measure(
-        state, row, lambda: prefill_choice(vlm, prompts, first, b),
-        lambda: prefill_choice(vlm, prompts, items, b), args,
+        state, row, lambda: prefill_choice(vlm, prompts, first, b, w),
+        lambda: prefill_choice(vlm, prompts, items, b, w), args, vlm.hf_model,
     )  # fmt: skip
     if choice is None:
         return
@@ -161,9 +165,10 @@ def score_row(
     args: argparse.Namespace,
 ) -> None:  # fmt: skip
     b, first = row.batch, items[: row.batch]
+    w = args.input_workers
     scored = measure(
-        state, row, lambda: score_choice(vlm, prompts, first, b),
-        lambda: score_choice(vlm, prompts, items, b), args,
+        state, row, lambda: score_choice(vlm, prompts, first, b, w),
+        lambda: score_choice(vlm, prompts, items, b, w), args, vlm.hf_model,
     )  # fmt: skip
     if scored is not None:
         remember(state, f"score-choice batch {b}", items, [scored[0][i] for i in items])
@@ -176,6 +181,7 @@ def score_row(
         )  # fmt: skip
 
 
+NO_WORKERS = "prefill-choice, inputs in-process"  # the row without the loader's workers
 TINY_QWEN_SIDE = 112  # a multiple of the tiny patch unit (16) and of qwen_vl_utils' factor (28)
 
 
@@ -234,7 +240,7 @@ def run_peer(
         )
         seen: dict[str, torch.Tensor] = {}
         texts = measure(state, row, lambda: seen.update(lmms_stock.spy_inputs(lm, reqs[:1])),
-                        lambda: lmms_stock.generate(lm, reqs), args)  # fmt: skip
+                        lambda: lmms_stock.generate(lm, reqs), args, lm.model)  # fmt: skip
         if peer.pixels is not None:
             peer.notes.append(lmms_stock.input_check(seen, peer.ids, peer.pixels))
     except Exception as exc:
@@ -324,6 +330,12 @@ def make_header(
         "(T_lm: generate P+new-1, prefill-choice P, score-choice 2*(P+2); T_logits: new, 1, 4; "
         f"images: 1, 1, 2); generate at the mean prompt: {gen / 1e12:.3f} TFLOP, "
         f"roofline {ROOFLINE_FLOPS / gen:.1f} samples/s at 790 TFLOP/s",
+        "input preparation": f"batches > 1: {args.input_workers} DataLoader worker processes "
+        "(mbpo_bench/evaluation/loader.py, as `mbpo-bench eval` runs; the protocol's image step "
+        "for batch k+1 while the model runs batch k, pinned, non-blocking copies); batch 1 and "
+        f"the row `{NO_WORKERS}`: in the main process"
+        if args.input_workers
+        else "in the main process (--input-workers 0)",
         "lmms-eval": peer_header(args),
         "timing": "one warm-up call on the first batch, then one timed pass over all samples"
         + ("; CPU shared with other jobs, expect noise" if device == "cpu" else ""),
@@ -355,6 +367,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="WxH of the random images (default: the model's square side); the "
                         "model's input protocol (native) does the geometry")  # fmt: skip
     parser.add_argument("--plant-scale", type=float, default=1000.0)
+    parser.add_argument("--input-workers", type=int, default=None,
+                        help="worker processes preparing batch inputs (default: what eval "
+                        "uses on the device: 0 on CPU, up to 8 on CUDA)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
@@ -374,9 +389,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from mbpo_bench.evaluation.loader import default_workers
     from mbpo_bench.models.loading import resolve_device
 
     args.device = resolve_device(args.device)
+    args.input_workers = default_workers(args.device, args.input_workers)
     args.baseline_samples = min(args.baseline_samples, args.samples)
     args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     unknown = [p for p in args.paths if p not in PATHS]

@@ -10,8 +10,9 @@ rows, the stock wrapper.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,52 @@ class Counts:
 
 
 @dataclass
+class PhasePeaks:
+    """Peak allocated GPU memory (GiB, weights included) of each phase of a batch, the maximum
+    over the pass: input preparation (from the language model's last call to the vision tower's
+    first: padding, host-to-device copies, normalisation, patchify), vision tower, language
+    model (prefill and every decode step; the image features' merge counts here)."""
+
+    prep: float = 0.0
+    vision: float = 0.0
+    lm: float = 0.0
+
+    def text(self) -> str:
+        return f"prep {self.prep:.1f} / vision {self.vision:.1f} / LM {self.lm:.1f}"
+
+
+@contextlib.contextmanager
+def phase_peaks(hf: Any, device: str) -> Iterator[PhasePeaks | None]:
+    """Forward hooks on the vision tower and the language model of transformers model `hf`
+    that read and reset CUDA's peak-memory counter at each phase boundary (None off CUDA)."""
+    inner = getattr(hf, "model", None)
+    vision = getattr(inner, "vision_tower", None) or getattr(inner, "visual", None)
+    lm = getattr(inner, "language_model", None)
+    if not device.startswith("cuda") or vision is None or lm is None:
+        yield None
+        return
+    peaks = PhasePeaks()
+
+    def reader(phase: str) -> Callable[..., None]:
+        def hook(*_: Any) -> None:
+            seen = torch.cuda.max_memory_allocated() / 2**30
+            setattr(peaks, phase, max(getattr(peaks, phase), seen))
+            torch.cuda.reset_peak_memory_stats()
+
+        return hook
+
+    handles = [vision.register_forward_pre_hook(reader("prep")),
+               vision.register_forward_hook(reader("vision")),
+               lm.register_forward_hook(reader("lm"))]  # fmt: skip
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        yield peaks
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclass
 class Row:
     path: str
     batch: int
@@ -57,6 +104,7 @@ class Row:
     check: str = ""
     error: str = ""
     warm_seconds: float = float("nan")  # the discarded warm-up call
+    phases: PhasePeaks | None = None  # peak GiB by phase over the timed pass (CUDA)
 
     @property
     def rate(self) -> float:
@@ -151,32 +199,54 @@ def batches(order: list[int], size: int) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def greedy(vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int, n: int) -> list[str]:
+def prompt_batches(
+    vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int, workers: int = 0
+) -> Iterator[tuple[list[int], list[Prompt]]]:
+    """(item indices, their prompts) per batch of `b`; with `workers` > 0 the prompts' images
+    come prepared from the evaluation loader's worker processes (mbpo_bench/evaluation/loader.py,
+    what `mbpo-bench eval` runs), batch k+1 while the model runs batch k."""
+    groups = batches(order, b)
+    if workers <= 0:
+        yield from ((idx, [prompts[i] for i in idx]) for idx in groups)
+        return
+    from mbpo_bench.evaluation.loader import prepared_entries
+
+    def build(k: int, start: int, stop: int) -> list[Prompt]:
+        return [prompts[i] for i in groups[k][start:stop]]
+
+    ready = prepared_entries(vlm, [len(g) for g in groups], build, workers=workers)
+    yield from zip(groups, ready, strict=True)
+
+
+def greedy(
+    vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int, n: int, workers: int = 0
+) -> list[str]:
     out = [""] * len(prompts)
-    for idx in batches(order, b):
-        texts = vlm.generate([prompts[i] for i in idx], max_new_tokens=n, min_new_tokens=n,
-                             batch_size=b)  # fmt: skip
+    for idx, batch in prompt_batches(vlm, prompts, order, b, workers):
+        texts = vlm.generate(batch, max_new_tokens=n, min_new_tokens=n, batch_size=b)
         for i, t in zip(idx, texts, strict=True):
             out[i] = t[0]
     return out
 
 
-def prefill_choice(vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int) -> list[str]:
+def prefill_choice(
+    vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int, workers: int = 0
+) -> list[str]:
     out = [""] * len(prompts)
-    for idx in batches(order, b):
-        logp = vlm.choice_logprobs([prompts[i] for i in idx], CHOICES, batch_size=b)
+    for idx, batch in prompt_batches(vlm, prompts, order, b, workers):
+        logp = vlm.choice_logprobs(batch, CHOICES, batch_size=b)
         for i, k in zip(idx, logp.argmax(-1).tolist(), strict=True):
             out[i] = CHOICES[k].strip()
     return out
 
 
 def score_choice(
-    vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int
+    vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int, workers: int = 0
 ) -> tuple[list[str], list[str]]:
     """(first-token rule, answer+EOS sum rule) choices from 2B-row answer_logprobs calls."""
     first, total = [""] * len(prompts), [""] * len(prompts)
-    for idx in batches(order, b):
-        rows = [prompts[i] for i in idx for _ in CHOICES]
+    for idx, batch in prompt_batches(vlm, prompts, order, b, workers):
+        rows = [p for p in batch for _ in CHOICES]
         answers = [c for _ in idx for c in CHOICES]
         with torch.no_grad():
             lp = vlm.answer_logprobs(rows, answers)
@@ -222,16 +292,23 @@ def measure(
     warm: Callable[[], Any],
     full: Callable[[], Any],
     args: argparse.Namespace,
+    hf: Any = None,
 ) -> Any:
-    """Warm up, time `full`, record the row (an OOM becomes the row's error) and rewrite --out."""
+    """Warm up, time `full`, record the row (an OOM becomes the row's error) and rewrite --out;
+    with `hf` (the transformers model) the peak memory of each phase of the timed pass too."""
     out = None
     try:
         _, row.warm_seconds = timed(warm, args.device)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        out, row.seconds = timed(full, args.device)
+        with phase_peaks(hf, args.device) as phases:
+            out, row.seconds = timed(full, args.device)
         if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
             row.peak_gib = torch.cuda.max_memory_allocated() / 2**30
+        if phases is not None:
+            row.phases = phases
+            row.peak_gib = max(row.peak_gib or 0.0, phases.prep, phases.vision, phases.lm)
     except torch.OutOfMemoryError:
         row.error = "out of GPU memory"
         torch.cuda.empty_cache()
@@ -258,7 +335,7 @@ def to_markdown(state: State) -> str:
     lines += [
         "",
         "| path | batch | samples | samples/s | x batch 1 | TFLOP/sample | TFLOP/s "
-        "| % of 790 TFLOP/s | peak GiB | check |",
+        "| % of 790 TFLOP/s | peak GiB (by phase) | check |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in state.rows:
@@ -268,6 +345,7 @@ def to_markdown(state: State) -> str:
         rate = r.flops * r.rate
         speedup = f"{r.rate / base:.2f}" if base else "-"
         peak = "-" if r.peak_gib is None else f"{r.peak_gib:.1f}"
+        peak += f" ({r.phases.text()})" if r.phases is not None else ""
         lines.append(
             f"| {r.path} | {r.batch} | {r.samples} | {r.rate:.2f} | {speedup} | "
             f"{r.flops / 1e12:.4f} | {rate / 1e12:.2f} | {100 * rate / ROOFLINE_FLOPS:.1f} | "

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # GPU performance suite for issue 8: one PART per device call (each fits the 600 s limit):
-#   eval        bench_eval_gpu  llava-7b, qwen2vl-7b: batches 1, 32, 64, 128 and lmms-eval's stock
-#               wrapper on the same model and items     -> $OUT/eval_{llava-7b,qwen2vl-7b}.md
+#   eval        bench_eval_gpu  llava-7b, qwen2vl-7b at real geometry (issue 19): 640x480 photos,
+#               native protocol, 128 yes/no items; generate at batch 1 (4 items) and 64,
+#               prefill-choice at 64 with the eval loader's input workers, the same without them,
+#               prefill-choice with compiled layers, then lmms-eval's stock wrapper on 32 of the
+#               same items; peak memory by phase in every row. Both shapes in ~240 s (build ~40 s
+#               each, stock ~30 s each, compile ~15 s each); SUITE_BUDGET_S=270 caps it
+#                                                       -> $OUT/eval_{llava-7b,qwen2vl-7b}_640x480.md
 #   grpo-llava  bench_grpo_step llava-7b, 8 prompts x G=8, 64 tokens, rollout variants
 #               $VARIANTS, then bench_grpo_trl (TRL GRPOTrainer, same workload; its markdown ends
 #               with ours vs TRL)                       -> $OUT/grpo_llava-7b.md, grpo_trl_llava-7b.{md,json}
@@ -82,7 +87,8 @@ run() {  # run NAME LIMIT_S ARGS... : one benchmark process under its own time l
 
 if ((TINY)); then
     DEV=(--device cpu --threads 1)
-    EVAL=(--samples 16 --baseline-samples 4 --batch-sizes 1,8,16 --stock-samples 8 --profile)
+    EVAL=(--image-size 640x480 --samples 16 --baseline-samples 4 --batch-sizes 1,8 --stock-samples 8
+          --paths generate,prefill-choice --compile --compile-backend eager --input-workers 2)
     GRPO=(--prompts 2 --generations 4 --new-tokens 8 --grad-accum 2 --steps 1)
     PROFILE=(--profile)
     VARIANTS=default,merged+shared
@@ -95,7 +101,8 @@ if ((TINY)); then
     L=tiny-llava Q=tiny-qwen2vl
 else
     DEV=(--device cuda)
-    EVAL=(--samples 256 --baseline-samples 32 --batch-sizes 1,32,64,128 --stock-samples 32 --profile)
+    EVAL=(--image-size 640x480 --samples 128 --baseline-samples 4 --batch-sizes 1,64 --stock-samples 32
+          --paths generate,prefill-choice --compile --stock-dir /dev/shm)
     GRPO=(--prompts 8 --generations 8 --new-tokens 64 --grad-accum 8 --steps 2)
     PROFILE=(--profile)  # ours only: one extra profiled step, by operator class
     VARIANTS=${VARIANTS:-default,merged+static,merged+static+shared}
@@ -108,10 +115,10 @@ else
 fi
 
 if want eval; then
-    run eval_$L 280 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" "${EVAL[@]}" \
-        --out "$OUT/eval_$L.md"
-    run eval_$Q 260 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL[@]}" \
-        --out "$OUT/eval_$Q.md"
+    run eval_$L 140 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" "${EVAL[@]}" \
+        --out "$OUT/eval_${L}_640x480.md"
+    run eval_$Q 140 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL[@]}" \
+        --out "$OUT/eval_${Q}_640x480.md"
 fi
 for fam in llava qwen; do
     want grpo-$fam || continue

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 if TYPE_CHECKING:
     from mbpo_bench.evaluation.config import EvalConfig
     from mbpo_bench.evaluation.plan import Batch, TaskPlan
-    from mbpo_bench.evaluation.probes import ProbeInput
     from mbpo_bench.models.protocol import Prompt, VisionLanguageModel
 
 J = TypeVar("J")
@@ -150,14 +149,50 @@ def prepared_prompt(vlm: VisionLanguageModel, prompt: Prompt) -> Prompt:
     return dataclasses.replace(prompt, image=ready)  # type: ignore[arg-type]
 
 
-def prepared_input(vlm: VisionLanguageModel, inp: ProbeInput) -> ProbeInput:
+def prepared(vlm: VisionLanguageModel, x: Any) -> Any:
+    """`x` (a `Prompt`, a `ProbeInput`, or a tuple of them) with its images prepared."""
     import dataclasses
 
-    return dataclasses.replace(inp, prompt=prepared_prompt(vlm, inp.prompt))
+    from mbpo_bench.models.protocol import Prompt
+
+    if isinstance(x, tuple):
+        return tuple(prepared(vlm, y) for y in x)
+    if isinstance(x, Prompt):
+        return prepared_prompt(vlm, x)
+    return dataclasses.replace(x, prompt=prepared_prompt(vlm, x.prompt))
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+def prepared_entries(
+    vlm: VisionLanguageModel,
+    sizes: Sequence[int],
+    build: Callable[[int, int, int], list[Any]],
+    *,
+    workers: int,
+) -> Iterator[list[Any]]:
+    """Per entry k (of `sizes[k]` prompts), in order: `build(k, start, stop)`'s prompts with
+    their images prepared, built and prepared CHUNK prompts at a time in `workers` processes
+    (about two entries ahead), pinned when the model is on CUDA."""
+    jobs = [(k, start, stop) for k, n in enumerate(sizes) for start, stop in _chunks(n, CHUNK)]
+
+    def prepare(job: tuple[int, int, int]) -> PreparedPrompts:
+        k, start, stop = job
+        return PreparedPrompts(k, [prepared(vlm, x) for x in build(k, start, stop)])
+
+    ahead = max(2, math.ceil(2 * max(sizes, default=1) / (CHUNK * max(1, workers))))
+    pin = str(vlm.device).startswith("cuda")
+    current, parts = 0, list[Any]()
+    for chunk in prefetched(jobs, prepare, workers=workers, pin=pin, ahead=ahead):
+        while chunk.index != current:  # an entry of no prompts stays empty
+            yield parts
+            current, parts = current + 1, []
+        parts += chunk.prompts
+    while current < len(sizes):
+        yield parts
+        current, parts = current + 1, []
 
 
 def batch_inputs(
@@ -174,33 +209,9 @@ def batch_inputs(
         return
     from mbpo_bench.evaluation.batches import batch_prompts
 
-    jobs = [
-        (k, start, stop)
-        for k, (_, b) in enumerate(work)
-        for start, stop in _chunks(len(b.doc_ids), CHUNK)
-    ]
-
-    def prepare(job: tuple[int, int, int]) -> PreparedPrompts:
-        k, start, stop = job
+    def build(k: int, start: int, stop: int) -> list[Any]:
         plan, batch = work[k]
-        prompts = batch_prompts(vlm, plan, batch, config, start, stop)
-        ready = [
-            tuple(prepared_prompt(vlm, q) for q in x)
-            if isinstance(x, tuple)
-            else prepared_input(vlm, x)
-            for x in prompts
-        ]
-        return PreparedPrompts(k, ready)
+        return batch_prompts(vlm, plan, batch, config, start, stop)
 
-    size = max((len(b.doc_ids) for _, b in work), default=1)
-    ahead = max(2, math.ceil(2 * size / (CHUNK * max(1, workers))))  # >= two batches in flight
-    pin = str(vlm.device).startswith("cuda")
-    current, parts = 0, list[Any]()
-    for chunk in prefetched(jobs, prepare, workers=workers, pin=pin, ahead=ahead):
-        while chunk.index != current:  # an entry with no prompts (none are planned) stays empty
-            yield parts
-            current, parts = current + 1, []
-        parts += chunk.prompts
-    while current < len(work):
-        yield parts
-        current, parts = current + 1, []
+    sizes = [len(b.doc_ids) for _, b in work]
+    yield from prepared_entries(vlm, sizes, build, workers=workers)
