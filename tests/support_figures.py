@@ -28,6 +28,7 @@ TASKS = ("mbpo_embedded_color", "mbpo_embedded_count", "mbpo_embedded_existence"
 PROBES = ("image", "blind", "mismatched", "noise")
 PRIORS = ("consistent", "counter")
 PER_PRIOR = 20  # items per prior group and task
+PRIOR_METRICS = {"consistent": "acc_prior_consistent", "counter": "acc_counter_prior"}
 
 Cell = tuple[str, str, str]  # (task, probe, prior)
 
@@ -62,14 +63,23 @@ def write_embedded_run(
                 k = correct.get((task, probe, prior), PER_PRIOR // 2)
                 total += k
                 metrics[f"accuracy[prior={prior}]"] = metric(k, PER_PRIOR)
+                # the embedded tasks' own metrics (tasks/metrics.py), as real results carry them
+                metrics[PRIOR_METRICS[prior]] = metric(k, PER_PRIOR)
                 rows += [_row(task, probe, i, prior, i < k) for i in range(PER_PRIOR)]
             metrics["accuracy"] = metric(total, 2 * PER_PRIOR)
             if probe in ("image", "blind") and pairs is not None:  # a text-only answer: 0
                 metrics["pair_accuracy"] = metric(pairs[task] if probe == "image" else 0, PER_PRIOR)
             probes[probe] = ProbeResult(probe, 2 * PER_PRIOR, metrics)
+        image = probes["image"].metrics["accuracy"].value or 0.0
+        balance = {  # acc(image) - acc(probe), as the evaluation's balance metrics
+            f"visual_reliance_{p}": Metric(
+                image - (probes[p].metrics["accuracy"].value or 0.0), 2 * PER_PRIOR, None, None
+            )
+            for p in PROBES[1:]
+        }
         tasks[task] = TaskResult(
             task, "3", "{question} Answer yes or no.", "yesno", GenerationSettings(4),
-            2 * PER_PRIOR, [], probes, {},
+            2 * PER_PRIOR, [], probes, balance,
         )  # fmt: skip
     results = Results(
         SCHEMA_VERSION, ModelInfo(f"tiny-{path.name}", "llava", "abcdef0123456789"),

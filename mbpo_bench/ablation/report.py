@@ -26,6 +26,7 @@ from mbpo_bench.ablation.aggregate import (
     summarise,
 )
 from mbpo_bench.ablation.commands import eval_command, mine_command, train_command
+from mbpo_bench.ablation.figures import figures_section
 from mbpo_bench.errors import UserError
 from mbpo_bench.reporting.format import MISSING, UNDEFINED, fmt_value, markdown_table
 from mbpo_bench.reporting.loading import read_env, relative
@@ -351,6 +352,7 @@ def render(
     lines += [f"> warning: {w}" for w in warnings] + ([""] if warnings else [])
     lines += _problems(plan, failures, empty)
     lines += matched_section(plan)
+    lines += figures_section(plan, measured, report_dir)
     lines += _task_sections(plan, summary, measured)
     lines += effects_section(plan, measured)
     lines += mining

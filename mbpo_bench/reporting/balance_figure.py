@@ -22,7 +22,8 @@ Decisions:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,13 @@ def panels(runs: Sequence[RunData], task: str) -> list[str]:
         if task in run.results.tasks:
             priors.update(_prior_values(run.results.tasks[task]))
             pairs.update(_pair_metrics(run.results.tasks[task]))
+    return order_panels(priors | pairs)
+
+
+def order_panels(found: set[str]) -> list[str]:
+    """ALL first, then the prior panels (consistent, counter, others), then the pair metrics."""
+    priors = {p for p in found if p != ALL and not _is_pair(p)}
+    pairs = {p for p in found if _is_pair(p)}
     ordered = [p for p in PRIOR_ORDER if p in priors] + sorted(priors - set(PRIOR_ORDER))
     return [ALL, *ordered, *sorted(pairs)]
 
@@ -148,32 +156,67 @@ def grid(
 ) -> tuple[float, int, list[tuple[str, str, int, int]]]:
     """(panel width in inches, columns, [(task, panel, row, col)]): each task's panels fill
     rows of `columns` panels: as few rows as MAX_WIDTH allows, evenly filled."""
-    width = max(3.2, 0.2 * n_series * len(runs) + 0.8)
-    most = max(len(panels(runs, t)) for t in tasks)
+    return layout({t: panels(runs, t) for t in tasks}, len(runs), n_series)
+
+
+def layout(
+    task_panels: dict[str, list[str]], n_runs: int, n_series: int
+) -> tuple[float, int, list[tuple[str, str, int, int]]]:
+    """`grid` over given panels per task (in order) and a number of runs along x."""
+    width = max(3.2, 0.2 * n_series * n_runs + 0.8)
+    most = max(len(p) for p in task_panels.values())
     fit = max(1, int(MAX_WIDTH // width))
     ncols = -(-most // -(-most // fit))  # as many rows as needed, filled evenly (4 -> 2 x 2)
     cells, row = [], 0
-    for task in tasks:
-        task_panels = panels(runs, task)
-        for i, panel in enumerate(task_panels):
+    for task, given in task_panels.items():
+        names = _side_by_side(given, ncols)
+        for i, panel in enumerate(names):
             cells.append((task, panel, row + i // ncols, i % ncols))
-        row += -(-len(task_panels) // ncols)
+        row += -(-len(names) // ncols)
     return width, ncols, cells
 
 
-@styled
+def _side_by_side(names: list[str], ncols: int) -> list[str]:
+    """Keep prior-consistent and counter-prior panels in one row when a row holds two: where
+    they would straddle a row break, the panels after them (twin pairs) move before them."""
+    if ncols < 2 or not all(p in names for p in PRIOR_ORDER):
+        return names
+    first = names.index(PRIOR_ORDER[0])
+    if first % ncols != ncols - 1:
+        return names
+    priors = [p for p in names if p in PRIOR_ORDER]
+    after = [p for p in names[first:] if p not in PRIOR_ORDER]
+    return [*names[:first], *after, *priors]
+
+
+LEGEND = "accuracy with the image and under each probe (whiskers: 95% bootstrap CI)"
+
+
 def balance_figure(runs: Sequence[RunData], tasks: Sequence[str], baseline: str | None) -> Figure:
     """Each task's panels (all items, per prior, per pair metric) in rows; in a panel, bars
-    grouped by run, coloured by probe.
+    grouped by run, coloured by probe. See `draw_balance` for the artists' gids."""
+    per_task = {t: balance_bars(runs, t) for t in tasks}
+    task_panels = {t: panels(runs, t) for t in tasks}
+    return draw_balance(per_task, task_panels, [r.name for r in runs], baseline, LEGEND)
+
+
+@styled
+def draw_balance(
+    per_task: dict[str, list[Bar]],
+    task_panels: dict[str, list[str]],
+    names: Sequence[str],
+    baseline: str | None,
+    legend: str,
+) -> Figure:
+    """The balance figure of given bars: `task_panels` (task -> its panels, in order) in rows,
+    `names` (the runs) along x in each panel, one bar per series (probe), the baseline shaded.
 
     Artists carry gids the tests read: `bar|<task>|<panel>|<run>|<probe>` (a bar),
     `ci|<task>|<panel>|<run>|<probe>` (its whisker), `baseline|<task>|<panel>` (the shading).
     """
     plt = pyplot()
-    per_task = {t: balance_bars(runs, t) for t in tasks}
-    names = [r.name for r in runs]
     colours = series_colours([b for bars in per_task.values() for b in bars])
-    width, ncols, cells = grid(runs, tasks, len(colours))
+    width, ncols, cells = layout(task_panels, len(names), len(colours))
     nrows = max(r for _, _, r, _ in cells) + 1
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(width * ncols, 2.5 * nrows + 0.7), squeeze=False, sharey=True,
@@ -196,7 +239,7 @@ def balance_figure(runs: Sequence[RunData], tasks: Sequence[str], baseline: str 
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=s) for s, c in colours.items()]
     fig.legend(
         handles=handles, loc="outside upper center", ncols=len(handles), frameon=False,
-        title="accuracy with the image and under each probe (whiskers: 95% bootstrap CI)",
+        title=legend,
     )  # fmt: skip
     return fig
 
@@ -234,7 +277,13 @@ def _draw_panel(
                 )  # fmt: skip
                 lines.lines[2][0].set_gid(f"ci|{gid}")
     ax.set_xticks(range(len(runs)))
-    ax.set_xticklabels([f"{r}\n(baseline)" if r == baseline else r for r in runs])
+    # names wider than their slot (about 0.065 inch a character at 9 pt) are turned
+    crowded = max(len(r) for r in runs) * 0.065 > 0.95 * _panel_width(ax) / len(runs)
+    ax.set_xticklabels(
+        [f"{r}\n(baseline)" if r == baseline else r for r in runs],
+        rotation=35 if crowded else 0, ha="right" if crowded else "center",
+        rotation_mode="anchor",
+    )  # fmt: skip
     for label, run in zip(ax.get_xticklabels(), runs, strict=True):
         if run == baseline:
             label.set_fontweight("bold")
@@ -245,25 +294,60 @@ def _draw_panel(
     ax.set_axisbelow(True)
 
 
+def _panel_width(ax: Any) -> float:
+    """Width in inches of one panel: the figure's width over the grid's columns."""
+    ncols = ax.get_subplotspec().get_gridspec().ncols
+    return float(ax.get_figure().get_size_inches()[0]) / ncols
+
+
 def alt_text(runs: Sequence[RunData], tasks: Sequence[str], group: str) -> str:
     """The figure's main number: image accuracy per run, mean over the group's tasks (and the
     counter-prior accuracy where the tasks split by prior)."""
+    per_task = {t: balance_bars(runs, t) for t in tasks}
+    return bars_alt_text(per_task, [r.name for r in runs], group)
+
+
+def bars_alt_text(per_task: dict[str, list[Bar]], names: Sequence[str], group: str) -> str:
+    """`alt_text` of given bars (task -> bars; `names` in order)."""
+    tasks = list(per_task)
     parts = []
     for panel, what in ((ALL, "image accuracy"), ("counter", "counter-prior image accuracy")):
         values = []
-        for run in runs:
+        for name in names:
             found = [
                 b.value
                 for t in tasks
-                for b in balance_bars([run], t)
-                if b.panel == panel and b.series == "image"
+                for b in per_task[t]
+                if b.run == name and b.panel == panel and b.series == "image"
             ]
             if len(found) == len(tasks):
-                values.append(f"{run.name} {sum(found) / len(found):.3f}")
+                values.append(f"{name} {sum(found) / len(found):.3f}")
         if values:
             parts.append(f"{what} {', '.join(values)}")
     mean = f"mean over {len(tasks)} tasks" if len(tasks) > 1 else tasks[0]
     return f"Modality balance, {group} ({mean}): " + "; ".join(parts)
+
+
+def seed_mean_bars(seeds: Mapping[str, Sequence[RunData]], task: str) -> list[Bar]:
+    """Bars of runs repeated over seeds (name -> its seeds' runs): each bar is the mean over
+    the seeds that have its metric, its whisker the 95% t interval over those seeds
+    (`metrics.across_seeds`, the quickstart findings' interval); a name evaluated at one seed
+    keeps that run's bootstrap CI over items (there is no spread over seeds to show)."""
+    from mbpo_bench.metrics import across_seeds
+
+    out = []
+    for name, runs in seeds.items():
+        found: dict[tuple[str, str], list[Bar]] = {}
+        for run in runs:
+            for bar in balance_bars([run], task):
+                found.setdefault((bar.panel, bar.series), []).append(bar)
+        for (panel, series), bars in found.items():
+            if len(bars) == 1:
+                out.append(dataclasses.replace(bars[0], run=name))
+                continue
+            est = across_seeds([b.value for b in bars])
+            out.append(Bar(task, panel, name, series, est.mean, est.low, est.high))
+    return out
 
 
 def all_groups(runs: Sequence[RunData]) -> dict[str, list[str]]:

@@ -73,6 +73,7 @@ def forest_figure(
     *,
     marks: tuple[str, str] = MARKS,
     title: str | None = None,
+    xlabel: str = "difference (run - baseline)",
 ) -> Figure:
     """The forest plot of `rows`, one panel per distinct `column` (in order of appearance).
 
@@ -100,6 +101,7 @@ def forest_figure(
             ax.sharex(plots[0])
         column = columns[i]
         _draw_column(ax, margin, column, [r for r in rows if r.column == column], y, marks)
+        ax.set_xlabel(xlabel)
         ax.set_title(column, loc="left", fontweight="bold")
     _symmetric(plots[0], rows)
     plots[0].set_yticks([y[line] for line in lines])
@@ -169,7 +171,6 @@ def _draw_column(
             fontweight="bold" if row.shown else "normal", gid=f"text|{gid}",
         )  # fmt: skip
     ax.grid(axis="x", alpha=0.3, linewidth=0.5, color=GREY)
-    ax.set_xlabel("difference (run - baseline)")
     ax.tick_params(axis="y", length=0)
     margin.set_xlim(0, 1)
     margin.axis("off")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.errors import UserError
-from mbpo_bench.reporting.figures import colour, pyplot, styled
+from mbpo_bench.reporting.figures import PALETTE, colour, pyplot, styled
 from mbpo_bench.runs import read_jsonl
 
 if TYPE_CHECKING:
@@ -88,6 +88,25 @@ def read_curves(path: Path, name: str) -> Curves:
     return Curves(name, path, dict(sorted(series.items())), last_step)
 
 
+def mean_curves(name: str, seeds: Sequence[Curves]) -> Curves:
+    """One run's curves averaged over its seeds, step by step: a series keeps the steps every
+    seed logged it at (in the first seed's order), each value the mean over the seeds.
+
+    Why a mean and not one faint line per seed: an ablation draws up to 17 arms in each panel;
+    per-seed lines would double or triple that. How far seeds spread is what the report's
+    across-seed intervals show, next to the numbers it compares."""
+    if len(seeds) == 1:
+        return Curves(name, seeds[0].path, seeds[0].series, seeds[0].last_step)
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for key in sorted(set.intersection(*(set(c.series) for c in seeds))):
+        maps = [dict(zip(*c.series[key], strict=True)) for c in seeds]
+        xs = [x for x in seeds[0].series[key][0] if all(x in m for m in maps)]
+        if xs:
+            series[key] = (xs, [sum(m[x] for m in maps) / len(maps) for x in xs])
+    lasts = [c.last_step for c in seeds if c.last_step is not None]
+    return Curves(name, seeds[0].path, series, min(lasts) if lasts else None)
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -123,7 +142,7 @@ def panel_values(c: Curves, panel: Panel) -> tuple[list[float], list[float]] | N
 
 
 @styled
-def curves_figure(curves: Sequence[Curves]) -> Figure | None:
+def curves_figure(curves: Sequence[Curves], title: str | None = None) -> Figure | None:
     """The grid of `panels_for(curves)`, every run in each panel; None when no panel has data.
 
     Artists carry gids the tests read: `raw|<run>|<metric>`, `smooth|<run>|<metric>`,
@@ -141,30 +160,39 @@ def curves_figure(curves: Sequence[Curves]) -> Figure | None:
     )  # fmt: skip
     for ax, panel in zip(axes.flat, panels, strict=False):
         for i, c in enumerate(curves):
-            _draw_run(ax, c, panel, colour(i))
+            _draw_run(ax, c, panel, colour(i), linestyle(i))
         ax.set_title(panel.title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.25, linewidth=0.5)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     handles = [
-        plt.Line2D([], [], color=colour(i), linewidth=2, label=c.name) for i, c in enumerate(curves)
+        plt.Line2D([], [], color=colour(i), linestyle=linestyle(i), linewidth=2, label=c.name)
+        for i, c in enumerate(curves)
     ]
     fig.legend(
-        handles=handles, loc="outside upper center", ncols=len(handles), frameon=False,
-        title="training run (faint: raw values; solid: moving average)",
+        handles=handles, loc="outside upper center", ncols=min(len(handles), 3 * ncols),
+        frameon=False, title=title or "training run (faint: raw values; solid: moving average)",
     )  # fmt: skip
     return fig
 
 
-def _draw_run(ax: Any, c: Curves, panel: Panel, col: str) -> None:
+def linestyle(i: int) -> str:
+    """Solid for the first palette's worth of runs, then dashed, then dotted: an ablation's 17
+    arms stay distinguishable with 8 colour-blind-safe colours."""
+    return ("-", "--", ":")[(i // len(PALETTE)) % 3]
+
+
+def _draw_run(ax: Any, c: Curves, panel: Panel, col: str, style: str = "-") -> None:
     values = panel_values(c, panel)
     if values is None:
         return
     xs, ys = values
     ax.plot(xs, ys, color=col, alpha=0.25, linewidth=0.8, gid=f"raw|{c.name}|{panel.key}")
     smoothed = smooth(ys)
-    ax.plot(xs, smoothed, color=col, linewidth=1.8, gid=f"smooth|{c.name}|{panel.key}")
+    ax.plot(
+        xs, smoothed, color=col, linestyle=style, linewidth=1.8, gid=f"smooth|{c.name}|{panel.key}"
+    )
     if panel.band and panel.band in c.series:
         bx, spread = c.series[panel.band]
         if bx == xs:

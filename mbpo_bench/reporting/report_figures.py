@@ -74,9 +74,9 @@ def forest_figure_md(
     return [image(forest.alt_text(rows, marks), path), "", caption, ""]
 
 
-def curves_figure_md(curves: Sequence[Curves], out: Path) -> list[str]:
+def curves_figure_md(curves: Sequence[Curves], out: Path, *, title: str | None = None) -> list[str]:
     """The grid of training curves, with its markdown (nothing when no panel has data)."""
-    fig = curves_figure(curves)
+    fig = curves_figure(curves, title=title)
     if fig is None:
         return ["No training run logged a metric the grid draws (loss, reward, KL, accuracy).", ""]
     path = save_png(fig, out.parent / f"{out.stem}_curves.png")

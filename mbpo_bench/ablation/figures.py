@@ -1,0 +1,394 @@
+"""The ablation report's figures: modality balance per task group, a forest plot of paired
+differences (every arm vs the base, and vs its matched control), one grid of training curves.
+
+Written beside `report.md` (`report_balance_<group>.png`, `report_forest.png`,
+`report_curves.png`), from the run folders' files only, like the tables.
+
+Decisions:
+- Seeds are the unit of inference, as in the quickstart's findings. Balance bars are the mean
+  over an arm's seeds with the 95% t interval over seeds as whiskers (`metrics.across_seeds`);
+  the base, evaluated once, keeps its bootstrap CI over items.
+- Forest rows: the ablation's five quantities (the tables' columns) on its headline task (the
+  average over tasks, or the only task), for every arm minus the base and minus its matched
+  control. The point and the across-seed interval come from the same per-seed values as the
+  tables (`Measurements.per_seed`), so figure and tables agree; the thin line beside it is the
+  per-item paired bootstrap CI of the seed-averaged per-item differences (stratified by task),
+  where the runs kept `samples.jsonl`. A row is **shown** when its across-seed interval excludes
+  zero and its Holm-adjusted p (over every row of the plot) is below 0.05, the quickstart's
+  rule; one seed shows nothing. The table under the figure states every row's verdict: the
+  figure's marks are that column, never re-derived.
+- Matched controls: an arm's own `control` where the arm catalogue names one, else the SFT arm
+  that mines as it does (`Arm.miner` equal to the arm's overrides: `sft-mined` for MBPO,
+  `sft-twins` for `mbpo-twins`).
+- Curves: one line per arm, the mean over its seeds step by step (`plots.mean_curves`; why not
+  one line per seed is said there), raw faint and smoothed solid, every arm on the same axes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mbpo_bench.errors import UserError
+from mbpo_bench.runs import RunDir
+
+if TYPE_CHECKING:
+    from mbpo_bench.ablation.aggregate import Measurements
+    from mbpo_bench.ablation.config import Arm
+    from mbpo_bench.ablation.plan import Plan
+    from mbpo_bench.reporting import forest
+    from mbpo_bench.reporting.loading import RunData
+
+ALPHA = 0.05
+STEM = "report"  # the ablation's report is <output>/report.md
+VS_BASE = "vs the base (start)"
+VS_CONTROL = "vs the matched control"
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    """How a quantity is read per item from `samples.jsonl` (`reporting.paired.item_values`)."""
+
+    probe: str
+    metric: str
+    prior: str | None = None
+
+
+# aggregate.QUANTITIES key -> per-item reading
+ITEMS = {
+    "accuracy": ItemSpec("image", "accuracy"),
+    "acc_counter_prior": ItemSpec("image", "accuracy", "counter"),
+    "acc_prior_consistent": ItemSpec("image", "accuracy", "consistent"),
+    "visual_reliance_blind": ItemSpec("image", "visual_reliance_blind"),
+    "visual_reliance_mismatched": ItemSpec("image", "visual_reliance_mismatched"),
+}
+
+
+def matched_controls(arms: Sequence[Arm]) -> dict[str, str]:
+    """arm name -> its matched control's name, among `arms` (see the module's decisions)."""
+    names = {a.name for a in arms}
+    out: dict[str, str] = {}
+    for arm in arms:
+        named = getattr(arm, "control", None)
+        if isinstance(named, str) and named in names:
+            out[arm.name] = named
+    for control in arms:
+        if control.method != "sft" or not control.miner:
+            continue
+        for arm in arms:
+            if arm.method == "mbpo" and arm.overrides == control.miner:
+                out.setdefault(arm.name, control.name)
+    return out
+
+
+def evaluated(plan: Plan) -> tuple[RunData | None, dict[str, dict[int, RunData]]]:
+    """(the base's run, arm -> seed -> run) of every finished evaluation."""
+    from mbpo_bench.reporting.loading import load_run
+
+    def load(folder: Path, name: str) -> RunData | None:
+        if not RunDir(folder).finished:
+            return None
+        try:
+            return load_run(folder, name)
+        except UserError:
+            return None  # listed under Problems
+
+    base = None if plan.base_eval is None else load(Path(plan.base_eval.output), _base())
+    arms: dict[str, dict[int, RunData]] = {}
+    for run in plan.runs:
+        data = load(run.eval_dir, run.arm.name)
+        if data is not None:
+            arms.setdefault(run.arm.name, {})[run.seed] = data
+    return base, arms
+
+
+def _base() -> str:
+    from mbpo_bench.ablation.report import BASE
+
+    return BASE
+
+
+# ---------------------------------------------------------------- modality balance
+
+
+def balance_section(
+    base: RunData | None, arms: Mapping[str, Mapping[int, RunData]], report_dir: Path
+) -> list[str]:
+    """One modality-balance figure per task group (arms as runs, mean over seeds)."""
+    from mbpo_bench.reporting import balance_figure as balance
+    from mbpo_bench.reporting.figures import safe_name, save_png
+    from mbpo_bench.reporting.report_figures import image
+
+    seeds: dict[str, list[RunData]] = {} if base is None else {base.name: [base]}
+    seeds.update({arm: list(runs.values()) for arm, runs in arms.items() if runs})
+    if not seeds:
+        return []
+    every = [r for runs in seeds.values() for r in runs]
+    tasks = [t for t in balance.all_tasks(every) if any(balance.balance_bars(every, t))]
+    n_seeds = max(len(r) for r in seeds.values())
+    legend = (
+        f"accuracy with the image and under each probe, mean over seeds (up to {n_seeds})\n"
+        "whiskers: 95% t interval over seeds (one evaluation: 95% bootstrap CI over items)"
+    )
+    lines = []
+    for group, members in balance.task_groups(tasks).items():
+        per_task = {t: balance.seed_mean_bars(seeds, t) for t in members}
+        panels = {t: balance.order_panels({b.panel for b in per_task[t]}) for t in members}
+        names = list(seeds)
+        fig = balance.draw_balance(per_task, panels, names, _base_name(base), legend)
+        path = save_png(fig, report_dir / f"{STEM}_balance_{safe_name(group)}.png")
+        lines += [image(balance.bars_alt_text(per_task, names, group), path), ""]
+    return lines
+
+
+def _base_name(base: RunData | None) -> str | None:
+    return None if base is None else base.name
+
+
+# ---------------------------------------------------------------- forest plot
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One forest row: `arm` minus `reference` (the base, or the arm's matched control) on one
+    quantity of the headline task, over seeds."""
+
+    arm: str
+    reference: str
+    section: str  # VS_BASE | VS_CONTROL
+    quantity: str  # aggregate.QUANTITIES key
+    label: str  # the quantity's label
+    per_seed: dict[int, float]
+    mean: float
+    low: float | None
+    high: float | None
+    p: float | None
+    item: tuple[float, float, int] | None = None  # per-item paired CI (low, high, n items)
+    p_holm: float | None = None
+
+    @property
+    def shown(self) -> bool:
+        if self.low is None or self.high is None or self.p_holm is None:
+            return False
+        return self.p_holm < ALPHA and (self.low > 0 or self.high < 0)
+
+    def verdict(self) -> str:
+        if len(self.per_seed) < 2:
+            return "not shown (one seed)"
+        if not self.shown:
+            return "not shown"
+        return "**shown** (a gain)" if self.mean > 0 else "**shown** (a loss)"
+
+
+def comparisons(
+    plan: Plan,
+    measured: Measurements,
+    base: RunData | None,
+    arms: Mapping[str, Mapping[int, RunData]],
+    *,
+    n_resamples: int = 1000,
+) -> list[Comparison]:
+    """Every arm vs the base and vs its matched control, each quantity, Holm over them all."""
+    from mbpo_bench.ablation.aggregate import QUANTITIES
+    from mbpo_bench.metrics import across_seeds, holm
+
+    task = measured.headline_task
+    if task is None:
+        return []
+    import pandas as pd
+
+    frame = measured.per_seed[measured.per_seed["task"] == task]
+    values: dict[tuple[str, str], dict[int | None, float]] = {}
+    for arm, seed_cell, metric, value in zip(
+        frame["arm"], frame["seed"], frame["metric"], frame["value"], strict=True
+    ):
+        if math.isfinite(float(value)):
+            seed = None if pd.isna(seed_cell) else int(seed_cell)
+            values.setdefault((str(arm), str(metric)), {})[seed] = float(value)
+    pairs: list[tuple[str, str, str]] = []
+    if base is not None:
+        pairs += [(a.name, base.name, VS_BASE) for a in plan.arms]
+    controls = matched_controls(plan.arms)
+    pairs += [(a.name, controls[a.name], VS_CONTROL) for a in plan.arms if a.name in controls]
+    out = []
+    for arm, ref, section in pairs:
+        for q in QUANTITIES:
+            mine = values.get((arm, q.key), {})
+            theirs = values.get((ref, q.key), {})
+            diffs = {
+                s: v - (theirs[None] if ref == _base_name(base) else theirs[s])
+                for s, v in mine.items()
+                if s is not None and (None in theirs if ref == _base_name(base) else s in theirs)
+            }
+            if not diffs:
+                continue
+            est = across_seeds(list(diffs.values()))
+            item = _item_ci(task, q.key, measured, arms, base, arm, ref, list(diffs), n_resamples)
+            out.append(Comparison(arm, ref, section, q.key, q.label, diffs, est.mean, est.low,
+                                  est.high, est.p_value, item))  # fmt: skip
+    adjusted = holm([c.p for c in out])
+    return [
+        Comparison(**{**c.__dict__, "p_holm": adj}) for c, adj in zip(out, adjusted, strict=True)
+    ]
+
+
+def _item_ci(
+    task: str,
+    key: str,
+    measured: Measurements,
+    arms: Mapping[str, Mapping[int, RunData]],
+    base: RunData | None,
+    arm: str,
+    ref: str,
+    seeds: Sequence[int],
+    n_resamples: int,
+) -> tuple[float, float, int] | None:
+    """Per-item paired bootstrap CI of the seed-averaged per-item differences arm - ref, over
+    the headline task's items (resampled within each task, tasks averaged like the tables);
+    None where a run has no samples.jsonl."""
+    from mbpo_bench.ablation.aggregate import AVERAGE
+    from mbpo_bench.metrics import RatioMetric, resample_counts
+    from mbpo_bench.reporting.paired import aligned, meta_is, percentile_ci
+
+    spec = ITEMS.get(key)
+    if spec is None:
+        return None
+    tasks = measured.averaged.get(key, []) if task == AVERAGE else [task]
+    subset = None if spec.prior is None else meta_is(prior=spec.prior)
+    stacks: list[np.ndarray] = []
+    n = 0
+    for t in tasks:
+        per_doc: dict[str, list[float]] = {}
+        for seed in seeds:
+            mine = arms.get(arm, {}).get(seed)
+            other = base if base is not None and ref == base.name else arms.get(ref, {}).get(seed)
+            if mine is None or other is None or not (mine.has_samples and other.has_samples):
+                return None
+            docs, a, b = aligned(mine, other, t, spec.probe, spec.metric, subset)
+            for doc, x, y in zip(docs, a, b, strict=True):
+                per_doc.setdefault(doc, []).append(float(x - y))
+        d = np.array([np.mean(v) for v in per_doc.values() if len(v) == len(seeds)])
+        if not d.size:
+            return None
+        counts = resample_counts(d.size, n_resamples, seed=len(stacks))
+        stacks.append(RatioMetric.mean(d).resampled(counts))
+        n += int(d.size)
+    low, high = percentile_ci(np.mean(np.stack(stacks), axis=0), 0.95)
+    return None if low is None or high is None else (low, high, n)
+
+
+def forest_rows(found: Sequence[Comparison]) -> list[forest.ForestRow]:
+    """The comparisons as forest rows: a panel per quantity, sections vs base / vs control."""
+    from mbpo_bench.reporting import forest
+
+    rows = []
+    for c in found:
+        seeds = None
+        if c.low is not None and c.high is not None:
+            seeds = forest.SeedCI(c.low, c.high, len(c.per_seed))
+        low, high = (None, None) if c.item is None else c.item[:2]
+        label = c.arm if c.section == VS_BASE else f"{c.arm} - {c.reference}"
+        rows.append(forest.ForestRow(c.section, label, c.label, c.mean, low, high, c.shown, seeds))
+    return rows
+
+
+def forest_section(
+    plan: Plan,
+    measured: Measurements,
+    base: RunData | None,
+    arms: Mapping[str, Mapping[int, RunData]],
+    report_dir: Path,
+) -> list[str]:
+    """The forest plot, its caption and the table of every row's numbers and verdict."""
+    from mbpo_bench.ablation.aggregate import AVERAGE
+    from mbpo_bench.reporting import forest
+    from mbpo_bench.reporting.figures import save_png
+    from mbpo_bench.reporting.report_figures import image
+
+    found = comparisons(plan, measured, base, arms)
+    if not found:
+        return []
+    rows = forest_rows(found)
+    where = "averaged over tasks" if measured.headline_task == AVERAGE else measured.headline_task
+    title = (
+        f"arm - reference ({where}): mean over seeds, per-item paired 95% CI (thin), "
+        "95% t interval over seeds (thick)"
+    )
+    fig = forest.forest_figure(rows, title=title, xlabel="difference (arm - reference)")
+    path = save_png(fig, report_dir / f"{STEM}_forest.png")
+    lines = [
+        image(forest.alt_text(rows), path),
+        "",
+        f"Each row: arm minus the base or minus its matched control, {where}, mean over the "
+        "seeds both have (the tables' numbers); thick bar: 95% t interval over seeds; thin line: "
+        "per-item paired bootstrap CI of the seed-averaged per-item differences (ignores seed "
+        "variance, not the basis of a verdict). **Shown** (filled) = the interval over seeds "
+        f"excludes zero and the Holm-adjusted p over these {len(found)} rows is below 0.05; one "
+        "seed shows nothing.",
+        "",
+        "| comparison | quantity | mean over seeds [t interval] | Holm p | per seed | "
+        "per-item CI (n) | verdict |",
+        "|---|---|---:|---:|---|---:|---|",
+    ]
+    for c in found:
+        lines.append(
+            f"| {c.arm} - {c.reference} | {c.label} | {_signed(c.mean)} "
+            f"[{_signed(c.low)}, {_signed(c.high)}] | {_plain(c.p_holm)} | "
+            f"{', '.join(_signed(v) for v in c.per_seed.values())} | {_item_text(c.item)} | "
+            f"{c.verdict()} |"
+        )
+    return [*lines, ""]
+
+
+def _signed(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:+.3f}"
+
+
+def _plain(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
+
+
+def _item_text(item: tuple[float, float, int] | None) -> str:
+    return "n/a" if item is None else f"[{item[0]:+.3f}, {item[1]:+.3f}] ({item[2]})"
+
+
+# ---------------------------------------------------------------- training curves
+
+
+def curves_section(plan: Plan, report_dir: Path) -> list[str]:
+    """One grid of every arm's training curves, mean over its seeds."""
+    from mbpo_bench.reporting.plots import mean_curves, read_curves
+    from mbpo_bench.reporting.report_figures import curves_figure_md
+
+    by_arm: dict[str, list[Any]] = {}
+    for run in plan.runs:
+        if (run.train_dir / "metrics.jsonl").is_file():
+            by_arm.setdefault(run.arm.name, []).append(read_curves(run.train_dir, run.arm.name))
+    if not by_arm:
+        return []
+    curves = [mean_curves(arm, seeds) for arm, seeds in by_arm.items()]
+    n = max(len(s) for s in by_arm.values())
+    title = f"arm, mean over its seeds (up to {n}) step by step (faint: raw; solid: moving average)"
+    return curves_figure_md(curves, report_dir / f"{STEM}.md", title=title)
+
+
+def figures_section(
+    plan: Plan, measured: Measurements, report_dir: Path, *, curves: bool = True
+) -> list[str]:
+    """The report's `## Figures`: balance per task group, forest plot, curves grid."""
+    base, arms = evaluated(plan)
+    lines = ["## Figures", "", "### Modality balance", ""]
+    lines += balance_section(base, arms, report_dir) or ["No evaluated run to draw.", ""]
+    forest_lines = forest_section(plan, measured, base, arms, report_dir)
+    if forest_lines:
+        lines += ["### Paired differences", "", *forest_lines]
+    if curves:
+        grid = curves_section(plan, report_dir)
+        if grid:
+            lines += ["### Training curves", "", *grid]
+    return lines

@@ -1,0 +1,196 @@
+"""The ablation report's figures on fixed run folders (written here, no model): three arms
+(continued SFT, MBPO and its matched control `sft-mined`) at two seeds, and the base once.
+
+Checked from the figures' artists (bar heights, whiskers, points, lines) and the PNG header,
+never pixels: balance bars are the mean over seeds with the t interval over seeds, forest rows
+are the per-seed differences of the tables with the marks of the table's verdict column, the
+curves are the step-by-step mean over seeds.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support_figures import PER_PRIOR, TASKS, mbpo_metrics, write_embedded_run, write_training_run
+
+from mbpo_bench.ablation import AblationConfig, build_plan
+from mbpo_bench.ablation import figures as ablation_figures
+from mbpo_bench.ablation.aggregate import AVERAGE, Measurements
+from mbpo_bench.ablation.execute import collect, write_outputs
+from mbpo_bench.metrics import across_seeds
+from mbpo_bench.reporting import balance_figure as balance
+from mbpo_bench.reporting import forest
+from mbpo_bench.reporting.figures import pixel_size, png_bytes
+from mbpo_bench.reporting.plots import curves_figure, read_curves
+from mbpo_bench.runs import RunDir
+
+pytest.importorskip("matplotlib")
+
+COLOR, COUNT, EXIST = TASKS
+ARMS = ["sft", "mbpo-pgd-iig-online", "sft-mined"]
+# counter-prior items right (of PER_PRIOR) with the image, per arm and seed; 10 elsewhere
+COUNTER = {"base": 4, ("sft", 0): 3, ("sft", 1): 5, ("sft", 2): 4,
+           ("mbpo-pgd-iig-online", 0): 14, ("mbpo-pgd-iig-online", 1): 14,
+           ("mbpo-pgd-iig-online", 2): 15, ("sft-mined", 0): 6, ("sft-mined", 1): 7,
+           ("sft-mined", 2): 6}  # fmt: skip
+SEEDS = [0, 1, 2]
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def by_gid(fig: Any, prefix: str) -> dict[str, Any]:
+    found = fig.findobj(lambda a: (a.get_gid() or "").startswith(prefix + "|"))
+    return {a.get_gid().split("|", 1)[1]: a for a in found}
+
+
+def _cells(k: int) -> dict[tuple[str, str, str], int]:
+    return {(task, "image", "counter"): k for task in TASKS}
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The run folders, written once for the module (rendering figures takes seconds)."""
+    plan = build_plan(
+        AblationConfig(model="m", seeds=SEEDS, arms=ARMS), tmp_path_factory.mktemp("x") / "abl"
+    )
+    base = write_embedded_run(Path(plan.base_eval.output), _cells(COUNTER["base"]))
+    RunDir(base).finish()
+    for run in plan.runs:
+        key = (run.arm.name, run.seed)
+        write_embedded_run(
+            run.eval_dir, _cells(COUNTER[key]), pairs={t: 2 + run.seed for t in TASKS}
+        )
+        RunDir(run.eval_dir).finish()
+        rows = mbpo_metrics(20)
+        for r in rows:
+            r["loss"] += run.seed  # seed k logs a loss k higher: the mean is + 1
+        write_training_run(run.train_dir, rows)
+    return plan
+
+
+@pytest.fixture(scope="module")
+def report(plan: Any) -> str:
+    return write_outputs(plan, {}, ["mbpo-bench", "ablate", "--model", "m"]).report.read_text()
+
+
+def test_ablation_report_carries_three_kinds_of_figure_beside_it(plan: Any, report: str) -> None:
+    pngs = sorted(p.name for p in plan.output.glob("*.png"))
+    assert pngs == ["report_balance_mbpo_embedded.png", "report_curves.png", "report_forest.png"]
+    text = report
+    for name in pngs:
+        assert re.search(rf"!\[[^\]]+\]\({name}\)", text), name
+    alt = re.search(r"!\[([^\]]+)\]\(report_balance", text)
+    assert alt is not None
+    # main number: counter-prior image accuracy per arm, mean over seeds and the three tasks
+    assert "counter-prior image accuracy base (start) 0.200, sft 0.200, " in alt.group(1)
+    assert "mbpo-pgd-iig-online 0.717, sft-mined 0.317" in alt.group(1)
+    sizes = {p.name: png_size(p.read_bytes()) for p in plan.output.glob("*.png")}
+    assert sizes == {"report_balance_mbpo_embedded.png": (880, 1727),
+                     "report_forest.png": (1496, 787), "report_curves.png": (1188, 605)}  # fmt: skip
+
+
+def test_balance_bars_are_the_mean_over_seeds_with_the_interval_over_seeds(plan: Any) -> None:
+    base, arms = ablation_figures.evaluated(plan)
+    assert base is not None and sorted(arms) == sorted(ARMS)
+    seeds = {base.name: [base], **{a: list(runs.values()) for a, runs in arms.items()}}
+    per_task = {t: balance.seed_mean_bars(seeds, t) for t in TASKS}
+    panels = {t: balance.order_panels({b.panel for b in per_task[t]}) for t in TASKS}
+    assert panels[COLOR] == [balance.ALL, "consistent", "counter", "pair_accuracy"]
+    fig = balance.draw_balance(per_task, panels, list(seeds), base.name, "legend")
+    bars, whiskers = by_gid(fig, "bar"), by_gid(fig, "ci")
+    arm = "mbpo-pgd-iig-online"
+    values = [COUNTER[(arm, s)] / PER_PRIOR for s in SEEDS]
+    est = across_seeds(values)
+    assert bars[f"{COUNT}|counter|{arm}|image"].get_height() == pytest.approx(43 / 60)
+    (_, y0), (_, y1) = whiskers[f"{COUNT}|counter|{arm}|image"].get_segments()[0]
+    assert (y0, y1) == pytest.approx((est.low, est.high))
+    assert y1 - y0 > 0.1  # three seeds, a t quantile of 4.3: wide
+    # the base, evaluated once: its own bootstrap CI (the fixture's value -+ 0.05)
+    (_, b0), (_, b1) = whiskers[f"{COUNT}|counter|base (start)|image"].get_segments()[0]
+    assert (b0, b1) == pytest.approx((0.15, 0.25))
+    # twin pairs where present: the arms' (2, 3 and 4 of 20), not the base's (none)
+    assert bars[f"{EXIST}|pair_accuracy|sft|image"].get_height() == pytest.approx(3 / 20)
+    assert f"{EXIST}|pair_accuracy|base (start)|image" not in bars
+    assert len(by_gid(fig, "baseline")) == 3 * 4  # the base shaded in every panel
+    # two panels a row: prior-consistent and counter-prior side by side, twin pairs moved up
+    spec = {k: bars[f"{COLOR}|{k}|sft|image"].axes.get_subplotspec() for k in
+            ("all items", "pair_accuracy", "consistent", "counter")}  # fmt: skip
+    assert [(v.rowspan.start, v.colspan.start) for v in spec.values()] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    ]
+    ax = bars[f"{COLOR}|all items|sft|image"].axes
+    assert ax.get_xticklabels()[0].get_text() == "base (start)\n(baseline)"
+    assert pixel_size(fig) == (880, 1727)
+    png_bytes(fig)
+
+
+def test_forest_rows_are_the_tables_differences_with_the_verdicts(plan: Any, report: str) -> None:
+    measured = Measurements.build(*collect(plan))
+    assert measured.headline_task == AVERAGE
+    base, arms = ablation_figures.evaluated(plan)
+    found = ablation_figures.comparisons(plan, measured, base, arms, n_resamples=200)
+    sections = {(c.arm, c.reference) for c in found}
+    assert sections == {(a, "base (start)") for a in ARMS} | {("mbpo-pgd-iig-online", "sft-mined")}
+    by_key = {(c.arm, c.reference, c.quantity): c for c in found}
+    mbpo = by_key[("mbpo-pgd-iig-online", "sft-mined", "acc_counter_prior")]
+    # per seed, mean over the three tasks: (14 - 6) / 20, (14 - 7) / 20, (15 - 6) / 20
+    assert mbpo.per_seed == pytest.approx({0: 0.4, 1: 0.35, 2: 0.45})
+    assert mbpo.mean == pytest.approx(0.4)
+    est = across_seeds([0.4, 0.35, 0.45])
+    assert (mbpo.low, mbpo.high, mbpo.p) == pytest.approx((est.low, est.high, est.p_value))
+    # per-item paired CI of the seed-averaged items: 60 counter-prior items over three tasks
+    assert mbpo.item is not None and mbpo.item[2] == 3 * PER_PRIOR
+    assert mbpo.item[0] < 0.4 < mbpo.item[1]
+    rows = ablation_figures.forest_rows(found)
+    fig = forest.forest_figure(rows, title="t", xlabel="difference (arm - reference)")
+    points, seeds = by_gid(fig, "point"), by_gid(fig, "seeds")
+    for row, c in zip(rows, found, strict=True):
+        key = f"{row.column}|{row.section}|{row.label}"
+        (px,), _ = points[key].get_data()
+        assert px == pytest.approx(c.mean)
+        assert (points[key].get_markerfacecolor() != "white") == c.shown
+        if c.low is not None and c.low != c.high:
+            assert list(seeds[key].get_xdata()) == pytest.approx([c.low, c.high])
+    panel_titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
+    assert panel_titles == ["accuracy", "counter-prior acc.", "prior-consistent acc.",
+                            "visual reliance (blind)", "visual reliance (mismatched)"]  # fmt: skip
+    png_bytes(fig)
+
+    # the report's table states every row's verdict; the figure's marks are that column
+    text = report
+    table = [ln for ln in text.splitlines() if ln.startswith("| mbpo-pgd-iig-online - ")]
+    assert len(table) == 2 * 5
+    for c in found:
+        line = next(
+            ln for ln in text.splitlines()
+            if ln.startswith(f"| {c.arm} - {c.reference} | {c.label} |")
+        )  # fmt: skip
+        assert line.endswith(f"| {c.verdict()} |")
+        assert ("**shown**" in line) == c.shown
+    assert any(c.shown for c in found) and not all(c.shown for c in found)
+
+
+def test_curves_are_the_mean_over_seeds_one_line_per_arm(plan: Any, report: str) -> None:
+    from mbpo_bench.reporting.plots import mean_curves
+
+    runs = [r for r in plan.runs if r.arm.name == "sft"]
+    mean = mean_curves("sft", [read_curves(r.train_dir, "sft") for r in runs])
+    rows = mbpo_metrics(20)
+    assert mean.series["loss"][1] == pytest.approx([r["loss"] + 1 for r in rows])
+    assert mean.series["kl"][1] == pytest.approx([r["kl"] for r in rows])
+    fig = curves_figure([mean])
+    assert fig is not None
+    raw = by_gid(fig, "raw")
+    assert list(raw["sft|loss"].get_ydata()) == pytest.approx([r["loss"] + 1 for r in rows])
+    png_bytes(fig)
