@@ -133,6 +133,17 @@ def test_pixel_images_override_in_generate(vlm):
     assert out[0] == vlm.generate(prompts[:1], max_new_tokens=3)[0]
 
 
+def test_generate_options_are_one_typed_set_and_a_misspelt_one_fails(vlm):
+    """`generate` and `generate_completions` take the keys of `GenerateOptions` (declared once);
+    a key outside it fails loudly instead of being ignored."""
+    prompts = [Prompt("Is there a star?", None)]
+    texts = vlm.generate(prompts, max_new_tokens=3)
+    done = vlm.generate_completions(prompts, max_new_tokens=3)
+    assert texts == [[c.text for c in done[0]]]
+    with pytest.raises(TypeError, match=r"unknown options \['max_new_token'\]"):
+        vlm.generate(prompts, max_new_token=3)
+
+
 def test_images_are_resized_to_model_resolution(vlm):
     x = vlm.images_to_tensor([_image(7, size=60)])
     assert x.shape == (1, 3, vlm.image_size, vlm.image_size)

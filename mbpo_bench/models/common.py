@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from mbpo_bench.errors import UserError
 from mbpo_bench.models.protocol import Answer, AnswerLogprobs, Completion, Prompt
@@ -47,6 +47,8 @@ from mbpo_bench.models.rollout_speed import GenerationSpeed, merged_lora, run_ge
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from mbpo_bench.models.protocol import GenerateOptions
 
 
 # set on a model sharded with FSDP2 (`trainers/sharding.py`): every rank must then step
@@ -299,17 +301,9 @@ class AdapterBase:
         return pixels, self.image_sizes([prompts[i] for i in idx], pixels)
 
     # ---- generation ---------------------------------------------------------------------------
-    def _generation_config(
-        self,
-        max_new_tokens: int,
-        min_new_tokens: int,
-        do_sample: bool,
-        temperature: float,
-        top_p: float,
-        num_samples: int,
-        repetition_penalty: float | None = None,
-    ) -> Any:
-        """The checkpoint's generation config with this call's settings.
+    def _generation_config(self, options: GenerateOptions) -> Any:
+        """The checkpoint's generation config with this call's settings (their defaults are
+        `GenerateOptions`'s).
 
         `repetition_penalty` None keeps the checkpoint's (Qwen's 1.05: what its own `generate`
         and lmms-eval's wrappers apply); training rollouts pass 1.0, as TRL does, so that the
@@ -318,47 +312,30 @@ class AdapterBase:
         against image features that do not exist.
         """
         cfg = copy.deepcopy(self.hf_model.generation_config)
-        if repetition_penalty is not None:
+        if (repetition_penalty := options.get("repetition_penalty")) is not None:
             cfg.repetition_penalty = repetition_penalty
         cfg.suppress_tokens = sorted({*(cfg.suppress_tokens or []), self.image_token_id})
-        cfg.max_new_tokens = max_new_tokens
-        cfg.min_new_tokens = min_new_tokens or None
-        cfg.num_return_sequences = num_samples
+        cfg.max_new_tokens = options.get("max_new_tokens", 8)
+        cfg.min_new_tokens = options.get("min_new_tokens", 0) or None
+        cfg.num_return_sequences = options.get("num_samples", 1)
         cfg.pad_token_id = self.tokenizer.pad_token_id
         if cfg.eos_token_id is None:
             cfg.eos_token_id = self.tokenizer.eos_token_id
-        cfg.do_sample = do_sample
-        cfg.temperature = temperature if do_sample else None
-        cfg.top_p = top_p if do_sample else None
+        cfg.do_sample = do_sample = options.get("do_sample", False)
+        cfg.temperature = options.get("temperature", 1.0) if do_sample else None
+        cfg.top_p = options.get("top_p", 1.0) if do_sample else None
         cfg.top_k = None
         return cfg
 
     def generate(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        max_new_tokens: int = 8,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        num_samples: int = 1,
-        batch_size: int = 16,
-        pixel_images: torch.Tensor | None = None,
-        min_new_tokens: int = 0,
-        speed: GenerationSpeed | None = None,
-        repetition_penalty: float | None = None,
+        self, prompts: Sequence[Prompt], **options: Unpack[GenerateOptions]
     ) -> list[list[str]]:
         """`num_samples` texts per prompt, in prompt order; `batch_size` counts prompts.
 
         `speed` picks faster ways to the same samples (merged LoRA, static cache, shared
         prefill; see `rollout_speed`); None is plain transformers `generate`.
         """
-        done = self.generate_completions(
-            prompts, max_new_tokens=max_new_tokens, do_sample=do_sample,
-            temperature=temperature, top_p=top_p, num_samples=num_samples,
-            batch_size=batch_size, pixel_images=pixel_images, min_new_tokens=min_new_tokens,
-            speed=speed, repetition_penalty=repetition_penalty,
-        )  # fmt: skip
+        done = self.generate_completions(prompts, **options)
         return [[c.text for c in group] for group in done]
 
     def _completion(self, row: list[int], eos: set[int]) -> Completion:
@@ -369,30 +346,21 @@ class AdapterBase:
         return Completion(text=text, ids=tuple(ids), truncated=cut is None)
 
     def generate_completions(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        max_new_tokens: int = 8,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        num_samples: int = 1,
-        batch_size: int = 16,
-        pixel_images: torch.Tensor | None = None,
-        min_new_tokens: int = 0,
-        speed: GenerationSpeed | None = None,
-        repetition_penalty: float | None = None,
+        self, prompts: Sequence[Prompt], **options: Unpack[GenerateOptions]
     ) -> list[list[Completion]]:
         """`generate`, keeping each sample's token ids (`Completion`): what training scores."""
         import contextlib
 
         import torch
 
-        speed = speed or GenerationSpeed()
-        cfg = self._generation_config(
-            max_new_tokens, min_new_tokens, do_sample, temperature, top_p, num_samples,
-            repetition_penalty,
-        )  # fmt: skip
+        from mbpo_bench.models.protocol import GenerateOptions
+
+        if unknown := sorted(set(options) - GenerateOptions.__optional_keys__):
+            raise TypeError(f"generate got unknown options {unknown}")  # a misspelt keyword
+        speed = options.get("speed") or GenerationSpeed()
+        pixel_images = options.get("pixel_images")
+        num_samples, batch_size = options.get("num_samples", 1), options.get("batch_size", 16)
+        cfg = self._generation_config(options)
         stop = cfg.eos_token_id
         eos = set(stop if isinstance(stop, list) else [stop])
         results: list[list[Completion]] = [[] for _ in prompts]

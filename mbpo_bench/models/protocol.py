@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, Unpack
 
 if TYPE_CHECKING:
     import torch
@@ -20,6 +20,22 @@ if TYPE_CHECKING:
     from mbpo_bench.models.rollout_speed import GenerationSpeed
 
 ImageMode = Literal["image", "blind", "black", "noise"]
+
+
+class GenerateOptions(TypedDict, total=False):
+    """The keyword options of `generate` and `generate_completions`, declared once for both and
+    for every adapter; a key left out takes the default in brackets."""
+
+    max_new_tokens: int  # (8)
+    min_new_tokens: int  # (0)
+    do_sample: bool  # sample instead of greedy decoding (False)
+    temperature: float  # (1.0; sampling only)
+    top_p: float  # (1.0; sampling only)
+    num_samples: int  # samples per prompt, a GRPO group (1)
+    batch_size: int  # prompts per model call (16)
+    pixel_images: torch.Tensor | None  # (B, 3, H, W) in [0,1] for the prompts' images (None)
+    speed: GenerationSpeed | None  # faster ways to the same samples (None: plain `generate`)
+    repetition_penalty: float | None  # None keeps the checkpoint's (None)
 
 
 @dataclass(frozen=True)
@@ -95,19 +111,7 @@ class VisionLanguageModel(Protocol):
     def device(self) -> torch.device: ...
 
     def generate(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        max_new_tokens: int = 8,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        num_samples: int = 1,
-        batch_size: int = 16,
-        pixel_images: torch.Tensor | None = None,
-        min_new_tokens: int = 0,
-        speed: GenerationSpeed | None = None,
-        repetition_penalty: float | None = None,
+        self, prompts: Sequence[Prompt], **options: Unpack[GenerateOptions]
     ) -> list[list[str]]:
         """Texts for each prompt: `num_samples` of them (GRPO groups), in prompt order.
 
@@ -140,19 +144,7 @@ class VisionLanguageModel(Protocol):
         ...
 
     def generate_completions(
-        self,
-        prompts: Sequence[Prompt],
-        *,
-        max_new_tokens: int = 8,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        num_samples: int = 1,
-        batch_size: int = 16,
-        pixel_images: torch.Tensor | None = None,
-        min_new_tokens: int = 0,
-        speed: GenerationSpeed | None = None,
-        repetition_penalty: float | None = None,
+        self, prompts: Sequence[Prompt], **options: Unpack[GenerateOptions]
     ) -> list[list[Completion]]:
         """`generate` keeping each sample's token ids (through its EOS, or cut, no EOS)."""
         ...
