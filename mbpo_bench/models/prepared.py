@@ -18,13 +18,20 @@ Decisions:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from mbpo_bench.models.geometry import ImageGeometry
+
+class GeometricStep(Protocol):
+    """What `prepare_image` needs of `geometry.ImageGeometry` (named structurally: geometry.py
+    imports this module, so importing it back would close an import cycle)."""
+
+    def prepare(self, img: Image.Image) -> torch.Tensor: ...
+
+    def size(self, img: Image.Image) -> tuple[int, int]: ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class PreparedImage:
         return PreparedImage(self.size, self.processed, self.pixels.pin_memory())
 
 
-def prepare_image(geometry: ImageGeometry, image: Image.Image) -> PreparedImage:
+def prepare_image(geometry: GeometricStep, image: Image.Image) -> PreparedImage:
     """Run `geometry`'s step on `image` now (in a worker), keeping what the model side needs."""
     import torch
 
