@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mbpo_bench.evaluation.schema import Results
 
 AVERAGE = "(average over tasks)"
+BASE = "base (start)"  # the start model's row in the tables and figures
 COLUMNS = ("arm", "seed", "task", "metric", "value")
 
 

@@ -108,7 +108,7 @@ def evaluated(plan: Plan) -> tuple[RunData | None, dict[str, dict[int, RunData]]
 
 
 def _base() -> str:
-    from mbpo_bench.ablation.report import BASE
+    from mbpo_bench.ablation.aggregate import BASE
 
     return BASE
 

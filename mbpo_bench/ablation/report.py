@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.ablation.aggregate import (
     AVERAGE,
+    BASE,
     FACTORS,
     QUANTITIES,
     Measurements,
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mbpo_bench.ablation.plan import Plan
-
-BASE = "base (start)"
 
 
 def fmt_spread(stats: Mapping[str, Any] | None, digits: int = 3) -> str:
