@@ -279,6 +279,66 @@ def test_gathered_weights_sample_unevenly_and_go_back_to_shards(
         torch.testing.assert_close(two[r]["before"], one["before"], rtol=0, atol=1e-5)
 
 
+def _loaded_sharded(model: Path, rank: int, world: int, offload: bool) -> dict[str, Any]:
+    """`sharding.load_sharded` (what load_policy does under FSDP) against a plain load: the
+    calls each rank made, the log-probs and the whole weights afterwards."""
+    from mbpo_bench.trainers import sharding
+    from PIL import Image
+
+    from mbpo_bench.models import load_model
+    from mbpo_bench.models.lora import apply_lora
+    from mbpo_bench.models.protocol import Prompt
+
+    calls: list[tuple[str, bool]] = []
+
+    def load(device: str, empty: bool) -> Any:
+        calls.append((device, empty))
+        return load_model(model, device=device, dtype="float32", empty=empty)
+
+    def prepare(vlm: Any) -> None:
+        torch.manual_seed(0)  # the adapter a single process initialises
+        apply_lora(vlm)
+
+    if world > 1:
+        vlm = sharding.load_sharded(load, prepare, "cpu", offload=offload)
+    else:
+        vlm = load("cpu", False)
+        prepare(vlm)
+    prompts = [Prompt("what color?", Image.new("RGB", (64, 64), c)) for c in ("red", "blue")]
+    logps = vlm.answer_logprobs(prompts, ["red", "blue dark"]).logps
+    if world > 1:
+        weights = sharding.full_state_dict(vlm.model)
+    else:
+        weights = {k: v.detach().clone() for k, v in vlm.model.state_dict().items()}
+    return {"calls": calls, "logps": logps, "weights": weights,
+            "meta": [n for n, t in [*vlm.model.named_parameters(), *vlm.model.named_buffers()]
+                     if t.is_meta],
+            "types": {type(p).__name__ for p in vlm.model.parameters()}}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+@pytest.mark.parametrize("offload", [False, True], ids=["on-device", "cpu-offload"])
+def test_only_rank_0_loads_the_weights_and_every_rank_gets_its_shards(
+    tmp_path: Path, two_ranks: Any, family: str, offload: bool
+) -> None:
+    """Rank 1 builds the model on the meta device only (never the weights); after the
+    broadcast the sharded model scores and holds exactly what a plain load does."""
+    from mbpo_bench.models import build_tiny_model
+
+    model = build_tiny_model(family, tmp_path / family, seed=0)
+    two = two_ranks(lambda rank: _loaded_sharded(model, rank, 2, offload))
+    one = _loaded_sharded(model, 0, 1, offload)
+    assert two[0]["calls"] == [("cpu", False), ("cpu", True)]
+    assert two[1]["calls"] == [("cpu", True)]  # never the whole weights
+    for r in (0, 1):
+        assert "DTensor" in two[r]["types"] and two[r]["meta"] == []
+        torch.testing.assert_close(two[r]["logps"], one["logps"], rtol=0, atol=1e-5)
+    assert two[0]["weights"].keys() == one["weights"].keys()
+    for name, value in one["weights"].items():  # LoRA's random A included
+        torch.testing.assert_close(two[0]["weights"][name], value, rtol=0, atol=0)
+
+
 # ---- the CLI under torchrun ------------------------------------------------------------------
 
 

@@ -193,40 +193,52 @@ def load_policy(
 ) -> Policy:
     """Load the starting checkpoint as a trainable policy (and its reference when needed)."""
     from mbpo_bench.models import load_model
+    from mbpo_bench.models.loading import resolve_device, resolve_dtype
     from mbpo_bench.models.lora import apply_lora, merge_adapter
 
     path, adapter = resolve_start(model)
+    # the run's dtype, also for rank 0's CPU copy under FSDP (auto: bf16 for a GPU run)
+    dtype = str(resolve_dtype(runtime.dtype, resolve_device(runtime.device))).split(".")[-1]
 
-    def load() -> VisionLanguageModel:
+    def load(device: str = runtime.device, empty: bool = False) -> VisionLanguageModel:
         vlm = load_model(
             path,
             adapter=adapter,
-            dtype=runtime.dtype,
-            device=runtime.device,
+            dtype=dtype,
+            device=device,
             protocol=runtime.protocol,
             min_pixels=runtime.min_pixels,
             max_pixels=runtime.max_pixels,
             trust_remote_code=trust_remote_code,
+            empty=empty,
         )
-        if adapter is not None:
+        if adapter is not None and not empty:  # merged: the structure of the plain model
             merge_adapter(vlm)
         return vlm
 
-    vlm = load()
-    frozen = None
-    if full_finetune:
-        vlm.model.requires_grad_(True)
-        frozen = load() if need_reference else None
-    else:
-        apply_lora(vlm, lora)
-    if runtime.gradient_checkpointing:
-        _enable_checkpointing(vlm)
-    if runtime.strategy == "fsdp":
-        from mbpo_bench.trainers.sharding import shard_model
+    def trainable(vlm: VisionLanguageModel) -> None:
+        if full_finetune:
+            vlm.model.requires_grad_(True)
+        else:
+            apply_lora(vlm, lora)
+        if runtime.gradient_checkpointing:
+            _enable_checkpointing(vlm)
 
-        for each in (vlm, frozen):
-            if each is not None:
-                shard_model(each.model, offload=runtime.fsdp_offload)
+    frozen = None
+    if runtime.strategy == "fsdp":  # rank 0 loads, the others receive their shards
+        from mbpo_bench.trainers.sharding import load_sharded
+
+        def shard(prepare: Any) -> VisionLanguageModel:
+            return load_sharded(load, prepare, runtime.device, offload=runtime.fsdp_offload)  # type: ignore[no-any-return]
+
+        vlm = shard(trainable)
+        if full_finetune and need_reference:
+            frozen = shard(lambda each: None)
+    else:
+        vlm = load()
+        if full_finetune and need_reference:
+            frozen = load()
+        trainable(vlm)
     return Policy(
         vlm=vlm, lora=not full_finetune, base=path, frozen_reference=frozen,
         compile_layers=runtime.compile_layers, fsdp_rollout=runtime.fsdp_rollout,

@@ -31,6 +31,9 @@ What is sharded, and why:
   gradients and (since AdamW allocates its state beside them) the optimizer state in CPU memory.
 - `runtime.gradient_checkpointing` (transformers' non-reentrant checkpointing of the layers)
   composes with FSDP2: the recomputation unshards the layer again.
+- Loading (`load_sharded`): rank 0 alone reads the checkpoint (into CPU memory); the other
+  ranks build the model on the meta device and receive their shards from it, so neither CPU
+  nor GPU memory ever holds one whole copy per process.
 - Under LoRA the reference is the same module with the adapter disabled (a flag on the LoRA
   layers, no weights touched), so there is still no second copy; under full fine-tuning the
   frozen reference copy is sharded the same way.
@@ -48,7 +51,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -143,7 +146,13 @@ def _units(hf_model: Any) -> list[torch.nn.Module]:
     return [layer for layers in lists.values() for layer in layers]
 
 
-def shard_model(module: torch.nn.Module, *, offload: bool = False) -> torch.nn.Module:
+def shard_model(
+    module: torch.nn.Module,
+    *,
+    offload: bool = False,
+    lazy: bool = True,
+    device: torch.device | None = None,
+) -> torch.nn.Module:
     """Shard `module` (a transformers VLM, optionally under a peft wrapper) in place over all
     ranks with FSDP2; returns the FSDP root (a holder of `module`; see the module docstring)."""
     from torch.distributed.device_mesh import init_device_mesh
@@ -151,7 +160,7 @@ def shard_model(module: torch.nn.Module, *, offload: bool = False) -> torch.nn.M
 
     if is_sharded(module):
         raise RuntimeError("this module is already sharded")
-    device = next(module.parameters()).device
+    device = device or next(module.parameters()).device
     units = _units(unwrap(module))
     world = torch.distributed.get_world_size()
     mesh = init_device_mesh(device.type, (world,))
@@ -169,9 +178,78 @@ def shard_model(module: torch.nn.Module, *, offload: bool = False) -> torch.nn.M
     fully_shard(root, ignored_params=replicated, **kwargs)
     # Mark `root` as the root of every layer now, so that a forward may enter through any
     # submodule (scoring calls model.model and lm_head; generate calls get_image_features).
-    root._get_fsdp_state()._lazy_init()  # type: ignore[operator]
+    if lazy:
+        root._get_fsdp_state()._lazy_init()  # type: ignore[operator]
     object.__setattr__(module, SHARDED_ATTR, root)  # not a submodule: no cycle in the tree
     return root
+
+
+def load_sharded(
+    load: Callable[..., Any],
+    prepare: Callable[[Any], None],
+    device: str,
+    *,
+    offload: bool = False,
+) -> Any:
+    """A sharded `VisionLanguageModel` that no process but rank 0 ever holds whole.
+
+    `load(device=..., empty=...)` builds the model (`models.load_model`), `prepare(vlm)` makes
+    it trainable (LoRA, requires_grad, checkpointing). Rank 0 loads the checkpoint into CPU
+    memory (the run's dtype) and prepares it: its LoRA initialisation is the one a single
+    process makes. Every rank builds the same model on the meta device (no weights), prepares
+    and shards it, allocates only its shards (on CPU under `offload`) and the replicated
+    parameters, and receives every tensor from rank 0, one at a time. So CPU memory holds one
+    whole copy on the node (rank 0's, freed afterwards) instead of one per process, and no GPU
+    ever holds more than its shards plus one tensor in flight (loading whole onto each GPU
+    first, as before, failed for a model larger than one GPU).
+    """
+    from torch.distributed.tensor import DTensor
+
+    from mbpo_bench.models.loading import resolve_device
+
+    rank = torch.distributed.get_rank()
+    world = torch.distributed.get_world_size()
+    compute = torch.device(resolve_device(device))
+    if compute.type == "cuda":
+        compute = torch.device("cuda", torch.cuda.current_device())
+    source = None
+    if rank == 0:
+        source = load(device="cpu", empty=False)
+        prepare(source)
+    vlm = load(device=device, empty=True)
+    prepare(vlm)
+    root = shard_model(vlm.model, offload=offload, lazy=False, device=compute)
+
+    def place(t: torch.Tensor) -> torch.Tensor:
+        where = torch.device("cpu") if offload and isinstance(t, DTensor) else compute
+        return torch.empty_like(t, device=where) if t.is_meta else t
+
+    vlm.model._apply(place)
+    whole = {} if source is None else dict(source.model.named_parameters())
+    whole.update({} if source is None else dict(source.model.named_buffers()))
+    named = [*vlm.model.named_parameters(), *vlm.model.named_buffers()]
+    missing = [[n for n, _ in named if n not in whole][:3] if rank == 0 else []]
+    torch.distributed.broadcast_object_list(missing, src=0)  # all ranks raise, none hangs
+    if missing[0]:
+        raise RuntimeError(f"rank 0's model lacks {missing[0]} of the sharded one")
+    with torch.no_grad():
+        for name, tensor in named:  # the same order on every rank: one broadcast each
+            shape = tensor.shape
+            full = (
+                whole[name].to(compute)
+                if rank == 0
+                else torch.empty(shape, dtype=tensor.dtype, device=compute)
+            )
+            torch.distributed.broadcast(full, src=0)
+            if isinstance(tensor, DTensor):  # Shard(0): this rank's torch.chunk of dim 0
+                chunks = full.chunk(world, dim=0)
+                piece = chunks[rank] if rank < len(chunks) else full[:0]
+                tensor.to_local().copy_(piece)
+            else:
+                tensor.copy_(full)
+    del source, whole
+    root._get_fsdp_state()._lazy_init()  # type: ignore[operator]
+    return vlm
 
 
 class _Root(torch.nn.Module):

@@ -290,8 +290,13 @@ def load_model(
     protocol: str = "native",
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    empty: bool = False,
 ) -> VisionLanguageModel:
     """Load a LLaVA / Qwen2-VL / Qwen2.5-VL checkpoint as a `VisionLanguageModel`.
+
+    `empty`: the model's structure, dtype and generation config without its weights (on the
+    meta device; FSDP ranks other than 0 build this and receive the weights from rank 0,
+    `trainers/sharding.load_sharded`); no adapter is loaded then.
 
     `protocol` picks what the model is fed (`families.PROTOCOLS`: native, lmms-eval, original);
     `min_pixels` / `max_pixels` override a Qwen checkpoint's pixel limits. `image_size` only
@@ -315,7 +320,7 @@ def load_model(
         use_safetensors=True,
         trust_remote_code=trust_remote_code,
         local_files_only=True,
-        device_map={"": dev} if dev != "cpu" else None,
+        device_map={"": "meta"} if empty else {"": dev} if dev != "cpu" else None,
     )
     model.eval().requires_grad_(False)
     processor = load_processor(folder, family, trust_remote_code=trust_remote_code)
@@ -333,7 +338,7 @@ def load_model(
             model, processor, tokenizer, name=name, family=family, image_size=image_size,
             protocol=protocol, min_pixels=min_pixels, max_pixels=max_pixels,
         )  # fmt: skip
-    if adapter is not None:
+    if adapter is not None and not empty:
         from mbpo_bench.models.lora import load_adapter
 
         load_adapter(vlm, adapter)
