@@ -498,7 +498,9 @@ def run_compiled(
     items = sorted_items(lengths, args.samples)
     p = float(np.mean([lengths[i] for i in items]))
     flops = sample_flops(counts, p, 1, 1)
-    notes = [f"`compiled_layers(vlm, backend={args.compile_backend!r})` around the rows below"]
+    notes = [f"`compiled_layers(vlm, backend={args.compile_backend!r}, qwen_vision=True)` "
+             "around the rows below (LLaVA: LM + CLIP layers; Qwen: LM layers + each vision "
+             "block's MLP, the blocks' attention eager: mbpo_bench/models/compile.py)"]  # fmt: skip
     try:
         compiled_layers = load_compiled_layers()
     except RuntimeError as exc:
@@ -511,7 +513,14 @@ def run_compiled(
     before = dynamo_snapshot()
     section = len(state.extra)
     state.extra.append("")  # the notes go here once known; profiles follow
-    with compiled_layers(vlm, backend=args.compile_backend):
+    import inspect
+
+    qwen = (
+        {"qwen_vision": True}
+        if "qwen_vision" in inspect.signature(compiled_layers).parameters
+        else {}
+    )
+    with compiled_layers(vlm, backend=args.compile_backend, **qwen):
         for b in sizes:
             row = Row("prefill-choice compiled", b, len(items), flops=flops)
             prefill_row(vlm, prompts, items, row, state, args)

@@ -311,3 +311,30 @@ def test_compile_with_the_lmms_eval_backend_is_a_one_line_error(
     assert code != 0 and len(err.splitlines()) == 1
     assert "--compile" in err and "native backend" in err
     assert not out.exists()
+
+
+def test_qwen_vision_mlps_compile_for_eval_without_graph_breaks(tiny: Callable[[str], Any]) -> None:
+    """`qwen_vision=True` (evaluation) adds each Qwen vision block's MLP; the blocks' attention
+    (`cu_seqlens.tolist()`) stays eager, so the compiled MLPs trace without a graph break, and
+    choice scores on images of two sizes (packed patches) are unchanged."""
+    from PIL import Image
+    from torch._dynamo.utils import counters
+
+    from mbpo_bench.models import Prompt
+
+    vlm = tiny("qwen2_vl")
+    groups = decoder_layers(vlm.model, qwen_vision=True)
+    assert [type(g[0]).__name__ for g in groups] == ["Qwen2VLDecoderLayer", "VisionMlp"]
+    assert len(groups[1]) == len(vlm.hf_model.model.visual.blocks)
+    assert len(decoder_layers(vlm.model, vision=False, qwen_vision=True)) == 1
+    images = [noise_image(1).resize((64, 48)), noise_image(2).resize((32, 96))]
+    prompts = [Prompt("Is it red?", img) for img in images]
+    assert all(isinstance(p.image, Image.Image) for p in prompts)
+    eager = vlm.choice_logprobs(prompts, [" yes", " no"])
+    counters.clear()
+    with compiled_layers(vlm, backend="eager", qwen_vision=True):
+        assert all(vars(m).get("forward") is not None for m in groups[1])
+        compiled = vlm.choice_logprobs(prompts, [" yes", " no"])
+    assert sum(counters["graph_break"].values()) == 0
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
+    assert all(vars(m).get("forward") is None for m in groups[1])

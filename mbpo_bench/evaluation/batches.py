@@ -166,9 +166,9 @@ def _answers(
     out: list[tuple[str, dict[str, Any]]] = [("", {}) for _ in items]
     chosen = [k for k, m in enumerate(modes) if isinstance(m, Choices)]
     if chosen:
-        with compiled_layers(
-            vlm, enabled=config.runtime.compile_layers
-        ):  # the prefill; never generate below
+        with compiled_layers(  # the prefill; never generate below
+            vlm, enabled=config.runtime.compile_layers, qwen_vision=True
+        ):
             picks = choose(
                 vlm,
                 [prompts[k] for k in chosen],
@@ -304,7 +304,10 @@ def iig_batch(
     with_image = [a for a, _ in pairs]
     without = [b for _, b in pairs]
     targets = [it.target for it in items]
-    with torch.no_grad(), compiled_layers(vlm, enabled=config.runtime.compile_layers):
+    with (
+        torch.no_grad(),
+        compiled_layers(vlm, enabled=config.runtime.compile_layers, qwen_vision=True),
+    ):
         a = vlm.answer_logprobs(with_image, targets)
         b = vlm.answer_logprobs(without, targets)
     mask = (a.tokens & b.tokens).cpu()  # the answer's tokens, EOS excluded

@@ -91,10 +91,23 @@ def _layer_list(root: Any, what: str) -> torch.nn.ModuleList:
     return max(lists, key=len)
 
 
-def decoder_layers(model: Any, *, vision: bool = True) -> list[torch.nn.ModuleList]:
-    """The language model's decoder layers (and, with `vision`, LLaVA's vision encoder layers).
+def _qwen_vision_mlps(inner: Any) -> list[torch.nn.Module]:
+    """The MLP of every Qwen2-VL / Qwen2.5-VL vision block (empty for other towers)."""
+    blocks = getattr(getattr(inner, "visual", None), "blocks", None)
+    return [b.mlp for b in blocks] if blocks is not None else []
+
+
+def decoder_layers(model: Any, *, vision: bool = True, qwen_vision: bool = False) -> list[Any]:
+    """The language model's decoder layers (and, with `vision`, LLaVA's vision encoder layers;
+    with `qwen_vision`, the MLPs of Qwen's vision blocks).
 
     `model` is the transformers model, possibly under a peft wrapper (`VisionLanguageModel.model`).
+    Qwen's vision blocks are not compiled whole: their attention splits the packed images with
+    `cu_seqlens.tolist()` (a data-dependent graph break, and the image lengths it returns would
+    specialise the graph after it per batch composition). The documented workaround: the
+    attention stays eager, each block's MLP (two thirds of its FLOPs, the GELU / SiLU glue)
+    compiles without a break. Evaluation asks for it; training does not (its compile plan and
+    recompile count are measured without it).
     """
     from mbpo_bench.models.common import unwrap
 
@@ -106,10 +119,13 @@ def decoder_layers(model: Any, *, vision: bool = True) -> list[torch.nn.ModuleLi
             f"{type(hf).__name__} has no language model to compile — compiled layers support "
             "LLaVA and Qwen2-VL models; run without compilation"
         )
-    out = [_layer_list(lm, "decoder")]
+    out: list[Any] = [_layer_list(lm, "decoder")]  # ModuleLists (and a list of MLPs)
     tower = _vision_tower(inner) if vision else None
     if tower is not None:
         out.append(_layer_list(tower, "vision encoder"))
+    mlps = _qwen_vision_mlps(inner) if vision and qwen_vision else []
+    if mlps:
+        out.append(mlps)
     return out
 
 
@@ -170,6 +186,7 @@ def compiled_layers(
     enabled: bool = True,
     backend: str = "inductor",
     vision: bool = True,
+    qwen_vision: bool = False,
 ) -> Iterator[None]:
     """While active, `vlm`'s decoder layers (and LLaVA's vision encoder layers when `vision`)
     run through torch.compile (`backend`; "eager" traces with dynamo but skips inductor, for tests).
@@ -181,7 +198,8 @@ def compiled_layers(
     if not enabled:
         yield
         return
-    layers = [layer for group in decoder_layers(vlm.model, vision=vision) for layer in group]
+    groups = decoder_layers(vlm.model, vision=vision, qwen_vision=qwen_vision)
+    layers = [layer for group in groups for layer in group]
     installed: list[torch.nn.Module] = []
     try:
         for layer in layers:
