@@ -143,9 +143,11 @@ def test_forest_rows_are_the_tables_differences_with_the_verdicts(plan: Any, rep
     sections = {(c.arm, c.reference) for c in found}
     assert sections == {(a, "base (start)") for a in ARMS} | {("mbpo-pgd-iig-online", "sft-mined")}
     by_key = {(c.arm, c.reference, c.quantity): c for c in found}
-    mbpo = by_key[("mbpo-pgd-iig-online", "sft-mined", "acc_counter_prior")]
+    found_mbpo = by_key[("mbpo-pgd-iig-online", "sft-mined", "acc_counter_prior")]
+    assert found_mbpo.seeds == (0, 1, 2)
+    mbpo = found_mbpo.diff
     # per seed, mean over the three tasks: (14 - 6) / 20, (14 - 7) / 20, (15 - 6) / 20
-    assert mbpo.per_seed == pytest.approx({0: 0.4, 1: 0.35, 2: 0.45})
+    assert mbpo.per_seed == pytest.approx((0.4, 0.35, 0.45))
     assert mbpo.mean == pytest.approx(0.4)
     est = across_seeds([0.4, 0.35, 0.45])
     assert (mbpo.low, mbpo.high, mbpo.p) == pytest.approx((est.low, est.high, est.p_value))
@@ -158,10 +160,10 @@ def test_forest_rows_are_the_tables_differences_with_the_verdicts(plan: Any, rep
     for row, c in zip(rows, found, strict=True):
         key = f"{row.column}|{row.section}|{row.label}"
         (px,), _ = points[key].get_data()
-        assert px == pytest.approx(c.mean)
+        assert px == pytest.approx(c.diff.mean)
         assert (points[key].get_markerfacecolor() != "white") == c.shown
-        if c.low is not None and c.low != c.high:
-            assert list(seeds[key].get_xdata()) == pytest.approx([c.low, c.high])
+        if c.diff.low is not None and c.diff.low != c.diff.high:
+            assert list(seeds[key].get_xdata()) == pytest.approx([c.diff.low, c.diff.high])
     panel_titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
     assert panel_titles == ["accuracy", "counter-prior acc.", "prior-consistent acc.",
                             "visual reliance (blind)", "visual reliance (mismatched)"]  # fmt: skip
@@ -176,7 +178,7 @@ def test_forest_rows_are_the_tables_differences_with_the_verdicts(plan: Any, rep
             ln for ln in text.splitlines()
             if ln.startswith(f"| {c.arm} - {c.reference} | {c.label} |")
         )  # fmt: skip
-        assert line.endswith(f"| {c.verdict()} |")
+        assert line.endswith(f"| {c.diff.verdict()} |")
         assert ("**shown**" in line) == c.shown
     assert any(c.shown for c in found) and not all(c.shown for c in found)
 

@@ -26,15 +26,15 @@ Decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from mbpo_bench.errors import UserError
+from mbpo_bench.reporting.seeds import HEADER, SeedDiff, item_ci, seed_diff, with_holm
 from mbpo_bench.runs import RunDir
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from mbpo_bench.reporting import forest
     from mbpo_bench.reporting.loading import RunData
 
-ALPHA = 0.05
 STEM = "report"  # the ablation's report is <output>/report.md
 VS_BASE = "vs the base (start)"
 VS_CONTROL = "vs the matched control"
@@ -156,33 +155,19 @@ def _base_name(base: RunData | None) -> str | None:
 @dataclass(frozen=True)
 class Comparison:
     """One forest row: `arm` minus `reference` (the base, or the arm's matched control) on one
-    quantity of the headline task, over seeds."""
+    quantity of the headline task, over seeds (`reporting.seeds`: the quickstart's rule)."""
 
     arm: str
     reference: str
     section: str  # VS_BASE | VS_CONTROL
     quantity: str  # aggregate.QUANTITIES key
     label: str  # the quantity's label
-    per_seed: dict[int, float]
-    mean: float
-    low: float | None
-    high: float | None
-    p: float | None
-    item: tuple[float, float, int] | None = None  # per-item paired CI (low, high, n items)
-    p_holm: float | None = None
+    seeds: tuple[int, ...]
+    diff: SeedDiff
 
     @property
     def shown(self) -> bool:
-        if self.low is None or self.high is None or self.p_holm is None:
-            return False
-        return self.p_holm < ALPHA and (self.low > 0 or self.high < 0)
-
-    def verdict(self) -> str:
-        if len(self.per_seed) < 2:
-            return "not shown (one seed)"
-        if not self.shown:
-            return "not shown"
-        return "**shown** (a gain)" if self.mean > 0 else "**shown** (a loss)"
+        return self.diff.shown
 
 
 def comparisons(
@@ -194,14 +179,13 @@ def comparisons(
     n_resamples: int = 1000,
 ) -> list[Comparison]:
     """Every arm vs the base and vs its matched control, each quantity, Holm over them all."""
+    import pandas as pd
+
     from mbpo_bench.ablation.aggregate import QUANTITIES
-    from mbpo_bench.metrics import across_seeds, holm
 
     task = measured.headline_task
     if task is None:
         return []
-    import pandas as pd
-
     frame = measured.per_seed[measured.per_seed["task"] == task]
     values: dict[tuple[str, str], dict[int | None, float]] = {}
     for arm, seed_cell, metric, value in zip(
@@ -210,9 +194,10 @@ def comparisons(
         if math.isfinite(float(value)):
             seed = None if pd.isna(seed_cell) else int(seed_cell)
             values.setdefault((str(arm), str(metric)), {})[seed] = float(value)
+    base_name = _base_name(base)
     pairs: list[tuple[str, str, str]] = []
-    if base is not None:
-        pairs += [(a.name, base.name, VS_BASE) for a in plan.arms]
+    if base_name is not None:
+        pairs += [(a.name, base_name, VS_BASE) for a in plan.arms]
     controls = matched_controls(plan.arms)
     pairs += [(a.name, controls[a.name], VS_CONTROL) for a in plan.arms if a.name in controls]
     out = []
@@ -221,23 +206,21 @@ def comparisons(
             mine = values.get((arm, q.key), {})
             theirs = values.get((ref, q.key), {})
             diffs = {
-                s: v - (theirs[None] if ref == _base_name(base) else theirs[s])
+                s: v - (theirs[None] if ref == base_name else theirs[s])
                 for s, v in mine.items()
-                if s is not None and (None in theirs if ref == _base_name(base) else s in theirs)
+                if s is not None and (None in theirs if ref == base_name else s in theirs)
             }
             if not diffs:
                 continue
-            est = across_seeds(list(diffs.values()))
-            item = _item_ci(task, q.key, measured, arms, base, arm, ref, list(diffs), n_resamples)
-            out.append(Comparison(arm, ref, section, q.key, q.label, diffs, est.mean, est.low,
-                                  est.high, est.p_value, item))  # fmt: skip
-    adjusted = holm([c.p for c in out])
-    return [
-        Comparison(**{**c.__dict__, "p_holm": adj}) for c, adj in zip(out, adjusted, strict=True)
-    ]
+            strata = _items(task, q.key, measured, arms, base, arm, ref, list(diffs))
+            item = None if strata is None else item_ci(strata, len(diffs), n_resamples=n_resamples)
+            out.append(Comparison(arm, ref, section, q.key, q.label, tuple(diffs),
+                                  seed_diff(list(diffs.values()), item)))  # fmt: skip
+    adjusted = with_holm([c.diff for c in out])
+    return [dataclasses.replace(c, diff=d) for c, d in zip(out, adjusted, strict=True)]
 
 
-def _item_ci(
+def _items(
     task: str,
     key: str,
     measured: Measurements,
@@ -246,22 +229,18 @@ def _item_ci(
     arm: str,
     ref: str,
     seeds: Sequence[int],
-    n_resamples: int,
-) -> tuple[float, float, int] | None:
-    """Per-item paired bootstrap CI of the seed-averaged per-item differences arm - ref, over
-    the headline task's items (resampled within each task, tasks averaged like the tables);
-    None where a run has no samples.jsonl."""
+) -> list[dict[str, list[float]]] | None:
+    """Per task of the headline, doc_id -> arm - ref on that item at each seed; None where a
+    run has no samples.jsonl."""
     from mbpo_bench.ablation.aggregate import AVERAGE
-    from mbpo_bench.metrics import RatioMetric, resample_counts
-    from mbpo_bench.reporting.paired import aligned, meta_is, percentile_ci
+    from mbpo_bench.reporting.paired import aligned, meta_is
 
     spec = ITEMS.get(key)
     if spec is None:
         return None
     tasks = measured.averaged.get(key, []) if task == AVERAGE else [task]
     subset = None if spec.prior is None else meta_is(prior=spec.prior)
-    stacks: list[np.ndarray] = []
-    n = 0
+    strata = []
     for t in tasks:
         per_doc: dict[str, list[float]] = {}
         for seed in seeds:
@@ -272,14 +251,8 @@ def _item_ci(
             docs, a, b = aligned(mine, other, t, spec.probe, spec.metric, subset)
             for doc, x, y in zip(docs, a, b, strict=True):
                 per_doc.setdefault(doc, []).append(float(x - y))
-        d = np.array([np.mean(v) for v in per_doc.values() if len(v) == len(seeds)])
-        if not d.size:
-            return None
-        counts = resample_counts(d.size, n_resamples, seed=len(stacks))
-        stacks.append(RatioMetric.mean(d).resampled(counts))
-        n += int(d.size)
-    low, high = percentile_ci(np.mean(np.stack(stacks), axis=0), 0.95)
-    return None if low is None or high is None else (low, high, n)
+        strata.append(per_doc)
+    return strata
 
 
 def forest_rows(found: Sequence[Comparison]) -> list[forest.ForestRow]:
@@ -288,12 +261,13 @@ def forest_rows(found: Sequence[Comparison]) -> list[forest.ForestRow]:
 
     rows = []
     for c in found:
-        seeds = None
-        if c.low is not None and c.high is not None:
-            seeds = forest.SeedCI(c.low, c.high, len(c.per_seed))
-        low, high = (None, None) if c.item is None else c.item[:2]
+        d = c.diff
+        seeds = (
+            None if d.low is None or d.high is None else forest.SeedCI(d.low, d.high, len(c.seeds))
+        )
+        low, high = (None, None) if d.item is None else d.item[:2]
         label = c.arm if c.section == VS_BASE else f"{c.arm} - {c.reference}"
-        rows.append(forest.ForestRow(c.section, label, c.label, c.mean, low, high, c.shown, seeds))
+        rows.append(forest.ForestRow(c.section, label, c.label, d.mean, low, high, c.shown, seeds))
     return rows
 
 
@@ -331,30 +305,14 @@ def forest_section(
         f"excludes zero and the Holm-adjusted p over these {len(found)} rows is below 0.05; one "
         "seed shows nothing.",
         "",
-        "| comparison | quantity | mean over seeds [t interval] | Holm p | per seed | "
-        "per-item CI (n) | verdict |",
+        "| comparison | quantity | " + " | ".join(HEADER) + " |",
         "|---|---|---:|---:|---|---:|---|",
     ]
     for c in found:
         lines.append(
-            f"| {c.arm} - {c.reference} | {c.label} | {_signed(c.mean)} "
-            f"[{_signed(c.low)}, {_signed(c.high)}] | {_plain(c.p_holm)} | "
-            f"{', '.join(_signed(v) for v in c.per_seed.values())} | {_item_text(c.item)} | "
-            f"{c.verdict()} |"
+            f"| {c.arm} - {c.reference} | {c.label} | " + " | ".join(c.diff.cells()) + " |"
         )
     return [*lines, ""]
-
-
-def _signed(x: float | None) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:+.3f}"
-
-
-def _plain(x: float | None) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
-
-
-def _item_text(item: tuple[float, float, int] | None) -> str:
-    return "n/a" if item is None else f"[{item[0]:+.3f}, {item[1]:+.3f}] ({item[2]})"
 
 
 # ---------------------------------------------------------------- training curves

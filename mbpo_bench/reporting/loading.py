@@ -36,6 +36,9 @@ class RunData:
     name: str
     results: Results
     _samples: dict[SampleKey, dict[str, Any]] | None = field(default=None, repr=False)
+    # several seeds of one arm: the name they share (`name` then says which seed), and the seed
+    arm: str | None = None
+    seed: int | None = None
 
     @property
     def has_samples(self) -> bool:

@@ -43,6 +43,8 @@ from mbpo_bench.reporting.report_figures import (
     curves_figure_md,
     forest_figure_md,
 )
+from mbpo_bench.reporting.seed_differences import seed_rows, seed_tables
+from mbpo_bench.reporting.seeds import training_seed
 from mbpo_bench.reporting.tables import (
     all_tasks,
     average_table,
@@ -132,12 +134,38 @@ def load_runs(
         else:
             runs.remove(base)
             runs.insert(0, base)
+    seed_groups(runs)
     seen: set[str] = set()
     for run in runs:
         if run.name in seen:
-            raise UserError(f"two runs are named '{run.name}' — give each run a distinct --name")
+            raise UserError(
+                f"two runs are named '{run.name}' — give each run a distinct --name (runs of "
+                "one arm at several seeds may share a name when their training runs recorded "
+                "distinct runtime.seed)"
+            )
         seen.add(run.name)
     return runs, base
+
+
+def seed_groups(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
+    """Runs that share a name and were trained at distinct seeds (`seeds.training_seed`) are
+    seeds of one arm: each is renamed `<name> (seed k)` and remembers the arm; returns
+    arm -> its runs. Runs sharing a name without distinct recorded seeds are left as they are
+    (and refused by the caller as two runs of one name)."""
+    by_name: dict[str, list[RunData]] = {}
+    for run in runs:
+        by_name.setdefault(run.name, []).append(run)
+    groups = {}
+    for name, members in by_name.items():
+        if len(members) < 2:
+            continue
+        found = [training_seed(r.results.config) for r in members]
+        if None in found or len(set(found)) != len(found):
+            continue
+        for run, seed in zip(members, found, strict=True):
+            run.arm, run.seed, run.name = name, seed, f"{name} (seed {seed})"
+        groups[name] = members
+    return groups
 
 
 def check_versions(runs: Sequence[RunData], allow: bool) -> tuple[list[str], list[str]]:
@@ -301,8 +329,24 @@ def _difference_sections(
         f"`{config.mark}` = the CI excludes zero. Baseline and run columns are means over the "
         "paired items.",
         "",
-        *forest_figure_md(runs, base, flagged, config, out),
     ]
+    groups: dict[str, list[RunData]] = {}
+    for run in runs:
+        if run.arm is not None:
+            groups.setdefault(run.arm, []).append(run)
+    over_seeds = seed_rows(groups, base, config, flagged)
+    parts += forest_figure_md(runs, base, flagged, config, out, over_seeds)
+    if over_seeds:
+        parts += [
+            "Arms run at several seeds (runs sharing a --name, trained at distinct recorded "
+            "seeds), over their seeds: the mean of the per-seed differences with a 95% t "
+            "interval over seeds and Holm p over every row below, the per-seed values, and the "
+            "per-item paired CI of the seed-averaged per-item differences (ignores seed "
+            "variance; not the basis of a verdict). **Shown** = the interval over seeds "
+            "excludes zero and Holm p < 0.05 (the quickstart findings' rule).",
+            "",
+            *seed_tables(over_seeds, base.name),
+        ]
     averaged = averaged_tasks(runs, config)
     for run in runs:
         if run is base:

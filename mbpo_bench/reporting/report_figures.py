@@ -17,6 +17,7 @@ from mbpo_bench.reporting.differences import DiffRow, paired_rows
 from mbpo_bench.reporting.figures import safe_name, save_png
 from mbpo_bench.reporting.loading import RunData
 from mbpo_bench.reporting.plots import Curves, curves_figure, panels_for
+from mbpo_bench.reporting.seed_differences import SeedRow
 
 
 def image(alt: str, path: Path) -> str:
@@ -36,16 +37,30 @@ def balance_figures(runs: Sequence[RunData], baseline: str | None, out: Path) ->
 
 
 def forest_rows(
-    runs: Sequence[RunData], base: RunData, flagged: Sequence[str], config: ReportConfig
+    runs: Sequence[RunData],
+    base: RunData,
+    flagged: Sequence[str],
+    config: ReportConfig,
+    over_seeds: Sequence[SeedRow] = (),
 ) -> list[forest.ForestRow]:
     """Every paired difference of every run against `base` (the tables' rows, as numbers),
-    without the 0-100 average (another scale) and tasks missing from a run."""
+    without the 0-100 average (another scale) and tasks missing from a run. An arm run at
+    several seeds is one column of its rows over seeds (`over_seeds`) instead of one per seed."""
+    grouped = {r.arm for r in over_seeds}
     rows = []
     for run in runs:
-        if run is base:
+        if run is base or run.arm in grouped:
             continue
         diffs, _ = paired_rows(run, base, config, flagged)
         rows += [_forest_row(d, f"{run.name} vs {base.name}") for d in diffs if not d.missing]
+    for r in over_seeds:
+        d = r.diff
+        seeds = (
+            None if d.low is None or d.high is None else forest.SeedCI(d.low, d.high, len(r.seeds))
+        )
+        low, high = (None, None) if d.item is None else d.item[:2]
+        column = f"{r.arm} ({len(r.seeds)} seeds) vs {base.name}"
+        rows.append(forest.ForestRow(r.task, r.quantity, column, d.mean, low, high, d.shown, seeds))
     return rows
 
 
@@ -59,18 +74,28 @@ def forest_figure_md(
     flagged: Sequence[str],
     config: ReportConfig,
     out: Path,
+    over_seeds: Sequence[SeedRow] = (),
 ) -> list[str]:
     """The forest plot of the paired differences against the baseline, with its markdown."""
-    rows = forest_rows(runs, base, flagged, config)
+    rows = forest_rows(runs, base, flagged, config, over_seeds)
     if not rows:
         return []
-    marks = ("CI excludes 0", "CI includes 0")
+    marks = ("shown", "not shown") if over_seeds else ("CI excludes 0", "CI includes 0")
     fig = forest.forest_figure(rows, marks=marks)
     path = save_png(fig, out.parent / f"{out.stem}_forest.png")
     caption = (
         f"Every row of the tables below but the 0-100 average; filled = the CI excludes zero "
         f"(`{config.mark}` in the tables)."
     )
+    if over_seeds:
+        caption = (
+            "Every row of the tables below but the 0-100 average. A run: its paired CI (thin), "
+            f"filled = the CI excludes zero (`{config.mark}` in its table). An arm run at several "
+            "seeds: one column, the mean over seeds with the per-item paired CI of the "
+            "seed-averaged differences (thin) and the 95% t interval over seeds (thick); filled "
+            "= **shown** in its table over seeds (the interval over seeds excludes zero and "
+            "Holm p < 0.05)."
+        )
     return [image(forest.alt_text(rows, marks), path), "", caption, ""]
 
 
