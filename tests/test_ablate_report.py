@@ -127,3 +127,5 @@ def test_matched_section_compares_mbpo_arms_with_their_controls_over_seeds(
     assert "— **shown**" in twins  # +0.5, +0.6, +0.5 over three seeds
     plain = next(x for x in text.splitlines() if "mbpo - sft_mined, pair accuracy" in x)
     assert "**not shown**" in plain  # identical at every seed
+    # the findings drawn beside the text (quickstart's findings figure: marks = Finding.shown)
+    assert "](report_findings.png)" in text and (plan.output / "report_findings.png").is_file()

@@ -287,6 +287,7 @@ def matched_section(plan: Plan) -> list[str]:
         all_pairs,
         compute_findings,
         finding_line,
+        findings_figure,
         floors,
     )
     from mbpo_bench.reporting.loading import load_run
@@ -331,6 +332,7 @@ def matched_section(plan: Plan) -> list[str]:
         "",
         *(finding_line(i + 1, f, len(complete)) for i, f in enumerate(findings)),
         "",
+        *findings_figure(findings, len(complete), plan.output / "report_findings.png"),
     ]
 
 
