@@ -44,21 +44,13 @@ def mine_command(
 
     add_include_paths(include_path or [])
     from mbpo_bench import parallel
-    from mbpo_bench.cli.train_cmd import build_config
-    from mbpo_bench.config import print_config
+    from mbpo_bench.cli.train_cmd import resolve_config
     from mbpo_bench.trainers.mining import PAIRS_FILE, MineConfig, run_mine
 
-    config = build_config(
-        MineConfig, model=model, data=data, config_file=config_file,
-        overrides=[*(["skip_bad_items=true"] if skip_bad_items else []), *(overrides or []), *(sets or [])],
+    config = resolve_config(
+        MineConfig, "mine", model=model, data=data, config_file=config_file,
+        overrides=overrides, sets=sets, skip_bad_items=skip_bad_items, quiet=quiet,
     )  # fmt: skip
-    if not quiet and parallel.is_main():  # under torchrun: once, not once per rank
-        print_config(config, "mine")
-    from mbpo_bench.models.families import check_protocol
-    from mbpo_bench.models.loading import validate_model
-
-    # before the run folder exists: a typo leaves nothing behind
-    check_protocol(validate_model(config.model), config.runtime.protocol)
     pairs, stats = run_mine(config, output, overwrite=overwrite)
     if not parallel.is_main():
         return

@@ -59,6 +59,36 @@ def build_config(
     return config
 
 
+def resolve_config(
+    config_cls: type,
+    title: str,
+    *,
+    model: str | None,
+    data: str | None,
+    config_file: Path | None,
+    overrides: list[str] | None,
+    sets: list[str] | None,
+    skip_bad_items: bool,
+    quiet: bool,
+) -> Any:
+    """`train`'s and `mine`'s config (`build_config`, `--skip-bad-items` first), printed once
+    (rank 0 under torchrun) unless `quiet`; then the model and its input protocol are checked
+    before the run folder exists, so a typo leaves nothing behind."""
+    from mbpo_bench import parallel
+    from mbpo_bench.config import print_config
+    from mbpo_bench.models.families import check_protocol
+    from mbpo_bench.models.loading import validate_model
+
+    config = build_config(
+        config_cls, model=model, data=data, config_file=config_file,
+        overrides=[*(["skip_bad_items=true"] if skip_bad_items else []), *(overrides or []), *(sets or [])],
+    )  # fmt: skip
+    if not quiet and parallel.is_main():
+        print_config(config, title)
+    check_protocol(validate_model(config.model), config.runtime.protocol)
+    return config
+
+
 def train_command(
     method: str = typer.Argument(..., help=METHOD_HELP),
     overrides: Overrides = None,
@@ -85,21 +115,13 @@ def train_command(
 
     add_include_paths(include_path or [])
     from mbpo_bench import parallel
-    from mbpo_bench.config import print_config
     from mbpo_bench.trainers.table import load_trainer
 
     config_cls, run = load_trainer(method)
-    config = build_config(
-        config_cls, model=model, data=data, config_file=config_file,
-        overrides=[*(["skip_bad_items=true"] if skip_bad_items else []), *(overrides or []), *(sets or [])],
+    config = resolve_config(
+        config_cls, f"train {method}", model=model, data=data, config_file=config_file,
+        overrides=overrides, sets=sets, skip_bad_items=skip_bad_items, quiet=quiet,
     )  # fmt: skip
-    if not quiet and parallel.is_main():  # under torchrun: once, not once per rank
-        print_config(config, f"train {method}")
-    from mbpo_bench.models.families import check_protocol
-    from mbpo_bench.models.loading import validate_model
-
-    # before the run folder exists: a typo leaves nothing behind
-    check_protocol(validate_model(config.model), config.runtime.protocol)
     from mbpo_bench.trainers.loop import TrainingDiverged
 
     try:

@@ -143,6 +143,18 @@ class ProtocolSpec:
     reproduces: str = ""
 
 
+def qwen_lmms_eval(wrapper: str, min_pixels: int, max_pixels: int) -> ProtocolSpec:
+    """lmms-eval 0.7.3's stock Qwen wrapper `wrapper`: qwen_vl_utils geometry after a JPEG q85
+    round trip, its own pixel range, an explicit system prompt (the two wrappers differ only in
+    the range)."""
+    return ProtocolSpec(
+        geometry="qwen_vl_utils", system_prompt=QWEN_SYSTEM_PROMPT, jpeg_quality=85,
+        min_pixels=min_pixels, max_pixels=max_pixels,
+        reproduces=f"lmms-eval 0.7.3 {wrapper} (JPEG q85, pixels {min_pixels}..{max_pixels}, "
+        "explicit system prompt)",
+    )  # fmt: skip
+
+
 # both Qwen families' native protocol: the checkpoint's processor and template, nothing else
 QWEN_NATIVE = ProtocolSpec(
     reproduces="the checkpoint's own processor (smart_resize within its min/max pixels, its "
@@ -160,19 +172,10 @@ PROTOCOLS: dict[str, dict[str, ProtocolSpec]] = {
                                  reproduces="LLaVA-1.5 paper eval (pad to square with the "
                                  "image mean, vicuna_v1 system prompt)"),
     },
-    "qwen2_vl": {
-        "native": QWEN_NATIVE,
-        "lmms-eval": ProtocolSpec(geometry="qwen_vl_utils", system_prompt=QWEN_SYSTEM_PROMPT,
-                                  jpeg_quality=85, min_pixels=3136, max_pixels=602112,
-                                  reproduces="lmms-eval 0.7.3 qwen2_vl (JPEG q85, pixels "
-                                  "3136..602112, explicit system prompt)"),
-    },
+    "qwen2_vl": {"native": QWEN_NATIVE, "lmms-eval": qwen_lmms_eval("qwen2_vl", 3136, 602112)},
     "qwen2_5_vl": {
         "native": QWEN_NATIVE,
-        "lmms-eval": ProtocolSpec(geometry="qwen_vl_utils", system_prompt=QWEN_SYSTEM_PROMPT,
-                                  jpeg_quality=85, min_pixels=200704, max_pixels=1605632,
-                                  reproduces="lmms-eval 0.7.3 qwen2_5_vl (JPEG q85, pixels "
-                                  "200704..1605632, explicit system prompt)"),
+        "lmms-eval": qwen_lmms_eval("qwen2_5_vl", 200704, 1605632),
     },
 }  # fmt: skip
 
