@@ -22,6 +22,7 @@ import numpy as np
 
 from mbpo_bench.errors import UserError
 from mbpo_bench.metrics import bootstrap_ci, paired_bootstrap
+from mbpo_bench.quickstart_report import Diff  # the same paired difference, one class
 from mbpo_bench.reporting import forest, meta_is
 from mbpo_bench.reporting.figures import save_png
 from mbpo_bench.reporting.loading import RunData
@@ -33,17 +34,6 @@ if TYPE_CHECKING:
 
 Subset = Callable[[dict[str, Any]], bool] | None
 TASKS = ("mbpo_embedded_existence", "mbpo_embedded_color", "mbpo_embedded_count")
-
-
-@dataclass(frozen=True)
-class Diff:
-    diff: float
-    low: float
-    high: float
-    n: int
-
-    def text(self) -> str:
-        return f"{self.diff:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
 
 
 def pooled_diff(a: RunData, b: RunData, metric: str, subset: Subset, seed: int) -> Diff:
