@@ -149,6 +149,7 @@ def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
     speed = GRPOSettings().generation_speed()
     n_gen, n_tok = args.num_generations, args.rollout_tokens
     modes = ["layerwise", "gathered"] if strategy == "fsdp" else ["whole"]
+    auto = sharding.rollout_mode(vlm.model, "auto") if strategy == "fsdp" else None
     rows: list[dict[str, Any]] = []
     first: list[list[int]] | None = None
     for mode in modes:
@@ -177,6 +178,8 @@ def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
         seconds = (time.perf_counter() - start) / args.repeats
         peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
         note = f"{len(prompts)} prompts x {n_gen} samples x {n_tok} tokens"
+        if mode == auto:
+            note += "; what runtime.fsdp_rollout=auto picks here"
         if first is None:
             first = tokens
         else:

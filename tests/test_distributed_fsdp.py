@@ -279,6 +279,37 @@ def test_gathered_weights_sample_unevenly_and_go_back_to_shards(
         torch.testing.assert_close(two[r]["before"], one["before"], rtol=0, atol=1e-5)
 
 
+def _auto_rollout(model: Path, rank: int, starved: int | None) -> dict[str, Any]:
+    """`sharding.rollout_mode` on two ranks, rank `starved` seeing no free memory."""
+    from mbpo_bench.trainers import sharding
+
+    from mbpo_bench.models import load_model
+    from mbpo_bench.models.lora import apply_lora
+
+    vlm = load_model(model, device="cpu", dtype="float32")
+    apply_lora(vlm)
+    sharding.shard_model(vlm.model)
+    if rank == starved:
+        sharding._free_bytes = lambda device: 0  # this forked process only
+    return {"auto": sharding.rollout_mode(vlm.model, "auto"),
+            "again": sharding.rollout_mode(vlm.model, "auto"),
+            "explicit": [sharding.rollout_mode(vlm.model, m) for m in ("layerwise", "gathered")]}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("starved", [None, 1], ids=["room", "rank-1-full"])
+def test_auto_rollout_gathers_where_every_rank_has_room(
+    tiny_model: Path, two_ranks: Any, starved: int | None
+) -> None:
+    """`runtime.fsdp_rollout=auto`: gathered when the whole layers fit on every rank, else
+    layerwise on ALL ranks (one rank short of memory decides: the modes' collectives differ)."""
+    two = two_ranks(lambda rank: _auto_rollout(tiny_model, rank, starved))
+    want = "gathered" if starved is None else "layerwise"
+    for r in (0, 1):
+        assert two[r]["auto"] == two[r]["again"] == want
+        assert two[r]["explicit"] == ["layerwise", "gathered"]
+
+
 def _loaded_sharded(model: Path, rank: int, world: int, offload: bool) -> dict[str, Any]:
     """`sharding.load_sharded` (what load_policy does under FSDP) against a plain load: the
     calls each rank made, the log-probs and the whole weights afterwards."""

@@ -102,8 +102,9 @@ class RuntimeConfig:
     fsdp_offload: bool = False  # fsdp: sharded weights, gradients and AdamW state in CPU memory
     # fsdp, GRPO/MBPO sampling: "layerwise" all-gathers each layer for each decode step (every
     # rank steps together); "gathered" all-gathers the whole weights once per rollout (one full
-    # copy per GPU meanwhile, no collective per token)
-    fsdp_rollout: Literal["layerwise", "gathered"] = "layerwise"
+    # copy per GPU meanwhile, no collective per token); "auto": gathered when that copy fits
+    # in half the free device memory of every rank, else layerwise (sharding.rollout_mode)
+    fsdp_rollout: Literal["auto", "layerwise", "gathered"] = "auto"
     save_every: int = 50
     keep_checkpoints: int = 2
     progress: bool = True

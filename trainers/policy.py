@@ -44,7 +44,7 @@ class Policy:
     base: str  # what --model resolved to (recorded in final/info.json)
     frozen_reference: VisionLanguageModel | None = None
     compile_layers: bool = False  # RuntimeConfig.compile_layers
-    fsdp_rollout: str = "layerwise"  # RuntimeConfig.fsdp_rollout
+    fsdp_rollout: str = "auto"  # RuntimeConfig.fsdp_rollout
 
     @property
     def module(self) -> torch.nn.Module:
@@ -93,14 +93,19 @@ class Policy:
 
     @contextlib.contextmanager
     def sampling(self) -> Iterator[None]:
-        """Around rollout generation: under FSDP with `fsdp_rollout=gathered`, the weights
-        gathered whole for the block (`sharding.gathered`); otherwise nothing."""
+        """Around rollout generation: under FSDP with `fsdp_rollout=gathered` (or `auto`
+        where the whole weights fit), the weights gathered whole for the block
+        (`sharding.gathered`); otherwise nothing."""
         from mbpo_bench.models.common import is_sharded
 
-        if self.fsdp_rollout != "gathered" or not is_sharded(self.module):
+        if not is_sharded(self.module):
             yield
             return
-        from mbpo_bench.trainers.sharding import gathered
+        from mbpo_bench.trainers.sharding import gathered, rollout_mode
+
+        if rollout_mode(self.module, self.fsdp_rollout) != "gathered":
+            yield
+            return
 
         with gathered(self.module):
             yield

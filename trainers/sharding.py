@@ -42,7 +42,7 @@ Every rank must run the same sequence of forwards (each all-gathers a layer from
 `generate` gets `synced_gpus` (a rank whose samples ended keeps stepping until all have), and
 the trainers refuse the options that would split ranks into different call sequences. Where
 the ranks' work is uneven by nature (mining), or by choice for rollouts
-(`runtime.fsdp_rollout=gathered`), `gathered` makes the weights whole for the block, so no
+(`runtime.fsdp_rollout=gathered`, or `auto` where it fits), `gathered` makes the weights whole for the block, so no
 forward inside is a collective.
 """
 
@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -80,7 +81,7 @@ def check_options(runtime: Any, conflicts: Sequence[tuple[bool, str, str]] = ())
             "runtime.fsdp_offload only applies to sharded training — add runtime.strategy=fsdp "
             "or drop runtime.fsdp_offload"
         )
-    if runtime.fsdp_rollout != "layerwise" and runtime.strategy != "fsdp":
+    if runtime.fsdp_rollout != "auto" and runtime.strategy != "fsdp":
         raise UserError(
             "runtime.fsdp_rollout only applies to sharded training — add runtime.strategy=fsdp "
             "or drop runtime.fsdp_rollout"
@@ -290,6 +291,58 @@ def gathered(module: torch.nn.Module) -> Iterator[None]:
             unit.set_reshard_after_forward(True, recurse=False)
             unit.set_reshard_after_backward(True, recurse=False)
             unit.set_requires_gradient_sync(True, recurse=False)
+
+
+def _free_bytes(device: torch.device) -> int:
+    """Memory a new allocation may take on `device`: free GPU memory plus what torch's
+    caching allocator holds unused; on CPU the available physical memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        stats = torch.cuda.memory_stats(device)
+        cached = stats.get("reserved_bytes.all.current", 0) - stats.get(
+            "allocated_bytes.all.current", 0
+        )
+        return int(free + cached)
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def rollout_mode(module: torch.nn.Module, mode: str) -> str:
+    """`runtime.fsdp_rollout` resolved for sharded `module`: "auto" is "gathered" when the
+    whole layers (what `gathered` adds beside the shards) take at most half of every rank's
+    free device memory (the rest is for the rollout's KV cache), else "layerwise". Gathered
+    does strictly less work (one all-gather per layer per rollout instead of one per decode
+    step), so it is the choice wherever it fits; layerwise always fits where training does.
+    A collective under "auto" (every rank must take the same branch), decided once."""
+    if mode != "auto":
+        return mode
+    from torch.distributed.tensor import DTensor
+
+    root = getattr(module, SHARDED_ATTR)
+    cached = getattr(root, _ROLLOUT_ATTR, None)
+    if cached is not None:
+        return str(cached)
+    compute = next(p for p in module.parameters() if not isinstance(p, DTensor)).device
+    extra = sum(  # the whole layers minus the shards already there (none under offload)
+        (p.numel() - (p.to_local().numel() if p.to_local().device == compute else 0))
+        * p.element_size()
+        for p in module.parameters()
+        if isinstance(p, DTensor)
+    )
+    fits = torch.tensor([float(extra <= 0.5 * _free_bytes(compute))], device=compute)
+    torch.distributed.all_reduce(fits, op=torch.distributed.ReduceOp.MIN)
+    chosen = "gathered" if float(fits) > 0 else "layerwise"
+    object.__setattr__(root, _ROLLOUT_ATTR, chosen)
+    if torch.distributed.get_rank() == 0:
+        print(
+            f"runtime.fsdp_rollout=auto: {chosen} (the whole layers take "
+            f"{extra / 2**30:.1f} GiB more per process)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return chosen
+
+
+_ROLLOUT_ATTR = "_mbpo_rollout_mode"
 
 
 def clip_grad_norm(params: Sequence[torch.nn.Parameter], max_norm: float) -> float:
