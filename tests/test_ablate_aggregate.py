@@ -124,7 +124,8 @@ def test_seed_rows_read_the_image_probe_and_the_balance_metrics() -> None:
     assert got[(COLOR, "visual_reliance_blind")] == 0.3
     assert math.isnan(got[(COLOR, "visual_reliance_mismatched")])  # undefined -> NaN, not 0
     assert math.isnan(got[(POPE, "acc_counter_prior")])
-    assert len(got) == 2 * 5
+    assert math.isnan(got[(COLOR, "pair_accuracy")])  # not in these results: NaN
+    assert len(got) == 2 * 6
 
 
 def test_arm_table_shows_base_first_missing_arms_and_seed_counts(tmp_path: Path) -> None:

@@ -36,29 +36,21 @@ ARMS = "sft,dpo-pgd,mbpo-pgd-iig-offline"  # the last two share the PGD pairs
 # ---- grouping and dry run (no training) ------------------------------------------------------
 
 
-def test_groups_keep_runs_of_one_mining_folder_together_in_plan_order(tmp_path: Path) -> None:
+def test_each_mining_folder_is_one_group_and_its_runs_wait_for_it(tmp_path: Path) -> None:
     plan = build_plan(AblationConfig(model=str(tmp_path / "m"), seeds=[0, 1]), tmp_path / "o")
     groups = group_runs(plan)
-    assert groups[0].base and groups[0].label == BASE and not groups[0].runs
-    runs = [r for g in groups for r in g.runs]
-    assert sorted(r.label for r in runs) == sorted(r.label for r in plan.runs)  # each run once
-    order = {id(r): i for i, r in enumerate(plan.runs)}
-    for group in groups[1:]:
+    n_mining = len(plan.minings)
+    # mining first (they gate the most work), then the base evaluation, then a group per run
+    assert [g.mining for g in groups[:n_mining]] == list(plan.minings)
+    assert all(not g.runs and g.label.startswith("mining ") for g in groups[:n_mining])
+    assert groups[n_mining].base and groups[n_mining].label == BASE
+    rest = groups[n_mining + 1 :]
+    assert [g.runs for g in rest] == [[r] for r in plan.runs]  # each run once, in plan order
+    for group in rest:
         assert group.label == group.runs[0].label
-        assert [order[id(r)] for r in group.runs] == sorted(order[id(r)] for r in group.runs)
-        mines = {r.mine_dir for r in group.runs}
-        assert len(mines) == 1  # one mining folder per group (or none: a run of its own)
-        if None in mines:
-            assert len(group.runs) == 1
-    for folder in plan.minings:  # every run on a mining folder is in one group
-        assert sum(any(r.mine_dir == folder for r in g.runs) for g in groups) == 1
-    seed0 = next(g for g in groups if g.label == "dpo-pgd seed 0")
-    assert [r.arm.name for r in seed0.runs] == [
-        "dpo-pgd", "mbpo-pgd-iig-online", "mbpo-pgd-iig-offline", "sft-mined"
-    ]  # fmt: skip
-    # per seed: sft, grpo and the 7 mining folders (the twin variant's is the 7th); plus the
-    # base evaluation
-    assert len(groups) == 1 + 2 * 9
+        assert group.after == group.runs[0].mine_dir  # None for arms that do not mine
+    # per seed: the 7 mining folders (the twin variant's is the 7th)
+    assert n_mining == 2 * 7
     no_base = build_plan(
         AblationConfig(model=str(tmp_path / "m"), seeds=[0], arms=["sft"], eval_base=False),
         tmp_path / "o",
@@ -73,9 +65,11 @@ def test_dry_run_shows_the_groups_only_with_jobs(
             "--seeds", "0", "--arms", ARMS, "--dry-run"]  # fmt: skip
     assert main([*args, "--jobs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "--jobs 2: 3 groups, up to 2 at once" in out
-    assert "group 1: base evaluation" in out and "group 2: sft seed 0" in out
-    assert "group 3: dpo-pgd seed 0, mbpo-pgd-iig-offline seed 0" in out
+    assert "--jobs 2: 5 groups, up to 2 at once" in out
+    assert "group 1: mining " in out and "group 2: base evaluation" in out
+    assert "group 3: sft seed 0\n" in out
+    assert "group 4: dpo-pgd seed 0 (after mining pgd-iig-seed0-" in out
+    assert "group 5: mbpo-pgd-iig-offline seed 0 (after mining pgd-iig-seed0-" in out
     assert main(args) == 0
     assert "groups, up to" not in capsys.readouterr().out
     assert not (tmp_path / "o").exists()
@@ -196,6 +190,32 @@ def test_spawned_workers_crash_or_raise_without_losing_the_other_groups(
     assert len(lines) == 3 and all("groups done]" in line for line in lines)
 
 
+def test_runs_start_after_their_mining_and_fail_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ablate_jobs_workers.py").write_text(WORKERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from ablate_jobs_workers import worker  # type: ignore[import-not-found]
+
+    plan = fake_plan(tmp_path, ["a", "b", "c"])
+    good, bad = tmp_path / "mining" / "good", tmp_path / "mining" / "boom-bad"
+    groups = [
+        Group("mining good", mining=good),
+        Group("boom mining", mining=bad),
+        Group("a seed 0", [plan.runs[0]], after=good),
+        Group("b seed 0", [plan.runs[1]], after=bad),
+        Group("c seed 0", [plan.runs[2]]),
+    ]
+    lines: list[str] = []
+    results = run_groups(plan, groups, 2, lines.append, worker=worker)
+    assert results[2] == GroupResult(eval_configs={"a seed 0": "done"})
+    assert results[3].failures["b seed 0"].startswith("its mining failed: its worker failed")
+    assert results[4] == GroupResult(eval_configs={"c seed 0": "done"})
+    done = [line.split("] ", 1)[1] for line in lines]
+    assert done.index("a seed 0") > done.index("mining good")  # waited for its mining
+    assert "b seed 0" not in done and len(lines) == 4  # never started
+
+
 def test_format_groups_names_every_run(tmp_path: Path) -> None:
     plan = fake_plan(tmp_path, ["a", "b"], base=True)
     groups = [Group(BASE, base=True), Group("a seed 0", plan.runs)]
@@ -244,9 +264,11 @@ def test_two_jobs_give_the_same_per_seed_results_as_one(
     capfd.readouterr()
     assert main(argv(tiny, "two", "--jobs", "2")) == 0
     log = capfd.readouterr().err  # the workers' stderr is the parent's file descriptor 2
-    assert "[dpo-pgd seed 0] mining ->" in log and "[dpo-pgd seed 0] training [mbpo]" in log
+    assert "[mining pgd-iig-seed0-" in log and "] mining ->" in log
+    assert "[dpo-pgd seed 0] training [dpo]" in log
+    assert "[mbpo-pgd-iig-offline seed 0] training [mbpo]" in log
     assert "[sft seed 0] training [sft]" in log and "[base] evaluating ->" in log
-    assert "[3/3 groups done]" in log
+    assert "[5/5 groups done]" in log
     one, two = tiny["root"] / "one", tiny["root"] / "two"
     per_seed = pd.read_csv(two / "per_seed.csv")
     assert set(per_seed["arm"]) == {"base (start)", *ARMS.split(",")}

@@ -26,7 +26,7 @@ def plan_for(tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
 
 def test_arms_are_exactly_the_factorial_plus_the_baselines() -> None:
     names = [a.name for a in ARMS]
-    assert len(names) == len(set(names)) == 18
+    assert len(names) == len(set(names)) == 22
     assert {a.name: a.method for a in ARMS[:3]} == BASELINES
     mbpo = [a for a in ARMS if a.factorial]
     levels = {(a.source, a.iig_filter, a.online) for a in mbpo}
@@ -40,9 +40,11 @@ def test_arms_are_exactly_the_factorial_plus_the_baselines() -> None:
         assert list(arm.overrides) == expected, arm.name
     dpo = next(a for a in ARMS if a.name == "dpo-pgd")
     assert (dpo.source, dpo.iig_filter) == ("pgd", True)
-    # issue 17: the matched SFT controls and the twin variant, after the factorial
-    assert [a.name for a in ARMS[-3:]] == ["sft-mined", "mbpo-twins", "sft-twins"]
+    # issue 17: the matched controls and the twin variant, after the factorial
+    assert [a.name for a in ARMS[-7:]] == ["sft-mined", "grpo-mined", "dpo-mined", "dpo-mdpo",
+                                           "sft-balanced", "mbpo-twins", "sft-twins"]  # fmt: skip
     assert "hybrid.twins=true" in ARMS[-2].overrides and ARMS[-2].twins
+    assert all(a.control for a in ARMS[-7:] if a.name != "mbpo-twins")
 
 
 def test_plan_resolves_every_arm_and_seed_with_the_same_budget(tmp_path: Path) -> None:
@@ -66,26 +68,31 @@ def test_plan_resolves_every_arm_and_seed_with_the_same_budget(tmp_path: Path) -
         if run.arm.method == "mbpo":
             assert c.mining.source == run.arm.source and c.mining.iig_filter == run.arm.iig_filter
             assert c.mining.seed == run.seed
-            assert c.hybrid.offline_ratio == (0.5 if run.arm.online else 1.0)
+            ratio = 0.0 if run.arm.name == "grpo-mined" else 0.5 if run.arm.online else 1.0
+            assert c.hybrid.offline_ratio == ratio
             assert c.preference_data == str(run.mine_dir / "pairs.parquet")
             assert c.data == "embedded"
         elif run.arm.method == "dpo":
             assert c.data == str(run.mine_dir / "pairs.parquet")
-        elif run.arm.miner:  # a matched SFT control: the MBPO arm's pairs, lr and schedule
-            assert c.preference_data == str(run.mine_dir / "pairs.parquet")
+            assert c.mdpo_weight == (1.0 if run.arm.name == "dpo-mdpo" else 0.0)
+        if run.arm.miner:  # a matched control: the MBPO arm's pairs, lr and schedule
+            if run.arm.method == "sft":
+                assert c.preference_data == str(run.mine_dir / "pairs.parquet")
+                assert c.twins == (run.arm.name == "sft-twins")
+                assert c.balanced == (run.arm.name == "sft-balanced")
             assert (c.optim.lr, c.optim.warmup_ratio) == (5e-5, 0.05)
-            assert c.twins == (run.arm.name == "sft-twins")
-            peer_name = {"sft-mined": "mbpo-pgd-iig-online", "sft-twins": "mbpo-twins"}
+            peer_name = {"sft-twins": "mbpo-twins"}.get(run.arm.name, "mbpo-pgd-iig-online")
             peer = next(r for r in plan.runs
-                        if (r.arm.name, r.seed) == (peer_name[run.arm.name], run.seed))  # fmt: skip
+                        if (r.arm.name, r.seed) == (peer_name, run.seed))  # fmt: skip
             assert peer.mine_dir == run.mine_dir  # the very same pairs file
-        else:
+        elif run.arm.method == "sft":
             assert run.mine_dir is None
     assert plan.base_eval.output == str(tmp_path / "out" / "base" / "eval")
     # mining: once per (source, filter, seed); DPO and both online levels share the PGD pairs
     assert len(plan.minings) == 2 * 7  # 6 of the factorial + the twin variant's
     seed0 = {r.arm.name: r.mine_dir for r in plan.runs if r.seed == 0}
     assert seed0["dpo-pgd"] == seed0["mbpo-pgd-iig-online"] == seed0["mbpo-pgd-iig-offline"]
+    assert seed0["grpo-mined"] == seed0["dpo-mdpo"] == seed0["mbpo-pgd-iig-online"]
     assert seed0["mbpo-pgd-iig-online"] != seed0["mbpo-pgd-noiig-online"]
     for folder, mine in plan.minings.items():
         assert mine.data == "embedded" and mine.model == str(tmp_path / "base")
@@ -143,7 +150,7 @@ def test_arm_selection_by_name_and_pattern_and_unknown_arm() -> None:
     assert [a.name for a in select_arms(["mbpo-*-iig-offline"])] == [
         "mbpo-pgd-iig-offline", "mbpo-noise-iig-offline", "mbpo-blind-iig-offline",
     ]  # fmt: skip
-    assert len(select_arms(None)) == 18
+    assert len(select_arms(None)) == 22
     with pytest.raises(UserError, match=r"unknown arm 'mbpo-pgd-iig-onlin' \(did you mean: "
                        r"mbpo-pgd-iig-online"):  # fmt: skip
         select_arms(["mbpo-pgd-iig-onlin"])
@@ -266,7 +273,7 @@ def test_cli_settings_precedence_and_config_file(tmp_path: Path) -> None:
 def test_format_plan_counts_match_the_plan(tmp_path: Path) -> None:
     plan = plan_for(tmp_path, seeds=[0], eval_base=False)
     text = format_plan(plan)
-    assert "18 arms x 1 seeds (seeds 0) = 18 training runs, 7 mining runs, 18 evaluations" in text
+    assert "22 arms x 1 seeds (seeds 0) = 22 training runs, 7 mining runs, 22 evaluations" in text
     assert "base  eval" not in text
 
 
@@ -304,3 +311,29 @@ def test_the_plan_and_report_name_the_evaluation_split(tmp_path: Path) -> None:
     assert "(test split)" in format_plan(plan) and eval_split(plan) == "test"
     dev = plan_for(tmp_path, seeds=[0], arms=["sft"], overrides=["eval:split=dev"])
     assert "(dev split)" in format_plan(dev) and eval_split(dev) == "dev"
+
+
+def test_an_lr_grid_names_each_arm_per_lr_and_lr_from_takes_the_dev_choice(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    grid = plan_for(tmp_path, seeds=[0], arms=["sft-mined", "dpo-mdpo"], lrs=[1e-5, 2e-4])
+    by = {r.arm.name: r.train_config.optim.lr for r in grid.runs}
+    assert by == {"sft-mined@lr1e-05": 1e-5, "sft-mined@lr0.0002": 2e-4,
+                  "dpo-mdpo@lr1e-05": 1e-5, "dpo-mdpo@lr0.0002": 2e-4}  # fmt: skip
+    assert len(grid.minings) == 1  # every lr trains on the same mined pairs
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    choice = {"lr": 2e-4, "scores": {"1e-05": 0.1, "0.0002": 0.2}, "seeds": 1, "split": "dev",
+              "source": str(dev)}  # fmt: skip
+    (dev / "lr_choice.json").write_text(json.dumps({"sft-mined": choice}))
+    test = plan_for(tmp_path, seeds=[0], arms=["mbpo-pgd-iig-online", "sft-mined", "dpo-mdpo"],
+                    lr_from=str(dev))  # fmt: skip
+    by = {r.arm.name: r.train_config.optim.lr for r in test.runs}
+    assert by == {"mbpo-pgd-iig-online": 5e-5, "sft-mined": 2e-4, "dpo-mdpo": 5e-5}
+    (dev / "lr_choice.json").write_text(json.dumps({"sft-mined": {**choice, "split": "test"}}))
+    with pytest.raises(UserError, match="chose on split test — choose on dev"):
+        plan_for(tmp_path, seeds=[0], arms=["sft-mined"], lr_from=str(dev))
+    with pytest.raises(UserError, match="does not exist"):
+        plan_for(tmp_path, seeds=[0], arms=["sft-mined"], lr_from=str(tmp_path / "none"))

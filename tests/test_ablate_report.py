@@ -84,14 +84,14 @@ def test_report_of_a_full_factorial_with_problems(tmp_path: Path) -> None:
     assert "mbpo-blind-noiig-online seed 0**" not in report  # online arms still had data
     mining = report.split("## Mined pairs")[1].split("## ")[0]
     assert mining.count("| missing |") >= 1 and "| 8 | 8 | 8 | 0 | 8 | 0 | 0 | n/a |" in mining
-    assert report.count("mbpo-bench train ") == 36 and report.count("mbpo-bench mine ") == 14
+    assert report.count("mbpo-bench train ") == 44 and report.count("mbpo-bench mine ") == 14
     assert "mbpo-bench ablate --model m" in report
     assert (
         f"mbpo-bench ablate --config {tmp_path}/abl/ablation.yaml --output {tmp_path}/abl" in report
     )
 
     per_seed = pd.read_csv(result.per_seed)
-    assert len(per_seed) == (1 + 34) * 2 * 5  # base + 34 evaluated runs, 2 tasks, 5 quantities
+    assert len(per_seed) == (1 + 42) * 2 * 6  # base + 42 evaluated runs, 2 tasks, 6 quantities
     assert "(average over tasks)" not in set(per_seed["task"])
     # deterministic: the same files give the same report
     assert (

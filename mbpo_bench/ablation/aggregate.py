@@ -1,15 +1,16 @@
 """Per-seed metrics of every evaluated run, and their mean and spread per arm.
 
 Read from `results.json` only (the typed results schema), like every report here:
-- accuracy, counter-prior and prior-consistent accuracy: the image probe's metrics (the latter
-  two are the embedded tasks' own metrics; other tasks have none and show `n/a`);
+- accuracy, pair accuracy (both twins right), counter-prior and prior-consistent accuracy: the
+  image probe's metrics (the last three are the embedded tasks' own metrics; other tasks have
+  none and show `n/a`);
 - visual reliance vs blind and vs a mismatched image: the task's `balance` metrics
   (acc(image) - acc(probe), paired over the same items).
 
 Spread over seeds: the sample standard deviation (ddof 1; undefined for one seed) and min / max.
 The average over tasks is taken per (arm, seed) BEFORE the spread, over the tasks on which
 every evaluated run has the metric, so no arm's average covers other tasks than another's.
-All five quantities are on the same 0-1 scale, so a plain mean over tasks is meaningful.
+All six quantities are on the same 0-1 scale, so a plain mean over tasks is meaningful.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Quantity:
 
 QUANTITIES: tuple[Quantity, ...] = (
     Quantity("accuracy", "accuracy", "image", True),
+    Quantity("pair_accuracy", "pair acc. (twins)", "image", True),
     Quantity("acc_counter_prior", "counter-prior acc.", "image", True),
     Quantity("acc_prior_consistent", "prior-consistent acc.", "image", True),
     Quantity("visual_reliance_blind", "visual reliance (blind)", "balance", True),

@@ -13,7 +13,12 @@ Arms (`ARMS`, in report order):
   MBPO arm mines (their chosen answers) with MBPO's learning rate and schedule; `mbpo-twins`,
   MBPO with `hybrid.twins` (candidates: the counter-prior items that have a prior twin; each
   mined item trained with its twin); `sft-twins`, SFT on those same items and twins, matched
-  likewise. Every arm has the same steps and batch size (plan.py).
+  likewise; `grpo-mined`, GRPO on the full MBPO arm's online prompts (its mined items) with no
+  offline negatives (MBPO with `hybrid.offline_ratio=0`); `dpo-mined` and `dpo-mdpo`, DPO and
+  DPO + mDPO's conditional term on the full MBPO arm's pairs; `sft-balanced`, SFT on the mined
+  items plus as many question-matched prior-consistent training items. Every control takes the
+  matched MBPO arm's mining, steps, batch size and lr schedule (plan.py); its learning rate is
+  MBPO's unless `lrs` / `lr_from` choose one (on `dev`, see `AblationConfig`).
 
 An arm is only what distinguishes it: the method and the overrides that define its factors.
 Everything shared (budget, seeds, the user's `key=value` settings) is applied in `plan.py`, so
@@ -51,11 +56,13 @@ class Arm:
     # schedule they copy, so the control is matched)
     miner: tuple[str, ...] = ()
     twins: bool = False  # the twin-pair variant (outside the 3 x 2 x 2 factorial)
+    control: bool = False  # a matched control (issue 17), outside the factorial
+    lr: float | None = None  # this arm's learning rate (lr grid or chosen on dev); None: default
 
     @property
     def factorial(self) -> bool:
         """One of the 12 MBPO arms of method.md's factorial."""
-        return self.method == "mbpo" and not self.twins
+        return self.method == "mbpo" and not self.twins and not self.control
 
     @property
     def mines(self) -> bool:
@@ -98,10 +105,15 @@ def all_arms() -> tuple[Arm, ...]:
     )
     pgd_iig = ("mining.source=pgd", "mining.iig_filter=true")
     twins = (*pgd_iig, "hybrid.twins=true")
+    no_offline = ("hybrid.offline_ratio=0.0", "hybrid.online_pool=mined")
     matched = (
-        Arm("sft-mined", "sft", (), "pgd", True, miner=pgd_iig),
+        Arm("sft-mined", "sft", (), "pgd", True, miner=pgd_iig, control=True),
+        Arm("grpo-mined", "mbpo", (*pgd_iig, *no_offline), "pgd", True, True, control=True),
+        Arm("dpo-mined", "dpo", (), "pgd", True, miner=pgd_iig, control=True),
+        Arm("dpo-mdpo", "dpo", ("mdpo_weight=1.0",), "pgd", True, miner=pgd_iig, control=True),
+        Arm("sft-balanced", "sft", ("balanced=true",), "pgd", True, miner=pgd_iig, control=True),
         Arm("mbpo-twins", "mbpo", twins, "pgd", True, True, twins=True),
-        Arm("sft-twins", "sft", ("twins=true",), "pgd", True, miner=twins),
+        Arm("sft-twins", "sft", ("twins=true",), "pgd", True, miner=twins, control=True),
     )
     return baselines + factorial + matched
 
@@ -157,6 +169,13 @@ class AblationConfig:
     probes: list[str] = field(default_factory=lambda: list(DEFAULT_PROBES))
     eval_base: bool = True  # also evaluate the starting model once, as the reference row
     overrides: list[str] = field(default_factory=list)
+    # learning-rate grid: every selected arm runs once per value (`<arm>@lr<value>`); meant for
+    # a dev ablation (`eval:split=dev`), whose report then writes lr_choice.json: per arm, the
+    # lr with the best mean pair accuracy over seeds and tasks
+    lrs: list[float] | None = None
+    # a finished dev ablation with `lrs`: each arm it tuned trains at the lr chosen there (the
+    # test ablation; the choice never looks at test)
+    lr_from: str | None = None
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -167,3 +186,7 @@ class AblationConfig:
             raise ValueError("steps and batch_size must be >= 1")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError("eval_limit must be >= 1")
+        if self.lrs is not None and (not self.lrs or min(self.lrs) <= 0):
+            raise ValueError(f"lrs must be positive learning rates, got {self.lrs}")
+        if self.lrs and self.lr_from:
+            raise ValueError("lrs (a grid, on dev) and lr_from (the dev choice) exclude each other")

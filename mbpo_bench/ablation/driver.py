@@ -18,6 +18,7 @@ from mbpo_bench.ablation.execute import (
     Log,
     check_existing,
     run_sequential,
+    trained_weights,
     write_outputs,
 )
 from mbpo_bench.ablation.jobs import check_jobs, run_parallel
@@ -61,4 +62,25 @@ def run_ablation(
     write_atomic(output / "command.txt", shlex.join(argv) + "\n")
     parallel = jobs > 1
     failures = run_parallel(plan, jobs, log) if parallel else run_sequential(plan, log, progress)
+    return write_outputs(plan, failures, argv)
+
+
+def report_ablation(
+    config: AblationConfig, output: Path, argv: list[str] | None = None
+) -> AblationResult:
+    """The report and per_seed.csv from the runs that finished, running nothing (`--report-only`):
+    for an ablation stopped by a time limit, or to re-render. Unfinished runs are listed under
+    Problems, never counted as 0."""
+    from mbpo_bench.runs import RunDir
+
+    plan = build_plan(config, output)
+    failures: dict[str, str] = {}
+    if plan.base_eval is not None and not RunDir(Path(plan.base_eval.output)).finished:
+        failures["base"] = "not evaluated (report written with --report-only)"
+    for run in plan.runs:
+        if not RunDir(run.eval_dir).finished:
+            failures[run.label] = "not finished (report written with --report-only)"
+        elif RunDir(run.train_dir).finished:
+            trained_weights(run)
+    argv = list(sys.argv) if argv is None else argv
     return write_outputs(plan, failures, argv)

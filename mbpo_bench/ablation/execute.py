@@ -144,10 +144,12 @@ def run_sequential(plan: Plan, log: Log, progress: bool) -> dict[str, str]:
 def write_outputs(plan: Plan, failures: dict[str, str], argv: list[str]) -> AblationResult:
     """per_seed.csv and report.md (atomically) from the evaluated run folders."""
     from mbpo_bench.ablation.aggregate import AVERAGE, Measurements
-    from mbpo_bench.ablation.report import render
+    from mbpo_bench.ablation.lr_choice import write_choice
+    from mbpo_bench.ablation.report import eval_split, render
 
     measured = Measurements.build(*collect(plan))
     out = plan.output
+    write_choice(plan, measured.per_seed, eval_split(plan))
     per_seed = measured.per_seed[measured.per_seed["task"] != AVERAGE]
     write_atomic(out / PER_SEED, per_seed.to_csv(index=False))
     write_atomic(out / REPORT, render(plan, measured, failures, argv, out))

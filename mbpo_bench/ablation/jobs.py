@@ -5,11 +5,13 @@ machine; N runs side by side use it. `--jobs 1` (the default) never comes here: 
 runs the plan one run at a time, as before.
 
 Decisions:
-- The unit of work is a GROUP, not a run. Runs that share a mining folder (`Run.mine_dir`: DPO
-  and the MBPO arms on the same PGD pairs at one seed) go to the same worker, in plan order,
-  because the first one mines and the others read its `pairs.parquet`; two workers would mine
-  the same folder at once. Runs that do not mine are a group each; the base evaluation is one
-  more group (labelled "base"), submitted first.
+- The unit of work is a GROUP: the base evaluation, one mining folder (`Run.mine_dir`, mined
+  once), or one run. Runs that train on a mining folder's pairs (DPO, the MBPO arms and the
+  matched controls at one seed) wait for that folder's mining group and then go out one per
+  worker: two workers never mine the same folder at once, and the six or so runs that share
+  one folder no longer queue behind each other in one worker (they did before the matched
+  controls of issue 17 made such chains the critical path). Mining groups are submitted first
+  (they gate the most work), then the base evaluation, then the runs that need no mining.
 - Worker processes start with the `spawn` method: a forked child of a parent that touched CUDA
   cannot use CUDA, and spawn is safe whatever the parent did.
 - Each group runs in a process of its own (a one-process pool per group, at most `jobs` at once,
@@ -36,13 +38,19 @@ import multiprocessing
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbpo_bench.ablation.execute import Log, evaluate, execute_run
+from mbpo_bench.ablation.execute import Log, evaluate, execute_run, mine
 from mbpo_bench.ablation.plan import Plan, Run
 from mbpo_bench.errors import UserError
 from mbpo_bench.runs import RunDir
@@ -54,9 +62,11 @@ BASE = "base"  # the failure key and group label of the base evaluation, as in e
 class Group:
     """Runs that one worker executes in order (or the base evaluation, `base=True`)."""
 
-    label: str  # the first run's label, or "base"; prefixes the worker's log lines
+    label: str  # the run's label, "base" or "mining <folder>"; prefixes the worker's log lines
     runs: list[Run] = field(default_factory=list)
     base: bool = False
+    mining: Path | None = None  # a mining-only group: mine this folder (plan.minings)
+    after: Path | None = None  # start only once this folder's mining group has finished
 
 
 @dataclass
@@ -80,21 +90,13 @@ def check_jobs(jobs: int) -> None:
 
 
 def group_runs(plan: Plan) -> list[Group]:
-    """The plan's work as groups: the base evaluation, then runs grouped by mining folder.
-
-    Groups come in order of their first run in the plan (seed-major), and the runs of a group in
-    plan order, so the run that mines a folder comes before the runs that reuse its pairs.
-    """
-    groups: list[Group] = [Group(BASE, base=True)] if plan.base_eval is not None else []
-    by_mining: dict[Path, Group] = {}
+    """The plan's work as groups: every mining folder, the base evaluation, then one group per
+    run in plan order (seed-major); a run on mined pairs waits for its folder's group."""
+    groups = [Group(f"mining {folder.name}", mining=folder) for folder in plan.minings]
+    groups += [Group(BASE, base=True)] if plan.base_eval is not None else []
     for run in plan.runs:
-        if run.mine_dir is not None and run.mine_dir in by_mining:
-            by_mining[run.mine_dir].runs.append(run)
-            continue
-        group = Group(run.label, [run])
-        groups.append(group)
-        if run.mine_dir is not None:
-            by_mining[run.mine_dir] = group
+        after = run.mine_dir if run.mine_dir in plan.minings else None
+        groups.append(Group(run.label, [run], after=after))
     return groups
 
 
@@ -103,7 +105,10 @@ def format_groups(groups: list[Group], jobs: int) -> str:
     lines = [f"--jobs {jobs}: {len(groups)} groups, up to {jobs} at once (each in one worker)"]
     for i, group in enumerate(groups, 1):
         names = ["base evaluation"] if group.base else [r.label for r in group.runs]
-        lines.append(f"  group {i}: {', '.join(names)}")
+        if group.mining is not None:
+            names = [f"mining {group.mining}"]
+        wait = f" (after mining {group.after.name})" if group.after is not None else ""
+        lines.append(f"  group {i}: {', '.join(names)}{wait}")
     return "\n".join(lines) + "\n"
 
 
@@ -136,6 +141,13 @@ def run_group(plan: Plan, group: Group, progress: bool) -> GroupResult:
             result.failures[BASE] = str(exc)
             log(f"failed: {exc}")
         return result
+    if group.mining is not None:
+        try:
+            mine(group.mining, plan.minings[group.mining], log)
+        except UserError as exc:
+            result.failures[group.label] = str(exc)
+            log(f"failed: {exc}")
+        return result
     failed_mining: dict[Path, str] = {}
     for i, run in enumerate(group.runs):
         log(f"({i + 1}/{len(group.runs)}) {run.label}")
@@ -165,6 +177,8 @@ def died(group: Group, cause: BaseException) -> GroupResult:
     message = f"{what} — rerun the same command to resume"
     if group.base:
         return GroupResult({BASE: message})
+    if group.mining is not None:
+        return GroupResult({group.label: message})
     return GroupResult({r.label: message for r in group.runs if not RunDir(r.eval_dir).finished})
 
 
@@ -193,16 +207,44 @@ def run_groups(
     """
     if not groups:
         return []
+    results: dict[int, GroupResult] = {}
+    waiting = {i: g for i, g in enumerate(groups) if g.after is not None}
+    minings = {g.mining for g in groups if g.mining is not None}
     with ThreadPoolExecutor(max_workers=min(jobs, len(groups))) as threads:
-        futures = {
-            threads.submit(_in_own_process, plan, group, progress, worker): group
-            for group in groups
-        }
-        for done, future in enumerate(as_completed(futures), 1):
-            failed = len(future.result().failures)
-            note = f", {failed} failed" if failed else ""
-            log(f"[{done}/{len(groups)} groups done] {futures[future].label}{note}")
-        return [future.result() for future in futures]
+        futures: dict[Future[GroupResult], int] = {}
+
+        def submit(i: int) -> None:
+            futures[threads.submit(_in_own_process, plan, groups[i], progress, worker)] = i
+
+        for i, group in enumerate(groups):
+            if group.after is None or group.after not in minings:
+                waiting.pop(i, None)
+                submit(i)
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = futures[future]
+                results[i] = future.result()
+                failed = len(results[i].failures)
+                note = f", {failed} failed" if failed else ""
+                log(f"[{len(results)}/{len(groups)} groups done] {groups[i].label}{note}")
+                folder = groups[i].mining
+                if folder is None:
+                    continue
+                for j in [j for j, g in waiting.items() if g.after == folder]:
+                    group = waiting.pop(j)
+                    if results[i].failures:
+                        cause = next(iter(results[i].failures.values()))
+                        results[j] = GroupResult(
+                            {r.label: f"its mining failed: {cause}" for r in group.runs}
+                        )
+                    else:
+                        submit(j)
+                pending |= {f for f, k in futures.items() if k not in results} - done
+    for j, group in waiting.items():  # a mining group that never ran: cannot happen, but say so
+        results[j] = GroupResult({r.label: "its mining never ran" for r in group.runs})
+    return [results[i] for i in range(len(groups))]
 
 
 def merge(plan: Plan, results: Iterable[GroupResult]) -> dict[str, str]:

@@ -28,7 +28,7 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,8 @@ def _run(
         o = miner.optim
         overrides += [f"optim.lr={o.lr}", f"optim.warmup_ratio={o.warmup_ratio}",
                       f"optim.schedule={o.schedule}"]  # fmt: skip
+    if arm.lr is not None:  # the lr grid's value, or the lr chosen on dev (lr_from)
+        overrides.append(f"optim.lr={arm.lr}")
     config: Any = load_config(cls, None, [*given, *overrides])
     mine, mine_dir = None, None
     if arm.mines:
@@ -180,6 +182,20 @@ def _run(
     return run, mine
 
 
+def with_lrs(arms: list[Arm], cfg: AblationConfig) -> list[Arm]:
+    """The arms with their learning rates: each arm once per value of the grid `lrs` (named
+    `<arm>@lr<value>`), or each arm that the dev ablation `lr_from` tuned at the lr chosen
+    there (`lr_choice.json`), or unchanged."""
+    from mbpo_bench.ablation.lr_choice import read_choice
+
+    if cfg.lrs:
+        return [replace(a, name=f"{a.name}@lr{lr:g}", lr=lr) for a in arms for lr in cfg.lrs]
+    if cfg.lr_from:
+        chosen = read_choice(Path(cfg.lr_from))
+        return [replace(a, lr=chosen[a.name].lr) if a.name in chosen else a for a in arms]
+    return arms
+
+
 def build_plan(cfg: AblationConfig, output: Path) -> Plan:
     """Resolve and check every config of the ablation (nothing runs)."""
     from mbpo_bench.trainers.policy import resolve_start
@@ -191,7 +207,7 @@ def build_plan(cfg: AblationConfig, output: Path) -> Plan:
             f"--data {cfg.data} is a pairs file — the ablation needs task names (it mines "
             "its own pairs per arm), e.g. --data embedded"
         )
-    arms = select_arms(cfg.arms)
+    arms = with_lrs(select_arms(cfg.arms), cfg)
     classes = config_classes()
     routed = route(cfg.overrides, classes)
     unused = sorted(set(routed.by_method) - {a.method for a in arms})

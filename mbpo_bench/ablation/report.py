@@ -28,6 +28,7 @@ from mbpo_bench.ablation.aggregate import (
 )
 from mbpo_bench.ablation.commands import eval_command, mine_command, train_command
 from mbpo_bench.ablation.figures import figures_section
+from mbpo_bench.ablation.lr_choice import choice_lines, choose
 from mbpo_bench.errors import UserError
 from mbpo_bench.reporting.format import MISSING, UNDEFINED, fmt_value, markdown_table
 from mbpo_bench.reporting.loading import read_env, relative
@@ -53,7 +54,7 @@ def fmt_spread(stats: Mapping[str, Any] | None, digits: int = 3) -> str:
 def arm_table(
     plan: Plan, summary: pd.DataFrame, task: str, evaluated: Mapping[str, int]
 ) -> pd.DataFrame:
-    """Rows: base, then arms; columns: the factors, the five quantities, seeds evaluated."""
+    """Rows: base, then arms; columns: the factors, the six quantities, seeds evaluated."""
     import pandas as pd
 
     names = ([BASE] if plan.base_eval is not None else []) + [a.name for a in plan.arms]
@@ -83,8 +84,11 @@ def _intro(plan: Plan) -> list[str]:
         f"- start: `{cfg.model}`; training tasks: `{cfg.data}` (train split)",
         f"- arms: {len(plan.arms)}; seeds: {', '.join(map(str, cfg.seeds))}; budget per arm: "
         f"{cfg.steps} optimizer steps x batch {cfg.batch_size} (SFT samples, DPO pairs, "
-        "GRPO/MBPO prompt groups), each method's own learning rate unless overridden (the "
-        "matched controls `sft-mined` / `sft-twins` take MBPO's lr and schedule)",
+        "GRPO/MBPO prompt groups), each method's own learning rate unless overridden. The "
+        "matched controls (`sft-mined`, `grpo-mined`, `dpo-mined`, `dpo-mdpo`, `sft-balanced`; "
+        "`sft-twins` for `mbpo-twins`) train on the items / pairs their MBPO arm mined, with "
+        "its optimizer steps, samples per step (batch) and lr schedule (warm-up, decay); their "
+        "lr is MBPO's unless chosen on dev (section below)",
         f"- evaluation: `{plan.eval_tasks}` (**{split} split**: `test` for reports, `dev` for "
         f"choosing settings, `eval:split=dev`; {limit} items per task), probes "
         f"{', '.join(cfg.probes)}; the same items and mismatched images for every run",
@@ -276,7 +280,9 @@ def effects_section(plan: Plan, measured: Measurements) -> list[str]:
 
 # ablation arm -> the quickstart's name for it, for the matched findings over seeds
 MATCHED_ARMS = {"mbpo-pgd-iig-online": "mbpo", "sft-mined": "sft_mined",
-                "mbpo-twins": "mbpo_twins", "sft-twins": "sft_twins"}  # fmt: skip
+                "grpo-mined": "grpo_mined", "dpo-mined": "dpo", "dpo-mdpo": "dpo_mdpo",
+                "sft-balanced": "sft_balanced", "mbpo-twins": "mbpo_twins",
+                "sft-twins": "sft_twins"}  # fmt: skip
 
 
 def matched_section(plan: Plan) -> list[str]:
@@ -352,6 +358,8 @@ def render(
     lines = _intro(plan)
     lines += [f"> warning: {w}" for w in warnings] + ([""] if warnings else [])
     lines += _problems(plan, failures, empty)
+    split = eval_split(plan)
+    lines += choice_lines(plan, choose(plan, measured.per_seed, split), split)
     lines += matched_section(plan)
     lines += figures_section(plan, measured, report_dir)
     lines += _task_sections(plan, summary, measured)

@@ -117,6 +117,11 @@ def ablate_command(
         [], "--include-path", help="Extra folder of task YAML (repeatable), as for eval."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; run nothing."),
+    report_only: bool = typer.Option(
+        False,
+        "--report-only",
+        help="Write the report from the runs that finished; run nothing (e.g. after a time limit).",
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="No evaluation progress bars."),
     jobs: int = typer.Option(
         1,
@@ -150,6 +155,14 @@ def ablate_command(
             from mbpo_bench.ablation.jobs import format_groups, group_runs
 
             typer.echo(format_groups(group_runs(plan), jobs), nl=False)
+        return
+    if report_only:
+        from mbpo_bench.ablation.driver import report_ablation
+
+        result = report_ablation(config, output)
+        missing = len(result.failures)
+        typer.echo(f"ablation report ({missing} of {len(result.plan.runs)} runs missing): "
+                   f"{result.report}")  # fmt: skip
         return
     result = run_ablation(
         config, output, progress=not no_progress, jobs=jobs, show_config=not quiet
