@@ -183,6 +183,14 @@ def _matched_source(config: QuickstartConfig, out: Path, arm: str) -> tuple[MBPO
     return (config.mbpo_twins if source == "mbpo_twins" else config.mbpo), pairs
 
 
+def _control_optim(config: QuickstartConfig, mbpo: MBPOConfig) -> Any:
+    """The matched MBPO arm's optimizer settings (steps, batch, warm-up, schedule), at
+    `control_lr` when one was chosen (on dev), else at MBPO's own lr."""
+    if config.control_lr is None:
+        return dataclasses.replace(mbpo.optim)
+    return dataclasses.replace(mbpo.optim, lr=config.control_lr)
+
+
 def train_matched(config: QuickstartConfig, base: Path, out: Path, arm: str) -> tuple[float, Path]:
     """A control on the items / pairs the matched MBPO arm mined, with that arm's optimizer
     settings (the same steps, prompts or pairs per step, lr, warm-up and decay). Returns
@@ -203,6 +211,7 @@ def train_matched(config: QuickstartConfig, base: Path, out: Path, arm: str) -> 
         cfg = copy.deepcopy(mbpo)
         cfg.model, cfg.preference_data, cfg.runtime = str(base), str(pairs), runtime
         cfg.hybrid.offline_ratio, cfg.hybrid.online_pool = 0.0, "mined"
+        cfg.optim = _control_optim(config, mbpo)
         _say(f"{arm}: GRPO on {MATCHED[arm]}'s mined prompts, {cfg.optim.steps} steps")
         train("mbpo", cfg, out / arm)
     elif arm in ("dpo", "dpo_mdpo"):
@@ -211,7 +220,7 @@ def train_matched(config: QuickstartConfig, base: Path, out: Path, arm: str) -> 
         dpo_config, _ = get_trainer("dpo").load()
         dpo = dpo_config(
             model=str(base), data=str(pairs), full_finetune=mbpo.full_finetune,
-            mdpo_weight=1.0 if arm == "dpo_mdpo" else 0.0, optim=dataclasses.replace(mbpo.optim),
+            mdpo_weight=1.0 if arm == "dpo_mdpo" else 0.0, optim=_control_optim(config, mbpo),
             runtime=runtime,
         )  # fmt: skip
         _say(f"{arm}: DPO on {MATCHED[arm]}'s pairs, {dpo.optim.steps} steps")
@@ -223,7 +232,7 @@ def train_matched(config: QuickstartConfig, base: Path, out: Path, arm: str) -> 
         cfg_sft.preference_data = str(pairs)
         cfg_sft.twins = arm == "sft_twins"
         cfg_sft.balanced = arm == "sft_balanced"
-        cfg_sft.optim = dataclasses.replace(mbpo.optim)
+        cfg_sft.optim = _control_optim(config, mbpo)
         cfg_sft.runtime = _runtime(cfg_sft.runtime, config)
         _say(f"{arm}: SFT on {MATCHED[arm]}'s mined items, {cfg_sft.optim.steps} steps")
         train("sft", cfg_sft, out / arm)
@@ -270,6 +279,10 @@ def check_config(config: QuickstartConfig) -> None:
             f"control_steps must be at least 1, got {config.control_steps} — "
             "or null for the time-matched control"
         )
+    if config.control_lr is not None and config.control_lr <= 0:
+        raise UserError(f"control_lr must be positive, got {config.control_lr} — or null (MBPO's)")
+    if config.jobs < 1:
+        raise UserError(f"jobs must be at least 1, got {config.jobs} — pass --jobs 1 or more")
     if config.seeds < 1:
         raise UserError(f"seeds must be at least 1, got {config.seeds} — pass --seeds 3")
     unknown = [a for a in config.arms if a not in ARMS]
@@ -332,13 +345,72 @@ def run_quickstart(config: QuickstartConfig) -> Path:
     plan = quickstart_plan(config, base_cached=base_is_cached(config))
     _say(plan.line())
     timings: dict[int, dict[str, float]] = {}
-    for seed, folder in seed_dirs(config):
-        if config.seeds > 1:
-            _say(f"seed {seed} -> {folder}")
-        timings[seed] = run_seed(dataclasses.replace(config, seed=seed), folder, plan.stages)
+    if config.jobs > 1 and config.seeds > 1:
+        timings = run_seeds_parallel(config, plan.stages)
+    else:
+        for seed, folder in seed_dirs(config):
+            if config.seeds > 1:
+                _say(f"seed {seed} -> {folder}")
+            timings[seed] = run_seed(dataclasses.replace(config, seed=seed), folder, plan.stages)
     report = write_report(config, timings, path=report_path(config))
     _say(f"report: {report}")
     return report
+
+
+def _seed_worker(
+    config: QuickstartConfig, folder: Path, expected: dict[str, float]
+) -> dict[str, float]:
+    """One seed in a spawned process (`--jobs`): torch threads and progress set as the parent
+    would, then `run_seed`."""
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    if config.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return run_seed(config, folder, expected)
+
+
+def run_seeds_parallel(
+    config: QuickstartConfig, expected: dict[str, float]
+) -> dict[int, dict[str, float]]:
+    """Every seed in its own spawned process, `jobs` at once (a small model leaves a GPU idle).
+
+    The embedded benchmark is generated once here first, so the seeds do not each draw it. A
+    seed that fails is reported (one line) and left out; the report covers the seeds that
+    finished, and says which did not. Results do not depend on `jobs`: each seed seeds itself.
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from mbpo_bench.data.embedded import generate_embedded
+    from mbpo_bench.data.registry import embedded_config_from_env
+
+    generate_embedded(embedded_config_from_env(), workers=min(8, os.cpu_count() or 1))
+    dirs = seed_dirs(config)
+    timings: dict[int, dict[str, float]] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(config.jobs, len(dirs)), mp_context=context) as pool:
+        futures = {
+            pool.submit(_seed_worker, dataclasses.replace(config, seed=seed), folder, expected): (
+                seed
+            )
+            for seed, folder in dirs
+        }
+        _say(f"{len(dirs)} seeds, {min(config.jobs, len(dirs))} at once (--jobs {config.jobs})")
+        for future in as_completed(futures):
+            seed = futures[future]
+            try:
+                timings[seed] = future.result()
+                _say(f"seed {seed} finished")
+            except Exception as exc:  # a UserError, a crash or a dead worker: that seed only
+                _say(f"[red]seed {seed} failed[/]: {type(exc).__name__}: {exc}")
+    if not timings:
+        raise UserError("no seed finished — see the messages above, fix and rerun")
+    return dict(sorted(timings.items()))
 
 
 def _report_only(config: QuickstartConfig) -> Path:
@@ -351,13 +423,15 @@ def _report_only(config: QuickstartConfig) -> Path:
     for seed, folder in seed_dirs(config):
         path = folder / "timings.json"
         if not path.is_file():
-            raise UserError(
-                f"seed {seed} has no finished run in {folder} (no timings.json) — run it first, "
-                "or lower --seeds to the seeds that finished"
-            )
+            _say(f"seed {seed} has no finished run in {folder} (no timings.json): left out")
+            continue
         data = json.loads(path.read_text())
         timings[seed] = {k: float(v) for k, v in data.items() if isinstance(v, int | float)
                          and not isinstance(v, bool)}  # fmt: skip
+    if not timings:
+        raise UserError(
+            f"no seed has a finished run under {config.output} (no timings.json) — run it first"
+        )
     report = write_report(config, timings, path=report_path(config))
     _say(f"report: {report}")
     return report

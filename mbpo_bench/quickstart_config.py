@@ -94,6 +94,7 @@ class QuickstartConfig:
         default_factory=lambda: ["mbpo", "sft_mined", "mbpo_twins", "sft_twins"]
     )
     threads: int | None = None  # torch CPU threads for every stage (None: torch's default)
+    jobs: int = 1  # seeds run at once, each in its own process (same results; for a GPU)
     cache_base: bool = True
     # write the report from the seed folders a finished run left (no training, no evaluation):
     # to re-render, or to report the seeds that finished when a long study was cut short
@@ -101,6 +102,9 @@ class QuickstartConfig:
     base: SFTConfig = field(default_factory=_base_sft)
     mbpo: MBPOConfig = field(default_factory=_mbpo)
     mbpo_twins: MBPOConfig = field(default_factory=_mbpo_twins)
+    # learning rate of the matched controls (None: their MBPO arm's, i.e. fully matched); a value
+    # chosen on dev (`--split dev` over a grid) for a control tuned like MBPO's settings were
+    control_lr: float | None = None
     control_time_factor: float = 1.0  # control wall time = factor x MBPO's
     # fixed control steps (None: time-matched, the default): the time match makes the control
     # depend on the machine's speed; a fixed count reproduces a report exactly elsewhere

@@ -409,7 +409,9 @@ def write_report(
     names = ["base", *[a for a in ARMS if a in config.arms]]
     seeds: dict[int, dict[str, dict[str, dict[str, Any]]]] = {}
     runs0: list[RunData] = []
-    for seed, folder in seed_dirs(config):
+    done = [(seed, folder) for seed, folder in seed_dirs(config) if seed in timings]
+    missing = [seed for seed, _ in seed_dirs(config) if seed not in timings]
+    for seed, folder in done:
         runs = [load_run(folder / f"eval_{n}", n) for n in names]
         if not runs0:
             runs0 = runs
@@ -419,7 +421,7 @@ def write_report(
     common = set.intersection(*(set(t) for t in tables))
     keep = {k for k in common if tables[0][k]["cell"] not in floor}
     findings = compute_findings(seeds, keep, names)
-    first = seed_dirs(config)[0][1]
+    first = done[0][1]
     with stage_bar("report", 1, unit="parts", enabled=config.progress) as advance:
         report = render_report(
             [first / f"eval_{n}" for n in names], baseline=first / "eval_base", out=path,
@@ -431,6 +433,8 @@ def write_report(
     del runs0
     command = shlex.join(["mbpo-bench", *sys.argv[1:]]) if sys.argv else "mbpo-bench quickstart"
     n_seeds = len(seeds)
+    left_out = ["", f"**Seeds that did not finish (left out): {', '.join(map(str, missing))}.**"]
+    left_out = left_out if missing else []
     seed_list = ", ".join(str(s) for s in seeds)
     head = [
         f"Regenerate: `{command}` (offline). Run folders: `{config.output}`.",
@@ -439,6 +443,7 @@ def write_report(
         f"for reports). **Seeds: {n_seeds}** ({seed_list}). Items: the first "
         f"{config.eval_limit or 'all'} of each task = {len(common)} complete twin pairs over the "
         "three tasks. Benchmark: embedded, generator version 3 (twin pairs).",
+        *left_out,
         "",
         "## Closing note",
         "",
@@ -482,8 +487,13 @@ def write_report(
         "## What each arm trained on (matching)",
         "",
         "Controls are matched to their MBPO arm on optimizer steps, prompts per step and the "
-        "learning-rate schedule (the same OptimConfig; read from the run folders of seed "
-        f"{next(iter(seeds))}). An MBPO step has `prompts per step` groups (half offline pairs, "
+        "learning-rate schedule (warm-up, decay: the same OptimConfig"
+        + (
+            f", at the lr {config.control_lr:g} chosen on dev (`control_lr`)"
+            if config.control_lr is not None
+            else ", lr included"
+        )
+        + f"; read from the run folders of seed {next(iter(seeds))}). An MBPO step has `prompts per step` groups (half offline pairs, "
         "half online groups of G samples; the twin variant's offline half is pairs plus their "
         "twins); an SFT step has that many items. One GRPO update per batch, so the PPO clip "
         "is inactive (ratio = 1 on the only pass).",

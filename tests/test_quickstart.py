@@ -75,6 +75,8 @@ def test_unknown_override_is_one_line_error(capsys: pytest.CaptureFixture[str]) 
         ("seeds=0", "seeds must be at least 1"),
         ("arms=[mbpo, dpo2]", "unknown arms"),
         ("arms=[sft_mined]", "arm sft_mined is matched to mbpo"),
+        ("jobs=0", "jobs must be at least 1"),
+        ("control_lr=-1", "control_lr must be positive"),
     ],
 )
 def test_bad_seeds_and_arms_are_refused_before_any_stage(

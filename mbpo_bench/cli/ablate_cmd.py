@@ -60,6 +60,8 @@ def build_config(
     probes: str | None = None,
     no_base: bool = False,
     overrides: list[str] | None = None,
+    lrs: str | None = None,
+    lr_from: str | None = None,
 ) -> Any:
     """Defaults -> config file -> options given -> overrides appended; `model` must end set."""
     from mbpo_bench.ablation.config import AblationConfig
@@ -80,6 +82,15 @@ def build_config(
         data_["probes"] = [p.strip() for p in probes.split(",") if p.strip()]
     if no_base:
         data_["eval_base"] = False
+    if lrs is not None:
+        try:
+            data_["lrs"] = [float(x) for x in lrs.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(
+                f"--lrs '{lrs}' is not a list of numbers — write e.g. 2e-5,5e-5"
+            ) from None
+    if lr_from is not None:
+        data_["lr_from"] = lr_from
     data_["overrides"] = [*data_["overrides"], *(overrides or [])]
     result = from_dict(AblationConfig, data_, where="ablation")
     if not result.model:
@@ -110,6 +121,17 @@ def ablate_command(
         None, "--probes", help="Evaluation probes (default image,blind,mismatched)."
     ),
     no_base: bool = typer.Option(False, "--no-base", help="Do not evaluate the start model."),
+    lrs: str | None = typer.Option(
+        None,
+        "--lrs",
+        help="Learning-rate grid, e.g. 2e-5,5e-5,2e-4: every arm once per lr (with "
+        "eval:split=dev; writes lr_choice.json).",
+    ),
+    lr_from: str | None = typer.Option(
+        None,
+        "--lr-from",
+        help="A dev ablation run with --lrs: train each arm it tuned at its choice.",
+    ),
     config_file: ConfigFile = None,
     sets: Sets = None,
     quiet: Quiet = False,
@@ -142,7 +164,8 @@ def ablate_command(
     config = build_config(
         config_file=config_file, model=model, data=data, seeds=seeds, arms=arms, steps=steps,
         batch_size=batch_size, eval_tasks=eval_tasks, eval_limit=eval_limit, probes=probes,
-        no_base=no_base, overrides=[*(overrides or []), *(sets or [])],
+        no_base=no_base, overrides=[*(overrides or []), *(sets or [])], lrs=lrs,
+        lr_from=lr_from,
     )  # fmt: skip
     if dry_run:
         plan = build_plan(config, output)  # refuses unknown arms and keys before anything prints

@@ -15,6 +15,9 @@ def quickstart_command(
         None, help="Markdown report to write (default: report.md inside --output)."
     ),
     threads: int = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    jobs: int = typer.Option(
+        None, "--jobs", help="Seeds at once, each in its own process (default 1; for a GPU)."
+    ),
     eval_limit: int = typer.Option(
         None,
         help="Evaluate only the first N items of each task (default 500 of 1000; the override eval_limit=null evaluates all).",
@@ -44,6 +47,8 @@ def quickstart_command(
     flags = [f"output={output}"] + ([f"report={report}"] if report is not None else [])
     if threads is not None:
         flags.append(f"threads={threads}")
+    if jobs is not None:
+        flags.append(f"jobs={jobs}")
     if eval_limit is not None:
         flags.append(f"eval_limit={eval_limit}")
     if seeds is not None:
