@@ -129,3 +129,63 @@ def test_matched_section_compares_mbpo_arms_with_their_controls_over_seeds(
     assert "**not shown**" in plain  # identical at every seed
     # the findings drawn beside the text (quickstart's findings figure: marks = Finding.shown)
     assert "](report_findings.png)" in text and (plan.output / "report_findings.png").is_file()
+
+
+def _pair_results(folder: Path, pair: float, split_tasks: tuple[str, ...] = (COLOR,)) -> None:
+    tasks = {}
+    for task in split_tasks:
+        result = _task(task, 0.7, 0.4)
+        result.probes["image"].metrics["pair_accuracy"] = Metric(pair, 4)
+        tasks[task] = result
+    results = Results(
+        schema_version=SCHEMA_VERSION, model=ModelInfo(id="m"), probes=["image"],
+        bootstrap=BootstrapSettings(10, 0.95, 0), tasks=tasks, packages={}, git_sha=None,
+        python="3.11", device="cpu", wall_time_s=1.0, compute_time_s=1.0, samples_per_s=None,
+        n_samples=8, items_skipped=0, config={},
+    )  # fmt: skip
+    write_atomic(folder / "results.json", results.to_json())
+    RunDir(folder).finish()
+
+
+def test_a_dev_lr_grid_chooses_by_mean_pair_accuracy_and_a_partial_run_still_reports(
+    tmp_path: Path,
+) -> None:
+    from mbpo_bench.ablation.driver import report_ablation
+    from mbpo_bench.ablation.lr_choice import read_choice
+
+    cfg = AblationConfig(model="m", seeds=[0, 1], arms=["sft-mined", "dpo-mdpo"],
+                         lrs=[1e-5, 2e-4], eval_base=False,
+                         overrides=["eval:split=dev"])  # fmt: skip
+    plan = build_plan(cfg, tmp_path / "dev")
+    score = {
+        ("sft-mined@lr1e-05", 0): 0.30,
+        ("sft-mined@lr1e-05", 1): 0.10,  # mean 0.20
+        ("sft-mined@lr0.0002", 0): 0.22,
+        ("sft-mined@lr0.0002", 1): 0.24,  # mean 0.23
+        ("dpo-mdpo@lr1e-05", 0): 0.5,
+        ("dpo-mdpo@lr0.0002", 0): 0.5,
+    }  # a tie: the smaller
+    for run in plan.runs:
+        if (run.arm.name, run.seed) in score:  # dpo-mdpo seed 1: never finished (time limit)
+            _pair_results(run.eval_dir, score[run.arm.name, run.seed])
+    result = report_ablation(cfg, tmp_path / "dev", argv=["mbpo-bench", "ablate"])
+    assert set(result.failures) == {"dpo-mdpo@lr1e-05 seed 1", "dpo-mdpo@lr0.0002 seed 1"}
+    chosen = read_choice(tmp_path / "dev")
+    assert (chosen["sft-mined"].lr, chosen["sft-mined"].seeds) == (2e-4, 2)
+    assert chosen["sft-mined"].scores == pytest.approx({"1e-05": 0.20, "0.0002": 0.23})
+    assert (chosen["dpo-mdpo"].lr, chosen["dpo-mdpo"].seeds) == (1e-5, 1)
+    report = result.report.read_text()
+    assert "evaluated on split **dev**" in report
+    assert "- `sft-mined`: chosen lr 0.0002 (1e-05: 0.200, 0.0002: 0.230)" in report
+    assert "**dpo-mdpo@lr1e-05 seed 1 did not finish**: not finished (report written" in report
+    assert "| pair acc. (twins) |" in report
+    # the test ablation trains each tuned arm at its dev lr and says where it came from
+    test_cfg = AblationConfig(model="m", seeds=[0], arms=["mbpo-pgd-iig-online", "sft-mined"],
+                              lr_from=str(tmp_path / "dev"), eval_base=False)  # fmt: skip
+    test = report_ablation(test_cfg, tmp_path / "test", argv=["mbpo-bench", "ablate"])
+    assert [r.train_config.optim.lr for r in test.plan.runs] == [5e-5, 2e-4]
+    text = test.report.read_text()
+    assert "## Learning rates chosen on dev" in text
+    assert (
+        "- `sft-mined`: lr 0.0002 (dev pair accuracy 1e-05: 0.200, 0.0002: 0.230; 2 seeds)" in text
+    )

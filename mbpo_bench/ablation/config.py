@@ -11,7 +11,8 @@ Arms (`ARMS`, in report order):
   configured mix (`hybrid.offline_ratio`, default 0.5). `mbpo-pgd-iig-online` is MBPO itself;
 - matched controls and the twin-pair variant (issue 17): `sft-mined`, SFT on the pairs the full
   MBPO arm mines (their chosen answers) with MBPO's learning rate and schedule; `mbpo-twins`,
-  MBPO with `hybrid.twins` (candidates: the counter-prior items that have a prior twin; each
+  MBPO with `hybrid.twins` (candidates: every counter-prior item that has a prior twin,
+  `mining.limit=null`, any flip kept, `mining.keep=wrong`, as the quickstart's variant; each
   mined item trained with its twin); `sft-twins`, SFT on those same items and twins, matched
   likewise; `grpo-mined`, GRPO on the full MBPO arm's online prompts (its mined items) with no
   offline negatives (MBPO with `hybrid.offline_ratio=0`); `dpo-mined` and `dpo-mdpo`, DPO and
@@ -104,7 +105,9 @@ def all_arms() -> tuple[Arm, ...]:
         for online in ONLINE_LEVELS
     )
     pgd_iig = ("mining.source=pgd", "mining.iig_filter=true")
-    twins = (*pgd_iig, "hybrid.twins=true")
+    # the quickstart's twin variant (quickstart_config._mbpo_twins): every counter-prior item
+    # with a twin is a candidate, and any flip is kept (its twin guards against a text shift)
+    twins = (*pgd_iig, "hybrid.twins=true", "mining.keep=wrong", "mining.limit=null")
     no_offline = ("hybrid.offline_ratio=0.0", "hybrid.online_pool=mined")
     matched = (
         Arm("sft-mined", "sft", (), "pgd", True, miner=pgd_iig, control=True),
