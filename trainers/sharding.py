@@ -237,7 +237,7 @@ def load_sharded(
         for name, tensor in named:  # the same order on every rank: one broadcast each
             shape = tensor.shape
             full = (
-                whole[name].to(compute)
+                whole[name].to(compute).contiguous()
                 if rank == 0
                 else torch.empty(shape, dtype=tensor.dtype, device=compute)
             )
