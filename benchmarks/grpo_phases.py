@@ -42,10 +42,13 @@ def reference_passes(policy: Any, ro: Any, s: Any, grad_accum: int) -> None:
     prompts = [ro.prompts[int(g)] for g in flat.group_ids]
     size = -(-len(flat.responses) // grad_accum)
     policy.train_mode(True)
+    pad = 1 if policy.compile_layers else 0  # as `_chunk_loss`: a padding mask in every batch
     for start in range(0, len(flat.responses), size):
         sl = slice(start, start + size)
-        with torch.no_grad(), policy.reference() as reference:
-            reference.answer_logprobs(prompts[sl], flat.responses[sl])
+        with torch.no_grad():
+            batch = policy.vlm.prepare_answers(prompts[sl], flat.responses[sl], extra_pad=pad)
+            with policy.reference() as reference:
+                reference.prepared_logprobs(batch)
 
 
 def update_alone(

@@ -211,13 +211,13 @@ def test_runtime_compile_layers_reaches_the_update_but_not_the_rollout(
         return real_generate(*args, **kwargs)
 
     monkeypatch.setattr(policy.vlm, "generate_completions", generate)
-    real_scores = policy.vlm.answer_logprobs
+    real_scores = policy.vlm.prepared_logprobs  # reference and policy score one prepared batch
 
-    def answer_logprobs(*args: Any, **kwargs: Any) -> Any:
+    def prepared_logprobs(*args: Any, **kwargs: Any) -> Any:
         log.append(("score", any(active)))
         return real_scores(*args, **kwargs)
 
-    monkeypatch.setattr(policy.vlm, "answer_logprobs", answer_logprobs)
+    monkeypatch.setattr(policy.vlm, "prepared_logprobs", prepared_logprobs)
     noise_image(3).save(tmp_path / "img.png")
     item = TaskItem("t", "0", "Is it red? Answer yes or no.", "yes", "yesno", tmp_path / "img.png")
     s = grpo.GRPOSettings(num_generations=2, max_new_tokens=2)
@@ -338,3 +338,28 @@ def test_qwen_vision_mlps_compile_for_eval_without_graph_breaks(tiny: Callable[[
     assert sum(counters["graph_break"].values()) == 0
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
     assert all(vars(m).get("forward") is None for m in groups[1])
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_one_extra_pad_token_keeps_the_scores_and_spares_the_mask_free_graphs(
+    tiny: Callable[[str], Any], family: str
+) -> None:
+    """GRPO's compiled passes left-pad every row by one more token (`extra_pad`): a micro-batch
+    whose rows all have one length then still carries a padding mask and reuses the graphs of a
+    padded one (without it, transformers drops the mask and dynamo compiles a mask-free variant,
+    what made step 1 of the H200 benchmark recompile); the log-probs stay those of no padding."""
+    from mbpo_bench.models.protocol import Prompt
+
+    vlm = tiny(family)
+    prompts = [Prompt("What is in the image?", noise_image(5))] * 2
+    torch._dynamo.reset()  # this test's own graphs only
+    with torch.no_grad(), compiled_layers(vlm, backend="eager"):
+        vlm.prepared_logprobs(vlm.prepare_answers(prompts, ["yes", "two red stars"], extra_pad=1))
+        graphs = _graphs()
+        same = vlm.prepared_logprobs(vlm.prepare_answers(prompts, ["no", "no"], extra_pad=1))
+        assert _graphs() == graphs
+        vlm.prepared_logprobs(vlm.prepare_answers(prompts, ["no", "no"]))  # no padding at all
+        assert _graphs() > graphs  # the variant the extra token spares
+    eager = vlm.answer_logprobs(prompts, ["no", "no"])
+    torch.testing.assert_close(same.logps, eager.logps, atol=1e-5, rtol=0)
+    assert torch.equal(same.mask, eager.mask)

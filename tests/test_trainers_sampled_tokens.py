@@ -114,15 +114,17 @@ def test_grpo_trains_on_the_sampled_ids(monkeypatch: pytest.MonkeyPatch, vlm):
     from mbpo_bench.trainers.grpo import GRPOSettings, Rollout
 
     seen: list[list[object]] = []
-    real = vlm.answer_logprobs
+    real = vlm.prepare_answers  # what the step scores (once for policy and reference)
 
     def spy(prompts, answers, **kw):
         seen.append(list(answers))
         return real(prompts, answers, **kw)
 
-    monkeypatch.setattr(vlm, "answer_logprobs", spy)
+    monkeypatch.setattr(vlm, "prepare_answers", spy)
 
     class _Policy:
+        compile_layers = False
+
         def __init__(self) -> None:
             self.vlm = vlm
 

@@ -242,19 +242,28 @@ def _chunk_loss(
     advantages: torch.Tensor,
     s: GRPOSettings,
     norms: dict[str, float],
-) -> tuple[torch.Tensor, dict[str, float]]:
+    pixels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The chunk's loss on the sampled token ids (mined texts: their tokens + EOS), with the
-    log-probs of the sampling distribution: logits / temperature, for policy and reference."""
+    log-probs of the sampling distribution: logits / temperature, for policy and reference.
+
+    The batch is prepared once (template, tokens, pixels, copies) and scored twice, reference
+    then policy; diagnostics stay on the device (no host sync between micro-batches). Compiled
+    passes get one extra pad token per row, so every micro-batch carries a padding mask and
+    reuses the graphs of the first step (a batch without padding would compile new ones)."""
     import torch
     from mbpo_bench.trainers.losses import grpo_loss
 
     t = s.temperature
+    vlm = policy.vlm
+    with torch.no_grad():
+        batch = vlm.prepare_answers(prompts, responses, pixel_images=pixels,
+                                    extra_pad=1 if policy.compile_layers else 0)  # fmt: skip
     ref = None
     if s.beta != 0.0:
         with torch.no_grad(), policy.reference() as reference:
-            ref = reference.answer_logprobs(prompts, responses, temperature=t).logps
-    policy.train_mode(True)
-    lp = policy.vlm.answer_logprobs(prompts, responses, requires_grad=True, temperature=t)
+            ref = reference.prepared_logprobs(batch, temperature=t).logps
+    lp = vlm.prepared_logprobs(batch, requires_grad=True, temperature=t)
     out = grpo_loss(
         lp.logps, lp.logps.detach(), advantages.to(lp.logps.device), lp.mask,
         ref_logps=ref, beta=s.beta, eps_low=s.eps_low, eps_high=s.eps_high,
@@ -263,12 +272,21 @@ def _chunk_loss(
     )  # fmt: skip
     n = len(responses) / norms["sequences"]  # this chunk's share, to average the diagnostics
     parts = {
-        "policy_loss": float(out.policy_loss),
-        "kl": float(out.kl) * n,
-        "clip_fraction": float(out.clip_fraction) * n,
-        "ratio_mean": float(out.ratio_mean) * n,
+        "policy_loss": out.policy_loss.detach(),
+        "kl": out.kl.detach() * n,
+        "clip_fraction": out.clip_fraction.detach() * n,
+        "ratio_mean": out.ratio_mean.detach() * n,
     }
     return out.loss, parts
+
+
+def _step_pixels(policy: Policy, ro: Rollout) -> torch.Tensor | None:
+    """The step's prompt images at the processed geometry, one row per prompt (group), made
+    once per step instead of once per micro-batch and pass; None when a prompt has no image
+    (each micro-batch then prepares its own, image and text-only prompts apart)."""
+    if not ro.prompts or any(p.image is None for p in ro.prompts):
+        return None
+    return policy.vlm.images_to_tensor([p.image for p in ro.prompts])  # type: ignore[misc]
 
 
 def _advantages(flat: FlatBatch, s: GRPOSettings) -> Advantages:
@@ -319,23 +337,28 @@ def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int)
     }
     if not keep:
         return StepResult(loss=0.0, metrics={**metrics, "policy_loss": 0.0}, samples=0)
-    prompts = [ro.prompts[int(flat.group_ids[i])] for i in keep]
+    group_ids = [int(flat.group_ids[i]) for i in keep]
+    prompts = [ro.prompts[g] for g in group_ids]
+    pixels = _step_pixels(policy, ro)
     size = -(-len(keep) // grad_accum)
-    total = 0.0
-    sums: dict[str, float] = {}
+    total = None
+    sums: dict[str, torch.Tensor] = {}
+    policy.train_mode(True)  # the reference passes too: one mode, one compiled graph
     with policy.compiled():  # reference + policy forward and backward; the rollout stays eager
         for start in range(0, len(keep), size):
             sl = slice(start, start + size)
+            mine = None if pixels is None else pixels[group_ids[sl]]
             loss, parts = _chunk_loss(
-                policy, prompts[sl], responses[sl], adv.advantages[keep][sl], s, norms
+                policy, prompts[sl], responses[sl], adv.advantages[keep][sl], s, norms, mine
             )
             loss.backward()
-            total += float(loss.detach())
+            total = loss.detach() if total is None else total + loss.detach()
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-    metrics.update(sums)
+                sums[k] = sums[k] + v if k in sums else v
+    metrics.update({k: float(v) for k, v in sums.items()})
     metrics["response_tokens_mean"] = norms["tokens"] / norms["sequences"]
-    return StepResult(loss=total, metrics=metrics, samples=len(keep), tokens=sum(lengths))
+    loss_value = 0.0 if total is None else float(total)
+    return StepResult(loss=loss_value, metrics=metrics, samples=len(keep), tokens=sum(lengths))
 
 
 def fsdp_conflicts(s: GRPOSettings) -> list[tuple[bool, str, str]]:

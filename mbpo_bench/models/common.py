@@ -41,7 +41,14 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
 from mbpo_bench.errors import UserError
-from mbpo_bench.models.protocol import Answer, AnswerLogprobs, Completion, Prompt
+from mbpo_bench.models.protocol import (
+    Answer,
+    AnswerLogprobs,
+    Completion,
+    PreparedAnswers,
+    Prompt,
+    ScoringPart,
+)
 from mbpo_bench.models.rollout_speed import GenerationSpeed, merged_lora, run_generate
 
 if TYPE_CHECKING:
@@ -253,21 +260,33 @@ class AdapterBase:
         ids: list[list[int]],
         pixels: torch.Tensor | None,
         sizes: Sequence[tuple[int, int]] | None = None,
+        extra_pad: int = 0,
     ) -> dict[str, torch.Tensor]:
         """The model's keyword inputs for `prompt_ids` (left-padded) and their images (or None for
         text-only prompts) at processed (H, W) `sizes`: what `generate` and `choice_logprobs`
-        feed the model."""
-        batch = self.tokenizer.pad(
-            {"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt"
+        feed the model. `extra_pad` left-pads every row by that many more tokens (compiled
+        scoring passes: a batch then always carries a padding mask, so it reuses the compiled
+        graph of a padded one instead of compiling a mask-free variant).
+
+        The token checks run on the host tensors and the copies are non-blocking: preparing a
+        batch never waits for the device's queued work."""
+        longest = max((len(x) for x in ids), default=0)
+        pad: dict[str, Any] = (
+            {"padding": "max_length", "max_length": longest + extra_pad}
+            if extra_pad
+            else {"padding": True}
         )
-        input_ids = batch["input_ids"].to(self.device)
+        batch = self.tokenizer.pad(
+            {"input_ids": ids}, padding_side="left", return_tensors="pt", **pad
+        )
         if pixels is not None and sizes is None:
             sizes = [(int(pixels.shape[2]), int(pixels.shape[3]))] * len(ids)
         expected = [self.num_image_tokens(hw) for hw in sizes] if sizes else [0] * len(ids)
-        self._check_image_tokens(input_ids, expected)
+        self._check_image_tokens(batch["input_ids"], expected)
+        input_ids = batch["input_ids"].to(self.device, non_blocking=True)
         inputs: dict[str, torch.Tensor] = {
             "input_ids": input_ids,
-            "attention_mask": batch["attention_mask"].to(self.device),
+            "attention_mask": batch["attention_mask"].to(self.device, non_blocking=True),
         }
         inputs.update(self._text_extras(input_ids, pixels is not None))
         if pixels is not None:
@@ -422,19 +441,18 @@ class AdapterBase:
         answers: Sequence[Answer],
         pixels: torch.Tensor | None,
         sizes: Sequence[tuple[int, int]] | None = None,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        import torch
-
+        extra_pad: int = 0,
+    ) -> tuple[dict[str, torch.Tensor], list[list[int]], list[int]]:
+        """(model inputs of prompt + answer, scored answer ids, answer tokens before EOS)."""
         if pixels is not None and sizes is None:
             sizes = self.image_sizes(prompts, pixels)
         texts = self.render(prompts, pixels is not None, sizes)
         prompt_ids = self.prompt_ids(texts)
         answer_ids, n_answer = self.answer_token_ids(answers)
         inputs = self.model_inputs(
-            [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)], pixels, sizes
+            [p + a for p, a in zip(prompt_ids, answer_ids, strict=True)], pixels, sizes, extra_pad
         )
-        lengths = torch.tensor([len(a) for a in answer_ids], device=self.device)
-        return inputs, lengths, torch.tensor(n_answer, device=self.device)
+        return inputs, answer_ids, n_answer
 
     def scoring_batch(
         self,
@@ -445,35 +463,56 @@ class AdapterBase:
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Model inputs for prompt+answer (left-padded) and each row's scored length (texts get
         EOS appended, sampled ids are taken as they are; `answer_token_ids`)."""
-        inputs, lengths, _ = self._score_inputs(prompts, answers, pixels, sizes)
-        return inputs, lengths
+        import torch
 
-    def _score_group(
+        inputs, answer_ids, _ = self._score_inputs(prompts, answers, pixels, sizes)
+        return inputs, torch.tensor([len(a) for a in answer_ids], device=self.device)
+
+    def _prepare_part(
         self,
+        idx: list[int],
         prompts: Sequence[Prompt],
         answers: Sequence[Answer],
         pixels: torch.Tensor | None,
-        sizes: Sequence[tuple[int, int]] | None = None,
-        temperature: float = 1.0,
+        sizes: Sequence[tuple[int, int]] | None,
+        extra_pad: int,
+    ) -> ScoringPart:
+        """One sub-batch's inputs and answer-token positions, built on the host and copied
+        without waiting for the device (no `nonzero` or `.max()` on device tensors)."""
+        import torch
+
+        inputs, answer_ids, n_answer = self._score_inputs(
+            prompts, answers, pixels, sizes, extra_pad
+        )
+        lengths = torch.tensor([len(a) for a in answer_ids])
+        t = torch.arange(int(lengths.max()))
+        mask = t[None, :] < lengths[:, None]  # (B, T) left-aligned answer tokens
+        pos = (inputs["input_ids"].shape[1] - lengths)[:, None] + t[None, :]
+        rows, cols = mask.nonzero(as_tuple=True)  # row-major: the order of the flat targets
+        targets = torch.tensor([tok for a in answer_ids for tok in a])
+        answer_mask = t[None, :] < torch.tensor(n_answer)[:, None]
+
+        def dev(x: torch.Tensor) -> torch.Tensor:
+            return x.to(self.device, non_blocking=True)
+
+        return ScoringPart(
+            idx=idx, inputs=inputs, rows=dev(rows), cols=dev(cols), positions=dev(pos[rows, cols]),
+            targets=dev(targets), mask=dev(mask), answer_mask=dev(answer_mask),
+        )  # fmt: skip
+
+    def _score_part(
+        self, part: ScoringPart, temperature: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         import torch
 
-        inputs, lengths, n_answer = self._score_inputs(prompts, answers, pixels, sizes)
-        ids = inputs["input_ids"]
-        width = int(lengths.max())
-        t = torch.arange(width, device=ids.device)
-        mask = t[None, :] < lengths[:, None]  # (B, T) left-aligned answer tokens
-        pos = (ids.shape[1] - lengths)[:, None] + t[None, :]  # position of answer token t
-        rows, cols = mask.nonzero(as_tuple=True)
-        tok_pos = pos[rows, cols]
-        hidden = self.hf_model.model(**inputs, use_cache=False).last_hidden_state
-        logits = self.hf_model.lm_head(hidden[rows, tok_pos - 1]).float()
+        hidden = self.hf_model.model(**part.inputs, use_cache=False).last_hidden_state
+        logits = self.hf_model.lm_head(hidden[part.rows, part.positions - 1]).float()
         if temperature != 1.0:  # TRL: logits / temperature, the distribution that was sampled
             logits = logits / temperature
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[rows, tok_pos][:, None])[:, 0]
-        out = torch.zeros(mask.shape, dtype=torch.float32, device=ids.device)
-        out = out.index_put((rows, cols), logp)
-        return out, mask, t[None, :] < n_answer[:, None]
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, part.targets[:, None])[:, 0]
+        out = torch.zeros(part.mask.shape, dtype=torch.float32, device=logp.device)
+        out = out.index_put((part.rows, part.cols), logp)
+        return out, part.mask, part.answer_mask
 
     def choice_logprobs(
         self, prompts: Sequence[Prompt], choices: Sequence[str], *, batch_size: int = 16
@@ -508,6 +547,51 @@ class AdapterBase:
                 out[idx] = logp.cpu()
         return out
 
+    def prepare_answers(
+        self,
+        prompts: Sequence[Prompt],
+        answers: Sequence[Answer],
+        *,
+        pixel_images: torch.Tensor | None = None,
+        extra_pad: int = 0,
+    ) -> PreparedAnswers:
+        """Everything `answer_logprobs` feeds the model, made once: GRPO scores the same batch
+        with the reference and the policy (`prepared_logprobs` twice), so the chat template,
+        tokenising, image pixels and copies are paid once, before either forward."""
+        if len(prompts) != len(answers):
+            raise UserError(f"{len(prompts)} prompts but {len(answers)} answers — pass one each")
+        parts = []
+        for idx, has_image in self._groups(prompts, pixel_images):
+            pixels, sizes = (
+                self._pixels_for(prompts, idx, pixel_images) if has_image else (None, None)
+            )
+            sub = [prompts[i] for i in idx]
+            ans = [answers[i] for i in idx]
+            parts.append(self._prepare_part(idx, sub, ans, pixels, sizes, extra_pad))
+        return PreparedAnswers(size=len(prompts), parts=parts)
+
+    def prepared_logprobs(
+        self, prepared: PreparedAnswers, *, requires_grad: bool = False, temperature: float = 1.0
+    ) -> AnswerLogprobs:
+        """`answer_logprobs` of a batch made by `prepare_answers` (of this model's family)."""
+        import torch
+
+        grad = torch.enable_grad() if requires_grad else torch.no_grad()
+        with grad:
+            scored = [(p.idx, *self._score_part(p, temperature)) for p in prepared.parts]
+        if len(scored) == 1:
+            return AnswerLogprobs(logps=scored[0][1], mask=scored[0][2], answer_mask=scored[0][3])
+        width = max(p[1].shape[1] for p in scored)
+        logps = torch.zeros(prepared.size, width, device=self.device)
+        mask = torch.zeros(prepared.size, width, dtype=torch.bool, device=self.device)
+        answer = torch.zeros_like(mask)
+        for idx, lp, mk, am in scored:
+            rows = torch.tensor(idx, device=self.device)
+            logps = logps.index_put((rows,), torch.nn.functional.pad(lp, (0, width - lp.shape[1])))
+            mask[rows, : mk.shape[1]] = mk
+            answer[rows, : am.shape[1]] = am
+        return AnswerLogprobs(logps=logps, mask=mask, answer_mask=answer)
+
     def answer_logprobs(
         self,
         prompts: Sequence[Prompt],
@@ -521,32 +605,13 @@ class AdapterBase:
 
         `temperature` divides the logits first, as TRL's GRPOTrainer does for the policy and
         reference log-probs, so they are those of the distribution the rollout sampled from.
+        Inputs are prepared inside the grad mode too: PGD's gradient reaches `pixel_images`.
         """
         import torch
 
-        if len(prompts) != len(answers):
-            raise UserError(f"{len(prompts)} prompts but {len(answers)} answers — pass one each")
-        parts = []
         grad = torch.enable_grad() if requires_grad else torch.no_grad()
         with grad:
-            for idx, has_image in self._groups(prompts, pixel_images):
-                pixels, sizes = (
-                    self._pixels_for(prompts, idx, pixel_images) if has_image else (None, None)
-                )
-                sub = [prompts[i] for i in idx]
-                scored = self._score_group(
-                    sub, [answers[i] for i in idx], pixels, sizes, temperature
-                )
-                parts.append((idx, *scored))
-        if len(parts) == 1:
-            return AnswerLogprobs(logps=parts[0][1], mask=parts[0][2], answer_mask=parts[0][3])
-        width = max(p[1].shape[1] for p in parts)
-        logps = torch.zeros(len(prompts), width, device=self.device)
-        mask = torch.zeros(len(prompts), width, dtype=torch.bool, device=self.device)
-        answer = torch.zeros_like(mask)
-        for idx, lp, mk, am in parts:
-            rows = torch.tensor(idx, device=self.device)
-            logps = logps.index_put((rows,), torch.nn.functional.pad(lp, (0, width - lp.shape[1])))
-            mask[rows, : mk.shape[1]] = mk
-            answer[rows, : am.shape[1]] = am
-        return AnswerLogprobs(logps=logps, mask=mask, answer_mask=answer)
+            prepared = self.prepare_answers(prompts, answers, pixel_images=pixel_images)
+            return self.prepared_logprobs(
+                prepared, requires_grad=requires_grad, temperature=temperature
+            )

@@ -63,6 +63,30 @@ class Completion:
     truncated: bool
 
 
+@dataclass
+class ScoringPart:
+    """One sub-batch of `PreparedAnswers` (image prompts, or text-only ones): the model's inputs
+    on its device and where each scored answer token sits (flat, row-major)."""
+
+    idx: list[int]  # positions of its rows in the whole batch
+    inputs: dict[str, torch.Tensor]
+    rows: torch.Tensor  # (N,) row of each scored token
+    cols: torch.Tensor  # (N,) its index within the answer
+    positions: torch.Tensor  # (N,) its position in the left-padded sequence
+    targets: torch.Tensor  # (N,) its token id
+    mask: torch.Tensor  # (B, T) bool: scored tokens, EOS included
+    answer_mask: torch.Tensor  # (B, T) bool: answer tokens without the final EOS
+
+
+@dataclass
+class PreparedAnswers:
+    """Prompt + answer batches ready for the forward (`prepare_answers`), so that scoring one
+    batch with the policy and with its reference prepares it once."""
+
+    size: int  # prompts in the whole batch
+    parts: list[ScoringPart]
+
+
 # An answer to score: a text (tokenised, EOS appended: a complete reference answer) or the
 # token ids of a sample (scored as they are, EOS only where the sample has one).
 Answer = str | Sequence[int]
@@ -141,6 +165,24 @@ class VisionLanguageModel(Protocol):
 
     def answer_token_ids(self, answers: Sequence[Answer]) -> tuple[list[list[int]], list[int]]:
         """(scored token ids, answer tokens before the final EOS) of each answer."""
+        ...
+
+    def prepare_answers(
+        self,
+        prompts: Sequence[Prompt],
+        answers: Sequence[Answer],
+        *,
+        pixel_images: torch.Tensor | None = None,
+        extra_pad: int = 0,
+    ) -> PreparedAnswers:
+        """The inputs `answer_logprobs` would build, built once (`extra_pad`: that many more left
+        pad tokens per row, so a compiled pass always sees a padding mask)."""
+        ...
+
+    def prepared_logprobs(
+        self, prepared: PreparedAnswers, *, requires_grad: bool = False, temperature: float = 1.0
+    ) -> AnswerLogprobs:
+        """`answer_logprobs` of a prepared batch: the policy and its reference share one."""
         ...
 
     def generate_completions(
