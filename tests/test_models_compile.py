@@ -363,3 +363,28 @@ def test_one_extra_pad_token_keeps_the_scores_and_spares_the_mask_free_graphs(
     eager = vlm.answer_logprobs(prompts, ["no", "no"])
     torch.testing.assert_close(same.logps, eager.logps, atol=1e-5, rtol=0)
     assert torch.equal(same.mask, eager.mask)
+
+
+def test_compile_cache_setting_points_inductor_at_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runtime.compile_cache: a folder is created and becomes inductor's cache folder (read by
+    inductor itself), "auto" keeps a folder the user set and otherwise names the user cache,
+    "off" leaves torch alone; an unusable folder is a one-line error."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    from mbpo_bench.models.compile import CACHE_ENV, default_compile_cache, use_compile_cache
+    from mbpo_bench.trainers.loop import RuntimeConfig, setup_runtime
+
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert use_compile_cache("off") is None and CACHE_ENV not in __import__("os").environ
+    assert use_compile_cache("auto") == tmp_path / "xdg" / "mbpo-bench" / "torch-compile"
+    assert default_compile_cache() == tmp_path / "xdg" / "mbpo-bench" / "torch-compile"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
+    assert use_compile_cache("auto") == tmp_path / "mine"
+    setup_runtime(RuntimeConfig(device="cpu", compile_cache=str(tmp_path / "runs" / "cc")))
+    assert cache_dir() == str(tmp_path / "runs" / "cc") and (tmp_path / "runs" / "cc").is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="runtime.compile_cache folder .* — give a writable"):
+        use_compile_cache(str(tmp_path / "file" / "sub"))

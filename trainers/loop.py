@@ -95,6 +95,11 @@ class RuntimeConfig:
     # or PGD mining. Off by default: the first steps pay the compile (~1 min at 7B), which long
     # runs win back (measured figures: reports/perf/h200)
     compile_layers: bool = False
+    # torch's compile caches (inductor FX graphs, AOTAutograd, Triton kernels) kept in a folder
+    # that outlives the process, so a second run of the same shapes skips most of the compile
+    # (`models.compile.use_compile_cache`): auto = $TORCHINDUCTOR_CACHE_DIR or
+    # ~/.cache/mbpo-bench/torch-compile; off = torch's defaults (/tmp); or a folder
+    compile_cache: str = "auto"
     # ddp: every process holds the whole model, gradients are all-reduced (mbpo_bench.parallel);
     # fsdp: FSDP2 shards the decoder and vision layers over the processes (trainers/sharding.py),
     # for models whose weights, gradients and optimizer state outgrow one GPU; needs a launcher
@@ -145,6 +150,10 @@ def setup_runtime(runtime: RuntimeConfig) -> None:
     if runtime.threads is not None:
         torch.set_num_threads(runtime.threads)
     torch.backends.cuda.matmul.allow_tf32 = runtime.tf32
+    if runtime.compile_layers or runtime.compile_cache != "auto":
+        from mbpo_bench.models.compile import use_compile_cache
+
+        use_compile_cache(runtime.compile_cache)
     seed_everything(runtime.seed)
     if runtime.strategy == "fsdp":
         sharding.require_process_group(runtime.device)

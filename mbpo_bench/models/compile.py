@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.errors import UserError
@@ -169,6 +170,54 @@ def _install(layer: torch.nn.Module, backend: str) -> bool:
         )
     layer.forward = _bind(layer, backend)  # type: ignore[method-assign]
     return True
+
+
+CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def default_compile_cache() -> Path:
+    """$XDG_CACHE_HOME/mbpo-bench/torch-compile (~/.cache/... without XDG_CACHE_HOME)."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mbpo-bench" / "torch-compile"
+
+
+def use_compile_cache(setting: str) -> Path | None:
+    """Point torch's compile caches at a folder that outlives the process (runtime.compile_cache).
+
+    Why: the first compiled step of a 7B run spends minutes in inductor (code generation, Triton
+    kernel builds, autotuning); inductor's FX graph cache, the AOTAutograd cache and Triton's
+    kernel cache keep those results on disk under TORCHINDUCTOR_CACHE_DIR, so a later process
+    with the same shapes and versions loads them and only re-traces with dynamo. torch's own
+    default folder is /tmp/torchinductor_<user>, which a reboot or a fresh container loses.
+
+    `setting`: "auto" = $TORCHINDUCTOR_CACHE_DIR when the user set it, else
+    `default_compile_cache()`; "off" = torch's defaults untouched; anything else is the folder.
+    Must run before the first compilation (inductor reads the variable when it first needs the
+    folder). Returns the folder in use (None for "off")."""
+    import os
+
+    if setting == "off":
+        return None
+    folder = Path(setting).expanduser()
+    if setting == "auto":  # inductor creates it when it first writes
+        folder = Path(os.environ.get(CACHE_ENV) or default_compile_cache())
+    try:
+        if setting != "auto":
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"runtime.compile_cache folder {folder} cannot be created ({exc.strerror}) — "
+            "give a writable folder, or runtime.compile_cache=off"
+        ) from exc
+    os.environ[CACHE_ENV] = str(folder)
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = True
+    functorch_config.enable_autograd_cache = True
+    return folder
 
 
 def _recompile_limit() -> Any:
