@@ -100,19 +100,31 @@ OBJECTS = ("dog", "cat", "person", "traffic light", "dining table", "umbrella", 
 
 @dataclass
 class TimedPolicy(Policy):
-    """The trainer's Policy; time spent inside `reference()` (synchronised) is accumulated."""
+    """The trainer's Policy; time spent inside `reference()` (synchronised) is accumulated, and
+    the peak memory inside it apart from the peak of the update around it."""
 
     device: str = "cpu"
     ref_seconds: float = 0.0
+    ref_peak: float | None = None  # GiB, max over this step's reference passes
+    update_peak: float | None = None  # GiB, the update's peak up to the last reference pass
+
+    def reset_step(self) -> None:
+        self.ref_seconds, self.ref_peak, self.update_peak = 0.0, None, None
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[Any]:
         sync(self.device)
+        self.update_peak = _max(self.update_peak, peak_gib(self.device))
         start = time.perf_counter()
         with super().reference() as ref:
             yield ref
         sync(self.device)
         self.ref_seconds += time.perf_counter() - start
+        self.ref_peak = _max(self.ref_peak, peak_gib(self.device))
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 @dataclass
@@ -236,7 +248,7 @@ def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, An
     a, policy, s = bench.args, bench.policy, var.settings
     items = bench.items[step * a.prompts : (step + 1) * a.prompts]
     row = StepRow(step=step)
-    policy.ref_seconds = 0.0
+    policy.reset_step()
     peak_gib(a.device)
     sync(a.device)
     t0 = time.perf_counter()
@@ -251,7 +263,8 @@ def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, An
     sync(a.device)
     row.reference = policy.ref_seconds
     row.update = time.perf_counter() - t1 - row.reference
-    row.peak_update = peak_gib(a.device)
+    row.peak_update = _max(policy.update_peak, peak_gib(a.device))
+    row.peak_reference = policy.ref_peak
     row.loss = res.loss
     prompt_sum = a.generations * sum(prompt_tokens(policy.vlm, items))
     var.last = (ro, prompt_sum)
@@ -358,6 +371,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="single variant: RuntimeConfig.compile_layers (see --variants)")  # fmt: skip
     parser.add_argument("--compile-backend", default="inductor",
                         help="torch.compile backend of the compiled layers (eager: wiring tests)")  # fmt: skip
+    parser.add_argument("--compile-cache", default="", metavar="DIR",
+                        help="torch's compile caches in DIR (runtime.compile_cache; a second "
+                             "process with the same DIR reuses the compiled artifacts); empty: "
+                             "torch's default folder")  # fmt: skip
     parser.add_argument("--update-only", type=int, default=0, metavar="N",
                         help="N more updates per variant on its last rollout, timed")  # fmt: skip
     args = parser.parse_args(argv)
@@ -487,14 +504,17 @@ def run_variant(bench: Bench, var: Variant, body: int, lengths: list[int]) -> No
     tracked = var.compile or var.speed.cache == "static"
     counts = dynamo_snapshot() if tracked else {}
     for step in range(bench.args.steps + 1):
-        before = dynamo_snapshot() if tracked else {}
+        before = dynamo_snapshot()
         row = guarded(bench, f"{label} step {step}",
                       functools.partial(run_step, bench, var, step, opt), var.compile)  # fmt: skip
         var.rows.append(row or StepRow(step=step, error="failed or out of GPU memory (notes)"))
-        if row is not None and tracked:
+        if row is not None:
             row.graphs = dynamo_snapshot()["unique graphs"] - before["unique graphs"]
         write(bench, body)
         print(step_line(var.rows[-1], label, str(step), body), flush=True)
+        if row is not None and step:
+            print(f"step {step}: {row.graphs} graph(s) compiled (recompiles after step 0)",
+                  flush=True)  # fmt: skip
         if row is None:
             break
         if tracked and step in (0, bench.args.steps):
@@ -503,11 +523,26 @@ def run_variant(bench: Bench, var: Variant, body: int, lengths: list[int]) -> No
             counts = dynamo_snapshot()
     if var.compile:
         bench.notes.append(compile_note(var))
+    bench.notes.append(first_step_note(var))
     if var.rows and not var.rows[0].error:
         probe = functools.partial(decode_bound, bench, var, body, float(np.mean(lengths)))
         guarded(bench, f"{label} decode probe", probe)
     if var.speed.cache == "static":
         bench.notes.append(f"{label}: {compile_counters()}")
+
+
+def first_step_note(var: Variant) -> str:
+    """The first step against the steady state (target: within 2x when the compile cache is
+    warm, i.e. a second run of the same shapes), and the recompiles after step 0."""
+    steady = mean_row(var.rows[1:])
+    first = var.rows[0] if var.rows else None
+    if steady is None or first is None or first.error:
+        return f"{var.label}: first step vs steady state unknown (no steady step)"
+    late = [f"step {r.step} +{r.graphs}" for r in var.rows[1:] if r.graphs]
+    return (f"{var.label}: first step {first.total:.2f} s = {first.total / steady.total:.2f}x the "
+            f"steady state {steady.total:.2f} s (compile-cache target: within 2x on a second run); "
+            f"graphs compiled in step 0: {first.graphs}; after step 0: "
+            + (", ".join(late) if late else "none"))  # fmt: skip
 
 
 def compile_note(var: Variant) -> str:
@@ -585,6 +620,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compile_cache:  # before anything compiles, as the trainer's setup_runtime
+        from mbpo_bench.models.compile import use_compile_cache
+
+        use_compile_cache(args.compile_cache)
     torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32  # as the trainer's setup_runtime
     from mbpo_bench.models.loading import resolve_device
 

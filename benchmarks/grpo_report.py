@@ -36,25 +36,34 @@ class StepRow:
     update_tokens: int = 0  # prompt + re-tokenized completion + EOS, all sequences
     completion_tokens: int = 0  # re-tokenized completion + EOS, all sequences
     peak_rollout: float | None = None
+    peak_reference: float | None = None  # max over the step's reference passes
     peak_update: float | None = None
     loss: float = float("nan")
     error: str = ""
-    graphs: int = 0  # graphs dynamo compiled during the step (compile / static variants)
+    graphs: int = 0  # graphs dynamo compiled during the step (every variant counts)
 
     @property
     def total(self) -> float:
         return self.rollout + self.reference + self.update
 
 
+def peaks_cell(rollout: float | None, reference: float | None, update: float | None) -> str:
+    """ "rollout / reference / update" GiB ("-" on CPU, where no peak is tracked)."""
+    if rollout is None:
+        return "-"
+    return " / ".join("-" if v is None else f"{v:.1f}" for v in (rollout, reference, update))
+
+
 def step_line(r: StepRow, variant: str, label: str, body: int) -> str:
     if r.error:
-        return f"| {variant} | {label} | {r.error} | | | | | | | | |"
+        return f"| {variant} | {label} | {r.error} | | | | | | | | | |"
     mfu = 4 * body * r.update_tokens / r.update / ROOFLINE_FLOPS
-    peaks = "-" if r.peak_rollout is None else f"{r.peak_rollout:.1f} / {r.peak_update:.1f}"
+    peaks = peaks_cell(r.peak_rollout, r.peak_reference, r.peak_update)
+    graphs = str(r.graphs)  # a mean row: the sum over the steps it averages
     return (
         f"| {variant} | {label} | {r.rollout:.2f} ({r.generate:.2f}) | {r.reference:.2f} | "
         f"{r.update:.2f} | {r.total:.2f} | {r.tokens / r.total:,.0f} | {r.update_tokens / r.update:,.0f} | "
-        f"{100 * mfu:.1f} | {peaks} | {r.loss:.4f} |"
+        f"{100 * mfu:.1f} | {peaks} | {graphs} | {r.loss:.4f} |"
     )
 
 
@@ -71,8 +80,15 @@ def mean_label(rows: list[StepRow]) -> str:
     return f"**mean of {used}**" + (f" ({ok - used} that compiled left out)" if used < ok else "")
 
 
-def mean_row(rows: list[StepRow]) -> StepRow | None:
-    ok = timed(rows)
+def first_label(rows: list[StepRow]) -> str:
+    ok = [r for r in rows if not r.error]
+    return f"**first {len(ok)} steps** (warm-up incl.)"
+
+
+def mean_row(rows: list[StepRow], every: bool = False) -> StepRow | None:
+    """Mean of the timed steps (`timed`), or with `every` of all error-free steps: the mean
+    over the first N steps of a run, compilation included."""
+    ok = [r for r in rows if not r.error] if every else timed(rows)
     if not ok:
         return None
     out = StepRow(step=-1)
@@ -83,7 +99,9 @@ def mean_row(rows: list[StepRow]) -> StepRow | None:
     peaks = [r.peak_rollout for r in ok if r.peak_rollout is not None]
     if peaks:
         out.peak_rollout = max(peaks)
+        out.peak_reference = max(r.peak_reference or 0.0 for r in ok)
         out.peak_update = max(r.peak_update or 0.0 for r in ok)
+    out.graphs = sum(r.graphs for r in ok)
     return out
 
 
@@ -117,18 +135,21 @@ def to_markdown(bench: Bench, body: int) -> str:
     lines += [
         "",
         "| variant | step | rollout s (generate s) | reference s | update s | step s | tokens/s "
-        "| update tokens/s | update MFU % | peak GiB rollout / update | loss |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| update tokens/s | update MFU % | peak GiB rollout / reference / update "
+        "| graphs compiled | loss |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for var in bench.variants:
         name = var.label
         for r in var.rows:
             label = "warm-up" if r.step == 0 else str(r.step)
-            label += f" (+{r.graphs} graphs)" if r.graphs and r.step else ""
             lines.append(step_line(r, name, label, body))
         mean = mean_row(var.rows[1:])
         if mean is not None:
             lines.append(step_line(mean, name, mean_label(var.rows[1:]), body))
+        first = mean_row(var.rows, every=True)
+        if first is not None and len(var.rows) > 1:
+            lines.append(step_line(first, name, first_label(var.rows), body))
     decode = [f"rollout decode ({v.label}): {v.decode}" for v in bench.variants if v.decode]
     lines += ["", *[f"- {n}" for n in decode + bench.notes]]
     for section in bench.extra:
@@ -186,6 +207,11 @@ def make_header(bench: Bench, body: int, allowed: int, lengths: list[int]) -> di
         "shared: one prefill per prompt, KV cache repeated G times; compile: reference and update "
         f"passes in compiled_layers, backend {a.compile_backend}); each from its own warm-up "
         "step (compilation included there) with a fresh optimizer, same model and items",
-        "timing": f"one warm-up step, then {a.steps} timed steps; each phase device-synchronised"
+        "timing": f"one warm-up step, then {a.steps} timed steps; each phase device-synchronised;"
+        " steady state = mean of the timed steps that compiled nothing, first N steps = mean of"
+        " all steps, warm-up (compilation) included; graphs compiled = dynamo's unique graphs"
+        " made during the step (after step 0 each is a recompile); peak GiB per phase ="
+        " torch.cuda.max_memory_allocated within it (reference: over its micro-batch passes)"
+        + (f"; compile cache {a.compile_cache}" if a.compile_cache else "")
         + ("; CPU shared with other jobs, expect noise" if a.device == "cpu" else ""),
     }
