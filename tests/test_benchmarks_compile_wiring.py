@@ -97,6 +97,37 @@ def test_timed_steps_that_compiled_are_left_out_of_the_mean() -> None:
     assert mean_label(compiled) == "**mean of 2**"
 
 
+def test_first_steps_and_phase_peaks_reach_the_comparison(tmp_path: Path) -> None:
+    """The mean of the first N steps (warm-up included) sits beside the steady state, with
+    each phase's peak memory and the graphs compiled, and TRL's comparison reads both back."""
+    from grpo_report import StepRow, first_label, mean_label, mean_row, step_line
+
+    rows = [
+        StepRow(step=i, rollout=1.0, generate=0.9, reference=ref, update=2.0, tokens=100,
+                update_tokens=80, peak_rollout=10.0, peak_reference=5.0 + i, peak_update=20.0,
+                graphs=graphs)
+        for i, (ref, graphs) in enumerate([(9.0, 12), (1.0, 0), (1.0, 0)])
+    ]  # fmt: skip
+    steady, first = mean_row(rows[1:]), mean_row(rows, every=True)
+    assert steady is not None and steady.reference == 1.0 and steady.graphs == 0
+    assert first is not None and first.reference == pytest.approx(11 / 3) and first.graphs == 12
+    assert first.peak_reference == 7.0
+    names = ("| variant | step | rollout s (generate s) | reference s | update s | step s "
+             "| tokens/s | update tokens/s | update MFU % | peak GiB rollout / reference / update "
+             "| graphs compiled | loss |")  # fmt: skip
+    table = [step_line(r, "v", str(r.step), 10**6) for r in rows]
+    table += [step_line(steady, "v", mean_label(rows[1:]), 10**6),
+              step_line(first, "v", first_label(rows), 10**6)]  # fmt: skip
+    assert "| 10.0 / 7.0 / 20.0 | 12 |" in table[-1]
+    md = tmp_path / "ours.md"
+    md.write_text("`python3 bench_grpo_step.py --shape tiny`\n\n- workload: x (mean 5.0)\n\n"
+                  + "\n".join([names, "|---|", *table]) + "\n")  # fmt: skip
+    parsed = bench_grpo_trl.parse_ours(md)
+    assert parsed["means"]["v"]["reference_s"] == 1.0
+    assert parsed["means"]["v"]["peak_reference_gib"] == 7.0
+    assert parsed["firsts"]["v"]["steps"] == 3 and parsed["firsts"]["v"]["step_s"] == 6.67
+
+
 def test_eval_compiled_rows_are_errors_when_the_module_is_missing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

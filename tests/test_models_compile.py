@@ -371,10 +371,10 @@ def test_compile_cache_setting_points_inductor_at_the_folder(
     """runtime.compile_cache: a folder is created and becomes inductor's cache folder (read by
     inductor itself), "auto" keeps a folder the user set and otherwise names the user cache,
     "off" leaves torch alone; an unusable folder is a one-line error."""
+    from mbpo_bench.trainers.loop import RuntimeConfig, setup_runtime
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
     from mbpo_bench.models.compile import CACHE_ENV, default_compile_cache, use_compile_cache
-    from mbpo_bench.trainers.loop import RuntimeConfig, setup_runtime
 
     monkeypatch.delenv(CACHE_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -386,5 +386,5 @@ def test_compile_cache_setting_points_inductor_at_the_folder(
     setup_runtime(RuntimeConfig(device="cpu", compile_cache=str(tmp_path / "runs" / "cc")))
     assert cache_dir() == str(tmp_path / "runs" / "cc") and (tmp_path / "runs" / "cc").is_dir()
     (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match="runtime.compile_cache folder .* — give a writable"):
+    with pytest.raises(UserError, match=r"runtime\.compile_cache folder .* — give a writable"):
         use_compile_cache(str(tmp_path / "file" / "sub"))
