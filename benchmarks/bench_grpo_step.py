@@ -38,7 +38,9 @@ every language-model linear). Phases:
 - rollout: `rollout()` (image decode, generate, rewards), with min_new_tokens = max_new_tokens
   injected into `generate` so every completion has exactly `--new-tokens` tokens;
 - reference: the reference forwards inside `policy_update` (timed by wrapping
-  `Policy.reference`); the old policy needs no forward (one update per batch, ratio 1);
+  `Policy.reference`); the old policy needs no forward (one update per batch, ratio 1); each
+  micro-batch's inputs (template, tokens, pixels) are prepared once before it, for both passes,
+  and that preparation counts in the update;
 - update: the rest of `policy_update` (policy forward + backward) plus the optimizer step.
 Each phase is bracketed by a device synchronisation. One warm-up step, then `--steps` timed ones.
 
@@ -504,7 +506,7 @@ def run_variant(bench: Bench, var: Variant, body: int, lengths: list[int]) -> No
     tracked = var.compile or var.speed.cache == "static"
     counts = dynamo_snapshot() if tracked else {}
     for step in range(bench.args.steps + 1):
-        before = dynamo_snapshot()
+        before, before_caches = dynamo_snapshot(), cache_counts()
         row = guarded(bench, f"{label} step {step}",
                       functools.partial(run_step, bench, var, step, opt), var.compile)  # fmt: skip
         var.rows.append(row or StepRow(step=step, error="failed or out of GPU memory (notes)"))
@@ -512,9 +514,13 @@ def run_variant(bench: Bench, var: Variant, body: int, lengths: list[int]) -> No
             row.graphs = dynamo_snapshot()["unique graphs"] - before["unique graphs"]
         write(bench, body)
         print(step_line(var.rows[-1], label, str(step), body), flush=True)
-        if row is not None and step:
-            print(f"step {step}: {row.graphs} graph(s) compiled (recompiles after step 0)",
+        if row is not None:
+            caches = cache_delta(before_caches)
+            print(f"step {step}: {row.graphs} graph(s) compiled"
+                  + (" (recompiles after step 0)" if step else "") + f"; {caches}",
                   flush=True)  # fmt: skip
+            if step == 0 or row.graphs:
+                bench.notes.append(f"{label}, step {step}: {row.graphs} graph(s); {caches}")
         if row is None:
             break
         if tracked and step in (0, bench.args.steps):
@@ -604,6 +610,24 @@ def update_only(bench: Bench, var: Variant, body: int) -> None:
         bench.extra.append(table)
     bench.extra[bench.update_section] = table
     write(bench, body)
+
+
+CACHE_COUNTERS = (("inductor", "fxgraph_cache_hit", "FX graph cache hits"),
+                  ("inductor", "fxgraph_cache_miss", "FX graph cache misses"),
+                  ("aot_autograd", "autograd_cache_hit", "AOTAutograd cache hits"),
+                  ("aot_autograd", "autograd_cache_miss", "AOTAutograd cache misses"))  # fmt: skip
+
+
+def cache_counts() -> dict[str, int]:
+    """torch's compile-cache counters so far (a second run on a warm cache: hits, no misses)."""
+    from torch._dynamo.utils import counters
+
+    return {name: int(counters[group][key]) for group, key, name in CACHE_COUNTERS}
+
+
+def cache_delta(before: dict[str, int]) -> str:
+    now = cache_counts()
+    return "compile caches: " + ", ".join(f"{k} {now[k] - before[k]}" for k in now)
 
 
 def compile_counters() -> str:
