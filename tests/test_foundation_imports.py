@@ -290,3 +290,59 @@ def test_methods_are_run_through_the_trainer_table(tmp_path: Path) -> None:
         ("mbpo_bench.quickstart", "mbpo_bench.trainers.sft.run_sft"),
         ("mbpo_bench.quickstart", "mbpo_bench.trainers.dpo"),
     }
+
+
+def private_imports(paths: list[Path]) -> set[tuple[str, str]]:
+    """(file, name) for every import of a private name (a `_` part) of the package."""
+    found: set[tuple[str, str]] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mbpo_bench"):
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("mbpo_bench")]
+            found |= {
+                (path.name, n)
+                for n in names
+                if any(p.startswith("_") and not p.startswith("__") for p in n.split("."))
+            }
+    return found
+
+
+def private_definitions() -> set[str]:
+    """Names of the package's private functions, methods and classes (`_name`)."""
+    return {
+        node.name
+        for path in modules(PACKAGES).values()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        and node.name.startswith("_")
+        and not node.name.startswith("__")
+    }
+
+
+def private_calls(paths: list[Path], private: set[str]) -> set[tuple[str, str]]:
+    """(file, attribute) for every `x._name` whose `_name` is one of the package's private names
+    (peers' private hooks, e.g. TRL's `_generate`, are theirs to override, not ours)."""
+    return {
+        (path.name, ast.unparse(node))
+        for path in paths
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr in private
+    }
+
+
+def test_benchmarks_use_only_public_names(tmp_path: Path) -> None:
+    """benchmarks/ is outside the product: it may only import and call what a user could."""
+    scripts = sorted((ROOT / "benchmarks").glob("*.py"))
+    private = private_definitions()
+    assert private_imports(scripts) == set()
+    assert private_calls(scripts, private) == set()
+    fake = tmp_path / "bench_x.py"  # the checks can fail
+    fake.write_text(
+        "from mbpo_bench.trainers.loop import _optimizer_step, train_loop\n"
+        "ids = vlm._prompt_ids(texts)\n"
+    )
+    assert private_imports([fake]) == {("bench_x.py", "mbpo_bench.trainers.loop._optimizer_step")}
+    assert private_calls([fake], {"_prompt_ids"}) == {("bench_x.py", "vlm._prompt_ids")}
