@@ -196,3 +196,33 @@ def test_curves_are_the_mean_over_seeds_one_line_per_arm(plan: Any, report: str)
     raw = by_gid(fig, "raw")
     assert list(raw["sft|loss"].get_ydata()) == pytest.approx([r["loss"] + 1 for r in rows])
     png_bytes(fig)
+
+
+def test_many_arms_keep_the_curves_legend_inside_and_drop_the_bands(tmp_path: Path) -> None:
+    from mbpo_bench.reporting.plots import MAX_BANDS, linestyle
+
+    names = [f"mbpo-noise-noiig-offline-{i}" for i in range(MAX_BANDS + 2)]
+    curves = [read_curves(write_training_run(tmp_path / n, mbpo_metrics(10)), n) for n in names]
+    fig = curves_figure(curves)
+    assert fig is not None
+    assert not by_gid(fig, "band")  # overlapping spread bands would hide the lines
+    # colours first, then dashes past the palette's eight, then dots
+    assert [linestyle(i) for i in (0, 7, 8, 16)] == ["-", "-", "--", ":"]
+    assert by_gid(fig, "smooth")[f"{names[0]}|loss"].get_linestyle() == "-"
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1
+    png_bytes(fig)
+    few = curves_figure(curves[:2])
+    assert few is not None and by_gid(few, "band")
+    png_bytes(few)
+
+
+def test_forest_axis_stops_at_one_for_differences_of_proportions() -> None:
+    wide = forest.ForestRow("s", "q", "c", 0.1, 0.05, 0.15, False, forest.SeedCI(-3.0, 3.2, 2))
+    fig = forest.forest_figure([wide], limit=1.0)
+    ax = by_gid(fig, "point")["c|s|q"].axes
+    assert ax.get_xlim() == pytest.approx((-1.04, 1.04))
+    text = by_gid(fig, "text")["c|s|q"].get_text()
+    assert text == "+0.100, seeds [-3.000, +3.200]  NOT shown"  # the verdict's interval
+    png_bytes(fig)

@@ -293,7 +293,9 @@ def forest_section(
         f"arm - reference ({where}): mean over seeds, per-item paired 95% CI (thin), "
         "95% t interval over seeds (thick)"
     )
-    fig = forest.forest_figure(rows, title=title, xlabel="difference (arm - reference)")
+    fig = forest.forest_figure(
+        rows, title=title, xlabel="difference (arm - reference)", limit=1.0
+    )  # differences of proportions: the axis stops at -+1 (the numbers are in the margin)
     path = save_png(fig, report_dir / f"{STEM}_forest.png")
     lines = [
         image(forest.alt_text(rows), path),

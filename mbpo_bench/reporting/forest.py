@@ -48,8 +48,12 @@ class ForestRow:
     seeds: SeedCI | None = None
 
     def text(self) -> str:
+        """The margin's numbers: the point and its interval; where seeds decide the verdict,
+        the interval over seeds (the per-item CI stays drawn, and in the text's table)."""
         if self.diff is None:
             return "n/a"
+        if self.seeds is not None:
+            return f"{self.diff:+.3f}, seeds [{self.seeds.low:+.3f}, {self.seeds.high:+.3f}]"
         ci = (
             "" if self.low is None or self.high is None else f" [{self.low:+.3f}, {self.high:+.3f}]"
         )
@@ -74,6 +78,7 @@ def forest_figure(
     marks: tuple[str, str] = MARKS,
     title: str | None = None,
     xlabel: str = "difference (run - baseline)",
+    limit: float | None = None,
 ) -> Figure:
     """The forest plot of `rows`, one panel per distinct `column` (in order of appearance).
 
@@ -103,7 +108,7 @@ def forest_figure(
         _draw_column(ax, margin, column, [r for r in rows if r.column == column], y, marks)
         ax.set_xlabel(xlabel)
         ax.set_title(column, loc="left", fontweight="bold")
-    _symmetric(plots[0], rows)
+    _symmetric(plots[0], rows, limit)
     plots[0].set_yticks([y[line] for line in lines])
     plots[0].set_yticklabels([label or section for section, label in lines])
     plots[0].set_ylim(-0.7, len(lines) - 0.3)
@@ -176,11 +181,15 @@ def _draw_column(
     margin.axis("off")
 
 
-def _symmetric(ax: Any, rows: Sequence[ForestRow]) -> None:
-    """Zero in the middle of the (shared) x axis: left of it a loss, right of it a gain."""
+def _symmetric(ax: Any, rows: Sequence[ForestRow], limit: float | None = None) -> None:
+    """Zero in the middle of the (shared) x axis: left of it a loss, right of it a gain. With
+    `limit` (e.g. 1 for differences of proportions) the axis stops there: a t interval over
+    two seeds can be many times wider than any difference the quantity allows."""
     ends = [abs(v) for r in rows for v in (r.diff, r.low, r.high) if v is not None]
     ends += [abs(v) for r in rows if r.seeds for v in (r.seeds.low, r.seeds.high)]
     span = max([*ends, 1e-3]) * 1.08
+    if limit is not None:
+        span = min(span, limit * 1.04)
     ax.set_xlim(-span, span)
 
 

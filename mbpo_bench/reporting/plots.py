@@ -27,6 +27,9 @@ from mbpo_bench.runs import read_jsonl
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+# spread bands drawn up to this many runs; beyond, overlapping bands hide the lines (the spread
+# stays in the last-values table and in metrics.jsonl)
+MAX_BANDS = 4
 SKIP_KEYS = frozenset({"step", "epoch", "time", "wall_time", "timestamp", "elapsed_s"})
 
 
@@ -160,7 +163,7 @@ def curves_figure(curves: Sequence[Curves], title: str | None = None) -> Figure 
     )  # fmt: skip
     for ax, panel in zip(axes.flat, panels, strict=False):
         for i, c in enumerate(curves):
-            _draw_run(ax, c, panel, colour(i), linestyle(i))
+            _draw_run(ax, c, panel, colour(i), linestyle(i), bands=len(curves) <= MAX_BANDS)
         ax.set_title(panel.title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.25, linewidth=0.5)
@@ -171,10 +174,17 @@ def curves_figure(curves: Sequence[Curves], title: str | None = None) -> Figure 
         for i, c in enumerate(curves)
     ]
     fig.legend(
-        handles=handles, loc="outside upper center", ncols=min(len(handles), 3 * ncols),
+        handles=handles, loc="outside upper center", ncols=_legend_columns(curves, ncols),
         frameon=False, title=title or "training run (faint: raw values; solid: moving average)",
     )  # fmt: skip
     return fig
+
+
+def _legend_columns(curves: Sequence[Curves], ncols: int) -> int:
+    """As many legend entries a row as fit the figure (about 0.07 inch a character at 9 pt,
+    plus the line sample), so long arm names are not cut at the edge."""
+    entry = 0.07 * max(len(c.name) for c in curves) + 0.8
+    return max(1, min(len(curves), int(3.6 * ncols // entry)))
 
 
 def linestyle(i: int) -> str:
@@ -183,7 +193,9 @@ def linestyle(i: int) -> str:
     return ("-", "--", ":")[(i // len(PALETTE)) % 3]
 
 
-def _draw_run(ax: Any, c: Curves, panel: Panel, col: str, style: str = "-") -> None:
+def _draw_run(
+    ax: Any, c: Curves, panel: Panel, col: str, style: str = "-", *, bands: bool = True
+) -> None:
     values = panel_values(c, panel)
     if values is None:
         return
@@ -193,7 +205,7 @@ def _draw_run(ax: Any, c: Curves, panel: Panel, col: str, style: str = "-") -> N
     ax.plot(
         xs, smoothed, color=col, linestyle=style, linewidth=1.8, gid=f"smooth|{c.name}|{panel.key}"
     )
-    if panel.band and panel.band in c.series:
+    if bands and panel.band and panel.band in c.series:
         bx, spread = c.series[panel.band]
         if bx == xs:
             s = smooth(spread)
