@@ -4,6 +4,8 @@ fine-tuning. This is the memory table of issue 21. The `rollout-*` configuration
 rollout generation instead (LoRA, sampled): `rollout-ddp` with whole weights, `rollout-fsdp`
 with sharded ones, once per `runtime.fsdp_rollout` mode (layerwise: each decode step gathers
 layer by layer; gathered: the whole weights gathered once per rollout), in one process.
+`load-fsdp` times `sharding.load_sharded` (rank 0's CPU copy into a meta-built sharded model)
+and checks that the loaded model scores as its source did.
 
     python benchmarks/bench_fsdp.py --shape llava-7b --device cuda --batch 8 \
         --out reports/perf/h200/fsdp_llava-7b.md
@@ -50,6 +52,7 @@ CONFIGS = {  # name: (strategy, lora, offload)
     "fsdp-lora-offload": ("fsdp", True, True),
 }
 ROLLOUTS = {"rollout-ddp": "ddp", "rollout-fsdp": "fsdp"}  # name: strategy (LoRA, on device)
+LOADS = ("load-fsdp",)  # sharding.load_sharded: rank 0's CPU copy -> meta model's shards
 
 
 def _host_peak_gib() -> float:
@@ -197,10 +200,74 @@ def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _load_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """`sharding.load_sharded` (how training loads under FSDP) at the bench shape: the source is
+    the random model built on the device, scored, then moved to CPU memory (rank 0's copy); the
+    sharded model is built on the meta device and receives every tensor from it. Times the load
+    and checks the sharded model scores as the source did."""
+    import copy
+
+    import torch
+    from bench_models import QUESTION, build, sync
+    from mbpo_bench.trainers import sharding
+    from PIL import Image
+
+    from mbpo_bench.models.common import unwrap
+    from mbpo_bench.models.lora import apply_lora
+    from mbpo_bench.models.protocol import Prompt
+
+    device = args.device
+    sharding.require_process_group(device)
+    source = build(args.shape, args.family, device, Path(tempfile.mkdtemp()))
+    size = source.image_size
+    prompts = [Prompt(QUESTION, Image.new("RGB", (size, size), (200, 30, 30)))] * 2
+    with torch.no_grad():
+        before = source.answer_logprobs(prompts, ["yes", "no"]).logps.float().cpu()
+    dtype = next(source.model.parameters()).dtype
+    source.model.to("cpu")
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+    def load(device: str, empty: bool) -> Any:
+        if not empty:
+            return source
+        hf = unwrap(source.model)
+        with torch.device("meta"):
+            meta = type(hf)._from_config(hf.config, attn_implementation="sdpa", dtype=dtype)
+        meta.generation_config = hf.generation_config
+        twin = copy.copy(source)  # the same processor and tokenizer around the meta model
+        twin.model = meta.eval().requires_grad_(False)
+        return twin
+
+    sync(device)
+    start = time.perf_counter()
+    vlm = sharding.load_sharded(load, apply_lora, device)
+    sync(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    with torch.no_grad():
+        after = vlm.answer_logprobs(prompts, ["yes", "no"]).logps.float().cpu()
+    diff = float((after - before).abs().max())  # LoRA's B is zero: the source's numbers
+    return {
+        "config": name,
+        "trainable_params_M": sum(p.numel() for p in vlm.model.parameters()
+                                  if p.requires_grad) / 1e6,
+        "step_s": seconds,
+        "tokens_per_s": None,
+        "peak_gib": peak,
+        "host_peak_gib": _host_peak_gib(),
+        "note": f"load only; max log-prob difference to the source: {diff:.2e}",
+    }  # fmt: skip
+
+
 def _child(args: argparse.Namespace) -> int:
     name = args.child
     try:
-        rows = _rollout_rows(args, name) if name in ROLLOUTS else [_step_row(args, name)]
+        if name in ROLLOUTS:
+            rows = _rollout_rows(args, name)
+        else:
+            rows = [_load_row(args, name) if name in LOADS else _step_row(args, name)]
     except Exception as exc:  # out of memory and the like: the row says so, the others go on
         first = (str(exc).splitlines() or [""])[0][:160]
         rows = [{"config": name, "error": f"{type(exc).__name__}: {first}"}]
@@ -232,7 +299,7 @@ def _run_config(args: argparse.Namespace, name: str, argv: list[str]) -> list[di
 def to_markdown(rows: list[dict[str, Any]], header: dict[str, str]) -> str:
     lines = [f"- {k}: {v}" for k, v in header.items()]
     lines += ["", "Training rows: one step, tokens/s counts prompt and answer tokens. `rollout-*` "
-              "rows: one rollout, tokens/s counts generated tokens.", "",
+              "rows: one rollout, tokens/s counts generated tokens. `load-fsdp`: the sharded load.", "",
               "| config | trainable (M) | s/call | tokens/s | peak GPU memory (GiB) | "
               "peak host memory (GiB) | note |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
@@ -240,9 +307,10 @@ def to_markdown(rows: list[dict[str, Any]], header: dict[str, str]) -> str:
             lines.append(f"| {r['config']} | | | | | | {r['error']} |")
             continue
         peak = "n/a (CPU)" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
+        tps = "" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:.0f}"
         lines.append(
             f"| {r['config']} | {r['trainable_params_M']:.1f} | {r['step_s']:.3f} | "
-            f"{r['tokens_per_s']:.0f} | {peak} | {r['host_peak_gib']:.1f} | {r.get('note', '')} |"
+            f"{tps} | {peak} | {r['host_peak_gib']:.1f} | {r.get('note', '')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -261,17 +329,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-generations", type=int, default=8, help="samples per prompt")
     parser.add_argument("--rollout-tokens", type=int, default=32, help="tokens per sample")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: "
-                        + ", ".join([*CONFIGS, *ROLLOUTS]))  # fmt: skip
+                        + ", ".join([*CONFIGS, *ROLLOUTS, *LOADS]))  # fmt: skip
     parser.add_argument("--timeout", type=int, default=280, help="seconds per configuration")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return _child(args)
-    unknown = [c for c in args.configs.split(",") if c not in CONFIGS and c not in ROLLOUTS]
+    known = {*CONFIGS, *ROLLOUTS, *LOADS}
+    unknown = [c for c in args.configs.split(",") if c not in known]
     if unknown:
         print(f"error: unknown configuration {unknown[0]!r} — use some of "
-              f"{', '.join([*CONFIGS, *ROLLOUTS])}", file=sys.stderr)  # fmt: skip
+              f"{', '.join([*CONFIGS, *ROLLOUTS, *LOADS])}", file=sys.stderr)  # fmt: skip
         return 2
     import torch
 

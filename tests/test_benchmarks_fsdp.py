@@ -1,6 +1,7 @@
 """benchmarks/bench_fsdp.py (the issue-21 memory table) wired on the tiny CPU model: every
 configuration runs in its own process and gives a row (the rollout one a row per rollout mode, the
-two modes drawing the same tokens), and the markdown starts with the command."""
+two modes drawing the same tokens; the sharded load scoring as its source did), and the markdown
+starts with the command."""
 
 from __future__ import annotations
 
@@ -19,19 +20,20 @@ def test_bench_fsdp_rows_on_tiny_cpu(tmp_path: Path) -> None:
 
     out = tmp_path / "fsdp.md"
     argv = ["--shape", "tiny", "--device", "cpu", "--batch", "2", "--repeats", "1",
-            "--configs", "ddp-lora,fsdp-full-offload,rollout-fsdp", "--rollout-prompts", "2",
+            "--configs", "ddp-lora,fsdp-full-offload,rollout-fsdp,load-fsdp", "--rollout-prompts", "2",
             "--num-generations", "2", "--rollout-tokens", "3", "--out", str(out)]  # fmt: skip
     assert bench_fsdp.main(argv) == 0
     text = out.read_text()
     assert "python benchmarks/bench_fsdp.py --shape tiny" in text
     rows = [line for line in text.splitlines() if line.startswith(("| ddp-", "| fsdp-",
-                                                                    "| rollout-"))]  # fmt: skip
-    assert len(rows) == 4 and all("n/a (CPU)" in r for r in rows), text  # no error rows
-    assert [r.split(" | ")[0] for r in rows[2:]] == [
+                                                                    "| rollout-", "| load-"))]  # fmt: skip
+    assert len(rows) == 5 and all("n/a (CPU)" in r for r in rows), text  # no error rows
+    assert [r.split(" | ")[0] for r in rows[2:4]] == [
         "| rollout-fsdp-layerwise",
         "| rollout-fsdp-gathered",
     ]
     assert "same tokens as layerwise: yes" in rows[3], text
+    assert "max log-prob difference to the source: 0.00e+00" in rows[4], text  # sharded load
 
 
 def test_bench_fsdp_refuses_an_unknown_configuration(capsys: pytest.CaptureFixture[str]) -> None:
