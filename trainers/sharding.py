@@ -308,8 +308,9 @@ def _free_bytes(device: torch.device) -> int:
 
 def rollout_mode(module: torch.nn.Module, mode: str) -> str:
     """`runtime.fsdp_rollout` resolved for sharded `module`: "auto" is "gathered" when the
-    whole layers (what `gathered` adds beside the shards) take at most half of every rank's
-    free device memory (the rest is for the rollout's KV cache), else "layerwise". Gathered
+    whole layers (what `gathered` adds beside the shards), with room for the gradients and
+    AdamW state, take at most half of every rank's free device memory (the rest is for the
+    rollout's KV cache), else "layerwise". Gathered
     does strictly less work (one all-gather per layer per rollout instead of one per decode
     step), so it is the choice wherever it fits; layerwise always fits where training does.
     A collective under "auto" (every rank must take the same branch), decided once."""
@@ -322,20 +323,26 @@ def rollout_mode(module: torch.nn.Module, mode: str) -> str:
     if cached is not None:
         return str(cached)
     compute = next(p for p in module.parameters() if not isinstance(p, DTensor)).device
-    extra = sum(  # the whole layers minus the shards already there (none under offload)
-        (p.numel() - (p.to_local().numel() if p.to_local().device == compute else 0))
-        * p.element_size()
-        for p in module.parameters()
-        if isinstance(p, DTensor)
-    )
+
+    def local(p: torch.Tensor) -> int:  # elements of `p` held on the compute device
+        t = p.to_local() if isinstance(p, DTensor) else p
+        return t.numel() if t.device == compute else 0
+
+    params = list(module.parameters())
+    # the whole layers minus the shards already there (none under offload), plus what training
+    # will hold beside them if not yet allocated (the first rollout comes before the first
+    # step): gradients and AdamW's two moments of the trainable part (counted even when
+    # already there: conservative)
+    extra = sum((p.numel() - local(p)) * p.element_size() for p in params if isinstance(p, DTensor))
+    extra += sum(3 * local(p) * p.element_size() for p in params if p.requires_grad)
     fits = torch.tensor([float(extra <= 0.5 * _free_bytes(compute))], device=compute)
     torch.distributed.all_reduce(fits, op=torch.distributed.ReduceOp.MIN)
     chosen = "gathered" if float(fits) > 0 else "layerwise"
     object.__setattr__(root, _ROLLOUT_ATTR, chosen)
     if torch.distributed.get_rank() == 0:
         print(
-            f"runtime.fsdp_rollout=auto: {chosen} (the whole layers take "
-            f"{extra / 2**30:.1f} GiB more per process)",
+            f"runtime.fsdp_rollout=auto: {chosen} (the whole layers, with room for the "
+            f"gradients and optimizer state, need {extra / 2**30:.1f} GiB per process)",
             file=sys.stderr,
             flush=True,
         )
