@@ -89,8 +89,9 @@ def setup(device: str) -> None:
         return
     import torch
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from mbpo_bench.models.loading import resolve_device
+
+    device = resolve_device(device)  # a one-line error where CUDA is asked for but missing
     if device.startswith("cuda"):
         torch.cuda.set_device(local_rank())
     init(torch.device(device))

@@ -109,6 +109,24 @@ def test_fsdp_offload_without_fsdp_and_an_unknown_strategy_are_refused(tmp_path:
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_fsdp_on_a_missing_gpu_is_a_one_line_error_before_the_run_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mbpo_bench.cli.main import main
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setattr("mbpo_bench.models.loading.validate_model", lambda model: "llava")
+    out = tmp_path / "run"
+    argv = ["train", "grpo", "--model", "m", "--output", str(out), "--quiet", FSDP,
+            "runtime.device=cuda"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: device 'cuda' requested but CUDA is not available — use --device cpu"
+    assert not out.exists()
+
+
 def test_a_hand_set_rank_without_a_rendezvous_is_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

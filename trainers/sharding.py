@@ -89,6 +89,9 @@ def check_options(runtime: Any, conflicts: Sequence[tuple[bool, str, str]] = ())
     if runtime.strategy != "fsdp":
         return
     _require_launcher()
+    from mbpo_bench.models.loading import resolve_device
+
+    resolve_device(runtime.device)  # CUDA asked for but missing: refused before the run folder
     every = (
         (runtime.compile_layers, "runtime.compile_layers", "drop it (not tested with FSDP yet)"),
         *conflicts,
@@ -109,11 +112,10 @@ def require_process_group(device: str) -> None:
         )
     if torch.distributed.is_initialized():
         return
+    from mbpo_bench.models.loading import resolve_device
     from mbpo_bench.parallel import backend_for, local_rank
 
-    resolved = device
-    if device == "auto":
-        resolved = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = resolve_device(device)  # a one-line error where CUDA is asked for but missing
     if resolved.startswith("cuda"):
         torch.cuda.set_device(local_rank())
     try:
