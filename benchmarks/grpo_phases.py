@@ -38,17 +38,17 @@ def reference_passes(policy: Any, ro: Any, s: Any, grad_accum: int) -> None:
 
     if s.skip_zero_variance:
         raise ValueError("reference_passes mirrors policy_update without skip_zero_variance")
+    from mbpo_bench.trainers.grpo import _prepare_chunks
+
     flat = flatten(ro.groups)
-    prompts = [ro.prompts[int(g)] for g in flat.group_ids]
-    size = -(-len(flat.responses) // grad_accum)
+    responses = [ids if ids is not None else text
+                 for ids, text in zip(flat.token_ids, flat.responses, strict=True)]  # fmt: skip
+    size = -(-len(responses) // grad_accum)
+    group_ids = [int(g) for g in flat.group_ids]
     policy.train_mode(True)
-    pad = 1 if policy.compile_layers else 0  # as `_chunk_loss`: a padding mask in every batch
-    for start in range(0, len(flat.responses), size):
-        sl = slice(start, start + size)
-        with torch.no_grad():
-            batch = policy.vlm.prepare_answers(prompts[sl], flat.responses[sl], extra_pad=pad)
-            with policy.reference() as reference:
-                reference.prepared_logprobs(batch)
+    for batch in _prepare_chunks(policy, ro, group_ids, responses, size):  # as policy_update
+        with torch.no_grad(), policy.reference() as reference:
+            reference.prepared_logprobs(batch, temperature=s.temperature)
 
 
 def update_alone(

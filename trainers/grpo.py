@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from mbpo_bench.trainers.policy import Policy
 
     from mbpo_bench.data.items import TaskItem
-    from mbpo_bench.models.protocol import Answer, Prompt
+    from mbpo_bench.models.protocol import Answer, PreparedAnswers, Prompt
 
 
 @dataclass
@@ -237,40 +237,35 @@ def _reward_metrics(ro: Rollout, adv_stats: dict[str, float]) -> dict[str, float
 
 def _chunk_loss(
     policy: Policy,
-    prompts: list[Prompt],
-    responses: list[Answer],
+    batch: PreparedAnswers,
     advantages: torch.Tensor,
     s: GRPOSettings,
     norms: dict[str, float],
-    pixels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The chunk's loss on the sampled token ids (mined texts: their tokens + EOS), with the
     log-probs of the sampling distribution: logits / temperature, for policy and reference.
 
-    The batch is prepared once (template, tokens, pixels, copies) and scored twice, reference
-    then policy; diagnostics stay on the device (no host sync between micro-batches). Compiled
-    passes get one extra pad token per row, so every micro-batch carries a padding mask and
-    reuses the graphs of the first step (a batch without padding would compile new ones)."""
-    import torch
+    `batch` (`_prepare_chunks`) is scored twice, reference then policy; diagnostics stay on
+    the device (no host sync between micro-batches)."""
     from mbpo_bench.trainers.losses import grpo_loss
 
     t = s.temperature
     vlm = policy.vlm
-    with torch.no_grad():
-        batch = vlm.prepare_answers(prompts, responses, pixel_images=pixels,
-                                    extra_pad=1 if policy.compile_layers else 0)  # fmt: skip
+    n_rows = batch.size
     ref = None
     if s.beta != 0.0:
+        import torch
+
         with torch.no_grad(), policy.reference() as reference:
             ref = reference.prepared_logprobs(batch, temperature=t).logps
     lp = vlm.prepared_logprobs(batch, requires_grad=True, temperature=t)
     out = grpo_loss(
-        lp.logps, lp.logps.detach(), advantages.to(lp.logps.device), lp.mask,
+        lp.logps, lp.logps.detach(), advantages.to(lp.logps.device, non_blocking=True), lp.mask,
         ref_logps=ref, beta=s.beta, eps_low=s.eps_low, eps_high=s.eps_high,
         aggregation=s.aggregation, max_length=s.max_length or s.max_new_tokens,
         num_sequences=norms["sequences"], num_tokens=norms["tokens"],
     )  # fmt: skip
-    n = len(responses) / norms["sequences"]  # this chunk's share, to average the diagnostics
+    n = n_rows / norms["sequences"]  # this chunk's share, to average the diagnostics
     parts = {
         "policy_loss": out.policy_loss.detach(),
         "kl": out.kl.detach() * n,
@@ -287,6 +282,29 @@ def _step_pixels(policy: Policy, ro: Rollout) -> torch.Tensor | None:
     if not ro.prompts or any(p.image is None for p in ro.prompts):
         return None
     return policy.vlm.images_to_tensor([p.image for p in ro.prompts])  # type: ignore[misc]
+
+
+def _prepare_chunks(
+    policy: Policy, ro: Rollout, group_ids: list[int], responses: list[Answer], size: int
+) -> list[PreparedAnswers]:
+    """Every micro-batch's inputs (template, tokens, pixels, copies), prepared before the first
+    forward: each is scored twice (reference, policy) and the loop over them then has nothing
+    that waits for the device, so the CPU queues micro-batch k+1 while k runs. Compiled passes
+    get one extra pad token per row, so every micro-batch carries a padding mask and reuses
+    the graphs of the first step (a batch without padding would compile new ones)."""
+    import torch
+
+    pixels = _step_pixels(policy, ro)
+    pad = 1 if policy.compile_layers else 0
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(group_ids), size):
+            ids = group_ids[start : start + size]
+            out.append(policy.vlm.prepare_answers(
+                [ro.prompts[g] for g in ids], responses[start : start + size],
+                pixel_images=None if pixels is None else pixels[ids], extra_pad=pad,
+            ))  # fmt: skip
+    return out
 
 
 def _advantages(flat: FlatBatch, s: GRPOSettings) -> Advantages:
@@ -338,23 +356,19 @@ def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int)
     if not keep:
         return StepResult(loss=0.0, metrics={**metrics, "policy_loss": 0.0}, samples=0)
     group_ids = [int(flat.group_ids[i]) for i in keep]
-    prompts = [ro.prompts[g] for g in group_ids]
-    pixels = _step_pixels(policy, ro)
     size = -(-len(keep) // grad_accum)
+    batches = _prepare_chunks(policy, ro, group_ids, responses, size)
     total = None
     sums: dict[str, torch.Tensor] = {}
     policy.train_mode(True)  # the reference passes too: one mode, one compiled graph
     with policy.compiled():  # reference + policy forward and backward; the rollout stays eager
-        for start in range(0, len(keep), size):
-            sl = slice(start, start + size)
-            mine = None if pixels is None else pixels[group_ids[sl]]
-            loss, parts = _chunk_loss(
-                policy, prompts[sl], responses[sl], adv.advantages[keep][sl], s, norms, mine
-            )
+        for k, batch in enumerate(batches):
+            sl = slice(k * size, (k + 1) * size)
+            loss, parts = _chunk_loss(policy, batch, adv.advantages[keep][sl], s, norms)
             loss.backward()
             total = loss.detach() if total is None else total + loss.detach()
-            for k, v in parts.items():
-                sums[k] = sums[k] + v if k in sums else v
+            for name, v in parts.items():
+                sums[name] = sums[name] + v if name in sums else v
     metrics.update({k: float(v) for k, v in sums.items()})
     metrics["response_tokens_mean"] = norms["tokens"] / norms["sequences"]
     loss_value = 0.0 if total is None else float(total)
