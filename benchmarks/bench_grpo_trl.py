@@ -485,10 +485,14 @@ def parse_ours(path: Path) -> dict[str, Any]:
     )
     means: dict[str, dict[str, float | None]] = {}
     firsts: dict[str, dict[str, float | None]] = {}
+    steps: dict[str, list[dict[str, float | None]]] = {}
     for ln in lines:
         cells = _cells(ln)
         cell = dict(zip(names, cells, strict=False))
-        if names and any(c.startswith("**mean") for c in cells):
+        label = cell.get("step", "")
+        if names and ln.startswith("| ") and (label == "warm-up" or label.isdigit()):
+            steps.setdefault(cell.get("variant", "ours"), []).append(_mean_of(cell))
+        elif names and any(c.startswith("**mean") for c in cells):
             means[cell.get("variant", "ours")] = _mean_of(cell)
         elif names and any(c.startswith("**first") for c in cells):
             firsts[cell.get("variant", "ours")] = _mean_of(cell)
@@ -496,7 +500,21 @@ def parse_ours(path: Path) -> dict[str, Any]:
             firsts[cell.get("variant", "ours")]["steps"] = float(found.group(1)) if found else None
     if not means:
         raise ValueError(f"{path} has no mean row (the run failed or was cut short)")
-    return {"command": command, "header": header, "means": means, "firsts": firsts}
+    return {"command": command, "header": header, "means": means, "firsts": firsts,
+            "steps": steps}  # fmt: skip
+
+
+def first_mean(rows: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Column means of the first steps' rows (peaks: the max), as TRL's first-N row."""
+    out: dict[str, float | None] = {}
+    for key, kind in COLUMNS:
+        values = [v for r in rows if (v := r.get(key)) is not None and v == v]
+        out[key] = (max(values) if kind == "mem" else float(np.mean(values))) if values else None
+    for rate, per in (("tokens_per_s", "step_s"), ("update_tokens_per_s", "update_s")):
+        pairs = [(r[rate], r[per]) for r in rows if r.get(rate) and r.get(per)]
+        if pairs:  # tokens over seconds of all the steps, not a mean of per-step rates
+            out[rate] = sum(v * t for v, t in pairs) / sum(t for _, t in pairs)
+    return out
 
 
 def settings_check(ours_command: str, trl_args: dict[str, Any]) -> str:
@@ -560,14 +578,17 @@ def compare_markdown(ours: dict[str, Any], trl: dict[str, Any]) -> str:
             + " | ".join(_ratio(a.get(k), b[k], t) for k, t in COLUMNS) + " |",
         ]  # fmt: skip
     tf = trl.get("first")
-    for label, a in ours.get("firsts", {}).items():
-        if tf is None:
+    n_trl = int(trl.get("first_steps") or 0)
+    for label, rows in ours.get("steps", {}).items():
+        n = min(n_trl, len(rows))  # the same first steps on both sides
+        if tf is None or not n:
             break
-        n_ours, n_trl = int(a.get("steps") or 0), int(trl.get("first_steps") or 0)
+        a = first_mean(rows[:n])
+        note = "" if n == n_trl else f" (TRL's first {n_trl})"
         lines += [
             f"| TRL GRPOTrainer, first {n_trl} steps | "
             + " | ".join(_fmt(tf.get(k), t) for k, t in COLUMNS) + " |",
-            f"| ours ({label}), first {n_ours} steps | "
+            f"| ours ({label}), first {n} steps{note} | "
             + " | ".join(_fmt(a.get(k), t) for k, t in COLUMNS) + " |",
             f"| ours ({label}) vs TRL, first steps | "
             + " | ".join(_ratio(a.get(k), tf.get(k), t) for k, t in COLUMNS) + " |",
@@ -589,10 +610,13 @@ def compare_markdown(ours: dict[str, Any], trl: dict[str, Any]) -> str:
         ref = b["reference_s"] / best["reference_s"]
         lines.append(f"- reference pass TRL / ours = {ref:.2f}x (target at least 1.0x: "
                      f"{'met' if ref >= 1.0 else 'NOT met'})")  # fmt: skip
-    first = ours.get("firsts", {}).get(best_label)
+    rows = ours.get("steps", {}).get(best_label, [])
+    n = min(n_trl, len(rows))
+    first = first_mean(rows[:n]) if n else None
     if first and tf and first.get("step_s") and tf.get("step_s"):
-        lines.append(f"- first steps (compilation included), step s TRL / ours = "
-                     f"{tf['step_s'] / first['step_s']:.2f}x")  # fmt: skip
+        lines.append(f"- first {n} steps (compilation included), mean step s TRL / ours = "
+                     f"{tf['step_s'] / first['step_s']:.2f}x"
+                     + ("" if n == n_trl else f" (TRL's mean over its first {n_trl})"))  # fmt: skip
     lines.append(prompt_check(ours, trl))
     return "\n".join(lines) + "\n"
 

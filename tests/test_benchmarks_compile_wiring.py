@@ -126,6 +126,10 @@ def test_first_steps_and_phase_peaks_reach_the_comparison(tmp_path: Path) -> Non
     assert parsed["means"]["v"]["reference_s"] == 1.0
     assert parsed["means"]["v"]["peak_reference_gib"] == 7.0
     assert parsed["firsts"]["v"]["steps"] == 3 and parsed["firsts"]["v"]["step_s"] == 6.67
+    assert [r["reference_s"] for r in parsed["steps"]["v"]] == [9.0, 1.0, 1.0]
+    two = bench_grpo_trl.first_mean(parsed["steps"]["v"][:2])  # TRL completed 2 steps, say
+    assert two["reference_s"] == 5.0 and two["peak_reference_gib"] == 6.0
+    assert two["tokens_per_s"] == pytest.approx(200 / (12.0 + 4.0), rel=0.05)  # md rounds
 
 
 def test_eval_compiled_rows_are_errors_when_the_module_is_missing(
