@@ -486,11 +486,15 @@ def parse_ours(path: Path) -> dict[str, Any]:
     means: dict[str, dict[str, float | None]] = {}
     firsts: dict[str, dict[str, float | None]] = {}
     steps: dict[str, list[dict[str, float | None]]] = {}
+    in_steps = False  # inside the step table (other tables have digit labels too)
     for ln in lines:
         cells = _cells(ln)
         cell = dict(zip(names, cells, strict=False))
         label = cell.get("step", "")
-        if names and ln.startswith("| ") and (label == "warm-up" or label.isdigit()):
+        in_steps = ln.startswith("|") and (in_steps or _cells(ln) == names)
+        if in_steps and _number(cell.get("step s", "")) is None:  # header, rule, error row
+            continue
+        if in_steps and (label == "warm-up" or label.isdigit()):
             steps.setdefault(cell.get("variant", "ours"), []).append(_mean_of(cell))
         elif names and any(c.startswith("**mean") for c in cells):
             means[cell.get("variant", "ours")] = _mean_of(cell)
