@@ -94,7 +94,7 @@ def test_ablation_report_carries_three_kinds_of_figure_beside_it(plan: Any, repo
     assert "mbpo-pgd-iig-online 0.717, sft-mined 0.317" in alt.group(1)
     sizes = {p.name: png_size(p.read_bytes()) for p in plan.output.glob("*.png")}
     assert sizes == {"report_balance_mbpo_embedded.png": (880, 1727),
-                     "report_forest.png": (1496, 787), "report_curves.png": (1188, 605)}  # fmt: skip
+                     "report_forest.png": (1638, 787), "report_curves.png": (1188, 605)}  # fmt: skip
 
 
 def test_balance_bars_are_the_mean_over_seeds_with_the_interval_over_seeds(plan: Any) -> None:
@@ -225,4 +225,7 @@ def test_forest_axis_stops_at_one_for_differences_of_proportions() -> None:
     assert ax.get_xlim() == pytest.approx((-1.04, 1.04))
     text = by_gid(fig, "text")["c|s|q"].get_text()
     assert text == "+0.100, seeds [-3.000, +3.200]  NOT shown"  # the verdict's interval
+    fig.canvas.draw()  # the margin is as wide as its longest text: nothing runs off the edge
+    for artist in by_gid(fig, "text").values():
+        assert artist.get_window_extent().x1 <= fig.bbox.x1
     png_bytes(fig)

@@ -164,8 +164,8 @@ def test_forest_plot_draws_points_cis_and_marks() -> None:
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "shown", "NOT shown", "across-seed 95% CI",
     ]  # fmt: skip
-    assert pixel_size(fig) == (1496, 275)
-    assert png_size(png_bytes(fig)) == (1496, 275)
+    assert pixel_size(fig) == (1473, 275)
+    assert png_size(png_bytes(fig)) == (1473, 275)
 
 
 def test_forest_rows_are_the_tables_rows_with_the_tables_marks(runs: list[RunData]) -> None:

@@ -100,7 +100,8 @@ def save_png(fig: Figure, path: Path) -> Path:
 def pixel_size(fig: Figure) -> tuple[int, int]:
     """(width, height) in pixels of the PNG `save_png` writes for `fig`."""
     width, height = fig.get_size_inches()
-    return round(width * DPI), round(height * DPI)
+    # matplotlib truncates to whole pixels, rounding up within 1e-8 (get_width_height)
+    return int(width * DPI + 1e-8), int(height * DPI + 1e-8)
 
 
 def safe_name(name: str) -> str:

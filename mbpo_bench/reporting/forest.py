@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 SHOWN, NOT_SHOWN = "#0072B2", "#666666"  # Okabe-Ito blue; dark grey
 MARKS = ("shown", "NOT shown")
+PLOT_WIDTH = 3.4  # inches of one comparison's intervals
 PER_ROW = 2  # comparisons side by side; more wrap to further rows of panels  # the words of the right margin and the legend
 
 
@@ -91,9 +92,15 @@ def forest_figure(
     y = {line: len(lines) - 1 - i for i, line in enumerate(lines)}
     ncols = min(len(columns), PER_ROW)
     nrows = -(-len(columns) // ncols)
+    # inches: the row labels (9 pt, ~0.068 a character), each plot, each margin (8.5 pt text)
+    label_w = 0.068 * max(len(text or section) for section, text in lines) + 0.3
+    margin_w = 0.062 * max(len(f"{r.text()}  {marks[0] if r.shown else marks[1]}") for r in rows)
+    margin_w = max(2.2, margin_w + 0.3)
     fig, axes = plt.subplots(
-        nrows, 2 * ncols, figsize=(2.4 + 5.6 * ncols, nrows * (0.22 * len(lines) + 0.9) + 0.5),
-        sharey=True, width_ratios=[3.4, 2.2] * ncols, layout="constrained", squeeze=False,
+        nrows, 2 * ncols,
+        figsize=(label_w + (PLOT_WIDTH + margin_w) * ncols, nrows * (0.22 * len(lines) + 0.9) + 0.5),
+        sharey=True, width_ratios=[PLOT_WIDTH, margin_w] * ncols, layout="constrained",
+        squeeze=False,
     )  # fmt: skip
     plots = [ax for row in axes for ax in row[0::2]]
     margins = [ax for row in axes for ax in row[1::2]]
