@@ -173,7 +173,8 @@ class Bench:
         if self.compiled_layers is None or not on:
             return contextlib.nullcontext()
         return self.compiled_layers(self.policy.vlm, enabled=True,  # type: ignore[no-any-return]
-                                    backend=self.args.compile_backend)  # fmt: skip
+                                    backend=self.args.compile_backend,
+                                    vision=self.policy.compile_vision)  # fmt: skip
 
 
 def word_tokens(tok: Any) -> list[int]:

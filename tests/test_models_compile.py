@@ -388,3 +388,22 @@ def test_compile_cache_setting_points_inductor_at_the_folder(
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match=r"runtime\.compile_cache folder .* — give a writable"):
         use_compile_cache(str(tmp_path / "file" / "sub"))
+
+
+def test_lora_training_passes_leave_the_frozen_vision_tower_eager(
+    tiny: Callable[[str], Any],
+) -> None:
+    """Under LoRA `Policy.compiled()` compiles the language model's layers only (the frozen
+    vision tower's graphs would cost first-step compile time for a small share of the step);
+    a fully fine-tuned policy compiles the vision tower too."""
+    from mbpo_bench.trainers.policy import Policy
+
+    vlm = tiny("llava")
+    lm, tower = decoder_layers(vlm.model)
+    for lora, vision in ((True, False), (False, True)):
+        policy = Policy(vlm=vlm, lora=lora, base="tiny", compile_layers=True)
+        assert policy.compile_vision is vision
+        with policy.compiled():  # nothing runs: the forwards are only bound
+            assert all("forward" in vars(layer) for layer in lm)
+            assert all(("forward" in vars(layer)) is vision for layer in tower)
+        assert not any(_compiled(vlm))

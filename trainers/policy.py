@@ -64,6 +64,14 @@ class Policy:
         else:
             raise RuntimeError("this policy was loaded without a reference (need_reference=False)")
 
+    @property
+    def compile_vision(self) -> bool:
+        """Whether `compiled()` also compiles LLaVA's vision tower: only when it trains (full
+        fine-tuning). Under LoRA it runs frozen, a small share of a step (8 images per
+        micro-batch), and its compiled graphs (two per layer: transformers' output-capturing
+        hook breaks the graph, per grad mode) cost more first-step compile time than they save."""
+        return not self.lora
+
     @contextlib.contextmanager
     def compiled(self) -> Iterator[None]:
         """Around full-sequence forward/backward passes (never rollouts): the policy's (and a
@@ -73,7 +81,9 @@ class Policy:
         with contextlib.ExitStack() as stack:
             for vlm in (self.vlm, self.frozen_reference):
                 if vlm is not None:
-                    stack.enter_context(compiled_layers(vlm, enabled=self.compile_layers))
+                    stack.enter_context(compiled_layers(
+                        vlm, enabled=self.compile_layers, vision=self.compile_vision
+                    ))  # fmt: skip
             yield
 
     @contextlib.contextmanager
