@@ -5,13 +5,13 @@
 #   1. ours, cold cache: 10 steps (step 0 compiles)         -> $OUT/grpo_llava-7b_cold.md
 #   2. ours again, a second process on the same cache: 2 steps (the first step's compile
 #      should come from the cache: within 2x the steady state)  -> $OUT/grpo_llava-7b_warm.md
-#   3. TRL GRPOTrainer, same workload, up to 10 steps in what is left of the budget (~135 s:
+#   3. TRL GRPOTrainer, same workload, up to 10 steps in what is left of the budget (120-200 s:
 #      about 6 steps at ~40 s build + 22 s first + 14 s a step) -> $OUT/grpo_trl_llava-7b.{md,json}
 #   4. the comparison (steady state; the first K steps of both, K = the steps TRL completed;
 #      per phase, peak memory per phase), rebuilt from 1 and 3's files, so it exists even when
 #      3 hits its time limit                                -> $OUT/grpo_compare_llava-7b.md
 # Budget (estimates: build ~40 s a process): 1 ~270 s (step 0 compiles, ~2-3 min cold),
-# 2 ~90 s, 3 the rest of BUDGET_S=505; BUDGET_S=600 gives TRL its 10 steps (one 10-min call).
+# 2 ~90 s, 3 the rest of BUDGET_S=490; BUDGET_S=580 gives TRL its 10 steps (a 10-min call).
 # plus $OUT/grpo_speed.log (every run's output, exit codes, seconds). Each run is its own
 # process under its own time limit; the markdowns are rewritten after every step, so a limit
 # keeps the steps done. Order matters: TRL runs last and gets what is left of $BUDGET_S.
@@ -27,7 +27,7 @@ TINY=0
 [[ "${2:-}" == "--tiny" ]] && TINY=1
 PYTHON=${PYTHON:-python3}
 SITE=${SITE:-/tmp/site}
-BUDGET=${BUDGET_S:-505}  # seconds for all runs (8.4 min); the install line comes before
+BUDGET=${BUDGET_S:-490}  # seconds for all runs incl. the wheel install (8.2 min); the comparison ~10 s after
 CACHE=${CACHE:-/tmp/mbpo_grpo_compile_cache}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
