@@ -38,7 +38,7 @@ def reference_passes(policy: Any, ro: Any, s: Any, grad_accum: int) -> None:
 
     if s.skip_zero_variance:
         raise ValueError("reference_passes mirrors policy_update without skip_zero_variance")
-    from mbpo_bench.trainers.grpo import _prepare_chunks
+    from mbpo_bench.trainers.grpo import prepare_chunks
 
     flat = flatten(ro.groups)
     responses = [ids if ids is not None else text
@@ -46,7 +46,7 @@ def reference_passes(policy: Any, ro: Any, s: Any, grad_accum: int) -> None:
     size = -(-len(responses) // grad_accum)
     group_ids = [int(g) for g in flat.group_ids]
     policy.train_mode(True)
-    for batch in _prepare_chunks(policy, ro, group_ids, responses, size):  # as policy_update
+    for batch in prepare_chunks(policy, ro, group_ids, responses, size):  # as policy_update
         with torch.no_grad(), policy.reference() as reference:
             reference.prepared_logprobs(batch, temperature=s.temperature)
 

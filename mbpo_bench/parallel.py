@@ -79,6 +79,21 @@ def backend_for(device_type: str) -> str:
     return "cuda:nccl,cpu:gloo" if device_type == "cuda" else "gloo"
 
 
+def resolve_device(device: str) -> str:
+    """A config's device (auto | cpu | cuda | cuda:N) as torch names it; CUDA asked for on a
+    machine without it is a one-line error. Here, not in models/, because opening the process
+    group (`setup`) needs it and this ground module imports nothing above it."""
+    import torch
+
+    from mbpo_bench.errors import UserError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' requested but CUDA is not available — use --device cpu")
+    return device
+
+
 def setup(device: str) -> None:
     """Pin this rank's GPU (LOCAL_RANK) and open the process group; nothing in one process.
 
@@ -88,8 +103,6 @@ def setup(device: str) -> None:
     if world_size() <= 1:
         return
     import torch
-
-    from mbpo_bench.models.loading import resolve_device
 
     device = resolve_device(device)  # a one-line error where CUDA is asked for but missing
     if device.startswith("cuda"):

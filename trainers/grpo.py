@@ -245,7 +245,7 @@ def _chunk_loss(
     """The chunk's loss on the sampled token ids (mined texts: their tokens + EOS), with the
     log-probs of the sampling distribution: logits / temperature, for policy and reference.
 
-    `batch` (`_prepare_chunks`) is scored twice, reference then policy; diagnostics stay on
+    `batch` (`prepare_chunks`) is scored twice, reference then policy; diagnostics stay on
     the device (no host sync between micro-batches)."""
     from mbpo_bench.trainers.losses import grpo_loss
 
@@ -284,7 +284,7 @@ def _step_pixels(policy: Policy, ro: Rollout) -> torch.Tensor | None:
     return policy.vlm.images_to_tensor([p.image for p in ro.prompts])  # type: ignore[misc]
 
 
-def _prepare_chunks(
+def prepare_chunks(
     policy: Policy, ro: Rollout, group_ids: list[int], responses: list[Answer], size: int
 ) -> list[PreparedAnswers]:
     """Every micro-batch's inputs (template, tokens, pixels, copies), prepared before the first
@@ -357,7 +357,7 @@ def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int)
         return StepResult(loss=0.0, metrics={**metrics, "policy_loss": 0.0}, samples=0)
     group_ids = [int(flat.group_ids[i]) for i in keep]
     size = -(-len(keep) // grad_accum)
-    batches = _prepare_chunks(policy, ro, group_ids, responses, size)
+    batches = prepare_chunks(policy, ro, group_ids, responses, size)
     total = None
     sums: dict[str, torch.Tensor] = {}
     policy.train_mode(True)  # the reference passes too: one mode, one compiled graph

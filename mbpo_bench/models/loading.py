@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.errors import UserError, did_you_mean
 from mbpo_bench.models.families import LOADABLE_MODEL_TYPES
+from mbpo_bench.parallel import resolve_device  # used here, and imported from here elsewhere
 
 if TYPE_CHECKING:
     import torch
@@ -103,16 +104,6 @@ def check_folder(folder: Path) -> str:
             f"{', '.join(LOADABLE_MODEL_TYPES)}"
         )
     return model_type
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{device}' requested but CUDA is not available — use --device cpu")
-    return device
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
