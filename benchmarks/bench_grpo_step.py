@@ -667,8 +667,9 @@ def main(argv: list[str] | None = None) -> int:
         done = [r for v in bench.variants for r in v.rows if not r.error]
         if done:
             per = np.mean([r.completion_tokens for r in done]) / (args.prompts * args.generations)
-            bench.notes.append(f"completions re-tokenized for the update: {per:.2f} tokens "
-                               f"each incl. EOS (sampled: {args.new_tokens} + EOS)")  # fmt: skip
+            bench.notes.append(f"completion tokens scored by the update: {per:.2f} each (the "
+                               f"sampled ids, {args.new_tokens} sampled; EOS only where one was "
+                               "sampled; compiled passes add one pad token per row, not counted)")  # fmt: skip
         if any(v.speed.cache == "static" for v in bench.variants):
             bench.notes.append("static cache: attention reads the whole preallocated cache "
                                "(prompt + new tokens rounded up to 64); the memory bound counts "
