@@ -199,7 +199,7 @@ def make_header(bench: Bench, body: int, allowed: int, lengths: list[int]) -> di
         "sampling": f"restricted to the stand-in tokenizer's {allowed} whole-word tokens "
         "(suppress_tokens), see the script's docstring",
         "counting": "tokens/s = sequences x (prompt + sampled completion) / step s; update "
-        "tokens/s and MFU use prompt + re-tokenized completion + EOS; MFU = 4 N_body T / s / "
+        "tokens/s and MFU use prompt + scored completion tokens; MFU = 4 N_body T / s / "
         "790 TFLOP/s (frozen base + LoRA; vision, lm_head, attention scores, LoRA not counted)",
         "rollout variants": ", ".join(v.label for v in bench.variants)
         + " (merged: LoRA folded into copies of the base weights while sampling; static: "
