@@ -4,7 +4,8 @@
 tasks under the probes image / blind / mismatched / noise, items split 50/50 by language prior;
 `correct[(task, probe, prior)]` = how many of that cell's items are right (the first k). Metric
 values are exact fractions (k / n), their CIs fixed at value -+ 0.05 (clipped to [0, 1]), so a
-test can predict every bar. With `pairs` (task -> pairs right of PER_PRIOR) `pair_accuracy` is
+test can predict every bar. Item i of each prior group is the twin of item i of the other
+(`meta.pair_id`), so a pair is right under a probe when both its items are. With `pairs` (task -> pairs right of PER_PRIOR) `pair_accuracy` is
 added to the image probe, and as 0 to the blind probe.
 """
 
@@ -45,7 +46,7 @@ def _row(task: str, probe: str, i: int, prior: str, right: bool) -> dict[str, ob
         "task": task, "probe": probe, "doc_id": f"{prior}{i:03d}", "prompt": "Is there a cube?",
         "image": None, "target": gold, "target_canonical": gold, "options": [],
         "response": parsed, "parsed": parsed, "correct": right, "score": float(right),
-        "components": {}, "meta": {"prior": prior},
+        "components": {}, "meta": {"prior": prior, "pair_id": f"p{i:03d}", "pair_cell": "c"},
     }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ curves are the step-by-step mean over seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 from pathlib import Path
@@ -19,7 +20,7 @@ from support_figures import PER_PRIOR, TASKS, mbpo_metrics, write_embedded_run, 
 
 from mbpo_bench.ablation import AblationConfig, build_plan
 from mbpo_bench.ablation import figures as ablation_figures
-from mbpo_bench.ablation.aggregate import AVERAGE, Measurements
+from mbpo_bench.ablation.aggregate import AVERAGE, QUANTITIES, Measurements
 from mbpo_bench.ablation.execute import collect, write_outputs
 from mbpo_bench.metrics import across_seeds
 from mbpo_bench.reporting import balance_figure as balance
@@ -61,7 +62,9 @@ def plan(tmp_path_factory: pytest.TempPathFactory) -> Any:
     plan = build_plan(
         AblationConfig(model="m", seeds=SEEDS, arms=ARMS), tmp_path_factory.mktemp("x") / "abl"
     )
-    base = write_embedded_run(Path(plan.base_eval.output), _cells(COUNTER["base"]))
+    base = write_embedded_run(
+        Path(plan.base_eval.output), _cells(COUNTER["base"]), pairs={t: 1 for t in TASKS}
+    )
     RunDir(base).finish()
     for run in plan.runs:
         key = (run.arm.name, run.seed)
@@ -83,7 +86,8 @@ def report(plan: Any) -> str:
 
 def test_ablation_report_carries_three_kinds_of_figure_beside_it(plan: Any, report: str) -> None:
     pngs = sorted(p.name for p in plan.output.glob("*.png"))
-    assert pngs == ["report_balance_mbpo_embedded.png", "report_curves.png", "report_forest.png"]
+    assert pngs == ["report_balance_mbpo_embedded.png", "report_curves.png",
+                    "report_findings.png", "report_forest.png"]  # fmt: skip
     text = report
     for name in pngs:
         assert re.search(rf"!\[[^\]]+\]\({name}\)", text), name
@@ -94,7 +98,8 @@ def test_ablation_report_carries_three_kinds_of_figure_beside_it(plan: Any, repo
     assert "mbpo-pgd-iig-online 0.717, sft-mined 0.317" in alt.group(1)
     sizes = {p.name: png_size(p.read_bytes()) for p in plan.output.glob("*.png")}
     assert sizes == {"report_balance_mbpo_embedded.png": (880, 1727),
-                     "report_forest.png": (1638, 787), "report_curves.png": (1188, 605)}  # fmt: skip
+                     "report_forest.png": (1638, 787), "report_curves.png": (1188, 605),
+                     "report_findings.png": (981, 347)}  # fmt: skip
 
 
 def test_balance_bars_are_the_mean_over_seeds_with_the_interval_over_seeds(plan: Any) -> None:
@@ -116,9 +121,9 @@ def test_balance_bars_are_the_mean_over_seeds_with_the_interval_over_seeds(plan:
     # the base, evaluated once: its own bootstrap CI (the fixture's value -+ 0.05)
     (_, b0), (_, b1) = whiskers[f"{COUNT}|counter|base (start)|image"].get_segments()[0]
     assert (b0, b1) == pytest.approx((0.15, 0.25))
-    # twin pairs where present: the arms' (2, 3 and 4 of 20), not the base's (none)
+    # twin pairs: the arms' (2, 3 and 4 of 20 at seeds 0-2), the base's (1)
     assert bars[f"{EXIST}|pair_accuracy|sft|image"].get_height() == pytest.approx(3 / 20)
-    assert f"{EXIST}|pair_accuracy|base (start)|image" not in bars
+    assert bars[f"{EXIST}|pair_accuracy|base (start)|image"].get_height() == pytest.approx(1 / 20)
     assert len(by_gid(fig, "baseline")) == 3 * 4  # the base shaded in every panel
     # two panels a row: prior-consistent and counter-prior side by side, twin pairs moved up
     spec = {k: bars[f"{COLOR}|{k}|sft|image"].axes.get_subplotspec() for k in
@@ -151,6 +156,11 @@ def test_forest_rows_are_the_tables_differences_with_the_verdicts(plan: Any, rep
     assert mbpo.mean == pytest.approx(0.4)
     est = across_seeds([0.4, 0.35, 0.45])
     assert (mbpo.low, mbpo.high, mbpo.p) == pytest.approx((est.low, est.high, est.p_value))
+    # twin pairs per item (both twins right): 60 pairs; here the samples' pairs are right where
+    # both twins are (consistent: the first 10, counter: the first k), so mbpo - sft-mined is
+    # (10 - 6) / 20, (10 - 7) / 20, (10 - 6) / 20 per pair on average
+    pairs = by_key[("mbpo-pgd-iig-online", "sft-mined", "pair_accuracy")].diff.item
+    assert pairs is not None and pairs[2] == 3 * PER_PRIOR and pairs[0] < 11 / 60 < pairs[1]
     # per-item paired CI of the seed-averaged items: 60 counter-prior items over three tasks
     assert mbpo.item is not None and mbpo.item[2] == 3 * PER_PRIOR
     assert mbpo.item[0] < 0.4 < mbpo.item[1]
@@ -165,14 +175,13 @@ def test_forest_rows_are_the_tables_differences_with_the_verdicts(plan: Any, rep
         if c.diff.low is not None and c.diff.low != c.diff.high:
             assert list(seeds[key].get_xdata()) == pytest.approx([c.diff.low, c.diff.high])
     panel_titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
-    assert panel_titles == ["accuracy", "counter-prior acc.", "prior-consistent acc.",
-                            "visual reliance (blind)", "visual reliance (mismatched)"]  # fmt: skip
+    assert panel_titles == [q.label for q in QUANTITIES]  # one panel per quantity of the tables
     png_bytes(fig)
 
     # the report's table states every row's verdict; the figure's marks are that column
     text = report
     table = [ln for ln in text.splitlines() if ln.startswith("| mbpo-pgd-iig-online - ")]
-    assert len(table) == 2 * 5
+    assert len(table) == 2 * len(QUANTITIES)
     for c in found:
         line = next(
             ln for ln in text.splitlines()
@@ -229,3 +238,16 @@ def test_forest_axis_stops_at_one_for_differences_of_proportions() -> None:
     for artist in by_gid(fig, "text").values():
         assert artist.get_window_extent().x1 <= fig.bbox.x1
     png_bytes(fig)
+
+
+def test_matched_controls_follow_the_arm_catalogue() -> None:
+    from mbpo_bench.ablation import ARMS as CATALOGUE
+
+    controls = ablation_figures.matched_controls(CATALOGUE)
+    assert controls == {
+        "mbpo-pgd-iig-online": ["sft-mined", "grpo-mined", "dpo-mined", "dpo-mdpo", "sft-balanced"],
+        "mbpo-twins": ["sft-twins"],
+    }
+    grid = [dataclasses.replace(a, name=f"{a.name}@lr{lr:g}", lr=lr) for a in CATALOGUE
+            for lr in (1e-5, 3e-5)]  # fmt: skip
+    assert ablation_figures.matched_controls(grid)["mbpo-twins@lr3e-05"] == ["sft-twins@lr3e-05"]

@@ -8,18 +8,15 @@ Decisions:
 - Seeds are the unit of inference, as in the quickstart's findings. Balance bars are the mean
   over an arm's seeds with the 95% t interval over seeds as whiskers (`metrics.across_seeds`);
   the base, evaluated once, keeps its bootstrap CI over items.
-- Forest rows: the ablation's five quantities (the tables' columns) on its headline task (the
-  average over tasks, or the only task), for every arm minus the base and minus its matched
-  control. The point and the across-seed interval come from the same per-seed values as the
+- Forest rows: the ablation's quantities (the tables' columns) on its headline task (the
+  average over tasks, or the only task), for every arm minus the base and minus each of its
+  matched controls (`matched_controls`). The point and the across-seed interval come from the same per-seed values as the
   tables (`Measurements.per_seed`), so figure and tables agree; the thin line beside it is the
   per-item paired bootstrap CI of the seed-averaged per-item differences (stratified by task),
   where the runs kept `samples.jsonl`. A row is **shown** when its across-seed interval excludes
   zero and its Holm-adjusted p (over every row of the plot) is below 0.05, the quickstart's
   rule; one seed shows nothing. The table under the figure states every row's verdict: the
   figure's marks are that column, never re-derived.
-- Matched controls: an arm's own `control` where the arm catalogue names one, else the SFT arm
-  that mines as it does (`Arm.miner` equal to the arm's overrides: `sft-mined` for MBPO,
-  `sft-twins` for `mbpo-twins`).
 - Curves: one line per arm, the mean over its seeds step by step (`plots.mean_curves`; why not
   one line per seed is said there), raw faint and smoothed solid, every arm on the same axes.
 """
@@ -58,8 +55,9 @@ class ItemSpec:
     prior: str | None = None
 
 
-# aggregate.QUANTITIES key -> per-item reading
+# aggregate.QUANTITIES key -> per-item reading ("pair_accuracy": per twin pair, both right)
 ITEMS = {
+    "pair_accuracy": ItemSpec("image", "pair_accuracy"),
     "accuracy": ItemSpec("image", "accuracy"),
     "acc_counter_prior": ItemSpec("image", "accuracy", "counter"),
     "acc_prior_consistent": ItemSpec("image", "accuracy", "consistent"),
@@ -68,20 +66,28 @@ ITEMS = {
 }
 
 
-def matched_controls(arms: Sequence[Arm]) -> dict[str, str]:
-    """arm name -> its matched control's name, among `arms` (see the module's decisions)."""
-    names = {a.name for a in arms}
-    out: dict[str, str] = {}
-    for arm in arms:
-        named = getattr(arm, "control", None)
-        if isinstance(named, str) and named in names:
-            out[arm.name] = named
+def matched_controls(arms: Sequence[Arm]) -> dict[str, list[str]]:
+    """MBPO arm name -> the names of its matched controls among `arms`, in catalogue order.
+
+    A control (`Arm.control`) that mines as an MBPO arm does (`Arm.miner`) matches the MBPO arm
+    with exactly those overrides (`sft-mined`, `dpo-mined`, `dpo-mdpo`, `sft-balanced` -> MBPO;
+    `sft-twins` -> `mbpo-twins`); an MBPO-method control without `miner` (`grpo-mined`) matches
+    the MBPO arm whose overrides it extends most closely. In a learning-rate grid a control
+    matches only the MBPO arm at its own lr.
+    """
+    mbpo = [a for a in arms if a.method == "mbpo" and not getattr(a, "control", False)]
+    out: dict[str, list[str]] = {}
     for control in arms:
-        if control.method != "sft" or not control.miner:
+        if not getattr(control, "control", False):
             continue
-        for arm in arms:
-            if arm.method == "mbpo" and arm.overrides == control.miner:
-                out.setdefault(arm.name, control.name)
+        same_lr = [m for m in mbpo if getattr(m, "lr", None) == getattr(control, "lr", None)]
+        if control.miner:
+            found = [m for m in same_lr if m.overrides == control.miner]
+        else:
+            inside = [m for m in same_lr if set(m.overrides) <= set(control.overrides)]
+            found = sorted(inside, key=lambda m: -len(m.overrides))[:1]
+        for arm in found[:1]:
+            out.setdefault(arm.name, []).append(control.name)
     return out
 
 
@@ -199,7 +205,7 @@ def comparisons(
     if base_name is not None:
         pairs += [(a.name, base_name, VS_BASE) for a in plan.arms]
     controls = matched_controls(plan.arms)
-    pairs += [(a.name, controls[a.name], VS_CONTROL) for a in plan.arms if a.name in controls]
+    pairs += [(a.name, c, VS_CONTROL) for a in plan.arms for c in controls.get(a.name, [])]
     out = []
     for arm, ref, section in pairs:
         for q in QUANTITIES:
@@ -248,11 +254,25 @@ def _items(
             other = base if base is not None and ref == base.name else arms.get(ref, {}).get(seed)
             if mine is None or other is None or not (mine.has_samples and other.has_samples):
                 return None
-            docs, a, b = aligned(mine, other, t, spec.probe, spec.metric, subset)
+            if spec.metric == "pair_accuracy":  # items are twin pairs (meta.pair_id)
+                docs, a, b = _aligned_pairs(mine, other, t)
+            else:
+                docs, xs, ys = aligned(mine, other, t, spec.probe, spec.metric, subset)
+                a, b = xs.tolist(), ys.tolist()
             for doc, x, y in zip(docs, a, b, strict=True):
                 per_doc.setdefault(doc, []).append(float(x - y))
         strata.append(per_doc)
     return strata
+
+
+def _aligned_pairs(a: RunData, b: RunData, task: str) -> tuple[list[str], list[float], list[float]]:
+    """(pair ids both runs completed, a's and b's pair accuracy on them): the quickstart's
+    `pair_table` (both twins right under the image probe)."""
+    from mbpo_bench.quickstart_report import pair_table
+
+    pa, pb = pair_table(a, task), pair_table(b, task)
+    docs = sorted(pa.keys() & pb.keys())
+    return docs, [pa[d]["pair_accuracy"] for d in docs], [pb[d]["pair_accuracy"] for d in docs]
 
 
 def forest_rows(found: Sequence[Comparison]) -> list[forest.ForestRow]:
