@@ -1,7 +1,10 @@
 """The ablation's markdown report, rendered from the run folders' files only.
 
-One table per evaluation task (and one averaged over tasks): a row per arm, a cell per quantity
-as `mean ± std [min, max]` over seeds; the starting model's row comes first, as the reference.
+After the problems and the matched comparisons, the figures (`figures.py`: modality balance
+per task group, the forest plot of every arm vs the base and its matched controls with its table
+of verdicts, one curves grid); then one table per evaluation task (and one averaged over tasks):
+a row per arm, a cell per quantity as `mean ± std [min, max]` over seeds; the starting model's
+row comes first, as the reference.
 Then the mined pairs (per source, filter and seed), what did not finish, and the exact
 commands and configs of every run. Missing results are shown as "missing", never as 0; a
 quantity that a task does not define is "n/a". Arms trained "offline only" on a pairs file that

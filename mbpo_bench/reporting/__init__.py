@@ -7,7 +7,9 @@
 Modules: `loading` (run folders), `paired` (per-item values, paired stats), `tables`,
 `differences`, `provenance`, `format` (cells, markdown), `render` (the report); figures:
 `figures` (style, palette, PNG writer), `balance_figure`, `forest`, `plots` (training curves),
-`report_figures` (each figure written beside the report and linked).
+`report_figures` (each figure written beside the report and linked); over seeds: `seeds`
+(t interval over seeds, Holm, per-item CI of the seed mean; a run's training seed),
+`seed_differences` (an arm's paired differences over its seeds).
 Imports pandas and numpy: the CLI imports this package inside the command only.
 """
 

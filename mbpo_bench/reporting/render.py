@@ -15,6 +15,9 @@ Decisions:
 - Figures (`report_figures`) are written into the report's folder, named after the report
   (`<stem>_balance_<group>.png`, `<stem>_forest.png`, `<stem>_curves.png`), from the same data
   as the tables, and linked with alt text that states the figure's main number.
+- Runs given one --name and trained at distinct recorded seeds are seeds of one arm
+  (`seed_groups`): listed per seed, and their differences also taken over seeds
+  (`seed_differences`), drawn as one forest column whose marks are that table's verdicts.
 - Output is deterministic for the same inputs (seeded bootstrap, sorted tasks, no timestamps of
   its own, paths relative to the report), so golden tests compare it byte for byte; it is
   written atomically.
