@@ -79,7 +79,11 @@ def test_quickstart_keeps_everything_in_its_folder_with_normal_modes(
     assert "plan:" in err and "expected ~" in err
     assert (out / "report.md").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.yaml", "cache", "qs"]
-    assert list(out.rglob("*.png")), "the report's figures sit in the run folder"
+    # the report's figures sit beside it: one of each kind, one curves grid (no PNG per metric)
+    assert sorted(p.name for p in out.rglob("*.png")) == [
+        "report_balance_mbpo_embedded.png", "report_curves.png", "report_findings.png",
+        "report_forest.png",
+    ]  # fmt: skip
     files = [p for p in out.rglob("*") if p.is_file()]
     modes = {p: stat.S_IMODE(p.stat().st_mode) for p in files}
     assert {m for m in modes.values()} == {0o644}, {
