@@ -21,7 +21,10 @@ def report_command(
         None, "--baseline", help="Run folder to compare every run against on paired items."
     ),
     name: list[str] | None = typer.Option(
-        None, "--name", help="Label of each RUN_DIR, in order (repeat; default: folder names)."
+        None,
+        "--name",
+        help="Label of each RUN_DIR, in order (repeat; default: folder names). Seeds of one arm "
+        "may share a name: their differences are then also taken over seeds.",
     ),
     training_run: list[Path] | None = typer.Option(
         None, "--training-run", help="Training run folder whose metrics.jsonl to plot (repeat)."
