@@ -5,7 +5,8 @@ rollout generation instead (LoRA, sampled): `rollout-ddp` with whole weights, `r
 with sharded ones, once per `runtime.fsdp_rollout` mode (layerwise: each decode step gathers
 layer by layer; gathered: the whole weights gathered once per rollout), in one process.
 `load-fsdp` times `sharding.load_sharded` (rank 0's CPU copy into a meta-built sharded model)
-and checks that the loaded model scores as its source did.
+and checks that the loaded model scores as its source did; `rollout-fsdp` loads that way too
+(its first row's note has the load's time and check).
 
     python benchmarks/bench_fsdp.py --shape llava-7b --device cuda --batch 8 \
         --out reports/perf/h200/fsdp_llava-7b.md
@@ -138,12 +139,21 @@ def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
 
     strategy = ROLLOUTS[name]
     device = args.device
-    if strategy == "fsdp":
-        sharding.require_process_group(device)
-    vlm = build(args.shape, args.family, device, Path(tempfile.mkdtemp()))
-    apply_lora(vlm)
-    if strategy == "fsdp":
-        sharding.shard_model(vlm.model)
+    loaded = ""
+    if strategy == "fsdp":  # loaded as training loads under FSDP (sharding.load_sharded)
+        try:
+            vlm, info = _sharded_by_load(args)
+            loaded = (f"; loaded by load_sharded in {info['load_s']:.1f} s, max log-prob "
+                      f"difference to the source {info['diff']:.1e}")  # fmt: skip
+        except Exception as exc:  # the rollout figures still come, from a direct build
+            first = (str(exc).splitlines() or [""])[0][:120]
+            loaded = f"; load_sharded FAILED ({type(exc).__name__}: {first}), built directly"
+            vlm = build(args.shape, args.family, device, Path(tempfile.mkdtemp()))
+            apply_lora(vlm)
+            sharding.shard_model(vlm.model)
+    else:
+        vlm = build(args.shape, args.family, device, Path(tempfile.mkdtemp()))
+        apply_lora(vlm)
     size = vlm.image_size
     prompts = [
         Prompt(QUESTION, Image.new("RGB", (size, size), (200, 30 + 20 * i, 30)))
@@ -185,6 +195,7 @@ def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
             note += "; what runtime.fsdp_rollout=auto picks here"
         if first is None:
             first = tokens
+            note += loaded
         else:
             note += "; same tokens as layerwise: " + ("yes" if tokens == first else "NO")
         rows.append({
@@ -200,11 +211,12 @@ def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _load_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
+def _sharded_by_load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """`sharding.load_sharded` (how training loads under FSDP) at the bench shape: the source is
     the random model built on the device, scored, then moved to CPU memory (rank 0's copy); the
-    sharded model is built on the meta device and receives every tensor from it. Times the load
-    and checks the sharded model scores as the source did."""
+    sharded LoRA model is built on the meta device and receives every tensor from it. Returns
+    it with the load's seconds, peak GPU memory and the largest log-prob difference to the
+    source (LoRA's B is zero, so the numbers must be the source's)."""
     import copy
 
     import torch
@@ -229,14 +241,17 @@ def _load_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
+    held = {"source": source}  # dropped after the load: rank 0's CPU copy is freed
+    del source
+
     def load(device: str, empty: bool) -> Any:
         if not empty:
-            return source
-        hf = unwrap(source.model)
+            return held["source"]
+        hf = unwrap(held["source"].model)
         with torch.device("meta"):
             meta = type(hf)._from_config(hf.config, attn_implementation="sdpa", dtype=dtype)
         meta.generation_config = hf.generation_config
-        twin = copy.copy(source)  # the same processor and tokenizer around the meta model
+        twin = copy.copy(held["source"])  # the same processor and tokenizer, the meta model
         twin.model = meta.eval().requires_grad_(False)
         return twin
 
@@ -246,18 +261,24 @@ def _load_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
     sync(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    held.clear()
     with torch.no_grad():
         after = vlm.answer_logprobs(prompts, ["yes", "no"]).logps.float().cpu()
-    diff = float((after - before).abs().max())  # LoRA's B is zero: the source's numbers
+    diff = float((after - before).abs().max())
+    return vlm, {"load_s": seconds, "peak_gib": peak, "diff": diff}
+
+
+def _load_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    vlm, info = _sharded_by_load(args)
     return {
         "config": name,
         "trainable_params_M": sum(p.numel() for p in vlm.model.parameters()
                                   if p.requires_grad) / 1e6,
-        "step_s": seconds,
+        "step_s": info["load_s"],
         "tokens_per_s": None,
-        "peak_gib": peak,
+        "peak_gib": info["peak_gib"],
         "host_peak_gib": _host_peak_gib(),
-        "note": f"load only; max log-prob difference to the source: {diff:.2e}",
+        "note": f"load only; max log-prob difference to the source: {info['diff']:.2e}",
     }  # fmt: skip
 
 
