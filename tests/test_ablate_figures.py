@@ -251,3 +251,6 @@ def test_matched_controls_follow_the_arm_catalogue() -> None:
     grid = [dataclasses.replace(a, name=f"{a.name}@lr{lr:g}", lr=lr) for a in CATALOGUE
             for lr in (1e-5, 3e-5)]  # fmt: skip
     assert ablation_figures.matched_controls(grid)["mbpo-twins@lr3e-05"] == ["sft-twins@lr3e-05"]
+    # lr_from: each control at the lr chosen on dev, MBPO at its own: still matched
+    tuned = [dataclasses.replace(a, lr=1e-4) if a.control else a for a in CATALOGUE]
+    assert ablation_figures.matched_controls(tuned) == controls

@@ -72,15 +72,17 @@ def matched_controls(arms: Sequence[Arm]) -> dict[str, list[str]]:
     A control (`Arm.control`) that mines as an MBPO arm does (`Arm.miner`) matches the MBPO arm
     with exactly those overrides (`sft-mined`, `dpo-mined`, `dpo-mdpo`, `sft-balanced` -> MBPO;
     `sft-twins` -> `mbpo-twins`); an MBPO-method control without `miner` (`grpo-mined`) matches
-    the MBPO arm whose overrides it extends most closely. In a learning-rate grid a control
-    matches only the MBPO arm at its own lr.
+    the MBPO arm whose overrides it extends most closely. In a learning-rate grid
+    (`<arm>@lr<value>`) a control matches only the MBPO arm at the same grid point; a control
+    trained at its own tuned lr (`lr_from`) still matches MBPO: that is the matched comparison.
     """
     mbpo = [a for a in arms if a.method == "mbpo" and not getattr(a, "control", False)]
     out: dict[str, list[str]] = {}
     for control in arms:
         if not getattr(control, "control", False):
             continue
-        same_lr = [m for m in mbpo if getattr(m, "lr", None) == getattr(control, "lr", None)]
+        grid = _grid_point(control.name)
+        same_lr = [m for m in mbpo if _grid_point(m.name) == grid]
         if control.miner:
             found = [m for m in same_lr if m.overrides == control.miner]
         else:
@@ -89,6 +91,11 @@ def matched_controls(arms: Sequence[Arm]) -> dict[str, list[str]]:
         for arm in found[:1]:
             out.setdefault(arm.name, []).append(control.name)
     return out
+
+
+def _grid_point(name: str) -> str:
+    """The lr-grid suffix of an arm's name (`mbpo-twins@lr3e-05` -> `lr3e-05`), or ''."""
+    return name.partition("@")[2]
 
 
 def evaluated(plan: Plan) -> tuple[RunData | None, dict[str, dict[int, RunData]]]:
