@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mbpo_bench.ablation.aggregate import QUANTITIES
 from mbpo_bench.cli.main import main
 from mbpo_bench.runs import read_jsonl
 
@@ -69,7 +70,7 @@ def test_two_arms_train_evaluate_report_and_resume(
     assert "mbpo-bench eval --model" in report and "--limit 3" in report
     per_seed = pd.read_csv(out / "per_seed.csv")
     assert set(per_seed["arm"]) == {"base (start)", "sft", "mbpo-pgd-iig-offline"}
-    assert len(per_seed) == 3 * 5
+    assert len(per_seed) == 3 * len(QUANTITIES)  # 3 rows (base, 2 arms) x the quantities
     assert per_seed.loc[per_seed["metric"] == "accuracy", "value"].between(0, 1).all()
 
     # rerun: everything finished is skipped, the report is written again
