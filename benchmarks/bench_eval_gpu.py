@@ -331,8 +331,9 @@ def make_header(
         f"images: 1, 1, 2); generate at the mean prompt: {gen / 1e12:.3f} TFLOP, "
         f"roofline {ROOFLINE_FLOPS / gen:.1f} samples/s at 790 TFLOP/s",
         "input preparation": f"batches > 1: {args.input_workers} DataLoader worker processes "
-        "(mbpo_bench/evaluation/loader.py, as `mbpo-bench eval` runs; the protocol's image step "
-        "for batch k+1 while the model runs batch k, pinned, non-blocking copies); batch 1 and "
+        "(mbpo_bench/evaluation/loader.py, as `mbpo-bench eval --set input_workers=N` runs; the "
+        "protocol's image step for batch k+1 while the model runs batch k, pinned, non-blocking "
+        "copies); batch 1 and "
         f"the row `{NO_WORKERS}`: in the main process"
         if args.input_workers
         else "in the main process (--input-workers 0)",
@@ -368,8 +369,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "model's input protocol (native) does the geometry")  # fmt: skip
     parser.add_argument("--plant-scale", type=float, default=1000.0)
     parser.add_argument("--input-workers", type=int, default=None,
-                        help="worker processes preparing batch inputs (default: what eval "
-                        "uses on the device: 0 on CPU, up to 8 on CUDA)")  # fmt: skip
+                        help="worker processes preparing batch inputs (default: 0 on CPU, "
+                        "loader.available_workers() on CUDA, up to 8, beside the in-process row; "
+                        "eval itself defaults to 0)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
@@ -389,10 +391,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from mbpo_bench.evaluation.loader import default_workers
+    from mbpo_bench.evaluation.loader import available_workers, default_workers
     from mbpo_bench.models.loading import resolve_device
 
     args.device = resolve_device(args.device)
+    if args.input_workers is None and args.device.startswith("cuda"):
+        args.input_workers = available_workers()  # the workers row beside the in-process one
     args.input_workers = default_workers(args.device, args.input_workers)
     args.baseline_samples = min(args.baseline_samples, args.samples)
     args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]

@@ -84,8 +84,9 @@ class EvalConfig:
     # 26-27 prompts and never binds at batch_size 16 below ~2000 tokens a prompt; memory follows
     # tokens, not prompts (H200, 7B shapes: reports/perf/h200/eval_*_640x480*.md)
     max_batch_tokens: int | None = 32768
-    # worker processes preparing the next batch's images (evaluation/loader.py); None: 0 on CPU
-    # (the cores run the model), up to 8 on CUDA. Speed only: the rows are the same
+    # worker processes preparing the next batch's images (evaluation/loader.py); None: 0, in the
+    # main process (on the H200 8 workers were 6-8% slower at batch 64 with in-memory 640x480
+    # images: reports/perf/h200/eval_*_640x480.md). Speed only: the rows are the same
     input_workers: int | None = None
 
     # the flat spellings before the shared runtime section: read for one release, with a warning

@@ -17,8 +17,15 @@ Decisions:
 - Workers are forked (the dataset holds the adapter, whose model must not be pickled); they only
   run CPU code (never CUDA), which is what makes forking a CUDA process safe. torch sets one
   intra-op thread per worker.
-- `workers=0` is not the loader at all: the batch runs exactly as before (the default on CPU,
-  where the cores are the model's). On CUDA the default is `default_workers()`.
+- `workers=0` is not the loader at all: the batch runs exactly as before. It is the default on
+  every device. On the H200 (`reports/perf/h200/eval_*_640x480.md`, 128 in-memory random
+  640x480 images at batch 64) 8 workers were 6-8% slower than preparing in the main process:
+  LLaVA-7B shape prefill-choice 43.06 vs 45.86 samples/s, Qwen2-VL-7B 37.08 vs 40.42. There the
+  image step is a small part of a batch's time, and the workers' own costs (forking, sending
+  the chunks back, the pin-memory thread; not profiled which one) outweighed what they hid. Workers
+  may pay where the image step is heavy: large photos, images decoded from disk (JPEG), many
+  images a prompt. `--set input_workers=N` turns them on; `available_workers()` is the count a
+  machine can spare.
 - The worker does only the image step (and the item's image decode): the prompt, template and
   tokens stay in the main process, so there is one code path for text and one for every probe.
 """
@@ -43,8 +50,8 @@ MAX_WORKERS = 8
 
 
 def default_workers(device: str, requested: int | None = None) -> int:
-    """Worker processes for input preparation: `requested` if given, else 0 on CPU (the cores
-    run the model) and min(MAX_WORKERS, cores - 2) on an accelerator."""
+    """Worker processes for input preparation: `requested` if given, else 0 on every device (in
+    the main process; measured faster on the H200, see the module docstring)."""
     if requested is not None:
         if requested < 0:
             from mbpo_bench.errors import UserError
@@ -54,8 +61,12 @@ def default_workers(device: str, requested: int | None = None) -> int:
                 "main process) or a positive worker count"
             )
         return requested
-    if not str(device).startswith("cuda"):
-        return 0
+    return 0
+
+
+def available_workers() -> int:
+    """The workers this machine can spare beside the model's process: min(MAX_WORKERS, cores -
+    2) (8 on the H200's 16 cores; what `bench_eval_gpu.py` runs its worker rows with)."""
     return max(0, min(MAX_WORKERS, (os.cpu_count() or 1) - 2))
 
 
