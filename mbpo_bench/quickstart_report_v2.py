@@ -1,6 +1,7 @@
-"""The benchmark-v2 quickstart report's findings (per-item CIs, one seed): kept only to re-derive
-the committed v2 reports (reports/gpu/; their seed table came from benchmarks/seed_study.py,
-removed since). New reports use `quickstart_report` (twin pairs, seeds as the unit of inference).
+"""The benchmark-v2 quickstart report's findings (per-item CIs, one seed): kept to re-derive
+the v2 reports that reports/gpu/ held until its v3 regeneration (`git show 37dac6e:reports/gpu/`;
+their seed table came from benchmarks/seed_study.py, removed since). No CLI path calls it; only
+tests do. New reports use `quickstart_report` (twin pairs, seeds as the unit of inference).
 
 Original description: findings computed from the eval runs, then `render_report`'s tables.
 
