@@ -43,7 +43,6 @@ LAYERS: list[set[str]] = [
         "quickstart",
         "quickstart_config",
         "quickstart_report",
-        "quickstart_report_v2",
         "plan",
         "ablation",
     },

@@ -25,7 +25,6 @@ from support_figures import (
     write_training_run,
 )
 
-from mbpo_bench.quickstart_report_v2 import finding_rows, findings, paired_findings
 from mbpo_bench.reporting import balance_figure as balance
 from mbpo_bench.reporting import forest, render_report
 from mbpo_bench.reporting.config import ReportConfig
@@ -182,24 +181,6 @@ def test_forest_rows_are_the_tables_rows_with_the_tables_marks(runs: list[RunDat
         assert [r.shown for r in mine] == [d.endswith("*") for d in table["diff"]]
         assert [f"{r.diff:+.3f}" for r in mine] == [d.rstrip("*") for d in table["diff"]]
     assert any(r.shown for r in rows) and not all(r.shown for r in rows)
-
-
-def test_findings_figure_marks_are_the_findings_verdicts(runs: list[RunData]) -> None:
-    base, control, mbpo = runs
-    paired = paired_findings(base, mbpo, control)
-    lines = [ln for ln in findings(base, mbpo, control, paired) if re.match(r"[2-9]\. ", ln)]
-    rows = finding_rows(paired)
-    assert len(lines) == len(rows) == 8
-    for line, row in zip(lines, rows, strict=True):
-        assert row.label in line and f": {row.text()} (n=" in line
-        assert row.shown == line.endswith("— **shown**.")
-    assert any(r.shown for r in rows) and not all(r.shown for r in rows)
-    fig = forest.forest_figure(rows)
-    points = by_gid(fig, "point")
-    for row in rows:
-        marker = points[f"{row.column}|{row.section}|{row.label}"]
-        assert (marker.get_markerfacecolor() != "white") == row.shown
-    png_bytes(fig)
 
 
 def test_curves_grid_plots_raw_and_smoothed_series(tmp_path: Path) -> None:
