@@ -148,3 +148,23 @@ def test_quickstart_runs_end_to_end_and_reuses_the_cached_base(
     assert "**Seeds: 2** (0, 1)" in (tmp_path / "r" / "qs.md").read_text()
     assert (tmp_path / "qs" / "seed0" / "mbpo" / "metrics.jsonl").stat().st_mtime_ns == before
     assert main([*argv, "--seeds", "3", "report_only=true", *TINY_OVERRIDES]) == 2
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_output_comes_from_the_config_file_unless_given_on_the_command_line(
+    given: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mbpo_bench.quickstart as quickstart
+
+    seen: list[QuickstartConfig] = []
+
+    def fake_run(cfg: QuickstartConfig) -> Path:
+        seen.append(cfg)
+        return tmp_path / "report.md"
+
+    monkeypatch.setattr(quickstart, "run_quickstart", fake_run)
+    config = tmp_path / "qs.yaml"
+    config.write_text(f"output: {tmp_path / 'from_file'}\n")
+    cli = ["--output", str(tmp_path / "from_cli")] if given else []
+    assert main(["quickstart", "--quiet", "--config", str(config), *cli]) == 0
+    assert seen[0].output == tmp_path / ("from_cli" if given else "from_file")

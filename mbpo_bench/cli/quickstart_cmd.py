@@ -10,7 +10,9 @@ from mbpo_bench.cli.options import ConfigFile, Overrides, Quiet, Sets
 
 
 def quickstart_command(
-    output: Path = typer.Option(Path("runs/quickstart"), help="Folder for every stage's run."),
+    output: Path = typer.Option(
+        None, help="Folder for every stage's run (default runs/quickstart, or the --config's)."
+    ),
     report: Path = typer.Option(
         None, help="Markdown report to write (default: report.md inside --output)."
     ),
@@ -44,7 +46,10 @@ def quickstart_command(
     from mbpo_bench.config import load_config, print_config
     from mbpo_bench.quickstart import QuickstartConfig, run_quickstart
 
-    flags = [f"output={output}"] + ([f"report={report}"] if report is not None else [])
+    # Only flags the user gave: a CLI default must not override the --config file's value.
+    flags = [f"output={output}"] if output is not None else []
+    if report is not None:
+        flags.append(f"report={report}")
     if threads is not None:
         flags.append(f"threads={threads}")
     if jobs is not None:
