@@ -337,3 +337,20 @@ def test_an_lr_grid_names_each_arm_per_lr_and_lr_from_takes_the_dev_choice(
         plan_for(tmp_path, seeds=[0], arms=["sft-mined"], lr_from=str(dev))
     with pytest.raises(UserError, match="does not exist"):
         plan_for(tmp_path, seeds=[0], arms=["sft-mined"], lr_from=str(tmp_path / "none"))
+
+
+def test_a_control_alone_reads_its_mbpo_arms_mining_and_optimizer_overrides(
+    tmp_path: Path,
+) -> None:
+    """`sft-mined` mines and schedules as its MBPO arm: `mbpo:mining.*` / `mbpo:optim.*` reach it
+    with no MBPO arm selected; `mbpo:hybrid.*`, which it never reads, is still refused."""
+    plan = plan_for(tmp_path, seeds=[0], arms=["sft-mined"],
+                    overrides=["mbpo:mining.eps=0.1", "mbpo:optim.warmup_ratio=0.2"])  # fmt: skip
+    (mine,) = plan.minings.values()
+    assert mine.mining.eps == 0.1
+    assert plan.runs[0].train_config.optim.warmup_ratio == 0.2
+    with pytest.raises(UserError, match="overrides for mbpo but no selected arm trains with it"):
+        plan_for(tmp_path, seeds=[0], arms=["sft-mined"],
+                 overrides=["mbpo:mining.eps=0.1", "mbpo:hybrid.online_pool=mined"])  # fmt: skip
+    with pytest.raises(UserError, match="overrides for dpo but no selected arm trains with it"):
+        plan_for(tmp_path, seeds=[0], arms=["sft-mined"], overrides=["dpo:beta=0.2"])

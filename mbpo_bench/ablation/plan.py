@@ -196,6 +196,28 @@ def with_lrs(arms: list[Arm], cfg: AblationConfig) -> list[Arm]:
     return arms
 
 
+# What a control on mined pairs reads of its MBPO arm's config (`arm.miner`): how it mines and
+# its optimizer (lr, schedule), so that it stays matched. Nothing else of `mbpo:` reaches it.
+MINER_KEYS = ("mining.", "optim.")
+
+
+def unused_overrides(by_method: dict[str, list[str]], arms: list[Arm]) -> list[str]:
+    """The methods whose `<method>:` overrides no selected arm reads. A control that mines as its
+    MBPO arm would reads that arm's `mbpo:mining.*` and `mbpo:optim.*`, so those count as used
+    when such a control is selected even with no MBPO arm; `mbpo:hybrid.*` and the like do not."""
+    used = {a.method for a in arms}
+    borrows = any(a.miner for a in arms)
+    unused = []
+    for method, items in sorted(by_method.items()):
+        if method in used:
+            continue
+        keys = [item.split("=", 1)[0].strip() for item in items]
+        if method == "mbpo" and borrows and all(k.startswith(MINER_KEYS) for k in keys):
+            continue
+        unused.append(method)
+    return unused
+
+
 def build_plan(cfg: AblationConfig, output: Path) -> Plan:
     """Resolve and check every config of the ablation (nothing runs)."""
     from mbpo_bench.trainers.policy import resolve_start
@@ -210,7 +232,7 @@ def build_plan(cfg: AblationConfig, output: Path) -> Plan:
     arms = with_lrs(select_arms(cfg.arms), cfg)
     classes = config_classes()
     routed = route(cfg.overrides, classes)
-    unused = sorted(set(routed.by_method) - {a.method for a in arms})
+    unused = unused_overrides(routed.by_method, arms)
     if unused:
         raise UserError(
             f"overrides for {', '.join(unused)} but no selected arm trains with it — drop them "
