@@ -65,7 +65,7 @@ def _host_peak_gib() -> float:
 def _step_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """Build the model, apply the configuration, time `repeats` steps after one warm-up."""
     import torch
-    from bench_models import QUESTION, build, sync
+    from bench_models import QUESTION, build, peak_gib, time_per_call
     from mbpo_bench.trainers import sharding
     from mbpo_bench.trainers.loop import adamw_foreach
     from PIL import Image
@@ -106,14 +106,8 @@ def _step_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()  # warm-up: allocates the AdamW state
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(args.repeats):
-        step()
-    sync(device)
-    seconds = (time.perf_counter() - start) / args.repeats
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    seconds = time_per_call(step, device, args.repeats)  # its warm-up allocates the AdamW state
+    peak = peak_gib(device)
     return {
         "config": name,
         "trainable_params_M": sum(p.numel() for p in params) / 1e6,
@@ -128,7 +122,7 @@ def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
     """Build the LoRA policy (sharded for `rollout-fsdp`), then time `repeats` rollouts after
     one warm-up for each rollout mode, each mode's peak memory counted on its own."""
     import torch
-    from bench_models import QUESTION, build, sync
+    from bench_models import QUESTION, build, peak_gib, time_per_call
     from mbpo_bench.trainers import sharding
     from mbpo_bench.trainers.grpo import GRPOSettings
     from mbpo_bench.trainers.policy import Policy
@@ -182,14 +176,8 @@ def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
 
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        rollout()  # warm-up
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(args.repeats):
-            rollout()
-        sync(device)
-        seconds = (time.perf_counter() - start) / args.repeats
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+        seconds = time_per_call(rollout, device, args.repeats)
+        peak = peak_gib(device)
         note = f"{len(prompts)} prompts x {n_gen} samples x {n_tok} tokens"
         if mode == auto:
             note += "; what runtime.fsdp_rollout=auto picks here"
@@ -220,7 +208,7 @@ def _sharded_by_load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     import copy
 
     import torch
-    from bench_models import QUESTION, build, sync
+    from bench_models import QUESTION, build, peak_gib, sync
     from mbpo_bench.trainers import sharding
     from PIL import Image
 
@@ -260,7 +248,7 @@ def _sharded_by_load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     vlm = sharding.load_sharded(load, apply_lora, device)
     sync(device)
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    peak = peak_gib(device)
     held.clear()
     with torch.no_grad():
         after = vlm.answer_logprobs(prompts, ["yes", "no"]).logps.float().cpu()

@@ -142,7 +142,15 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn: Any, device: str, repeats: int) -> float:
+def peak_gib(device: str) -> float | None:
+    """Peak allocated CUDA memory since the last reset, in GiB; None on CPU. Shared by every
+    bench."""
+    return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+
+
+def time_per_call(fn: Any, device: str, repeats: int) -> float:
+    """Seconds a call of `fn`: one warm-up call, then the mean of `repeats` synchronised calls.
+    Shared by every bench."""
     fn()  # warm-up
     sync(device)
     start = time.perf_counter()
@@ -176,8 +184,8 @@ def measure(vlm: Any, batch: int, new_tokens: int, repeats: int, device: str) ->
     for op, fn in (("generate", gen), ("score", score), ("pgd_step", pgd_step)):
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        seconds = _time(fn, device, repeats)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+        seconds = time_per_call(fn, device, repeats)
+        peak = peak_gib(device)
         rows.append({"op": op, "batch": batch, "s_per_call": seconds,
                      "samples_per_s": batch / seconds, "peak_gib": peak})  # fmt: skip
     return rows
