@@ -201,14 +201,21 @@ def check_versions(runs: Sequence[RunData], allow: bool) -> tuple[list[str], lis
     return flagged, warnings
 
 
+def _mixed(runs: Sequence[RunData], field: str) -> str | None:
+    """'value: run, run; value: run' when the runs' results differ in `field`, else None."""
+    by_value: dict[str, list[str]] = {}
+    for run in runs:
+        by_value.setdefault(getattr(run.results, field), []).append(run.name)
+    if len(by_value) < 2:
+        return None
+    return "; ".join(f"{value}: {', '.join(names)}" for value, names in by_value.items())
+
+
 def check_answer_modes(runs: Sequence[RunData]) -> list[str]:
     """A warning when the runs were answered in different answer modes (else none)."""
-    by_mode: dict[str, list[str]] = {}
-    for run in runs:
-        by_mode.setdefault(run.results.answer_mode, []).append(run.name)
-    if len(by_mode) < 2:
+    listed = _mixed(runs, "answer_mode")
+    if listed is None:
         return []
-    listed = "; ".join(f"{mode}: {', '.join(names)}" for mode, names in by_mode.items())
     return [
         f"runs were answered in different answer modes ({listed}); choice mode scores one "
         "prefill over each item's answer set instead of greedy generation, so their "
@@ -218,12 +225,9 @@ def check_answer_modes(runs: Sequence[RunData]) -> list[str]:
 
 def check_protocols(runs: Sequence[RunData]) -> list[str]:
     """A warning when the runs fed their models under different input protocols (else none)."""
-    by_protocol: dict[str, list[str]] = {}
-    for run in runs:
-        by_protocol.setdefault(run.results.protocol, []).append(run.name)
-    if len(by_protocol) < 2:
+    listed = _mixed(runs, "protocol")
+    if listed is None:
         return []
-    listed = "; ".join(f"{p}: {', '.join(names)}" for p, names in by_protocol.items())
     return [
         f"runs were evaluated under different input protocols ({listed}); image geometry and "
         "prompts differ between protocols, so their differences are not like for like."
