@@ -87,7 +87,8 @@ def leaf_keys(cls: type, prefix: str = "") -> list[str]:
     return out
 
 
-def _key(item: str) -> str:
+def override_key(item: str) -> str:
+    """The key of a `key=value` override (a one-line error when it is not one)."""
     if "=" not in item:
         raise UserError(
             f"'{item}' is not a key=value override — write e.g. optim.lr=1e-4, "
@@ -114,7 +115,7 @@ class RoutedOverrides:
 
     def for_method(self, method: str, config_cls: type) -> list[str]:
         """The common overrides this method's config has, then the method's own."""
-        common = [o for o in self.common if accepts(config_cls, _key(o))]
+        common = [o for o in self.common if accepts(config_cls, override_key(o))]
         return [*common, *self.by_method.get(method, [])]
 
 
@@ -124,7 +125,7 @@ def route(items: Sequence[str], config_classes: dict[str, type]) -> RoutedOverri
     prefixes = (*config_classes, EVAL_PREFIX)  # the trainer table's methods, and eval
     for raw in items:
         item = raw.strip()
-        key = _key(item)
+        key = override_key(item)
         prefix, sep, bare = key.partition(":")
         if not sep:
             bare, prefix = key, ""

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mbpo_bench.ablation.config import AblationConfig, Arm, select_arms
-from mbpo_bench.ablation.overrides import RoutedOverrides, route
+from mbpo_bench.ablation.overrides import RoutedOverrides, override_key, route
 from mbpo_bench.config import (
     RuntimeSection,
     dump_yaml,
@@ -211,7 +211,7 @@ def unused_overrides(by_method: dict[str, list[str]], arms: list[Arm]) -> list[s
     for method, items in sorted(by_method.items()):
         if method in used:
             continue
-        keys = [item.split("=", 1)[0].strip() for item in items]
+        keys = [override_key(item) for item in items]
         if method == "mbpo" and borrows and all(k.startswith(MINER_KEYS) for k in keys):
             continue
         unused.append(method)
