@@ -121,10 +121,12 @@ def test_quickstart_runs_end_to_end_and_reuses_the_cached_base(
         assert (tmp_path / "qs" / f"eval_{run}" / "results.json").is_file()
     cached = json.loads((tmp_path / "qs" / "timings.json").read_text())["base_cached"]
     assert cached is False
-    # the matched control trains on the mined items with MBPO's optimizer settings
+    # the matched control trains on the mined items with MBPO's optimizer settings, at the
+    # learning rate chosen for the controls on dev (`control_lr`)
     sft = yaml.safe_load((tmp_path / "qs" / "sft_mined" / "config.yaml").read_text())
     mbpo = yaml.safe_load((tmp_path / "qs" / "mbpo" / "config.yaml").read_text())
-    assert sft["optim"] == mbpo["optim"] and sft["preference_data"].endswith("pairs.parquet")
+    matched = {**mbpo["optim"], "lr": QuickstartConfig().control_lr}
+    assert sft["optim"] == matched and sft["preference_data"].endswith("pairs.parquet")
     two = [*argv, "--seeds", "2", "--split", "dev", "control_steps=3",
            "arms=[mbpo, sft_mined, grpo_mined, dpo, dpo_mdpo, sft_balanced, sft_time]"]  # fmt: skip
     assert main([*two, *TINY_OVERRIDES]) == 0
@@ -134,7 +136,7 @@ def test_quickstart_runs_end_to_end_and_reuses_the_cached_base(
         assert json.loads((tmp_path / "qs" / f"seed{seed}" / "timings.json").read_text())
     for arm in ("grpo_mined", "dpo", "dpo_mdpo", "sft_balanced"):  # matched to mbpo's optimizer
         cfg = yaml.safe_load((tmp_path / "qs" / "seed0" / arm / "config.yaml").read_text())
-        assert cfg["optim"] == mbpo["optim"], arm
+        assert cfg["optim"] == matched, arm
         assert f"{arm} - base" not in text and f"mbpo - {arm}, pair accuracy" in text
     dpo = yaml.safe_load((tmp_path / "qs" / "seed0" / "dpo_mdpo" / "config.yaml").read_text())
     assert dpo["mdpo_weight"] == 1.0 and dpo["data"].endswith("pairs.parquet")
