@@ -96,6 +96,51 @@ def _qwen2vl_7b(tok: Any, device: str) -> Any:
     return QwenVLAdapter(model, proc, tok, name="qwen2-vl-7b-shape", family="qwen2_vl")
 
 
+def qwen25vl_32b_config(tok: Any) -> Any:
+    """Qwen2.5-VL-32B-Instruct's layout (its config.json: 64 decoder layers of width 5120, MLP
+    27648, 40 query / 8 key-value heads, vocabulary 152064, untied lm_head; a 32-block vision
+    tower of width 1280 with window attention and full attention in blocks 7, 15, 23, 31):
+    33.5B parameters, ~67 GB in bf16, the largest Qwen-VL that fits one H200 with LoRA (72B's
+    ~144 GB fits neither the GPU nor the host)."""
+    import transformers as tf
+
+    return tf.Qwen2_5_VLConfig(
+        text_config=tf.Qwen2_5_VLTextConfig(
+            vocab_size=152064, hidden_size=5120, intermediate_size=27648, num_hidden_layers=64,
+            num_attention_heads=40, num_key_value_heads=8, max_position_embeddings=128000,
+            rms_norm_eps=1e-6, tie_word_embeddings=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                             "mrope_section": [16, 24, 24]},
+            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        ),
+        vision_config={"depth": 32, "hidden_size": 1280, "intermediate_size": 3456,
+                       "num_heads": 16, "out_hidden_size": 5120, "patch_size": 14,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+                       "fullatt_block_indexes": [7, 15, 23, 31], "hidden_act": "silu"},
+        image_token_id=tok.image_token_id,
+        video_token_id=tok.convert_tokens_to_ids(tok.video_token),
+        vision_start_token_id=tok.convert_tokens_to_ids(tok.vision_start_token),
+        vision_end_token_id=tok.convert_tokens_to_ids(tok.vision_end_token),
+        tie_word_embeddings=False,
+    )  # fmt: skip
+
+
+def _qwen25vl_32b(tok: Any, device: str) -> Any:
+    import transformers as tf
+
+    from mbpo_bench.models.loading import image_only_qwen_processor
+    from mbpo_bench.models.qwen2_vl import QwenVLAdapter
+
+    config = qwen25vl_32b_config(tok)
+    model = _on_device(tf.Qwen2_5_VLForConditionalGeneration, config, device)
+    # Qwen2.5-VL's pixel limits are Qwen2-VL's: a 448x448 image gives 256 image tokens
+    improc = _backend(tf.Qwen2VLImageProcessor, tf.Qwen2VLImageProcessorPil)(
+        patch_size=14, merge_size=2, size={"shortest_edge": 3136, "longest_edge": 12845056}
+    )
+    proc = image_only_qwen_processor("qwen2_5_vl", improc, tok)
+    return QwenVLAdapter(model, proc, tok, name="qwen2.5-vl-32b-shape", family="qwen2_5_vl")
+
+
 def _backend(fast: Any, pil: Any) -> Any:
     """The image processor class a checkpoint's AutoProcessor picks on this machine: the
     torchvision backend where torchvision imports (the GPU image), PIL otherwise;
@@ -133,7 +178,10 @@ def build(shape: str, family: str, device: str, workdir: Path) -> Any:
         vlm.name = f"tiny {family}"
         return vlm
     tok = build_tokenizer("llava" if shape == "llava-7b" else "qwen")
-    return _llava_7b(tok, device) if shape == "llava-7b" else _qwen2vl_7b(tok, device)
+    return SHAPES[shape](tok, device)
+
+
+SHAPES = {"llava-7b": _llava_7b, "qwen2vl-7b": _qwen2vl_7b, "qwen25vl-32b": _qwen25vl_32b}
 
 
 def sync(device: str) -> None:
@@ -205,7 +253,7 @@ def to_markdown(rows: list[dict], header: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", default="llava", choices=["llava", "qwen2_vl", "qwen2_5_vl"])
-    parser.add_argument("--shape", default="tiny", choices=["tiny", "llava-7b", "qwen2vl-7b"])
+    parser.add_argument("--shape", default="tiny", choices=["tiny", *SHAPES])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-sizes", default="1,4,16", help="comma-separated")
     parser.add_argument("--new-tokens", type=int, default=4)
