@@ -367,6 +367,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=image_size, default=None,
                         help="WxH of the random images (default: the model's square side); the "
                         "model's input protocol (native) does the geometry")  # fmt: skip
+    parser.add_argument("--max-batch-tokens", type=int, default=None,
+                        help="cap each batch size > 1 at the prompts that fit this many prompt "
+                        "tokens (image + question), the eval's own rule (plan.token_chunks; "
+                        "`mbpo-bench eval` defaults to 32768): the batch large images get")  # fmt: skip
     parser.add_argument("--plant-scale", type=float, default=1000.0)
     parser.add_argument("--input-workers", type=int, default=None,
                         help="worker processes preparing batch inputs (default: 0 on CPU, "
@@ -419,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     lengths = prompt_lengths(vlm, prompts)
     counts = count_parameters(vlm, prompts[0].image)
     state = State(header=make_header(vlm, prompts, counts, lengths, args))
+    if args.max_batch_tokens:
+        state.header["batch sizes"] = cap_batch_sizes(vlm, prompts, lengths, args)
     for b in args.sizes:
         run_batch_size(vlm, prompts, lengths, counts, b, state, args)
     if args.profile:
@@ -457,6 +463,30 @@ def run_stock(
         run_peer(state, peer, folder, lengths, counts, prompts, args)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def cap_batch_sizes(
+    vlm: Any, prompts: list[Prompt], lengths: list[int], args: argparse.Namespace
+) -> str:
+    """Batch sizes > 1 cut to the largest batch the eval's token budget lets through (its own
+    rule and cost: image tokens + question tokens a prompt, over prompts in length order);
+    rewrites args.sizes and says what it did."""
+    from mbpo_bench.evaluation.plan import token_chunks
+
+    tok = vlm.tokenizer
+    items = sorted_items(lengths, args.samples)
+    cost = [vlm.num_image_tokens(vlm.processed_size(prompts[i].image))
+            + len(tok(prompts[i].text, add_special_tokens=False)["input_ids"])
+            for i in items]  # fmt: skip
+    said = []
+    for k, b in enumerate(args.sizes):
+        if b > 1:
+            chunks = token_chunks(items, cost, b, args.max_batch_tokens)
+            args.sizes[k] = max(len(c) for c in chunks)
+            said.append(f"{b} -> {args.sizes[k]}")
+    return (f"capped by --max-batch-tokens {args.max_batch_tokens} (the eval's token budget, "
+            f"mbpo_bench.evaluation.plan.token_chunks; {min(cost)}-{max(cost)} image + question "
+            f"tokens a prompt): batch {', '.join(said)} prompts")  # fmt: skip
 
 
 def sorted_items(lengths: list[int], n: int) -> list[int]:
@@ -503,8 +533,9 @@ def run_compiled(
     p = float(np.mean([lengths[i] for i in items]))
     flops = sample_flops(counts, p, 1, 1)
     notes = [f"`compiled_layers(vlm, backend={args.compile_backend!r}, qwen_vision=True)` "
-             "around the rows below (LLaVA: LM + CLIP layers; Qwen: LM layers + each vision "
-             "block's MLP, the blocks' attention eager: mbpo_bench/models/compile.py)"]  # fmt: skip
+             "around the rows below (LLaVA: LM + CLIP layers; Qwen: LM layers + the vision "
+             "blocks whole, their attention one batched call when a batch's images share one "
+             "size, else each block's MLP: mbpo_bench/models/compile.py, qwen_vision.py)"]  # fmt: skip
     try:
         compiled_layers = load_compiled_layers()
     except RuntimeError as exc:

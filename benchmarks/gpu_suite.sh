@@ -5,8 +5,13 @@
 #               prefill-choice at 64 with the eval loader's input workers, the same without them,
 #               prefill-choice with compiled layers, then lmms-eval's stock wrapper on 32 of the
 #               same items; peak memory by phase in every row. Both shapes in ~240 s (build ~40 s
-#               each, stock ~30 s each, compile ~15 s each); SUITE_BUDGET_S=270 caps it
+#               each, stock ~30 s each, compile ~15 s each)
 #                                                       -> $OUT/eval_{llava-7b,qwen2vl-7b}_640x480.md
+#               then qwen2vl-7b at 1280x720 (1196 image tokens): batch 64 capped by the eval's
+#               default token budget (max_batch_tokens 32768 -> 27 prompts), generate and
+#               prefill-choice eager + compiled, no stock wrapper: does the default fit, and its
+#               peak memory by phase (~90 s); SUITE_BUDGET_S=420 covers all three
+#                                                       -> $OUT/eval_qwen2vl-7b_1280x720.md
 #   grpo-llava  bench_grpo_step llava-7b, 8 prompts x G=8, 64 tokens, rollout variants
 #               $VARIANTS, then bench_grpo_trl (TRL GRPOTrainer, same workload; its markdown ends
 #               with ours vs TRL)                       -> $OUT/grpo_llava-7b.md, grpo_trl_llava-7b.{md,json}
@@ -89,6 +94,9 @@ if ((TINY)); then
     DEV=(--device cpu --threads 1)
     EVAL=(--image-size 640x480 --samples 16 --baseline-samples 4 --batch-sizes 1,8 --stock-samples 8
           --paths generate,prefill-choice --compile --compile-backend eager --input-workers 2)
+    EVAL_HD=(--image-size 1280x720 --samples 8 --baseline-samples 2 --batch-sizes 8
+             --max-batch-tokens 200 --paths generate,prefill-choice --compile --compile-backend eager
+             --no-stock --input-workers 0)
     GRPO=(--prompts 2 --generations 4 --new-tokens 8 --grad-accum 2 --steps 1)
     PROFILE=(--profile)
     VARIANTS=default,merged+shared
@@ -103,6 +111,9 @@ else
     DEV=(--device cuda)
     EVAL=(--image-size 640x480 --samples 128 --baseline-samples 4 --batch-sizes 1,64 --stock-samples 32
           --paths generate,prefill-choice --compile --stock-dir /dev/shm)
+    EVAL_HD=(--image-size 1280x720 --samples 54 --baseline-samples 2 --batch-sizes 64
+             --max-batch-tokens 32768 --paths generate,prefill-choice --compile --no-stock
+             --input-workers 0)
     GRPO=(--prompts 8 --generations 8 --new-tokens 64 --grad-accum 8 --steps 2)
     PROFILE=(--profile)  # ours only: one extra profiled step, by operator class
     VARIANTS=${VARIANTS:-default,merged+static,merged+static+shared}
@@ -119,6 +130,8 @@ if want eval; then
         --out "$OUT/eval_${L}_640x480.md"
     run eval_$Q 140 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL[@]}" \
         --out "$OUT/eval_${Q}_640x480.md"
+    run eval_${Q}_1280x720 150 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL_HD[@]}" \
+        --out "$OUT/eval_${Q}_1280x720.md"
 fi
 for fam in llava qwen; do
     want grpo-$fam || continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mbpo_bench.evaluation.probes import applicable
 from mbpo_bench.evaluation.schema import GenerationSettings, SkippedItem
@@ -20,6 +20,8 @@ from mbpo_bench.modality.images import mismatched_images
 
 if TYPE_CHECKING:
     from mbpo_bench.data.items import TaskItem
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -112,17 +114,24 @@ def batches(
 
         sizes = {d: size(d) for d in ids}
         order = sorted(ids, key=lambda d: (sizes[d][0], len(plan.items[d].question), d))
-        chunks: list[list[str]] = [[]]
-        total = 0
-        for d in order:
-            n = sum(sizes[d])
-            full = len(chunks[-1]) == batch_size or (
-                max_tokens is not None and total + n > max_tokens
-            )
-            if chunks[-1] and full:
-                chunks.append([])
-                total = 0
-            chunks[-1].append(d)
-            total += n
-        out += [Batch(plan.info.name, probe, i, tuple(c)) for i, c in enumerate(chunks) if c]
+        chunks = token_chunks(order, [sum(sizes[d]) for d in order], batch_size, max_tokens)
+        out += [Batch(plan.info.name, probe, i, tuple(c)) for i, c in enumerate(chunks)]
     return out
+
+
+def token_chunks(
+    order: list[T], tokens: list[int], batch_size: int, max_tokens: int | None
+) -> list[list[T]]:
+    """`order` cut in turn into chunks of at most `batch_size` entries and, with `max_tokens`,
+    at most that many `tokens` (one entry at least): the rule of `batches`, which the GPU
+    benchmark also applies to show what a batch of large images becomes."""
+    chunks: list[list[T]] = [[]]
+    total = 0
+    for d, n in zip(order, tokens, strict=True):
+        full = len(chunks[-1]) == batch_size or (max_tokens is not None and total + n > max_tokens)
+        if chunks[-1] and full:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(d)
+        total += n
+    return [c for c in chunks if c]

@@ -11,9 +11,11 @@ the graph (parameters are graph inputs, `inline_inbuilt_nn_modules`); a whole-mo
 traces all 32 unrolled (minutes) and breaks on the vision / image-merge code (data-dependent
 scatter of image features into the text sequence). `vision=True` also compiles LLaVA's vision
 tower encoder layers (CLIP / SigLIP `encoder.layers`): the same mechanism, and close-ended eval
-at batch 128 runs CLIP-L on 128 images per prefill. Qwen2-VL's `visual.blocks` stay eager: their
-attention splits the packed images with `cu_seqlens.tolist()`, a data-dependent graph break in
-every block (its language model layers compile without a break).
+at batch 128 runs CLIP-L on 128 images per prefill. Qwen2-VL's `visual.blocks` (`qwen_vision=True`,
+evaluation): transformers' attention splits the packed images with `cu_seqlens.tolist()`, a
+data-dependent graph break in every block; when all images of a call have one size the blocks
+compile whole, their attention one batched call over the equal segments (`qwen_vision.py`,
+exact), otherwise they run eager with each block's MLP compiled.
 
 Why not during generation: `generate` decodes one token per call with a KV cache, a different
 shape regime with its own compile path (static cache + CUDA graphs, `rollout_speed.py`). A layer
@@ -46,6 +48,7 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,12 +106,12 @@ def decoder_layers(model: Any, *, vision: bool = True, qwen_vision: bool = False
     with `qwen_vision`, the MLPs of Qwen's vision blocks).
 
     `model` is the transformers model, possibly under a peft wrapper (`VisionLanguageModel.model`).
-    Qwen's vision blocks are not compiled whole: their attention splits the packed images with
-    `cu_seqlens.tolist()` (a data-dependent graph break, and the image lengths it returns would
-    specialise the graph after it per batch composition). The documented workaround: the
-    attention stays eager, each block's MLP (two thirds of its FLOPs, the GELU / SiLU glue)
-    compiles without a break. Evaluation asks for it; training does not (its compile plan and
-    recompile count are measured without it).
+    The MLPs compile on their own for calls whose images differ in size: transformers' attention
+    splits the packed images with `cu_seqlens.tolist()` (a data-dependent graph break, and the
+    image lengths it returns would specialise the graph after it per batch composition), so
+    those blocks run eager around the compiled MLP. Calls whose images share one size compile
+    the blocks whole (`compiled_layers`, `qwen_vision.py`). Evaluation asks for it; training
+    does not (its compile plan and recompile count are measured without it).
     """
     from mbpo_bench.models.common import unwrap
 
@@ -143,13 +146,23 @@ def _compiled_forward(cls: type[torch.nn.Module], backend: str) -> Callable[...,
     return _COMPILED[key]
 
 
-def _bind(layer: torch.nn.Module, backend: str) -> Callable[..., Any]:
-    """The layer's forward through the compiled function, eager when given a KV cache."""
+def _cached(kwargs: dict[str, Any]) -> bool:
+    return any(kwargs.get(k) is not None for k in CACHE_KWARGS)
+
+
+def _bind(
+    layer: torch.nn.Module, backend: str, eager_when: Callable[[dict[str, Any]], bool] = _cached
+) -> Callable[..., Any]:
+    """The layer's forward through the compiled function; eager when `eager_when(kwargs)` (by
+    default: given a KV cache) or when dynamo is already tracing the caller (a compiled Qwen
+    vision block inlines its MLP's plain forward instead of nesting a compiled function)."""
+    import torch
+
     eager = type(layer).forward
     compiled = _compiled_forward(type(layer), backend)
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        if any(kwargs.get(k) is not None for k in CACHE_KWARGS):
+        if torch.compiler.is_compiling() or eager_when(kwargs):
             return eager(layer, *args, **kwargs)
         return compiled(layer, *args, **kwargs)
 
@@ -157,8 +170,11 @@ def _bind(layer: torch.nn.Module, backend: str) -> Callable[..., Any]:
     return forward
 
 
-def _install(layer: torch.nn.Module, backend: str) -> bool:
-    """Bind the compiled forward; False when this layer is already compiled (nested use)."""
+def _install(
+    layer: torch.nn.Module, backend: str, forward: Callable[..., Any] | None = None
+) -> bool:
+    """Bind the compiled forward (or `forward`, marked as ours); False when this layer already
+    has ours (nested use)."""
     own = vars(layer).get("forward")
     if own is not None:
         if getattr(own, _MARK, False):
@@ -168,8 +184,41 @@ def _install(layer: torch.nn.Module, backend: str) -> bool:
             "device_map or offloading?) — load the model on one device, or run without "
             "compilation"
         )
-    layer.forward = _bind(layer, backend)  # type: ignore[method-assign]
+    if forward is None:
+        forward = _bind(layer, backend)
+    else:
+        setattr(forward, _MARK, True)
+    layer.forward = forward  # type: ignore[method-assign]
     return True
+
+
+def _qwen_vision_forwards(
+    model: Any, backend: str
+) -> list[tuple[torch.nn.Module, Callable[..., Any]]]:
+    """(module, forward) to bind for Qwen's vision tower compiled whole (`qwen_vision.py`): the
+    tower marks a uniform segment length per call, each whole-image attention reads it, and a
+    block whose attention is marked runs compiled, else eager (its MLP compiled on its own)."""
+    from mbpo_bench.models import qwen_vision as qv
+    from mbpo_bench.models.common import unwrap
+
+    hf = unwrap(model)
+    vision = qv.find(getattr(hf, "model", hf))
+    if vision is None:
+        return []
+    out: list[tuple[torch.nn.Module, Callable[..., Any]]] = [
+        (vision.tower, qv.marking_tower(vision))
+    ]
+    out += [(attn, qv.batched_attention(attn)) for attn in vision.full]
+    for block in vision.blocks:
+        out.append((block, _bind(block, backend, functools.partial(_unbatched, block))))
+    return out
+
+
+def _unbatched(block: Any, kwargs: dict[str, Any]) -> bool:
+    """A Qwen vision block runs eager unless its attention is batched in this call."""
+    from mbpo_bench.models.qwen_vision import batched
+
+    return not batched(block)
 
 
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
@@ -239,6 +288,8 @@ def compiled_layers(
 ) -> Iterator[None]:
     """While active, `vlm`'s decoder layers (and LLaVA's vision encoder layers when `vision`)
     run through torch.compile (`backend`; "eager" traces with dynamo but skips inductor, for tests).
+    `qwen_vision` (with `vision`): Qwen's vision blocks too, whole when a call's images share one
+    size (batched attention, `qwen_vision.py`), else their MLPs only.
 
     Use it around full-sequence scoring passes (answer log-probs, choice prefill) and their
     backward, never around `generate`. The original forwards are restored on exit, also when
@@ -247,15 +298,26 @@ def compiled_layers(
     if not enabled:
         yield
         return
+    from mbpo_bench.models.qwen_vision import SEGMENT
+
     groups = decoder_layers(vlm.model, vision=vision, qwen_vision=qwen_vision)
     layers = [layer for group in groups for layer in group]
+    extra = _qwen_vision_forwards(vlm.model, backend) if vision and qwen_vision else []
     installed: list[torch.nn.Module] = []
     try:
         for layer in layers:
             if _install(layer, backend):
                 installed.append(layer)
+        for module, forward in extra:
+            if _install(module, backend, forward):
+                installed.append(module)
+        for module, forward in extra:  # attention modules: no segment length between calls
+            if getattr(forward, "reads_segment", False) and SEGMENT not in vars(module):
+                setattr(module, SEGMENT, None)
         with _recompile_limit():
             yield
     finally:
         for layer in installed:
             del layer.forward
+            if SEGMENT in vars(layer):
+                delattr(layer, SEGMENT)
