@@ -262,7 +262,8 @@ def t_quantile(p: float, df: int) -> float:
 @dataclass(frozen=True)
 class SeedInterval:
     """Mean over seeds with a t interval (n - 1 df) and the one-sample t-test p of mean = 0;
-    interval and p are None with fewer than two seeds."""
+    interval and p are None with fewer than two seeds; p is None (no test) when every seed gave
+    the same value."""
 
     mean: float
     low: float | None
@@ -281,10 +282,11 @@ def across_seeds(values: Sequence[float], confidence: float = DEFAULT_CONFIDENCE
     if n < 2:
         return SeedInterval(mean, None, None, None, n)
     sd = float(arr.std(ddof=1))
-    if sd <= 1e-12 * max(
-        1.0, abs(mean)
-    ):  # identical seeds: the interval is the point; p is 1 at 0, else 0
-        return SeedInterval(mean, mean, mean, 1.0 if mean == 0.0 else 0.0, n)
+    if sd <= 1e-12 * max(1.0, abs(mean)):
+        # identical per-seed values: the interval is the point, but there is no spread to test
+        # against (scipy's t-test gives NaN), so no p: seeds that all repeat one measurement
+        # (e.g. one shared base) are not independent evidence and must never read as "shown"
+        return SeedInterval(mean, mean, mean, None, n)
     se = sd / math.sqrt(n)
     half = t_quantile(0.5 + confidence / 2.0, n - 1) * se
     return SeedInterval(mean, mean - half, mean + half, t_sf_two_sided(mean / se, n - 1), n)

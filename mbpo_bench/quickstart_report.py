@@ -238,6 +238,8 @@ def finding_line(i: int, f: Finding, n_seeds: int) -> str:
     per_seed = ", ".join(_fmt(x) for x in f.per_seed)
     if n_seeds < 2:
         verdict = "**not shown** (one seed: no across-seed interval)"
+    elif math.isnan(f.p):
+        verdict = "**not shown** (identical at every seed: no spread to test)"
     elif f.shown():
         verdict = "**shown**" + (" (a loss)" if f.want == "loss" else "")
     else:

@@ -13,7 +13,7 @@ import pytest
 from support_figures import TASKS, write_embedded_run
 
 from mbpo_bench.errors import UserError
-from mbpo_bench.metrics import across_seeds
+from mbpo_bench.metrics import across_seeds, holm
 from mbpo_bench.reporting import forest, render_report
 from mbpo_bench.reporting.config import ReportConfig
 from mbpo_bench.reporting.loading import load_run
@@ -97,11 +97,16 @@ def test_seeds_of_one_arm_become_one_forest_column_over_seeds(
         mine = next(x for x in rows if (x.task, x.quantity) == (r.section, r.label))
         point = art[f"point|{r.column}|{r.section}|{r.label}"]
         assert (point.get_markerfacecolor() != "white") == mine.diff.shown
-    # colour: +0.5 [+0.38, +0.62] over seeds, but Holm over every row keeps it unshown;
-    # count: +0.5 at every seed, shown
-    assert counter.diff.low > 0 and not counter.diff.shown
+    # colour: +0.5 [+0.38, +0.62] over seeds, Holm-adjusted over every row that has a test;
+    # count: +0.5 at every seed, no spread, so no test and never shown (the old rule gave it
+    # p = 0 and "shown", which a shared base repeated over seeds would also have earned)
+    tested = [r.diff.p for r in rows]
+    assert counter.diff.p_holm == pytest.approx(holm(tested)[rows.index(counter)])
+    assert counter.diff.low > 0 and counter.diff.shown
     steady = next(r for r in rows if r.task == COUNT and r.quantity == "acc image, prior=counter")
-    assert steady.diff.shown and steady.diff.verdict() == "**shown** (a gain)"
+    assert steady.diff.low == steady.diff.high == pytest.approx(0.5) and steady.diff.p is None
+    assert not steady.diff.shown
+    assert steady.diff.verdict() == "not shown (identical at every seed: no spread to test)"
 
     out = tmp_path / "rep" / "r.md"
     render_report(list(folders.values()), baseline=folders["base"], out=out, names=names,

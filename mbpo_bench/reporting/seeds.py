@@ -6,7 +6,8 @@ one-sample t p-value (`metrics.across_seeds`), Holm-adjusted over the rows it is
 (`metrics.holm`); beside it, the per-item paired bootstrap CI of the seed-averaged per-item
 differences (`item_ci`), which ignores seed variance and is never the basis of a verdict.
 A row is **shown** when its interval over seeds excludes zero and its Holm p is below 0.05;
-one seed shows nothing.
+one seed shows nothing, and neither do identical per-seed values (no spread, no test: seeds
+that repeat one measurement, like a base shared by every seed, are not independent evidence).
 
 Used by the ablation report (every arm vs the base and its matched control) and by
 `mbpo-bench report` when runs of one name carry several training seeds (`training_seed`).
@@ -49,6 +50,8 @@ class SeedDiff:
     def verdict(self) -> str:
         if len(self.per_seed) < 2:
             return "not shown (one seed)"
+        if self.p is None:
+            return "not shown (identical at every seed: no spread to test)"
         if not self.shown:
             return "not shown"
         return "**shown** (a gain)" if self.mean > 0 else "**shown** (a loss)"
