@@ -89,7 +89,7 @@ from grpo_report import (
     trl_note,
     write,
 )
-from mbpo_bench.trainers.policy import Policy
+from mbpo_bench.trainers.policy import Policy, autocast_enabled
 
 from mbpo_bench.data.items import TaskItem
 from mbpo_bench.models.lora import LoraSettings, apply_lora
@@ -342,6 +342,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-tf32", action="store_true",
                         help="fp32 matmuls (the LoRA adapters) without TF32, as before "
                              "runtime.tf32 existed (the trainer's default is TF32 on)")  # fmt: skip
+    parser.add_argument("--autocast", default="auto", choices=["auto", "on", "off"],
+                        help="runtime.autocast: reference and update forwards under bf16 "
+                             "autocast (auto: a bf16 model on CUDA, as the trainer)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
     parser.add_argument(
         "--merge-lora-rollout",
@@ -420,6 +423,8 @@ def setup(args: argparse.Namespace, folder: Path) -> tuple[Bench, int, int]:
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
     policy = TimedPolicy(vlm=vlm, lora=True, base=vlm.name, device=args.device)
+    setting = {"on": True, "off": False}.get(args.autocast, "auto")
+    policy.autocast = autocast_enabled(setting, args.device, str(vlm.dtype).split(".")[-1])
     images = folder / "images"
     images.mkdir()
     items = make_items((args.steps + 1) * args.prompts, vlm.image_size, images, args.seed)

@@ -403,7 +403,8 @@ def make_header(args: argparse.Namespace, trainer: Any, vlm: Any, body: int) -> 
 def differences(args: argparse.Namespace) -> list[str]:
     autocast = (
         "bf16=True (TRL's usual setting): forwards under bf16 autocast, so the fp32 LoRA weights "
-        "peft creates run their matmuls in bf16 (ours: no autocast, LoRA matmuls in fp32); "
+        "peft creates run their matmuls in bf16 (ours: the same with runtime.autocast on, its "
+        "file's training line says; off: LoRA matmuls in fp32); "
         if args.device.startswith("cuda")
         else ""
     )

@@ -195,7 +195,13 @@ def make_header(bench: Bench, body: int, allowed: int, lengths: list[int]) -> di
         + (", gradient checkpointing" if a.gradient_checkpointing else ""),
         "training": f"LoRA r={a.lora_r} alpha={a.lora_alpha} on every language-model linear "
         f"({lora / 1e6:.1f}M trainable, fp32), beta (k3 KL) {a.beta}, AdamW lr 5e-5, clip 1.0; "
-        f"fp32 matmuls {'without TF32 (--no-tf32)' if a.no_tf32 else 'on TF32 (runtime.tf32)'}",
+        + (
+            "reference and update forwards under bf16 autocast (runtime.autocast, TRL's bf16=True:"
+            " LoRA matmuls in bf16, fp32 master weights and gradients)"
+            if bench.policy.autocast
+            else "no autocast (runtime.autocast), fp32 LoRA matmuls "
+            + ("without TF32 (--no-tf32)" if a.no_tf32 else "on TF32 (runtime.tf32)")
+        ),
         "sampling": f"restricted to the stand-in tokenizer's {allowed} whole-word tokens "
         "(suppress_tokens), see the script's docstring",
         "counting": "tokens/s = sequences x (prompt + sampled completion) / step s; update "

@@ -364,7 +364,8 @@ def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int)
     with policy.compiled():  # reference + policy forward and backward; the rollout stays eager
         for k, batch in enumerate(batches):
             sl = slice(k * size, (k + 1) * size)
-            loss, parts = _chunk_loss(policy, batch, adv.advantages[keep][sl], s, norms)
+            with policy.mixed_precision():  # runtime.autocast: forwards only, as torch advises
+                loss, parts = _chunk_loss(policy, batch, adv.advantages[keep][sl], s, norms)
             loss.backward()
             total = loss.detach() if total is None else total + loss.detach()
             for name, v in parts.items():
@@ -454,10 +455,11 @@ def make_step_fn(
             from mbpo_bench.trainers.twins import conditional_loss
 
             with policy.compiled():
-                loss, value = conditional_loss(
-                    policy, [pairs[j] for j in drawn], [twins[j] for j in drawn],
-                    hybrid.twin_cond_beta,
-                )  # fmt: skip
+                with policy.mixed_precision():
+                    loss, value = conditional_loss(
+                        policy, [pairs[j] for j in drawn], [twins[j] for j in drawn],
+                        hybrid.twin_cond_beta,
+                    )  # fmt: skip
                 (hybrid.twin_cond_weight * loss / len(drawn)).backward()
             result.metrics["twin_cond_loss"] = value / len(drawn)
             result.loss += hybrid.twin_cond_weight * value / len(drawn)

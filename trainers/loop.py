@@ -90,6 +90,12 @@ class RuntimeConfig:
     # fp32 matmuls on TF32 tensor cores (CUDA): peft keeps LoRA adapters in fp32 on a bf16
     # base, and plain fp32 GEMMs run on CUDA cores at a fraction of the tensor-core rate
     tf32: bool = True
+    # the trained passes (GRPO/MBPO reference + policy forward and backward) under
+    # torch.autocast at the model's bf16, TRL's `bf16=True` (accelerate's autocast): peft keeps
+    # LoRA A/B in fp32 (master weights, fp32 gradients) and autocast runs their matmuls in bf16
+    # instead of fp32/TF32. auto = on for a bf16 model on CUDA without FSDP (CPU runs and fp32
+    # models unchanged); true = also on CPU (needs runtime.dtype=bfloat16); false = never
+    autocast: bool | Literal["auto"] = "auto"
     # torch.compile each decoder layer (`models.compile.compiled_layers`) for the training
     # forward/backward passes (policy update, reference log-probs), never for rollout generation
     # or PGD mining. Off by default: the first steps pay the compile (~1 min at 7B), which long

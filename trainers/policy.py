@@ -45,6 +45,7 @@ class Policy:
     frozen_reference: VisionLanguageModel | None = None
     compile_layers: bool = False  # RuntimeConfig.compile_layers
     fsdp_rollout: str = "auto"  # RuntimeConfig.fsdp_rollout
+    autocast: bool = False  # RuntimeConfig.autocast, resolved (`autocast_enabled`)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -84,6 +85,21 @@ class Policy:
                     stack.enter_context(compiled_layers(
                         vlm, enabled=self.compile_layers, vision=self.compile_vision
                     ))  # fmt: skip
+            yield
+
+    @contextlib.contextmanager
+    def mixed_precision(self) -> Iterator[None]:
+        """Around the trained passes (reference and policy log-probs, backward): torch.autocast
+        in bfloat16 when `autocast` is set, as TRL's GRPOTrainer runs them with
+        `bf16=True`. Why: peft keeps the LoRA weights in fp32 on a bf16 base, so without it
+        every adapter matmul runs in fp32 (TF32 at best). Both passes, so the k3 KL compares
+        log-probs computed the same way; rollouts stay outside (merged sampling is bf16 anyway)."""
+        if not self.autocast:
+            yield
+            return
+        import torch
+
+        with torch.autocast(self.vlm.device.type, dtype=torch.bfloat16):
             yield
 
     @contextlib.contextmanager
@@ -197,6 +213,26 @@ def _enable_checkpointing(vlm: VisionLanguageModel) -> None:
     )
 
 
+def autocast_enabled(setting: bool | str, device: str, dtype: str, strategy: str = "ddp") -> bool:
+    """RuntimeConfig.autocast resolved for a run on `device` with model dtype `dtype`.
+
+    "auto": on for a bfloat16 model on CUDA (TRL's `bf16=True`), off on CPU, for fp32 / fp16
+    models (fp16 would need a gradient scaler) and under FSDP (its own precision, issue 21);
+    so CPU results stay what they were. True: wherever the model is bfloat16, CPU included."""
+    from mbpo_bench.errors import UserError
+
+    if setting is False:
+        return False
+    if setting is True:
+        if dtype != "bfloat16":
+            raise UserError(
+                f"runtime.autocast=true needs a bfloat16 model, this run's is {dtype} — set "
+                "runtime.dtype=bfloat16, or runtime.autocast=auto"
+            )
+        return True
+    return dtype == "bfloat16" and device.startswith("cuda") and strategy != "fsdp"
+
+
 def load_policy(
     model: str,
     *,
@@ -213,7 +249,9 @@ def load_policy(
 
     path, adapter = resolve_start(model)
     # the run's dtype, also for rank 0's CPU copy under FSDP (auto: bf16 for a GPU run)
-    dtype = str(resolve_dtype(runtime.dtype, resolve_device(runtime.device))).split(".")[-1]
+    device = resolve_device(runtime.device)
+    dtype = str(resolve_dtype(runtime.dtype, device)).split(".")[-1]
+    autocast = autocast_enabled(runtime.autocast, str(device), dtype, runtime.strategy)
 
     def load(device: str = runtime.device, empty: bool = False) -> VisionLanguageModel:
         vlm = load_model(
@@ -257,4 +295,5 @@ def load_policy(
     return Policy(
         vlm=vlm, lora=not full_finetune, base=path, frozen_reference=frozen,
         compile_layers=runtime.compile_layers, fsdp_rollout=runtime.fsdp_rollout,
+        autocast=autocast,
     )  # fmt: skip
