@@ -407,3 +407,31 @@ def test_lora_training_passes_leave_the_frozen_vision_tower_eager(
             assert all("forward" in vars(layer) for layer in lm)
             assert all(("forward" in vars(layer)) is vision for layer in tower)
         assert not any(_compiled(vlm))
+
+
+def test_floats_are_specialised_only_inside_the_context(tiny: Callable[[str], Any]) -> None:
+    """Python floats become constants while compiling (`specialize_float`: no restarted
+    analysis, see the next test); outside the context dynamo's setting is the user's."""
+    cfg = torch._dynamo.config
+    before = cfg.specialize_float
+    assert before is False  # torch's default: the test below would show the restart
+    with compiled_layers(tiny("llava"), backend="eager"):
+        assert cfg.specialize_float is True
+    assert cfg.specialize_float is before
+
+
+@pytest.mark.slow
+def test_training_graphs_compile_without_a_restarted_analysis(tiny: Callable[[str], Any]) -> None:
+    """A forward+backward through the compiled layers traces each joint graph once: with the
+    floats symbolic, AOTAutograd traced one more graph than it kept (dynamo restarted the frame
+    after `_tensorify_python_scalars` gave up), in every process, warm cache or not."""
+    from torch._dynamo.utils import counters
+
+    vlm = tiny("llava")
+    eager = _scores_and_grads(vlm)
+    aot = counters["aot_autograd"]
+    total, ok = aot["total"], aot["ok"]
+    with compiled_layers(vlm, backend="aot_eager", vision=False):
+        _assert_close(eager, _scores_and_grads(vlm), atol=1e-5)
+    assert aot["ok"] - ok > 0
+    assert aot["total"] - total == aot["ok"] - ok

@@ -37,6 +37,14 @@ Decisions:
   to eager. In transformers 5.24 every layer class's `forward` is the same checkpointing wrapper
   (one code object for LM and vision layers), and the states above multiply, so the limit is
   raised to `RECOMPILE_LIMIT` while the context is active (it only matters at compile time).
+- Python floats are specialised (`specialize_float`) while the context is active. With
+  `dynamic=True` dynamo first traces the layer's floats (RMSNorm eps, LoRA scaling, attention
+  scale) as symbols, AOTAutograd traces the whole joint forward+backward graph, and then
+  `_tensorify_python_scalars` gives up on one of them and dynamo restarts the frame with it
+  specialised: a second full trace of the training graph in every process, the one
+  AOTAutograd cache miss of a warm run. These floats are the same in every layer of a class,
+  so constants cost no recompiles (measured, tiny LLaVA + LoRA on CPU, inductor: first
+  compiled forward+backward 48.1 -> 37.0 s cold, 6.5 -> 4.0 s on a warm cache; same log-probs).
 - Entering the context for a model whose layers are already compiled (nested use) is a no-op
   for those layers; the outer context restores them.
 - Known graph break: on torch 2.11 (the GPU image) dynamo cannot trace `ContextVar.get` in the
@@ -269,12 +277,13 @@ def use_compile_cache(setting: str) -> Path | None:
     return folder
 
 
-def _recompile_limit() -> Any:
+def _dynamo_settings() -> Any:
+    """The recompile limit raised and Python floats specialised (module docstring)."""
     import torch._dynamo
 
     cfg = torch._dynamo.config
     name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-    return cfg.patch(**{name: max(RECOMPILE_LIMIT, getattr(cfg, name))})
+    return cfg.patch(**{name: max(RECOMPILE_LIMIT, getattr(cfg, name)), "specialize_float": True})
 
 
 @contextlib.contextmanager
@@ -314,7 +323,7 @@ def compiled_layers(
         for module, forward in extra:  # attention modules: no segment length between calls
             if getattr(forward, "reads_segment", False) and SEGMENT not in vars(module):
                 setattr(module, SEGMENT, None)
-        with _recompile_limit():
+        with _dynamo_settings():
             yield
     finally:
         for layer in installed:
