@@ -76,9 +76,9 @@ def _progress(message: str) -> None:
     print(f"PROGRESS {time.perf_counter() - _T0:.0f} s: {message}", flush=True)
 
 
-def _built(args: argparse.Namespace) -> tuple[Any, float]:
+def _built(args: argparse.Namespace) -> tuple[Any, float, str]:
     """`bench_models.build` of `--shape` on `--device` (random bf16 weights made on the device,
-    no host copy) and its seconds."""
+    no host copy), its seconds and its parameter count in words."""
     from bench_models import build, sync
 
     start = time.perf_counter()
@@ -88,7 +88,7 @@ def _built(args: argparse.Namespace) -> tuple[Any, float]:
     n = sum(p.numel() for p in vlm.model.parameters())
     size = f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
     _progress(f"built {vlm.name} ({size} parameters, {vlm.dtype}) in {seconds:.1f} s")
-    return vlm, seconds
+    return vlm, seconds, size
 
 
 def _host_peak_gib() -> float:
@@ -113,7 +113,7 @@ def _step_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
     device = args.device
     if strategy == "fsdp":
         sharding.require_process_group(device)
-    vlm, build_s = _built(args)
+    vlm, build_s, n_params = _built(args)
     if lora:
         apply_lora(vlm)
     else:
@@ -158,8 +158,9 @@ def _step_row(args: argparse.Namespace, name: str) -> dict[str, Any]:
         "tokens_per_s": args.batch * (n_prompt + n_answer) / seconds,
         "peak_gib": peak,
         "host_peak_gib": _host_peak_gib(),
-        "note": f"built in {build_s:.0f} s; warm-up step {steps[0]:.1f} s, then "
-        f"{args.repeats} timed" + ("; gradient checkpointing" if args.checkpointing else ""),
+        "note": f"{n_params} parameters, built in {build_s:.0f} s; warm-up step "
+        f"{steps[0]:.1f} s, then {args.repeats} timed"
+        + ("; gradient checkpointing" if args.checkpointing else ""),
     }
 
 
@@ -200,8 +201,8 @@ def _first_step_logits(vlm: Any, prompts: list[Any], n_gen: int) -> Any:
 
 
 def _first_difference(a: list[list[int]], b: list[list[int]]) -> str:
-    """Says "yes" when the samples are equal, else "NO" with the earliest token position at which any
-    sample differs and how many samples differ."""
+    """Says "yes" when the samples are equal, else "NO" with how many samples differ and the
+    earliest token position at which any does."""
     if a == b:
         return "yes"
     where = [next((k for k, (x, y) in enumerate(zip(s, t, strict=False)) if x != y),
@@ -243,11 +244,11 @@ def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
         except Exception as exc:  # the rollout figures still come, from a direct build
             first = (str(exc).splitlines() or [""])[0][:120]
             loaded = f"; load_sharded FAILED ({type(exc).__name__}: {first}), built directly"
-            vlm, _ = _built(args)
+            vlm, _, _ = _built(args)
             apply_lora(vlm)
             sharding.shard_model(vlm.model)
     else:
-        vlm, _ = _built(args)
+        vlm, _, _ = _built(args)
         apply_lora(vlm)
     prompts = _rollout_prompts(args, vlm.image_size)
     speed = GRPOSettings().generation_speed()
@@ -280,7 +281,11 @@ def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
         with policy.sampling():  # two probes of the first decode step, after the timing
             probes = [_first_step_logits(vlm, prompts, n_gen) for _ in range(2)]
         tokens = calls[0]
-        repeat = "yes" if all(c == tokens for c in calls) else _first_difference(tokens, calls[-1])
+        repeat = "yes"
+        if any(c != tokens for c in calls):  # each later call against the first (the warm-up)
+            repeat = "NO: " + "; ".join(
+                f"call {k + 1} {_first_difference(tokens, c)}" for k, c in enumerate(calls[1:], 1)
+            )
         note = (f"{len(prompts)} prompts x {n_gen} samples x {n_tok} tokens; same tokens in all "
                 f"{len(calls)} calls (same seed): {repeat}; first-step logits max abs diff "
                 f"probe-to-probe {_max_diff(probes[0], probes[1])}")  # fmt: skip
@@ -292,8 +297,9 @@ def _rollout_rows(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
             first = (tokens, probes[0])
             note += loaded
         else:
+            same = _first_difference(first[0], tokens)
             note += (f"; to layerwise: logits max abs diff {_max_diff(probes[0], first[1])}, "
-                     f"same tokens as layerwise: {_first_difference(first[0], tokens)}")  # fmt: skip
+                     f"same tokens as layerwise: {same}")  # fmt: skip
         _progress(f"{mode}: {note}")
         rows.append({
             "config": name if mode == "whole" else f"{name}-{mode}",
@@ -332,7 +338,7 @@ def _sharded_by_load(args: argparse.Namespace, probe: Any = None) -> tuple[Any, 
 
     device = args.device
     sharding.require_process_group(device)
-    source, _ = _built(args)
+    source, _, _ = _built(args)
     size = source.image_size
     prompts = [Prompt(QUESTION, Image.new("RGB", (size, size), (200, 30, 30)))] * 2
     with torch.no_grad():

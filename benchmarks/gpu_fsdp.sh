@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Issue 21, what is left of the FSDP figures on one H200, in one device call (<= 8 min with the
-# install line; BUDGET_S=450 s for the runs). Each run is its own bench_fsdp.py process (each of
+# install line; BUDGET_S=430 s for the runs). Each run is its own bench_fsdp.py process (each of
 # its configurations a process of its own) under a time limit; every markdown is rewritten after
 # each configuration, so a limit keeps the rows done, and a configuration that runs past its limit
 # gets an error row naming its last progress line (built / sharded / warm-up step / timed step).
 #   1. full fine-tuning with CPU offload at the LLaVA-7B shape (`fsdp-full-offload`): warm-up step
-#      + 1 timed step, limit 270 s (the last call's 70 s were too short; estimate ~60-120 s: build,
+#      + 1 timed step, limit 240 s (the last call's 70 s were too short; estimate ~60-120 s: build,
 #      13.5 GB of pinned parameters, and AdamW over 7B bf16 parameters on the CPU each step)
 #                                                   -> $OUT/fsdp_full_offload_llava-7b.md
 #   2. LoRA on the largest shape that fits one H200: Qwen2.5-VL-32B's layout (33.5B parameters,
@@ -13,9 +13,9 @@
 #      and `ddp-lora`, 2 timed steps each (~40 s a configuration)
 #                                                   -> $OUT/fsdp_lora_qwen25vl-32b.md
 #   3. the rollout modes' tokens: `rollout-fsdp` (layerwise, gathered) and `rollout-ddp` (whole
-#      weights), 8 prompts x 8 samples x 64 tokens, each mode called twice with the same seed (is
-#      one mode run-to-run deterministic on CUDA?), first decode step's logits compared between
-#      two probes of a mode, between modes and with the whole-weight source (~80 s)
+#      weights), 8 prompts x 8 samples x 64 tokens, each mode called 3 times with the same seed
+#      (is one mode run-to-run deterministic on CUDA?), first decode step's logits compared between
+#      two probes of a mode, between modes and with the whole-weight source (~100 s)
 #                                                   -> $OUT/fsdp_rollout_repeat_llava-7b.md
 #   4. if >= 60 s are left: 2.'s `fsdp-lora` without gradient checkpointing (does it fit?)
 #                                                   -> $OUT/fsdp_lora_nockpt_qwen25vl-32b.md
@@ -31,7 +31,7 @@ OUT=${1:?usage: gpu_fsdp.sh OUT [--tiny]}
 TINY=0
 [[ "${2:-}" == "--tiny" ]] && TINY=1
 PYTHON=${PYTHON:-python3}
-BUDGET=${BUDGET_S:-450}
+BUDGET=${BUDGET_S:-430}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
 LOG="$OUT/fsdp_gpu.log"
@@ -72,11 +72,11 @@ else
     STEP=(--batch 8)
     ROLL=(--rollout-prompts 8 --num-generations 8 --rollout-tokens 64)
 fi
-run full_offload 270 1 "${S7[@]}" "${STEP[@]}" --repeats 1 --configs fsdp-full-offload \
+run full_offload 240 1 "${S7[@]}" "${STEP[@]}" --repeats 1 --configs fsdp-full-offload \
     --out "$OUT/fsdp_full_offload_$N7.md"
 run lora_32b 120 2 "${S32[@]}" "${STEP[@]}" --repeats 2 --checkpointing \
     --configs fsdp-lora,ddp-lora --out "$OUT/fsdp_lora_$N32.md"
-run rollout_repeat 120 2 "${S7[@]}" --repeats 1 "${ROLL[@]}" --configs rollout-fsdp,rollout-ddp \
+run rollout_repeat 120 2 "${S7[@]}" --repeats 2 "${ROLL[@]}" --configs rollout-fsdp,rollout-ddp \
     --out "$OUT/fsdp_rollout_repeat_$N7.md"
 if ((BUDGET - (SECONDS - START) >= 60)); then
     run lora_32b_nockpt 90 1 "${S32[@]}" "${STEP[@]}" --repeats 2 --configs fsdp-lora \

@@ -32,6 +32,7 @@ def test_bench_fsdp_rows_on_tiny_cpu(tmp_path: Path) -> None:
     rows = [line for line in text.splitlines() if line.startswith(("| ddp-", "| fsdp-",
                                                                     "| rollout-", "| load-"))]  # fmt: skip
     assert len(rows) == 5 and all("n/a (CPU)" in r for r in rows), text  # no error rows
+    assert "2.9M parameters, built in " in rows[1], text  # tiny LLaVA's size
     assert [r.split(" | ")[0] for r in rows[2:4]] == [
         "| rollout-fsdp-layerwise",
         "| rollout-fsdp-gathered",
@@ -50,6 +51,18 @@ def test_bench_fsdp_refuses_an_unknown_configuration(capsys: pytest.CaptureFixtu
 
     assert bench_fsdp.main(["--configs", "fsdp-huge", "--device", "cpu"]) == 2
     assert "unknown configuration 'fsdp-huge'" in capsys.readouterr().err
+
+
+def test_first_difference_names_the_earliest_differing_token() -> None:
+    from bench_fsdp import _first_difference
+
+    assert _first_difference([[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 5, 6]]) == "yes"
+    assert _first_difference([[1, 2, 3], [4, 5, 6]], [[1, 9, 3], [4, 5, 7]]) == (
+        "NO (2 of 2 samples differ, the first at token 1)"
+    )
+    assert _first_difference([[1, 2], [4]], [[1, 2], [4, 5]]) == (
+        "NO (1 of 2 samples differ, the first at token 1)"
+    )
 
 
 def test_bench_fsdp_reports_a_configuration_past_its_timeout(tmp_path: Path) -> None:
@@ -102,4 +115,6 @@ def test_gpu_fsdp_script_runs_whole_at_tiny_shapes(tmp_path: Path) -> None:
         assert table and all("n/a (CPU)" in r for r in table), text  # error rows have none
         rows += len(table)
     assert rows == 1 + 2 + 3 + 1
+    rollout = (tmp_path / "fsdp_rollout_repeat_tiny.md").read_text()
+    assert rollout.count("same tokens in all 3 calls (same seed): yes") == 3, rollout
     assert "== done in" in (tmp_path / "fsdp_gpu.log").read_text()
