@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 21, what is left of the FSDP figures on one H200, in one device call (<= 8 min with the
-# install line; BUDGET_S=430 s for the runs). Each run is its own bench_fsdp.py process (each of
+# install line; BUDGET_S=430 s for the runs; the runs go in order of need: 2., 1., 3., 4.). Each run is its own bench_fsdp.py process (each of
 # its configurations a process of its own) under a time limit; every markdown is rewritten after
 # each configuration, so a limit keeps the rows done, and a configuration that runs past its limit
 # gets an error row naming its last progress line (built / sharded / warm-up step / timed step).
@@ -72,10 +72,10 @@ else
     STEP=(--batch 8)
     ROLL=(--rollout-prompts 8 --num-generations 8 --rollout-tokens 64)
 fi
-run full_offload 240 1 "${S7[@]}" "${STEP[@]}" --repeats 1 --configs fsdp-full-offload \
-    --out "$OUT/fsdp_full_offload_$N7.md"
 run lora_32b 120 2 "${S32[@]}" "${STEP[@]}" --repeats 2 --checkpointing \
     --configs fsdp-lora,ddp-lora --out "$OUT/fsdp_lora_$N32.md"
+run full_offload 240 1 "${S7[@]}" "${STEP[@]}" --repeats 1 --configs fsdp-full-offload \
+    --out "$OUT/fsdp_full_offload_$N7.md"
 run rollout_repeat 120 2 "${S7[@]}" --repeats 2 "${ROLL[@]}" --configs rollout-fsdp,rollout-ddp \
     --out "$OUT/fsdp_rollout_repeat_$N7.md"
 if ((BUDGET - (SECONDS - START) >= 60)); then
