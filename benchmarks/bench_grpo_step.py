@@ -254,10 +254,13 @@ def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, An
     policy.reset_step()
     peak_gib(a.device)
     sync(a.device)
+    c0 = compile_seconds()
     t0 = time.perf_counter()
     ro = grpo.rollout(policy, items, [], s, None)
     sync(a.device)
     t1 = time.perf_counter()
+    c1 = compile_seconds()
+    row.compile_rollout = {k: c1[k] - c0[k] for k in c1}
     row.rollout, row.generate = t1 - t0, bench.generate_seconds[-1]
     row.peak_rollout = peak_gib(a.device)
     with bench.layers(var):
@@ -266,6 +269,8 @@ def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, An
     sync(a.device)
     row.reference = policy.ref_seconds
     row.update = time.perf_counter() - t1 - row.reference
+    c2 = compile_seconds()
+    row.compile_update = {k: c2[k] - c1[k] for k in c2}
     row.peak_update = _max(policy.update_peak, peak_gib(a.device))
     row.peak_reference = policy.ref_peak
     row.loss = res.loss
@@ -526,7 +531,10 @@ def run_variant(bench: Bench, var: Variant, body: int, lengths: list[int]) -> No
                   + (" (recompiles after step 0)" if step else "") + f"; {caches}",
                   flush=True)  # fmt: skip
             if step == 0 or row.graphs:
-                bench.notes.append(f"{label}, step {step}: {row.graphs} graph(s); {caches}")
+                split = compile_split(row)
+                print(f"step {step}: {split}", flush=True)
+                bench.notes.append(f"{label}, step {step}: {row.graphs} graph(s); {caches}; "
+                                   f"{split}")  # fmt: skip
         if row is None:
             break
         if tracked and step in (0, bench.args.steps):
@@ -551,8 +559,18 @@ def first_step_note(var: Variant) -> str:
     if steady is None or first is None or first.error:
         return f"{var.label}: first step vs steady state unknown (no steady step)"
     late = [f"step {r.step} +{r.graphs}" for r in var.rows[1:] if r.graphs]
+    spent = [
+        f"{name} +{a - b:.1f} s (torch.compile {c.get('entire_frame_compile', float('nan')):.1f})"
+        for name, a, b, c in [
+            ("rollout", first.rollout, steady.rollout, first.compile_rollout),
+            ("reference + update", first.reference + first.update,
+             steady.reference + steady.update, first.compile_update),
+        ]
+    ]  # fmt: skip
     return (f"{var.label}: first step {first.total:.2f} s = {first.total / steady.total:.2f}x the "
             f"steady state {steady.total:.2f} s (compile-cache target: within 2x on a second run); "
+            f"over the steady state: {', '.join(spent)}, the rest of each is first-call work "
+            "outside torch.compile (CUDA-graph recording, first kernel launches); "
             f"graphs compiled in step 0: {first.graphs}; after step 0: "
             + (", ".join(late) if late else "none"))  # fmt: skip
 
@@ -622,6 +640,39 @@ CACHE_COUNTERS = (("inductor", "fxgraph_cache_hit", "FX graph cache hits"),
                   ("inductor", "fxgraph_cache_miss", "FX graph cache misses"),
                   ("aot_autograd", "autograd_cache_hit", "AOTAutograd cache hits"),
                   ("aot_autograd", "autograd_cache_miss", "AOTAutograd cache misses"))  # fmt: skip
+
+
+COMPILE_TIMERS = ("entire_frame_compile", "backend_compile", "inductor_compile")
+
+
+def compile_seconds() -> dict[str, float]:
+    """torch.compile's cumulative seconds in this process by dynamo's own timers: a frame's
+    whole compile (dynamo tracing + backend), the backend's part (AOTAutograd + inductor, cache
+    loads included) and inductor's lowering + code generation; {} where torch lacks them."""
+    try:
+        from torch._dynamo.utils import calculate_time_spent
+
+        spent = calculate_time_spent()
+    except (ImportError, AttributeError, TypeError):
+        return {}
+    return {k: float(spent.get(k, 0.0)) for k in COMPILE_TIMERS}
+
+
+def compile_split(row: StepRow) -> str:
+    """Where a step's compile seconds went, per phase: dynamo tracing (a frame's compile minus
+    its backend), the backend (AOTAutograd + inductor, cache loads), and the rest of the phase's
+    extra time over the steady state is not compilation (CUDA-graph recording, first launches)."""
+
+    def one(name: str, c: dict[str, float]) -> str:
+        if not c:
+            return f"{name}: no timers"
+        frame, backend = c["entire_frame_compile"], c["backend_compile"]
+        return (f"{name} {frame:.1f} s in torch.compile (dynamo tracing {frame - backend:.1f}, "
+                f"backend {backend:.1f}, of it inductor {c['inductor_compile']:.1f})")  # fmt: skip
+
+    return (
+        one("rollout", row.compile_rollout) + "; " + one("reference + update", row.compile_update)
+    )
 
 
 def cache_counts() -> dict[str, int]:

@@ -11,7 +11,7 @@ import importlib.util
 import platform
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +41,9 @@ class StepRow:
     loss: float = float("nan")
     error: str = ""
     graphs: int = 0  # graphs dynamo compiled during the step (every variant counts)
+    # torch.compile's own seconds in the rollout / in reference + update (`compile_seconds`)
+    compile_rollout: dict[str, float] = field(default_factory=dict)
+    compile_update: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:

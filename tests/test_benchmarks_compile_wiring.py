@@ -201,3 +201,34 @@ def test_grpo_compile_variant_wraps_reference_and_update_only(
     assert "| policy forward + backward |" in text and "| optimizer step |" in text
     parsed = bench_grpo_trl.parse_ours(out)  # TRL's comparison still reads our means
     assert set(parsed["means"]) == {"default", "default+compile"}
+
+
+def test_a_steps_compile_seconds_are_split_by_phase_and_stated_against_the_steady_state() -> None:
+    """The warm-up step's extra seconds per phase, and how much of them torch.compile spent
+    (dynamo tracing vs the backend): the rest is first-call work outside the compiler."""
+    from grpo_report import StepRow
+
+    from mbpo_bench.models.rollout_speed import GenerationSpeed
+
+    before = bench_grpo_step.compile_seconds()
+    assert set(before) == set(bench_grpo_step.COMPILE_TIMERS)
+    fn = torch.compile(lambda x: x.sin() + 1, backend="eager")  # a new code object: compiles
+    fn(torch.ones(3))
+    after = bench_grpo_step.compile_seconds()
+    spent = {k: after[k] - before[k] for k in after}
+    assert spent["entire_frame_compile"] > 0 and spent["backend_compile"] >= 0
+    first = StepRow(step=0, rollout=3.0, generate=3.0, reference=2.0, update=5.0,
+                    compile_rollout={k: 0.0 for k in after}, compile_update=spent)  # fmt: skip
+    split = bench_grpo_step.compile_split(first)
+    assert split.startswith("rollout 0.0 s in torch.compile (dynamo tracing 0.0, backend 0.0")
+    assert "; reference + update " in split and "dynamo tracing" in split.split(";")[1]
+    steady = StepRow(step=1, rollout=1.0, generate=1.0, reference=1.0, update=2.0)
+    var = bench_grpo_step.Variant(speed=GenerationSpeed(), settings=None, rows=[first, steady])
+    note = bench_grpo_step.first_step_note(var)
+    frame = spent["entire_frame_compile"]
+    assert "first step 10.00 s = 2.50x the steady state 4.00 s" in note
+    assert (
+        "rollout +2.0 s (torch.compile 0.0), reference + update +4.0 s (torch.compile "
+        + (f"{frame:.1f})")
+        in note
+    )
