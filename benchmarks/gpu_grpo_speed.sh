@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Issue 19, GRPO speed in one device call (H200, <= 8.5 min): LLaVA-7B shape, 8 prompts x G 8,
 # 64 new tokens, LoRA r64, grad_accum 8, rollout merged+static+shared, reference and update
-# passes compiled (runtime.compile_layers), compile caches in a fresh folder ($CACHE):
+# passes compiled (runtime.compile_layers) and under bf16 autocast (runtime.autocast=auto, on for
+# the bf16 model on CUDA, as TRL's bf16=True; the tiny CPU run is fp32, no autocast), compile
+# caches in a fresh folder ($CACHE); every step 0 prints where its compile seconds went per
+# phase ("step 0: rollout ... in torch.compile (dynamo tracing ..., backend ...)"):
 #   1. ours, cold cache: 10 steps (step 0 compiles)         -> $OUT/grpo_llava-7b_cold.md
 #   2. ours again, a second process on the same cache: 2 steps (the first step's compile
 #      should come from the cache: within 2x the steady state)  -> $OUT/grpo_llava-7b_warm.md
