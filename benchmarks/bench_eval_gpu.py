@@ -25,6 +25,13 @@ one random image each at model resolution, greedy decoding of exactly `--new-tok
   active; its warm-up is one whole pass (every padded length compiles there, not in the timed
   pass), warm-up minus timed pass = the compile seconds, stated separately. The candidate fix
   before/after in one process; a missing module makes only this row an error.
+- `generate compiled` (--compile with `generate` in --paths): generate inside the same context,
+  as `mbpo-bench eval --compile` runs it (vision tower compiled, LM layers eager on the KV cache),
+  texts checked against the eager generate row.
+`--generate-anatomy`: one generate batch at the largest batch size split into set-up, prefill
+(vision apart), decode forwards and the rest (generate_anatomy.py), eager and compiled.
+`--max-batch-tokens N`: batch sizes > 1 capped by the eval's token budget (its own rule), what a
+batch of large images becomes under `mbpo-bench eval`'s default.
 `--paths` picks the rows (`generate` is the reference of the checks); `--no-stock` skips the
 stock wrapper (a profiling call: the markdown points to the committed comparison instead).
 `--profile`: torch.profiler on the largest batch of prefill-choice (and of the compiled row):
@@ -383,6 +390,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="append a torch.profiler breakdown of one prefill-choice batch "
                              "at the largest batch size (matmul / attention / other, busy "
                              "share) and its anatomy (input preparation / vision / LM)")  # fmt: skip
+    parser.add_argument("--generate-anatomy", action="store_true",
+                        help="split one generate batch at the largest batch size into set-up, "
+                             "prefill (vision inside), decode steps and the rest "
+                             "(generate_anatomy.py), eager and, with --compile, compiled")  # fmt: skip
     parser.add_argument("--paths", default=",".join(PATHS),
                         help="rows to measure, comma-separated from " + ", ".join(PATHS))  # fmt: skip
     parser.add_argument("--no-stock", action="store_true",
@@ -429,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         run_batch_size(vlm, prompts, lengths, counts, b, state, args)
     if args.profile:
         profile_batch(vlm, prompts, lengths, counts, state, args, compiled=False)
+    if args.generate_anatomy and "generate" in args.paths:
+        generate_section(vlm, prompts, lengths, counts, state, args, compiled=False)
     if args.compile:
         run_compiled(vlm, prompts, lengths, counts, state, args)
     if args.no_stock:
@@ -520,6 +533,58 @@ def profile_batch(
     write(state, args.out)
 
 
+def generate_section(
+    vlm: Any, prompts: list[Prompt], lengths: list[int], counts: Counts, state: State,
+    args: argparse.Namespace, *, compiled: bool,
+) -> None:  # fmt: skip
+    """The anatomy of one generate batch at the largest batch size (generate_anatomy.py)."""
+    from generate_anatomy import generate_lines, measure_generate
+
+    b = max(args.sizes)
+    first = sorted_items(lengths, args.samples)[:b]
+    n = args.new_tokens
+    p = float(np.mean([lengths[i] for i in first]))
+    try:
+        a = measure_generate(vlm.hf_model, lambda: greedy(vlm, prompts, first, b, n), args.device)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        state.extra.append(f"## Anatomy of one generate batch: out of GPU memory at batch {b}")
+        return
+    label = "compiled layers: vision compiled, LM eager (KV cache)" if compiled else "eager"
+    prefill = len(first) * sample_flops(counts, p, 1, 1)
+    title = f"{len(first)} prompts, {n} new tokens ({label}, inputs in-process)"
+    state.extra.append("\n".join(generate_lines(a, title, prefill, ROOFLINE_FLOPS)))
+    write(state, args.out)
+
+
+def generate_compiled_rows(
+    vlm: Any, prompts: list[Prompt], lengths: list[int], counts: Counts, state: State,
+    args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """`generate` inside the compiled context (as `mbpo-bench eval --compile` runs it): the LM
+    layers get a KV cache and run eager, the vision tower compiled; texts checked against the
+    eager generate row."""
+    n = args.new_tokens
+    items = sorted_items(lengths, args.samples)
+    p = float(np.mean([lengths[i] for i in items]))
+    for b in [b for b in args.sizes if b > 1]:
+        row = Row("generate compiled", b, len(items), flops=sample_flops(counts, p + n - 1, n, 1))
+        w = args.input_workers
+        texts = measure(
+            state, row, lambda b=b, w=w: greedy(vlm, prompts, items[:b], b, n, w),
+            lambda b=b, w=w: greedy(vlm, prompts, items, b, n, w), args, vlm.hf_model,
+        )  # fmt: skip
+        eager = state.texts.get(b)
+        if texts is None or eager is None:
+            continue
+        same = sum(texts[i] == eager[i] for i in items)
+        parsed = sum(parse_yesno(texts[i]) == parse_yesno(eager[i]) for i in items)
+        row.check = (
+            f"= eager generate: texts {same}/{len(items)}, parsed answers {parsed}/{len(items)}"
+        )
+        write(state, args.out)
+
+
 def run_compiled(
     vlm: Any, prompts: list[Prompt], lengths: list[int], counts: Counts, state: State,
     args: argparse.Namespace,
@@ -566,12 +631,16 @@ def run_compiled(
                 notes.append(f"batch {b}: warm-up pass {row.warm_seconds:.1f} s (compilation "
                              f"included), timed pass {row.seconds:.2f} s: compile ~"
                              f"{row.warm_seconds - row.seconds:.1f} s{vs}")  # fmt: skip
+        if "generate" in args.paths:
+            generate_compiled_rows(vlm, prompts, lengths, counts, state, args)
         notes.append(dynamo_delta(before) + " during the compiled rows")
         state.extra[section] = "\n".join(["## Compiled layers (--compile)", "",
                                           *[f"- {n}" for n in notes]])  # fmt: skip
         write(state, args.out)
         if args.profile and any(not r.error for r in state.rows if r.path.endswith("compiled")):
             profile_batch(vlm, prompts, lengths, counts, state, args, compiled=True)
+        if args.generate_anatomy and "generate" in args.paths:
+            generate_section(vlm, prompts, lengths, counts, state, args, compiled=True)
 
 
 if __name__ == "__main__":

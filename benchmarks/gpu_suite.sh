@@ -3,14 +3,16 @@
 #   eval        bench_eval_gpu  llava-7b, qwen2vl-7b at real geometry (issue 19): 640x480 photos,
 #               native protocol, 128 yes/no items; generate at batch 1 (4 items) and 64,
 #               prefill-choice at 64 with the eval loader's input workers, the same without them,
-#               prefill-choice with compiled layers, then lmms-eval's stock wrapper on 32 of the
-#               same items; peak memory by phase in every row. Both shapes in ~240 s (build ~40 s
-#               each, stock ~30 s each, compile ~15 s each)
+#               prefill-choice and generate with compiled layers (Qwen: vision blocks whole,
+#               batched attention), the anatomy of one generate batch eager and compiled, then
+#               lmms-eval's stock wrapper on 32 of the same items; peak memory by phase in every
+#               row. Both shapes in ~260 s (build ~40 s each, stock ~30 s each, compile ~20 s
+#               each)
 #                                                       -> $OUT/eval_{llava-7b,qwen2vl-7b}_640x480.md
 #               then qwen2vl-7b at 1280x720 (1196 image tokens): batch 64 capped by the eval's
 #               default token budget (max_batch_tokens 32768 -> 27 prompts), generate and
 #               prefill-choice eager + compiled, no stock wrapper: does the default fit, and its
-#               peak memory by phase (~90 s); SUITE_BUDGET_S=420 covers all three
+#               peak memory by phase (~90 s); SUITE_BUDGET_S=450 covers all three
 #                                                       -> $OUT/eval_qwen2vl-7b_1280x720.md
 #   grpo-llava  bench_grpo_step llava-7b, 8 prompts x G=8, 64 tokens, rollout variants
 #               $VARIANTS, then bench_grpo_trl (TRL GRPOTrainer, same workload; its markdown ends
@@ -93,7 +95,8 @@ run() {  # run NAME LIMIT_S ARGS... : one benchmark process under its own time l
 if ((TINY)); then
     DEV=(--device cpu --threads 1)
     EVAL=(--image-size 640x480 --samples 16 --baseline-samples 4 --batch-sizes 1,8 --stock-samples 8
-          --paths generate,prefill-choice --compile --compile-backend eager --input-workers 2)
+          --paths generate,prefill-choice --compile --compile-backend eager --input-workers 2
+          --generate-anatomy)
     EVAL_HD=(--image-size 1280x720 --samples 8 --baseline-samples 2 --batch-sizes 8
              --max-batch-tokens 200 --paths generate,prefill-choice --compile --compile-backend eager
              --no-stock --input-workers 0)
@@ -110,7 +113,7 @@ if ((TINY)); then
 else
     DEV=(--device cuda)
     EVAL=(--image-size 640x480 --samples 128 --baseline-samples 4 --batch-sizes 1,64 --stock-samples 32
-          --paths generate,prefill-choice --compile --stock-dir /dev/shm)
+          --paths generate,prefill-choice --compile --stock-dir /dev/shm --generate-anatomy)
     EVAL_HD=(--image-size 1280x720 --samples 54 --baseline-samples 2 --batch-sizes 64
              --max-batch-tokens 32768 --paths generate,prefill-choice --compile --no-stock
              --input-workers 0)
@@ -126,9 +129,9 @@ else
 fi
 
 if want eval; then
-    run eval_$L 140 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" "${EVAL[@]}" \
+    run eval_$L 170 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" "${EVAL[@]}" \
         --out "$OUT/eval_${L}_640x480.md"
-    run eval_$Q 140 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL[@]}" \
+    run eval_$Q 170 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL[@]}" \
         --out "$OUT/eval_${Q}_640x480.md"
     run eval_${Q}_1280x720 150 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL_HD[@]}" \
         --out "$OUT/eval_${Q}_1280x720.md"

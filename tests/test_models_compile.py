@@ -271,7 +271,9 @@ def test_eval_compile_is_recorded_and_changes_no_score(
         assert results["config"]["runtime"]["compile_layers"] is bool(flag)
         lines = (out / "samples.jsonl").read_text().splitlines()
         rows[bool(flag)] = {(r["task"], r["probe"], r["doc_id"]): r for r in map(json.loads, lines)}
-    assert True in entered and generated_compiled and not any(generated_compiled)
+    # with --compile generation runs inside the context too (the vision tower compiles; the LM
+    # layers, given a KV cache, run eager), with the same responses; one generate call a run
+    assert True in entered and generated_compiled == [False, True]
     assert rows[True].keys() == rows[False].keys()
     for key, a in rows[False].items():
         b = rows[True][key]

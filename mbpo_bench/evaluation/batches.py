@@ -166,9 +166,7 @@ def _answers(
     out: list[tuple[str, dict[str, Any]]] = [("", {}) for _ in items]
     chosen = [k for k, m in enumerate(modes) if isinstance(m, Choices)]
     if chosen:
-        with compiled_layers(  # the prefill; never generate below
-            vlm, enabled=config.runtime.compile_layers, qwen_vision=True
-        ):
+        with compiled_layers(vlm, enabled=config.runtime.compile_layers, qwen_vision=True):
             picks = choose(
                 vlm,
                 [prompts[k] for k in chosen],
@@ -183,7 +181,10 @@ def _answers(
     if not rest:
         return out
     torch.manual_seed(seed)
-    with torch.no_grad():
+    # inside the compiled context the vision tower compiles; the LM layers, given a KV cache,
+    # run their eager forward (compile.py), so greedy decoding is the same
+    enabled = config.runtime.compile_layers
+    with torch.no_grad(), compiled_layers(vlm, enabled=enabled, qwen_vision=True):
         texts = vlm.generate(
             [prompts[k] for k in rest],
             max_new_tokens=config.max_new_tokens or gen.max_new_tokens,

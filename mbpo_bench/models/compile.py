@@ -20,8 +20,13 @@ exact), otherwise they run eager with each block's MLP compiled.
 Why not during generation: `generate` decodes one token per call with a KV cache, a different
 shape regime with its own compile path (static cache + CUDA graphs, `rollout_speed.py`). A layer
 called with a KV cache (`cache` in transformers 5.24, `past_key_values` in 5.17) therefore runs
-its plain eager forward even inside the context; callers enter the context only around scoring
-passes (`use_cache=False`) anyway.
+its plain eager forward even inside the context. Training enters the context only around
+scoring passes (`use_cache=False`); evaluation's `generate` runs inside it too, for the vision
+tower (no KV cache there: it compiles), while its LM layers, given the cache, stay eager. Tried
+and rejected: compiling the LM layers with generate's DynamicCache too (transformers 5.24,
+backend eager): dynamo guards on each layer's `layer_idx` and on the cache layer's
+`is_initialized`, so every decoder layer gets its own prefill and decode graphs (2 x 32 at 7B,
+past the recompile limit) and the batch size specialises.
 
 Decisions:
 - The compiled function is bound as the layer's instance-level `forward`, not swapped into the
@@ -301,8 +306,9 @@ def compiled_layers(
     size (batched attention, `qwen_vision.py`), else their MLPs only.
 
     Use it around full-sequence scoring passes (answer log-probs, choice prefill) and their
-    backward, never around `generate`. The original forwards are restored on exit, also when
-    the block raises. `enabled=False` is a no-op.
+    backward; around `generate` only the vision layers compile (LM layers given a KV cache run
+    eager). The original forwards are restored on exit, also when the block raises.
+    `enabled=False` is a no-op.
     """
     if not enabled:
         yield
