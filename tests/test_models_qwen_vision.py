@@ -105,7 +105,7 @@ def test_equal_images_attend_as_one_batch_with_the_towers_numbers(
     assert (len(windowed) > 0) == (family == "qwen2_5_vl")
     for b in blocks:  # the context restored transformers' forwards and left no attribute
         assert "forward" not in vars(b) and "forward" not in vars(b.attn)
-        assert qv.SEGMENT not in vars(b.attn)
+        assert not set(qv.ATTRIBUTES) & set(vars(b.attn))
     assert "forward" not in vars(_tower(vlm))
 
 
@@ -128,6 +128,29 @@ def test_images_of_different_sizes_fall_back_to_the_towers_own_attention(
     for n in lengths:
         assert spy.shapes.count((1, n)) == full
     assert not any(b > 1 for b, _ in spy.shapes)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_runs_of_equal_sizes_in_a_mixed_batch_attend_one_call_per_run(
+    tiny: Callable[[str], Any], family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two images of one size then three of another (an evaluation batch sorted by image
+    tokens): one batched call per run in each whole-image attention, none image by image, no
+    padding, and the tower's numbers."""
+    vlm = tiny(family)
+    inputs = _inputs(vlm, [(64, 48)] * 2 + [(32, 96)] * 3)
+    runs = qv.segment_runs(inputs["image_grid_thw"])
+    assert [n for _, n in runs] == [2, 3] and runs[0][0] != runs[1][0]
+    reference = _run(vlm, inputs)
+    spy = _Attention(monkeypatch)
+    with compiled_layers(vlm, backend="eager", qwen_vision=True):
+        compiled = _run(vlm, inputs)
+    torch.testing.assert_close(compiled, reference, atol=1e-5, rtol=1e-5)
+    full = len(qv.find(vlm.hf_model.model).full)  # type: ignore[union-attr]
+    for length, n in runs:
+        assert spy.shapes.count((n, length)) == full
+        assert (1, length) not in spy.shapes
+    assert all(qv.RUNS not in vars(b.attn) for b in _tower(vlm).blocks)
 
 
 def test_bf16_batched_tower_within_bf16_rounding_and_a_second_geometry(

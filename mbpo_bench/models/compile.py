@@ -313,7 +313,7 @@ def compiled_layers(
     if not enabled:
         yield
         return
-    from mbpo_bench.models.qwen_vision import SEGMENT
+    from mbpo_bench.models.qwen_vision import ATTRIBUTES
 
     groups = decoder_layers(vlm.model, vision=vision, qwen_vision=qwen_vision)
     layers = [layer for group in groups for layer in group]
@@ -326,13 +326,14 @@ def compiled_layers(
         for module, forward in extra:
             if _install(module, backend, forward):
                 installed.append(module)
-        for module, forward in extra:  # attention modules: no segment length between calls
-            if getattr(forward, "reads_segment", False) and SEGMENT not in vars(module):
-                setattr(module, SEGMENT, None)
+        for module, forward in extra:  # attention modules: no segment marks between calls
+            if getattr(forward, "reads_segment", False):
+                for name in ATTRIBUTES:
+                    vars(module).setdefault(name, None)
         with _dynamo_settings():
             yield
     finally:
         for layer in installed:
             del layer.forward
-            if SEGMENT in vars(layer):
-                delattr(layer, SEGMENT)
+            for name in ATTRIBUTES:
+                vars(layer).pop(name, None)
