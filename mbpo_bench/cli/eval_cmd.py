@@ -192,8 +192,8 @@ def eval_command(
     compile: bool = typer.Option(
         False,
         "--compile",
-        help="torch.compile the decoder layers for choice prefills and scoring passes (not for "
-        "generation); pays off on long GPU runs.",
+        help="torch.compile the decoder layers for choice prefills and scoring passes (in "
+        "generation only the vision tower); pays off on long GPU runs.",
     ),
     judge: str | None = typer.Option(
         None, "--judge", help="Judge of MM-Vet / MMHal-Bench: openai:MODEL or hf:PATH_OR_ID."

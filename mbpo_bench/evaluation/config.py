@@ -13,8 +13,9 @@ different measurements, which results.json records and `mbpo-bench report` flags
 different measurements, recorded in results.json and every samples.jsonl row.
 
 `runtime.compile_layers` runs the choice prefills and the IIG scoring passes through torch.compile'd decoder
-layers (`models/compile.py`); generation, including the generate fallback, stays eager. It
-changes speed, not the measurement (log-probs agree to float rounding), and is recorded in
+layers (`models/compile.py`); in generation, including the generate fallback, only the vision
+tower compiles (the LM layers run eager on the KV cache). It changes speed, not the measurement
+(log-probs agree to float rounding, greedy texts are the same: tests), and is recorded in
 results.json's `config` like the batch size.
 """
 
