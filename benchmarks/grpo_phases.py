@@ -47,7 +47,7 @@ def reference_passes(policy: Any, ro: Any, s: Any, grad_accum: int) -> None:
     group_ids = [int(g) for g in flat.group_ids]
     policy.train_mode(True)
     for batch in prepare_chunks(policy, ro, group_ids, responses, size):  # as policy_update
-        with torch.no_grad(), policy.reference() as reference:
+        with torch.no_grad(), policy.mixed_precision(), policy.reference() as reference:
             reference.prepared_logprobs(batch, temperature=s.temperature)
 
 

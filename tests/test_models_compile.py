@@ -437,3 +437,40 @@ def test_training_graphs_compile_without_a_restarted_analysis(tiny: Callable[[st
         _assert_close(eager, _scores_and_grads(vlm), atol=1e-5)
     assert aot["ok"] - ok > 0
     assert aot["total"] - total == aot["ok"] - ok
+
+
+@pytest.mark.parametrize("hooked", [True, False])
+def test_lora_training_passes_share_one_graph_for_every_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hooked: bool
+) -> None:
+    """Under `Policy.compiled()` the frozen embeddings' output requires grad, so the first
+    decoder layer's input matches the others' and one training graph serves every layer (the
+    first layer compiled a second one before); the LoRA gradients are the eager path's."""
+    import functools
+
+    from mbpo_bench.trainers import policy as policy_mod
+    from mbpo_bench.trainers.loop import RuntimeConfig
+    from mbpo_bench.trainers.policy import load_policy
+
+    folder = build_tiny_model("llava", tmp_path / "m", seed=1)
+    policy = load_policy(str(folder), lora=LoraSettings(r=4, alpha=8), full_finetune=False,
+                         runtime=RuntimeConfig(device="cpu"), need_reference=False)  # fmt: skip
+    with torch.no_grad():  # B != 0, so the adapter's gradient path is not trivially zero
+        for name, p in policy.vlm.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    eager = _scores_and_grads(policy.vlm)
+    monkeypatch.setattr(compile_mod, "compiled_layers",
+                        functools.partial(compiled_layers, backend="eager"))  # fmt: skip
+    if not hooked:  # the old behaviour, to show what the hook saves
+        monkeypatch.setattr(policy_mod, "_embeddings_require_grad",
+                            lambda vlm: contextlib.nullcontext())  # fmt: skip
+    torch._dynamo.reset()
+    policy.compile_layers = True
+    graphs = _graphs()
+    with policy.compiled():
+        _assert_close(eager, _scores_and_grads(policy.vlm), atol=0)
+    # the LM layers (vision stays eager under LoRA); mixed prompts: with and without images
+    assert _graphs() - graphs == (1 if hooked else 2)
+    emb = policy.vlm.hf_model.get_input_embeddings()
+    assert not emb._forward_hooks  # removed on exit

@@ -139,6 +139,11 @@ def test_grpo_trains_on_the_sampled_ids(monkeypatch: pytest.MonkeyPatch, vlm):
 
             return contextlib.nullcontext()
 
+        def mixed_precision(self):  # runtime.autocast off, as the real Policy on CPU
+            import contextlib
+
+            return contextlib.nullcontext()
+
     cut = tuple(vlm.tokenizer("yes yes", add_special_tokens=False)["input_ids"])  # no EOS
     group = hybrid.Group(0, "online", (hybrid.Sample("yes yes", 2.0, True, "online", cut),
                                        hybrid.Sample("no", 0.0, False, "online", None)))  # fmt: skip

@@ -85,6 +85,8 @@ class Policy:
                     stack.enter_context(compiled_layers(
                         vlm, enabled=self.compile_layers, vision=self.compile_vision
                     ))  # fmt: skip
+            if self.compile_layers:
+                stack.enter_context(_embeddings_require_grad(self.vlm))
             yield
 
     @contextlib.contextmanager
@@ -188,6 +190,32 @@ class Policy:
             self.vlm.tokenizer.save_pretrained(folder / "model")
             info["model"] = "model"
         (folder / INFO).write_text(json.dumps(info, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _embeddings_require_grad(vlm: VisionLanguageModel) -> Iterator[None]:
+    """While active, the input embeddings' output requires grad when grad is enabled.
+
+    Why: under LoRA the embeddings are frozen, so the first decoder layer's input does not
+    require grad and the rest's do; dynamo guards on that, so the first layer of every
+    training pass compiled a graph of its own (forward + backward: a second compile of the
+    same layer in step 0, cold or warm cache). With it every layer shares one training graph;
+    the cost is the first layer's input gradient in the backward (~1/3 of one layer's
+    backward), and the LoRA gradients are the same values. A no-op where the embeddings train
+    (their output already requires grad) and under no_grad (the reference passes)."""
+    import torch
+
+    from mbpo_bench.models.common import unwrap
+
+    def hook(_module: Any, _inputs: Any, out: torch.Tensor) -> None:
+        if torch.is_grad_enabled() and not out.requires_grad:
+            out.requires_grad_(True)
+
+    handle = unwrap(vlm.model).get_input_embeddings().register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _save_model(model: Any, vlm: VisionLanguageModel, folder: Path) -> None:
