@@ -28,6 +28,8 @@ one random image each at model resolution, greedy decoding of exactly `--new-tok
 - `generate compiled` (--compile with `generate` in --paths): generate inside the same context,
   as `mbpo-bench eval --compile` runs it (vision tower compiled, LM layers eager on the KV cache),
   texts checked against the eager generate row.
+`--static-cache`: a `generate, static cache` row per batch size > 1 (StaticCache, eager decode:
+rollout_speed's `static-eager`), texts checked against the default DynamicCache row.
 `--generate-anatomy`: one generate batch at the largest batch size split into set-up, prefill
 (vision apart), decode forwards and the rest (generate_anatomy.py), eager and compiled.
 `--max-batch-tokens N`: batch sizes > 1 capped by the eval's token budget (its own rule), what a
@@ -133,6 +135,9 @@ def run_batch_size(
             state.rows[-1].check = identical(texts, single)
     if b == 1:
         return
+    if texts is not None and args.static_cache:
+        static_row(vlm, prompts, items, row("generate, static cache", p + n - 1, n, 1), texts,
+                   state, args)  # fmt: skip
     if "prefill-choice" in args.paths:
         prefill_row(vlm, prompts, items, row("prefill-choice", p, 1, 1), state, args)
         if args.input_workers and b == max(args.sizes):  # the same row, inputs in-process
@@ -140,6 +145,29 @@ def run_batch_size(
     if "score-choice" in args.paths:
         score_row(vlm, prompts, items, row("score-choice", 2 * (p + 2), 4, 2), state, args)
     write(state, args.out)
+
+
+def static_row(
+    vlm: Any, prompts: list[Prompt], items: list[int], row: Row, texts: list[str], state: State,
+    args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """Greedy generate with transformers' StaticCache, decode eager (rollout_speed's
+    `static-eager`): the KV cache allocated once a call and written in place, where the
+    default DynamicCache concatenates every layer's keys and values at every step."""
+    from mbpo_bench.models.rollout_speed import GenerationSpeed
+
+    b, n, w = row.batch, args.new_tokens, args.input_workers
+    speed = GenerationSpeed(cache="static", compile=False)
+    static = measure(
+        state, row, lambda: greedy(vlm, prompts, items[:b], b, n, w, speed),
+        lambda: greedy(vlm, prompts, items, b, n, w, speed), args, vlm.hf_model,
+    )  # fmt: skip
+    if static is not None:
+        same = sum(static[i] == texts[i] for i in items)
+        parsed = sum(parse_yesno(static[i]) == parse_yesno(texts[i]) for i in items)
+        row.check = (f"= dynamic-cache generate: texts {same}/{len(items)}, parsed answers "
+                     f"{parsed}/{len(items)}")  # fmt: skip
+        write(state, args.out)
 
 
 def prefill_row(
@@ -390,6 +418,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="append a torch.profiler breakdown of one prefill-choice batch "
                              "at the largest batch size (matmul / attention / other, busy "
                              "share) and its anatomy (input preparation / vision / LM)")  # fmt: skip
+    parser.add_argument("--static-cache", action="store_true",
+                        help="one more generate row per batch size > 1 with transformers' "
+                             "StaticCache (eager decode), texts checked against the default")  # fmt: skip
     parser.add_argument("--generate-anatomy", action="store_true",
                         help="split one generate batch at the largest batch size into set-up, "
                              "prefill (vision inside), decode steps and the rest "
@@ -545,7 +576,9 @@ def generate_section(
     n = args.new_tokens
     p = float(np.mean([lengths[i] for i in first]))
     try:
-        a = measure_generate(vlm.hf_model, lambda: greedy(vlm, prompts, first, b, n), args.device)
+        a = measure_generate(
+            vlm.hf_model, lambda: greedy(vlm, prompts, first, b, n), args.device, repeats=1
+        )
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         state.extra.append(f"## Anatomy of one generate batch: out of GPU memory at batch {b}")

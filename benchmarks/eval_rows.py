@@ -219,11 +219,14 @@ def prompt_batches(
 
 
 def greedy(
-    vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int, n: int, workers: int = 0
-) -> list[str]:
+    vlm: Any, prompts: Sequence[Prompt], order: list[int], b: int, n: int, workers: int = 0,
+    speed: Any = None,
+) -> list[str]:  # fmt: skip
+    """Greedy texts of exactly `n` new tokens; `speed` a GenerationSpeed (None: plain generate)."""
     out = [""] * len(prompts)
+    extra = {} if speed is None else {"speed": speed}
     for idx, batch in prompt_batches(vlm, prompts, order, b, workers):
-        texts = vlm.generate(batch, max_new_tokens=n, min_new_tokens=n, batch_size=b)
+        texts = vlm.generate(batch, max_new_tokens=n, min_new_tokens=n, batch_size=b, **extra)
         for i, t in zip(idx, texts, strict=True):
             out[i] = t[0]
     return out

@@ -105,7 +105,7 @@ def generate_lines(
         "",
         "| part | seconds | share of the hooked call % | % of roofline |",
         "|---|---:|---:|---:|",
-        row("whole `generate` call, no hooks (fastest of 2)", a.whole),
+        row("whole `generate` call, no hooks", a.whole),
         row("whole call with the synchronising hooks", a.hooked),
         row("before the first forward (input preparation + generate set-up)", a.before),
         row("prefill forward (vision + LM, logits at the last position)", a.prefill, prefill_flops),

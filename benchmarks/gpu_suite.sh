@@ -3,8 +3,9 @@
 #   eval        bench_eval_gpu  llava-7b, qwen2vl-7b at real geometry (issue 19): 640x480 photos,
 #               native protocol, 128 yes/no items; generate at batch 1 (4 items) and 64,
 #               prefill-choice at 64 with the eval loader's input workers, the same without them,
-#               prefill-choice and generate with compiled layers (Qwen: vision blocks whole,
-#               batched attention), the anatomy of one generate batch eager and compiled, then
+#               generate with a StaticCache (eager decode), prefill-choice and generate with
+#               compiled layers (Qwen: vision blocks whole, batched attention), the anatomy of
+#               one generate batch eager and compiled, then
 #               lmms-eval's stock wrapper on 32 of the same items; peak memory by phase in every
 #               row. Both shapes in ~260 s (build ~40 s each, stock ~30 s each, compile ~20 s
 #               each)
@@ -96,7 +97,7 @@ if ((TINY)); then
     DEV=(--device cpu --threads 1)
     EVAL=(--image-size 640x480 --samples 16 --baseline-samples 4 --batch-sizes 1,8 --stock-samples 8
           --paths generate,prefill-choice --compile --compile-backend eager --input-workers 2
-          --generate-anatomy)
+          --generate-anatomy --static-cache)
     EVAL_HD=(--image-size 1280x720 --samples 8 --baseline-samples 2 --batch-sizes 8
              --max-batch-tokens 200 --paths generate,prefill-choice --compile --compile-backend eager
              --no-stock --input-workers 0)
@@ -113,7 +114,8 @@ if ((TINY)); then
 else
     DEV=(--device cuda)
     EVAL=(--image-size 640x480 --samples 128 --baseline-samples 4 --batch-sizes 1,64 --stock-samples 32
-          --paths generate,prefill-choice --compile --stock-dir /dev/shm --generate-anatomy)
+          --paths generate,prefill-choice --compile --stock-dir /dev/shm --generate-anatomy
+          --static-cache)
     EVAL_HD=(--image-size 1280x720 --samples 54 --baseline-samples 2 --batch-sizes 64
              --max-batch-tokens 32768 --paths generate,prefill-choice --compile --no-stock
              --input-workers 0)

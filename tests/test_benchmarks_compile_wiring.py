@@ -156,10 +156,13 @@ def test_eval_compiled_row_runs_inside_the_context_and_matches_eager(
     bench_eval_gpu.main(["--shape", "tiny", "--device", "cpu", "--samples", "8",
                          "--baseline-samples", "2", "--batch-sizes", "8", "--paths",
                          "generate,prefill-choice", "--no-stock", "--compile", "--compile-backend",
-                         "eager", "--profile", "--generate-anatomy", "--out", str(out)])  # fmt: skip
+                         "eager", "--profile", "--generate-anatomy", "--static-cache",
+                         "--out", str(out)])  # fmt: skip
     text = out.read_text()
     row = next(ln for ln in text.splitlines() if ln.startswith("| prefill-choice compiled | 8 |"))
     assert "= greedy parsed answer" in row and "= eager prefill-choice answers 8/8" in row
+    row = next(ln for ln in text.splitlines() if ln.startswith("| generate, static cache | 8 |"))
+    assert "= dynamic-cache generate: texts 8/8, parsed answers 8/8" in row
     row = next(ln for ln in text.splitlines() if ln.startswith("| generate compiled | 8 |"))
     assert "= eager generate: texts 8/8, parsed answers 8/8" in row
     for label in ("eager", "compiled layers: vision compiled, LM eager (KV cache)"):
