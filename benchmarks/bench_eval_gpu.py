@@ -31,7 +31,7 @@ one random image each at model resolution, greedy decoding of exactly `--new-tok
 `--static-cache`: a `generate, static cache` row per batch size > 1 (StaticCache, eager decode:
 rollout_speed's `static-eager`), texts checked against the default DynamicCache row.
 `--generate-anatomy`: one generate batch at the largest batch size split into set-up, prefill
-(vision apart), decode forwards and the rest (generate_anatomy.py), eager and compiled.
+(vision apart), decode forwards and the rest (generate_anatomy.py), eager.
 `--max-batch-tokens N`: batch sizes > 1 capped by the eval's token budget (its own rule), what a
 batch of large images becomes under `mbpo-bench eval`'s default.
 `--paths` picks the rows (`generate` is the reference of the checks); `--no-stock` skips the
@@ -424,7 +424,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--generate-anatomy", action="store_true",
                         help="split one generate batch at the largest batch size into set-up, "
                              "prefill (vision inside), decode steps and the rest "
-                             "(generate_anatomy.py), eager and, with --compile, compiled")  # fmt: skip
+                             "(generate_anatomy.py), eager")  # fmt: skip
     parser.add_argument("--paths", default=",".join(PATHS),
                         help="rows to measure, comma-separated from " + ", ".join(PATHS))  # fmt: skip
     parser.add_argument("--no-stock", action="store_true",
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         profile_batch(vlm, prompts, lengths, counts, state, args, compiled=False)
     if args.generate_anatomy and "generate" in args.paths:
-        generate_section(vlm, prompts, lengths, counts, state, args, compiled=False)
+        generate_section(vlm, prompts, lengths, counts, state, args)
     if args.compile:
         run_compiled(vlm, prompts, lengths, counts, state, args)
     if args.no_stock:
@@ -566,9 +566,9 @@ def profile_batch(
 
 def generate_section(
     vlm: Any, prompts: list[Prompt], lengths: list[int], counts: Counts, state: State,
-    args: argparse.Namespace, *, compiled: bool,
+    args: argparse.Namespace,
 ) -> None:  # fmt: skip
-    """The anatomy of one generate batch at the largest batch size (generate_anatomy.py)."""
+    """The anatomy of one eager generate batch at the largest batch size (generate_anatomy.py)."""
     from generate_anatomy import generate_lines, measure_generate
 
     b = max(args.sizes)
@@ -583,9 +583,8 @@ def generate_section(
         torch.cuda.empty_cache()
         state.extra.append(f"## Anatomy of one generate batch: out of GPU memory at batch {b}")
         return
-    label = "compiled layers: vision compiled, LM eager (KV cache)" if compiled else "eager"
     prefill = len(first) * sample_flops(counts, p, 1, 1)
-    title = f"{len(first)} prompts, {n} new tokens ({label}, inputs in-process)"
+    title = f"{len(first)} prompts, {n} new tokens (eager, inputs in-process)"
     state.extra.append("\n".join(generate_lines(a, title, prefill, ROOFLINE_FLOPS)))
     write(state, args.out)
 
@@ -672,8 +671,6 @@ def run_compiled(
         write(state, args.out)
         if args.profile and any(not r.error for r in state.rows if r.path.endswith("compiled")):
             profile_batch(vlm, prompts, lengths, counts, state, args, compiled=True)
-        if args.generate_anatomy and "generate" in args.paths:
-            generate_section(vlm, prompts, lengths, counts, state, args, compiled=True)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@
 #               prefill-choice at 64 with the eval loader's input workers, the same without them,
 #               generate with a StaticCache (eager decode), prefill-choice and generate with
 #               compiled layers (Qwen: vision blocks whole, batched attention), the anatomy of
-#               one generate batch eager and compiled, then
+#               one eager generate batch, then
 #               lmms-eval's stock wrapper on 32 of the same items; peak memory by phase in every
-#               row. Both shapes in ~260 s (build ~40 s each, stock ~30 s each, compile ~20 s
-#               each)
+#               row. Both shapes in ~280 s (build ~40 s each, stock ~30 s each, compile ~15 s,
+#               Qwen's vision blocks ~20 s more)
 #                                                       -> $OUT/eval_{llava-7b,qwen2vl-7b}_640x480.md
 #               then qwen2vl-7b at 1280x720 (1196 image tokens): batch 64 capped by the eval's
 #               default token budget (max_batch_tokens 32768 -> 27 prompts), generate and
@@ -131,9 +131,9 @@ else
 fi
 
 if want eval; then
-    run eval_$L 170 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" "${EVAL[@]}" \
+    run eval_$L 185 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" "${EVAL[@]}" \
         --out "$OUT/eval_${L}_640x480.md"
-    run eval_$Q 170 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL[@]}" \
+    run eval_$Q 185 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL[@]}" \
         --out "$OUT/eval_${Q}_640x480.md"
     run eval_${Q}_1280x720 150 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL_HD[@]}" \
         --out "$OUT/eval_${Q}_1280x720.md"
