@@ -260,7 +260,7 @@ def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, An
     sync(a.device)
     t1 = time.perf_counter()
     c1 = compile_seconds()
-    row.compile_rollout = {k: c1[k] - c0[k] for k in c1}
+    row.compile_rollout = {k: c1[k] - c0.get(k, 0.0) for k in c1}
     row.rollout, row.generate = t1 - t0, bench.generate_seconds[-1]
     row.peak_rollout = peak_gib(a.device)
     with bench.layers(var):
@@ -270,7 +270,7 @@ def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, An
     row.reference = policy.ref_seconds
     row.update = time.perf_counter() - t1 - row.reference
     c2 = compile_seconds()
-    row.compile_update = {k: c2[k] - c1[k] for k in c2}
+    row.compile_update = {k: c2[k] - c1.get(k, 0.0) for k in c2}
     row.peak_update = _max(policy.update_peak, peak_gib(a.device))
     row.peak_reference = policy.ref_peak
     row.loss = res.loss
@@ -648,14 +648,15 @@ COMPILE_TIMERS = ("entire_frame_compile", "backend_compile", "inductor_compile")
 def compile_seconds() -> dict[str, float]:
     """torch.compile's cumulative seconds in this process by dynamo's own timers: a frame's
     whole compile (dynamo tracing + backend), the backend's part (AOTAutograd + inductor, cache
-    loads included) and inductor's lowering + code generation; {} where torch lacks them."""
+    loads included) and inductor's lowering + code generation, beside every other timer torch
+    keeps (named by the function it times); {} where torch lacks them."""
     try:
         from torch._dynamo.utils import calculate_time_spent
 
         spent = calculate_time_spent()
     except (ImportError, AttributeError, TypeError):
         return {}
-    return {k: float(spent.get(k, 0.0)) for k in COMPILE_TIMERS}
+    return {**{k: 0.0 for k in COMPILE_TIMERS}, **{k: float(v) for k, v in spent.items()}}
 
 
 def compile_split(row: StepRow) -> str:
@@ -667,8 +668,12 @@ def compile_split(row: StepRow) -> str:
         if not c:
             return f"{name}: no timers"
         frame, backend = c["entire_frame_compile"], c["backend_compile"]
+        others = sorted(((v, k) for k, v in c.items()
+                         if k not in (*COMPILE_TIMERS, "total_wall_time") and v >= 0.05),
+                        reverse=True)[:4]  # fmt: skip
         return (f"{name} {frame:.1f} s in torch.compile (dynamo tracing {frame - backend:.1f}, "
-                f"backend {backend:.1f}, of it inductor {c['inductor_compile']:.1f})")  # fmt: skip
+                f"backend {backend:.1f}, of it inductor {c['inductor_compile']:.1f}"
+                + "".join(f", {k} {v:.1f}" for v, k in others) + ")")  # fmt: skip
 
     return (
         one("rollout", row.compile_rollout) + "; " + one("reference + update", row.compile_update)

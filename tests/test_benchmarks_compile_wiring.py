@@ -217,14 +217,14 @@ def test_a_steps_compile_seconds_are_split_by_phase_and_stated_against_the_stead
     from mbpo_bench.models.rollout_speed import GenerationSpeed
 
     before = bench_grpo_step.compile_seconds()
-    assert set(before) == set(bench_grpo_step.COMPILE_TIMERS)
+    assert set(bench_grpo_step.COMPILE_TIMERS) <= set(before)
     fn = torch.compile(lambda x: x.sin() + 1, backend="eager")  # a new code object: compiles
     fn(torch.ones(3))
     after = bench_grpo_step.compile_seconds()
-    spent = {k: after[k] - before[k] for k in after}
+    spent = {k: after[k] - before.get(k, 0.0) for k in after}
     assert spent["entire_frame_compile"] > 0 and spent["backend_compile"] >= 0
     first = StepRow(step=0, rollout=3.0, generate=3.0, reference=2.0, update=5.0,
-                    compile_rollout={k: 0.0 for k in after}, compile_update=spent)  # fmt: skip
+                    compile_rollout=dict.fromkeys(after, 0.0), compile_update=spent)  # fmt: skip
     split = bench_grpo_step.compile_split(first)
     assert split.startswith("rollout 0.0 s in torch.compile (dynamo tracing 0.0, backend 0.0")
     assert "; reference + update " in split and "dynamo tracing" in split.split(";")[1]
