@@ -15,6 +15,7 @@
 #               prefill-choice eager + compiled, no stock wrapper: does the default fit, and its
 #               peak memory by phase (~90 s); SUITE_BUDGET_S=450 covers all three
 #                                                       -> $OUT/eval_qwen2vl-7b_1280x720.md
+#               EVAL_RUNS="qwen qwen-hd" (any of llava, qwen, qwen-hd) runs only those
 #   grpo-llava  bench_grpo_step llava-7b, 8 prompts x G=8, 64 tokens, rollout variants
 #               $VARIANTS, then bench_grpo_trl (TRL GRPOTrainer, same workload; its markdown ends
 #               with ours vs TRL)                       -> $OUT/grpo_llava-7b.md, grpo_trl_llava-7b.{md,json}
@@ -130,13 +131,16 @@ else
     L=llava-7b Q=qwen2vl-7b
 fi
 
+# EVAL_RUNS picks the eval part's runs (default all three; a short call can skip one)
+EVAL_RUNS=${EVAL_RUNS:-llava qwen qwen-hd}
+has_run() { [[ " $EVAL_RUNS " == *" $1 "* ]]; }
 if want eval; then
-    run eval_$L 185 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" "${EVAL[@]}" \
-        --out "$OUT/eval_${L}_640x480.md"
-    run eval_$Q 185 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL[@]}" \
-        --out "$OUT/eval_${Q}_640x480.md"
-    run eval_${Q}_1280x720 150 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" "${EVAL_HD[@]}" \
-        --out "$OUT/eval_${Q}_1280x720.md"
+    has_run llava && run eval_$L 185 benchmarks/bench_eval_gpu.py "${LLAVA[@]}" "${DEV[@]}" \
+        "${EVAL[@]}" --out "$OUT/eval_${L}_640x480.md"
+    has_run qwen && run eval_$Q 185 benchmarks/bench_eval_gpu.py "${QWEN[@]}" "${DEV[@]}" \
+        "${EVAL[@]}" --out "$OUT/eval_${Q}_640x480.md"
+    has_run qwen-hd && run eval_${Q}_1280x720 150 benchmarks/bench_eval_gpu.py "${QWEN[@]}" \
+        "${DEV[@]}" "${EVAL_HD[@]}" --out "$OUT/eval_${Q}_1280x720.md"
 fi
 for fam in llava qwen; do
     want grpo-$fam || continue
