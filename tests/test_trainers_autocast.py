@@ -54,11 +54,13 @@ def test_auto_is_off_on_cpu_fp32_and_fsdp_and_on_needs_bf16() -> None:
         autocast_enabled(True, "cpu", "float32")
 
 
-def _policy(tmp_path: Path, autocast: bool | str, dtype: str = "bfloat16") -> Any:
+def _policy(
+    tmp_path: Path, autocast: bool | str, dtype: str = "bfloat16", family: str = "llava"
+) -> Any:
     from mbpo_bench.trainers.loop import RuntimeConfig
     from mbpo_bench.trainers.policy import load_policy
 
-    folder = build_tiny_model("llava", tmp_path / "m", seed=1)
+    folder = build_tiny_model(family, tmp_path / "m", seed=1)
     runtime = RuntimeConfig(device="cpu", dtype=dtype, autocast=autocast)  # type: ignore[arg-type]
     return load_policy(str(folder), lora=LoraSettings(r=4, alpha=8), full_finetune=False,
                        runtime=runtime, need_reference=True)  # fmt: skip
@@ -110,12 +112,13 @@ def test_grpo_step_runs_lora_in_bf16_under_autocast_and_the_fresh_kl_is_zero(
     assert lora_a.grad is None or lora_a.grad.dtype == torch.float32
 
 
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
 def test_autocast_logprobs_equal_trls_bf16_forward_and_differ_from_fp32_lora(
-    tmp_path: Path,
+    tmp_path: Path, family: str
 ) -> None:
     from trl.trainer.utils import selective_log_softmax
 
-    policy = _policy(tmp_path, True)
+    policy = _policy(tmp_path, True, family=family)
     vlm = policy.vlm
     torch.manual_seed(0)
     with torch.no_grad():  # a trained-looking adapter: B != 0, so its matmuls count
