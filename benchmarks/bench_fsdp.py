@@ -184,9 +184,9 @@ def _first_step_logits(vlm: Any, prompts: list[Any], n_gen: int) -> Any:
 
     from mbpo_bench.models.common import in_lockstep
 
-    pixels, sizes = vlm._pixels_for(prompts, list(range(len(prompts))), None)
+    pixels, sizes = vlm.pixels_for(prompts, list(range(len(prompts))), None)
     texts = vlm.render(prompts, True, sizes)
-    cfg = vlm._generation_config(
+    cfg = vlm.generation_config(
         {"max_new_tokens": 1, "do_sample": True, "temperature": 1.0, "top_p": 1.0,
          "num_samples": n_gen}
     )  # fmt: skip

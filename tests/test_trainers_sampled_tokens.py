@@ -100,13 +100,13 @@ def test_rollouts_sample_like_trl_and_evaluation_keeps_the_checkpoints_settings(
 
     vlm = load_model(build_real_layout(QWEN2, tmp_path / "qwen"), device="cpu")
     assert vlm.hf_model.generation_config.repetition_penalty == 1.05  # Qwen's own
-    rollout = vlm._generation_config(
+    rollout = vlm.generation_config(
         {"max_new_tokens": 4, "do_sample": True, "temperature": 0.9, "num_samples": 2,
          "repetition_penalty": 1.0}
     )  # fmt: skip
     assert rollout.repetition_penalty == 1.0 and rollout.temperature == 0.9
     assert rollout.top_k is None and rollout.suppress_tokens == [151655]
-    evaluation = vlm._generation_config({"max_new_tokens": 4})  # the defaults: greedy, 1 sample
+    evaluation = vlm.generation_config({"max_new_tokens": 4})  # the defaults: greedy, 1 sample
     assert evaluation.repetition_penalty == 1.05 and evaluation.do_sample is False
 
 

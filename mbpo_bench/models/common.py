@@ -308,7 +308,7 @@ class AdapterBase:
         without = [i for i, p in enumerate(prompts) if p.image is None]
         return [(g, has) for g, has in ((with_img, True), (without, False)) if g]
 
-    def _pixels_for(
+    def pixels_for(
         self, prompts: Sequence[Prompt], idx: list[int], pixel_images: torch.Tensor | None
     ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Pixels of prompts `idx` at processed geometry (padded) and each one's (H, W)."""
@@ -320,7 +320,7 @@ class AdapterBase:
         return pixels, self.image_sizes([prompts[i] for i in idx], pixels)
 
     # ---- generation ---------------------------------------------------------------------------
-    def _generation_config(self, options: GenerateOptions) -> Any:
+    def generation_config(self, options: GenerateOptions) -> Any:
         """The checkpoint's generation config with this call's settings (their defaults are
         `GenerateOptions`'s).
 
@@ -379,7 +379,7 @@ class AdapterBase:
         speed = options.get("speed") or GenerationSpeed()
         pixel_images = options.get("pixel_images")
         num_samples, batch_size = options.get("num_samples", 1), options.get("batch_size", 16)
-        cfg = self._generation_config(options)
+        cfg = self.generation_config(options)
         stop = cfg.eos_token_id
         eos = set(stop if isinstance(stop, list) else [stop])
         results: list[list[Completion]] = [[] for _ in prompts]
@@ -388,7 +388,7 @@ class AdapterBase:
             for group, has_image in self._groups(prompts, pixel_images):
                 for idx in _chunks(group, max(1, batch_size)):
                     pixels, sizes = (
-                        self._pixels_for(prompts, idx, pixel_images) if has_image else (None, None)
+                        self.pixels_for(prompts, idx, pixel_images) if has_image else (None, None)
                     )
                     texts = self.render([prompts[i] for i in idx], has_image, sizes)
                     with torch.no_grad():
@@ -537,7 +537,7 @@ class AdapterBase:
         token_ids = torch.tensor(ids, device=self.device)
         for group, has_image in self._groups(prompts, None):
             for idx in _chunks(group, max(1, batch_size)):
-                pixels, sizes = self._pixels_for(prompts, idx, None) if has_image else (None, None)
+                pixels, sizes = self.pixels_for(prompts, idx, None) if has_image else (None, None)
                 texts = self.render([prompts[i] for i in idx], has_image, sizes)
                 with torch.no_grad():
                     inputs = self.model_inputs(self.prompt_ids(texts), pixels, sizes)
@@ -563,7 +563,7 @@ class AdapterBase:
         parts = []
         for idx, has_image in self._groups(prompts, pixel_images):
             pixels, sizes = (
-                self._pixels_for(prompts, idx, pixel_images) if has_image else (None, None)
+                self.pixels_for(prompts, idx, pixel_images) if has_image else (None, None)
             )
             sub = [prompts[i] for i in idx]
             ans = [answers[i] for i in idx]
