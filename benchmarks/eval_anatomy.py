@@ -41,7 +41,8 @@ class Anatomy:
     vision: float
 
 
-def _fastest(fn: Callable[[], Any], device: str, repeats: int) -> float:
+def fastest(fn: Callable[[], Any], device: str, repeats: int) -> float:
+    """The best of `repeats` synchronised wall times of `fn` (s): the least-disturbed call."""
     best = float("inf")
     for _ in range(max(1, repeats)):
         sync(device)
@@ -89,10 +90,10 @@ def measure_anatomy(
     """Time the batch whole and by part (see the module docstring)."""
     inputs = choice_inputs(vlm, prompts)
     return Anatomy(
-        whole=_fastest(whole, device, repeats),
-        inputs=_fastest(lambda: choice_inputs(vlm, prompts), device, repeats),
-        model=_fastest(lambda: model_call(vlm, inputs, token_ids), device, repeats),
-        vision=_fastest(lambda: vision_call(vlm, inputs), device, repeats),
+        whole=fastest(whole, device, repeats),
+        inputs=fastest(lambda: choice_inputs(vlm, prompts), device, repeats),
+        model=fastest(lambda: model_call(vlm, inputs, token_ids), device, repeats),
+        vision=fastest(lambda: vision_call(vlm, inputs), device, repeats),
     )
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench_models import sync
+from eval_anatomy import fastest
 
 
 @dataclass
@@ -42,13 +43,7 @@ def measure_generate(
     hf: Any, call: Callable[[], Any], device: str, repeats: int = 2
 ) -> GenerateAnatomy:
     """Time `call` (one generate batch) unhooked, then once with the forward hooks."""
-    best = float("inf")
-    for _ in range(max(1, repeats)):
-        sync(device)
-        start = time.perf_counter()
-        call()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
+    best = fastest(call, device, repeats)
     inner = getattr(hf, "model", None)
     vision = getattr(inner, "vision_tower", None) or getattr(inner, "visual", None)
     marks: list[tuple[str, float]] = []

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from mbpo_bench.models.protocol import Prompt
@@ -53,3 +55,21 @@ def with_random_adapter(folder: Path, dtype: str = "float32") -> Any:
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
     return vlm
+
+
+class AttentionShapes:
+    """Records (batch, query length) of every SDPA call, vision tower and LM alike.
+
+    Why: the batching tests (one batched vision attention, one decode graph) are claims about
+    the shapes attention ran at, which only a spy on the SDPA entry point can see.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.shapes: list[tuple[int, int]] = []
+        real = torch.nn.functional.scaled_dot_product_attention
+
+        def spy(q: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            self.shapes.append((q.shape[0], q.shape[-2]))
+            return real(q, *args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)

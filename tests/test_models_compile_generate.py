@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from support_prompts import noise_image
+from support_prompts import AttentionShapes, noise_image
 
 from mbpo_bench.models import Prompt, build_tiny_model, load_model
 from mbpo_bench.models import compile as compile_mod
@@ -72,20 +72,6 @@ def _generate(vlm: Any, prompts: list[Prompt], n: int) -> list[list[str]]:
     return vlm.generate(prompts, max_new_tokens=n, min_new_tokens=n, batch_size=len(prompts))
 
 
-class _Attention:
-    """Records (batch, length) of every SDPA call."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.shapes: list[tuple[int, int]] = []
-        real = torch.nn.functional.scaled_dot_product_attention
-
-        def spy(q: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-            self.shapes.append((q.shape[0], q.shape[-2]))
-            return real(q, *args, **kwargs)
-
-        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
-
-
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl", "qwen2_5_vl"])
 def test_greedy_generate_in_the_compiled_context_equals_eager_without_recompiling(
     tiny: Callable[[str], Any], family: str, monkeypatch: pytest.MonkeyPatch
@@ -110,7 +96,7 @@ def test_greedy_generate_in_the_compiled_context_equals_eager_without_recompilin
     assert cached == []
     breaks = {k: v for k, v in counters["graph_break"].items() if "ContextVar" not in k}
     assert breaks == {}  # (CLIP's output-capturing hook breaks on torch < 2.15: known)
-    spy = _Attention(monkeypatch)  # (a spy inside the graphs adds guards: its own pass)
+    spy = AttentionShapes(monkeypatch)  # (a spy inside the graphs adds guards: its own pass)
     with compiled_layers(vlm, backend="eager", qwen_vision=True):
         assert (_generate(vlm, first, 4), _generate(vlm, second, 6)) == eager
     if family != "llava":

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from support_prompts import noise_image
+from support_prompts import AttentionShapes, noise_image
 
 from mbpo_bench.models import build_tiny_model, load_model
 from mbpo_bench.models import qwen_vision as qv
@@ -56,20 +56,6 @@ def _run(vlm: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return out.pooler_output
 
 
-class _Attention:
-    """Records the batch and length of every SDPA call (vision and LM)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.shapes: list[tuple[int, int]] = []
-        real = torch.nn.functional.scaled_dot_product_attention
-
-        def spy(q: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-            self.shapes.append((q.shape[0], q.shape[-2]))
-            return real(q, *args, **kwargs)
-
-        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
-
-
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
 def test_equal_images_attend_as_one_batch_with_the_towers_numbers(
     tiny: Callable[[str], Any], family: str, monkeypatch: pytest.MonkeyPatch
@@ -88,7 +74,7 @@ def test_equal_images_attend_as_one_batch_with_the_towers_numbers(
     reference = _run(vlm, inputs)
     torch._dynamo.reset()
     counters.clear()
-    spy = _Attention(monkeypatch)
+    spy = AttentionShapes(monkeypatch)
     with compiled_layers(vlm, backend="eager", qwen_vision=True):
         blocks = _tower(vlm).blocks
         assert all(vars(b).get("forward") is not None for b in blocks)
@@ -120,7 +106,7 @@ def test_images_of_different_sizes_fall_back_to_the_towers_own_attention(
     assert qv.uniform_segment(inputs["image_grid_thw"]) is None
     lengths = [int(h * w) for _, h, w in inputs["image_grid_thw"].tolist()]
     reference = _run(vlm, inputs)
-    spy = _Attention(monkeypatch)
+    spy = AttentionShapes(monkeypatch)
     with compiled_layers(vlm, backend="eager", qwen_vision=True):
         compiled = _run(vlm, inputs)
     torch.testing.assert_close(compiled, reference, atol=1e-5, rtol=1e-5)
@@ -142,7 +128,7 @@ def test_runs_of_equal_sizes_in_a_mixed_batch_attend_one_call_per_run(
     runs = qv.segment_runs(inputs["image_grid_thw"])
     assert [n for _, n in runs] == [2, 3] and runs[0][0] != runs[1][0]
     reference = _run(vlm, inputs)
-    spy = _Attention(monkeypatch)
+    spy = AttentionShapes(monkeypatch)
     with compiled_layers(vlm, backend="eager", qwen_vision=True):
         compiled = _run(vlm, inputs)
     torch.testing.assert_close(compiled, reference, atol=1e-5, rtol=1e-5)
