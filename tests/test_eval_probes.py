@@ -72,6 +72,17 @@ def test_probe_inputs(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(n1.prompt.image), np.asarray(n2.prompt.image))
 
 
+def test_every_probe_that_runs_on_a_text_only_item_builds_a_text_only_prompt() -> None:
+    """A row without an image (HallusionBench has them; the first-hour fuzz made one in a POPE
+    file) runs under `image` as given, not as a ValueError out of `eval` (it was one)."""
+    it = TaskItem("t", "0", "Is the sky blue? Answer yes or no.", "yes", "yesno", None)
+    for probe in ("image", "blind"):
+        assert applicable(probe, it, {})
+        built = probe_input(probe, it, image_size=4, mismatched={})
+        assert built.prompt.image is None and built.image is None
+        assert built.prompt.text == it.question
+
+
 def test_noise_image_is_seeded() -> None:
     a, b = noise_image(6, 1), noise_image(6, 2)
     assert a.size == (6, 6) and a.mode == "RGB"

@@ -55,6 +55,8 @@ class ProbeInput:
 def _own_image(
     item: TaskItem, image_size: int, mismatched: dict[str, Path], seed: int
 ) -> ProbeInput:
+    if item.image_path is None:  # a text-only item (HallusionBench has them): as given
+        return ProbeInput(Prompt(item.question, None), None)
     return ProbeInput(Prompt(item.question, item.load_image()), str(item.image_path))
 
 
