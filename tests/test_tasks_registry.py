@@ -125,6 +125,20 @@ def test_suite_order_must_be_an_integer(tmp_path: Path) -> None:
         list_tasks(include_paths=[folder])
 
 
+@pytest.mark.parametrize("value", ["[]", "[image_id, 3]", "{a: b}", "'a,b'"])
+def test_cluster_must_be_a_label_or_a_list_of_labels(tmp_path: Path, value: str) -> None:
+    folder = _user_folder(tmp_path, "my_count")
+    _with_suite(folder, "my_count", f"  cluster: {value}\n")
+    with pytest.raises(UserError, match=r"my_count\.yaml: metadata\.cluster must be a meta label"):
+        list_tasks(include_paths=[folder])
+
+
+def test_a_cluster_list_is_kept_joined(tmp_path: Path) -> None:
+    folder = _user_folder(tmp_path, "my_count")
+    _with_suite(folder, "my_count", "  cluster: [category, image_id]\n")
+    assert get_task("my_count", include_paths=[folder]).cluster == "category,image_id"
+
+
 def test_validate_refuses_functions_naming_another_task(tmp_path: Path) -> None:
     """Silent failure (b) of issue 14: `process_docs: docs_for_<other task>` passed validation
     and fed lmms-eval the other task's items."""

@@ -13,7 +13,8 @@ folder) builds a task from the standard keys; our registry reads the standard ke
       suite_order: 1             # optional: position within its suites (unset: after, by name)
       judge: mmvet               # optional: graded by a judge with this rubric (open-ended tasks)
       headline: mmvet_score      # optional: the paper table's metric (default: accuracy)
-      cluster: question_index    # optional: rows sharing this meta label are resampled together
+      cluster: question_index    # optional: rows sharing this meta label (or, for a list of
+                                 # labels, these values together) are resampled together
       data: {source: local | embedded, ...}   # where the items come from (see sources.py)
 
 `!function a.b.c` tags are kept as `FunctionRef("a.b.c")` strings: parsing never imports
@@ -68,7 +69,8 @@ class TaskSpec:
     suite_order: int | None = None  # position within its suites; None: after the ordered ones
     judge: str | None = None  # a rubric in mbpo_bench.judges.rubrics.RUBRICS (MM-Vet, MMHal)
     headline: str | None = None  # the metric the paper table and gain / leakage use
-    cluster: str | None = None  # item meta label whose rows the bootstrap resamples together
+    # item meta label(s) whose rows the bootstrap resamples together; several joined by ","
+    cluster: str | None = None
     origin: str = field(default="", compare=False)  # "built-in", "plugin NAME" or the folder
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -165,6 +167,24 @@ def spec_from_yaml(path: Path) -> TaskSpec | None:
         suite_order=suite_order,
         judge=None if judge is None else str(judge),
         headline=None if meta.get("headline") is None else str(meta["headline"]),
-        cluster=None if meta.get("cluster") is None else str(meta["cluster"]),
+        cluster=_cluster(meta.get("cluster"), where),
         raw=data,
     )
+
+
+def _cluster(value: Any, where: str) -> str | None:
+    """`metadata.cluster`: one meta label or a list of them, kept as one string joined by ","
+    (the form results files record). Why a list: a group can be named by several labels
+    together, as HallusionBench's question sets are by category, subcategory and set id."""
+    if value is None:
+        return None
+    labels = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(labels, list)
+        or not labels
+        or not all(isinstance(v, str) and v and "," not in v for v in labels)
+    ):
+        raise UserError(
+            f"{where}: metadata.cluster must be a meta label or a list of them — fix the file"
+        )
+    return ",".join(labels)

@@ -91,18 +91,27 @@ class _Scorer:
     def resamples(self, *paired: list[Any]) -> Iterator[list[list[Any]]]:
         """Bootstrap resamples of row lists that hold the same items in the same order (one per
         probe): items are drawn, or with `cluster` whole clusters (every row sharing the label,
-        e.g. the circular passes of one MMBench question). A cluster drawn twice has its second
-        copy relabelled, so grouped metrics count it twice, as a resample must."""
+        or all of several comma-joined labels: the circular passes of one MMBench question, the
+        two questions of one MME image, one HallusionBench question set). A cluster drawn twice
+        has its copies' last label made distinct, so grouped metrics count it twice, as a
+        resample must. Why: a group metric (acc+, fAcc, qAcc, pair accuracy) resampled item by
+        item splits and merges its groups, so its interval is not the metric's."""
         n = len(paired[0])
         if not self.cluster:
             for c in self.counts(n)[: self.b.task_metric_resamples].astype(int):
                 take = np.repeat(np.arange(n), c)
                 yield [[rows[i] for i in take] for rows in paired]
             return
-        key = self.cluster
-        members: dict[str, list[int]] = {}
+        keys = self.cluster.split(",")
+        key = keys[-1]  # a copy relabels this one: the group keys of every metric include it
+        members: dict[tuple[str, ...], list[int]] = {}
         for i, row in enumerate(paired[0]):
-            members.setdefault(str((row.get("meta") or {}).get(key)), []).append(i)
+            meta = row.get("meta") or {}
+            values = [meta.get(k) for k in keys]
+            label = (  # a row without the label is a cluster of its own, never one "None" cluster
+                ("\x00row", str(i)) if None in values else tuple(str(v) for v in values)
+            )
+            members.setdefault(label, []).append(i)
         groups = list(members.values())
         for c in self.counts(len(groups))[: self.b.task_metric_resamples].astype(int):
             out: list[list[Any]] = [[] for _ in paired]
