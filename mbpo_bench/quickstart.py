@@ -58,15 +58,23 @@ if TYPE_CHECKING:
 
 def base_fingerprint(config: QuickstartConfig) -> str:
     """Everything that shapes the base model: family, size, seed, SFT config, package version,
-    and the embedded benchmark (its config and generator version, via the data fingerprint)."""
+    the embedded benchmark (its config and generator version, via the data fingerprint), and
+    the torch CPU thread count it trains with. Why threads: a CPU matmul's summation order
+    depends on them (1 vs 2 threads give gradients that differ in the last bits), so over a few
+    hundred steps the base's weights do too, and a cached base from another thread count would
+    not reproduce a report made with `--threads N`."""
+    import torch
+
     from mbpo_bench import __version__
     from mbpo_bench.data.registry import embedded_config_from_env
 
+    threads = config.threads if config.threads is not None else torch.get_num_threads()
     text = json.dumps(
         {
             "family": config.family,
             "size": config.size,
             "seed": config.seed,
+            "threads": threads,
             "sft": to_dict(config.base),
             "v": __version__,
             "data": embedded_config_from_env().fingerprint(),
@@ -88,8 +96,8 @@ def report_path(config: QuickstartConfig) -> Path:
 
 
 def _runtime(runtime: RuntimeConfig, config: QuickstartConfig) -> RuntimeConfig:
-    """A copy of a stage's runtime with the quickstart's seed, thread count and progress (not
-    part of the base's fingerprint: it changes neither weights nor numbers)."""
+    """A copy of a stage's runtime with the quickstart's seed, thread count and progress (the
+    thread count is part of the base's fingerprint: see `base_fingerprint`)."""
     return dataclasses.replace(
         runtime, seed=config.seed, threads=config.threads, progress=config.progress
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def test_base_fingerprint_follows_what_shapes_the_base() -> None:
     assert base_fingerprint(default) != base_fingerprint(
         load_config(QuickstartConfig, None, ["base.optim.steps=7"])
     )
+    # CPU matmuls sum in a thread-count-dependent order: another count is another base
+    one, two = (dataclasses.replace(default, threads=n) for n in (1, 2))
+    assert base_fingerprint(one) != base_fingerprint(two)
     # the MBPO stage and the evaluation do not invalidate the cached base
     assert base_fingerprint(default) == base_fingerprint(
         load_config(QuickstartConfig, None, ["mbpo.optim.steps=7"])
