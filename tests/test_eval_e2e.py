@@ -97,6 +97,28 @@ def test_unknown_task_suggests_names(
     assert not out.exists()
 
 
+def test_probes_that_apply_to_no_item_are_refused_or_named(
+    env: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mismatched` needs two distinct images: with --limit 1 it covers nothing. Alone, the run
+    would finish with no samples (it did: the first-hour fuzz found it); now it is refused
+    before the model loads. Beside a probe that runs, its absence is named on stderr."""
+    out = env["root"] / "nothing"
+    code = _eval(env, out, "--limit", "1", "--probes", "mismatched")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "nothing to evaluate: probe mismatched applies to no item of mbpo_embedded_" in err
+    assert "needs at least 2 distinct images, the task has 1" in err and " — " in err
+    assert not out.exists()  # refused before the run folder is made
+
+    out = env["root"] / "partial"
+    assert _eval(env, out, "--limit", "1", "--probes", "image,mismatched") == 0
+    warnings = [w for w in capsys.readouterr().err.splitlines() if w.startswith("warning:")]
+    assert len(warnings) == 3 and all("probe mismatched applies to no item" in w for w in warnings)
+    res = Results.read(out / "results.json")
+    assert all(set(t.probes) == {"image"} for t in res.tasks.values())
+
+
 def test_model_that_fails_to_load(env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     broken = env["root"] / "broken"
     broken.mkdir()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mbpo_bench.errors import UserError
 from mbpo_bench.evaluation.config import EvalConfig
 from mbpo_bench.evaluation.hashing import content_hash
-from mbpo_bench.evaluation.probes import parse_probes
+from mbpo_bench.evaluation.probes import parse_probes, run_probes
 from mbpo_bench.evaluation.schema import GenerationSettings, ModelInfo, Results
 from mbpo_bench.judges.config import JudgeConfig
 
@@ -240,12 +240,16 @@ def run_eval(
             )
         vlm = load_vlm(config)
         return run_lmms_eval(config, tasks, vlm, model_info(config, vlm), overwrite=overwrite)
+    from mbpo_bench.evaluation.plan import check_coverage
     from mbpo_bench.evaluation.runner import evaluate
     from mbpo_bench.runs import RunDir
 
     tasks = load_tasks(config)
     check_judged(config, tasks)
     check_backbone(config)
+    check_coverage(
+        tasks, run_probes(config.probes.names, bool(config.backbone)), config.probes.seed
+    )
     progress = progress and parallel.is_main()  # one config print and progress bar, rank 0's
     if progress if show_config is None else (show_config and parallel.is_main()):
         from mbpo_bench.config import print_config

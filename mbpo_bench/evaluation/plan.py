@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mbpo_bench.errors import UserError
 from mbpo_bench.evaluation.probes import applicable
 from mbpo_bench.evaluation.schema import GenerationSettings, SkippedItem
 from mbpo_bench.modality.images import mismatched_images
@@ -87,6 +88,44 @@ def plan_task(
     covered = {p: [it.doc_id for it in items if applicable(p, it, mismatched)] for p in probes}
     covered = {p: ids for p, ids in covered.items() if ids}
     return TaskPlan(info, {it.doc_id: it for it in items}, skipped, covered, mismatched)
+
+
+def _why_uncovered(probe: str, items: Sequence[TaskItem]) -> str:
+    from mbpo_bench.evaluation.probes import PROBE_TABLE
+
+    if PROBE_TABLE[probe].needs_mismatched:
+        n = len({it.image_path for it in items if it.image_path is not None})
+        return f"it needs at least 2 distinct images, the task has {n}"
+    return "every item is text-only"
+
+
+def check_coverage(
+    tasks: Sequence[tuple[TaskInfo, Sequence[TaskItem], list[SkippedItem]]],
+    probes: Sequence[str],
+    seed: int,
+) -> None:
+    """Refuse a run in which no requested probe applies to any item (it would finish with no
+    samples), and say which probes a task leaves out, before the model loads. Why: `plan_task`
+    drops a probe that covers no item of a task (`mismatched` with one image, an image probe on
+    text-only items), and a run that silently measures nothing is worse than an error."""
+    import sys
+
+    missing: list[str] = []
+    any_covered = False
+    for info, items, skipped in tasks:
+        plan = plan_task(info, items, skipped, probes, seed)
+        any_covered = any_covered or bool(plan.probes)
+        missing += [
+            f"probe {p} applies to no item of {info.name} ({_why_uncovered(p, items)})"
+            for p in probes
+            if p not in plan.probes
+        ]
+    if not any_covered and missing:
+        raise UserError(
+            f"nothing to evaluate: {'; '.join(missing)} — raise --limit, or add the image probe"
+        )
+    for line in missing:
+        print(f"warning: {line} — its metrics are absent from results.json", file=sys.stderr)
 
 
 def batches(

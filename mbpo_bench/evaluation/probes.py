@@ -142,6 +142,12 @@ def parse_probes(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(p for p in selectable if p in names)
 
 
+def run_probes(spec: str | Sequence[str] | None, backbone: bool) -> tuple[str, ...]:
+    """The probes a run evaluates: the parsed selection, plus the backbone's with `--backbone`."""
+    probes = parse_probes(spec)
+    return (*probes, BACKBONE) if backbone else probes
+
+
 def probe_input(
     probe: str,
     item: TaskItem,

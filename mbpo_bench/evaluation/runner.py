@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.evaluation.config import EvalConfig
 from mbpo_bench.evaluation.plan import TaskInfo, TaskPlan, batches, plan_task
-from mbpo_bench.evaluation.probes import BACKBONE, parse_probes
+from mbpo_bench.evaluation.probes import BACKBONE, run_probes
 from mbpo_bench.evaluation.schema import ModelInfo, Results, SkippedItem
 from mbpo_bench.evaluation.store import RESULTS, SampleStore
 
@@ -203,9 +203,7 @@ def evaluate(
     from mbpo_bench.evaluation.scoring import recompute_results
     from mbpo_bench.runs import write_atomic
 
-    probes = parse_probes(config.probes.names)
-    if config.backbone:
-        probes = (*probes, BACKBONE)
+    probes = run_probes(config.probes.names, bool(config.backbone))
     plans = [
         plan_task(info, items, skipped, probes, config.probes.seed)
         for info, items, skipped in tasks
