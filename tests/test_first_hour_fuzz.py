@@ -169,6 +169,8 @@ TOKENS = values([None, 1, 4], [-1, 0, 10**9, "many"])
          skip_bad=True, mutations=[("bad_image", "image", 11)])  # fmt: skip
 @example(limit=None, batch_size=None, max_new_tokens=None, probes=None, sets=[],
          skip_bad=False, mutations=[("no_image", "question", 8)])  # fmt: skip
+@example(limit=1, batch_size=None, max_new_tokens=None, probes="mismatched", sets=[],
+         skip_bad=False, mutations=[])  # fmt: skip
 def test_eval_never_tracebacks_and_never_finishes_empty(
     limit: Any, batch_size: Any, max_new_tokens: Any, probes: str | None, sets: list[str],
     skip_bad: bool, mutations: list[tuple[str, str, int]],
