@@ -299,3 +299,24 @@ def test_runs_under_different_input_protocols_are_flagged(tmp_path: Path) -> Non
     assert "input protocol" in text and "| lmms-eval |" in text  # the runs table's column
     same = render_report([a], baseline=a, out=tmp_path / "s.md").read_text()
     assert "input protocol" not in same
+
+
+def test_samples_cut_short_are_refused_and_missing_samples_named(
+    tmp_path: Path, runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A samples.jsonl holding fewer rows than results.json scored would give CIs and paired
+    differences over other items than the point estimate (the report used what was left);
+    without samples.jsonl the average has no CI, and the report says so."""
+    samples = runs["mbpo"] / "samples.jsonl"
+    lines = samples.read_text().splitlines(keepends=True)
+    samples.write_text("".join(lines[: len(lines) // 2]))
+    argv = ["report", str(runs["base"]), str(runs["mbpo"]), "--out", str(tmp_path / "r.md")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(samples) in err and "that its results.json scored" in err
+    assert not (tmp_path / "r.md").exists()
+
+    samples.unlink()
+    assert main(argv) == 0
+    average = (tmp_path / "r.md").read_text().split("## Average over tasks")[1].split("\n## ")[0]
+    assert "No CI on the average of `mbpo`: no samples.jsonl" in average

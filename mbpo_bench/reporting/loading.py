@@ -62,8 +62,20 @@ class RunData:
         return self._samples
 
     def rows(self, task: str, probe: str) -> dict[str, dict[str, Any]]:
-        """doc_id -> row for one task and probe."""
-        return {d: r for (t, p, d), r in self.samples().items() if t == task and p == probe}
+        """doc_id -> row for one task and probe. A samples.jsonl that holds fewer of them than
+        results.json scored is refused: a per-item CI or paired difference over the rows that
+        are left would silently describe other items than the point estimate beside it."""
+        out = {d: r for (t, p, d), r in self.samples().items() if t == task and p == probe}
+        scored = self.results.tasks.get(task)
+        expected = scored.probes[probe].n if scored and probe in scored.probes else 0
+        if self.has_samples and len(out) < expected:
+            raise UserError(
+                f"{self.path / 'samples.jsonl'} holds {len(out)} of the {expected} {probe} "
+                f"samples of {task} that its results.json scored — re-run `mbpo-bench eval "
+                f"--output {self.path} --overwrite`, or move samples.jsonl away to report "
+                "without per-item CIs"
+            )
+        return out
 
 
 def load_run(path: Path, name: str | None = None) -> RunData:

@@ -175,6 +175,13 @@ def average_table(runs: Sequence[RunData], config: ReportConfig) -> tuple[pd.Dat
                 cells.append(ABSENT if norm is None else fmt_estimate(*norm, digits))
         cells.append(_average_cell(run, usable, config, digits))
         data[run.name] = cells
+    no_samples = [r.name for r in runs if not r.has_samples]
+    if no_samples and usable:
+        notes.append(
+            "No CI on the average of "
+            + ", ".join(f"`{n}`" for n in no_samples)
+            + ": no samples.jsonl (the per-item values the CI resamples)."
+        )
     df = pd.DataFrame.from_dict(data, orient="index", columns=columns)
     df.index.name = "run"
     return df, notes
