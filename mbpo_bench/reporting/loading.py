@@ -55,7 +55,7 @@ class RunData:
                 except KeyError as exc:
                     raise UserError(
                         f"{self.path / 'samples.jsonl'}: row {i + 1} has no {exc.args[0]!r} — "
-                        f"re-run `mbpo-bench eval --output {self.path}` to rewrite it"
+                        f"re-run its evaluation ({self.path / 'command.txt'}) with --overwrite"
                     ) from None
                 index.setdefault(key, row)
             self._samples = index
@@ -71,9 +71,9 @@ class RunData:
         if self.has_samples and len(out) < expected:
             raise UserError(
                 f"{self.path / 'samples.jsonl'} holds {len(out)} of the {expected} {probe} "
-                f"samples of {task} that its results.json scored — re-run `mbpo-bench eval "
-                f"--output {self.path} --overwrite`, or move samples.jsonl away to report "
-                "without per-item CIs"
+                f"samples of {task} that its results.json scored — re-run its evaluation "
+                f"({self.path / 'command.txt'}) with --overwrite, or move samples.jsonl away to "
+                "report without per-item CIs"
             )
         return out
 
@@ -94,7 +94,7 @@ def load_run(path: Path, name: str | None = None) -> RunData:
     except UserError as exc:
         message = str(exc)
         if " — " not in message:
-            message += f" — re-run `mbpo-bench eval --output {path}` to rewrite it"
+            message += f" — re-run its evaluation ({path / 'command.txt'}) with --overwrite"
         raise UserError(message) from None
     return RunData(path=path, name=name or path.resolve().name, results=results)
 
