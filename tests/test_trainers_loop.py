@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,33 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path: Path) -> None:
     rows_a = read_jsonl(tmp_path / "a" / "metrics.jsonl")
     rows_b = read_jsonl(tmp_path / "b" / "metrics.jsonl")
     assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+
+
+@pytest.mark.parametrize("damaged", ["trainable.safetensors", "state.pt"])
+def test_a_damaged_checkpoint_is_one_line_and_its_printed_fix_resumes(
+    tmp_path: Path, damaged: str
+) -> None:
+    """A checkpoint file that no longer parses (a traceback out of safetensors / torch.load
+    before) names itself and the fix; following the fix resumes from the checkpoint before it
+    and ends on the uninterrupted run's weights."""
+    ref = _toy()
+    _run(tmp_path / "a", ref, step_fn=_step_fn(ref))
+    model = _toy()
+    with pytest.raises(_Interrupt):  # checkpoints at steps 2 and 4, interrupted in step 5
+        _run(tmp_path / "b", model, step_fn=_step_fn(model, fail_at=4))
+    newest = tmp_path / "b" / "checkpoints" / "step-000004"
+    (newest / damaged).write_bytes(b"not a checkpoint")
+    fresh = _toy(seed=99)
+    with pytest.raises(UserError) as info:
+        _run(tmp_path / "b", fresh, step_fn=_step_fn(fresh), resume=True)
+    message = str(info.value)
+    assert "\n" not in message and str(newest / damaged) in message
+    assert f"delete {newest} and resume again" in message
+    shutil.rmtree(newest)  # the printed fix
+    fresh = _toy(seed=99)
+    assert _run(tmp_path / "b", fresh, step_fn=_step_fn(fresh), resume=True).resumed_from == 2
+    for a, b in zip(ref.parameters(), fresh.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_nan_loss_stops_before_the_step_and_keeps_the_checkpoint(tmp_path: Path) -> None:

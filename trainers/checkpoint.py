@@ -205,7 +205,7 @@ def load(
     if sharded_checkpoint.is_sharded_checkpoint(checkpoint.path):
         sharded_checkpoint.load(checkpoint.path, model, optimizer)
         return _load_state(checkpoint, scheduler)
-    weights = load_file(str(checkpoint.path / TRAINABLE))
+    weights = _readable(checkpoint, TRAINABLE, lambda f: load_file(str(f)))
     if is_sharded(model):
         state = _load_state(checkpoint, scheduler)
         sharded_checkpoint.load_replicated(weights, state["optimizer"], model, optimizer)
@@ -222,9 +222,27 @@ def load(
     return state
 
 
+def _readable(checkpoint: Checkpoint, name: str, read: Any) -> Any:
+    """`read(path / name)`, or a one-line `UserError` naming the damaged file and the fix. Why:
+    checkpoints are written atomically, so a file that does not parse was damaged afterwards
+    (disk, copy, hand edit); resuming from it would be a traceback, and its cure is to resume
+    from the checkpoint before it."""
+    from mbpo_bench.errors import UserError
+
+    path = checkpoint.path / name
+    try:
+        return read(path)
+    except Exception as exc:  # safetensors, pickle and zip errors share no base class
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"checkpoint file {path} cannot be read ({reason}) — delete {checkpoint.path} and "
+            "resume again: the run continues from the checkpoint before it, or from the start"
+        ) from None
+
+
 def _load_state(checkpoint: Checkpoint, scheduler: Any) -> dict[str, Any]:
     """state.pt: restore the scheduler and the RNG, return the rest (step, data, extra, ...)."""
-    state: dict[str, Any] = torch.load(checkpoint.path / STATE, weights_only=True)
+    state: dict[str, Any] = _readable(checkpoint, STATE, lambda f: torch.load(f, weights_only=True))
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return state
