@@ -141,7 +141,14 @@ def read_pairs(path: Path) -> list[PreferencePair]:
 
     if not path.is_file():
         raise UserError(f"preference dataset not found: {path} — run `mbpo-bench mine` first")
-    frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow's ArrowInvalid, OSError: no shared base worth naming
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"preference dataset {path} cannot be read as parquet ({reason}) — write it again "
+            "with `mbpo-bench mine`, or pass another file"
+        ) from None
     missing = [c for c in PAIR_COLUMNS_REQUIRED if c not in frame.columns]
     if missing:
         raise UserError(
