@@ -274,6 +274,10 @@ def test_cli_writes_report(
             lambda p: (p.mkdir(), (p / "results.json").write_text('{"schema_version": 1}')),
             "missing",
         ),
+        (
+            lambda p: (p.mkdir(), (p / "results.json").write_text('{"schema_version": "x"}')),
+            "with --overwrite",  # the fix of a file eval wrote, not the config loader's advice
+        ),
     ],
 )
 def test_cli_bad_run_folder_is_one_line(

@@ -92,10 +92,12 @@ def load_run(path: Path, name: str | None = None) -> RunData:
     try:
         results = Results.from_json(results_file.read_text(), source=str(results_file))
     except UserError as exc:
-        message = str(exc)
-        if " — " not in message:
-            message += f" — re-run its evaluation ({path / 'command.txt'}) with --overwrite"
-        raise UserError(message) from None
+        # what is wrong, from the typed loader; its fix is written for configs ("write it as
+        # ..."), while a results.json is rewritten by its evaluation, whatever broke it
+        what = str(exc).split(" — ")[0]
+        raise UserError(
+            f"{what} — re-run its evaluation ({path / 'command.txt'}) with --overwrite"
+        ) from None
     return RunData(path=path, name=name or path.resolve().name, results=results)
 
 
