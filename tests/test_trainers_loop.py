@@ -116,6 +116,24 @@ def test_a_damaged_checkpoint_is_one_line_and_its_printed_fix_resumes(
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_a_damaged_sharded_checkpoint_is_one_line(tmp_path: Path) -> None:
+    """The torch.distributed.checkpoint layout too: unreadable metadata names the folder."""
+    from mbpo_bench.trainers import sharded_checkpoint
+
+    folder = tmp_path / "step-000002"
+    (folder / sharded_checkpoint.SHARDED).mkdir(parents=True)
+    (folder / sharded_checkpoint.SHARDED / sharded_checkpoint.METADATA).write_bytes(b"garbage")
+    model = _toy()
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    with pytest.raises(UserError) as info:
+        checkpoint.load(checkpoint.Checkpoint(2, folder), model, optimizer=optimizer,
+                        scheduler=scheduler)  # fmt: skip
+    message = str(info.value)
+    assert "\n" not in message and str(folder / sharded_checkpoint.SHARDED) in message
+    assert f"delete {folder} and resume again" in message
+
+
 def test_nan_loss_stops_before_the_step_and_keeps_the_checkpoint(tmp_path: Path) -> None:
     model = _toy()
     with pytest.raises(loop.TrainingDiverged) as info:

@@ -203,7 +203,11 @@ def load(
     from mbpo_bench.models.common import is_sharded
 
     if sharded_checkpoint.is_sharded_checkpoint(checkpoint.path):
-        sharded_checkpoint.load(checkpoint.path, model, optimizer)
+        _readable(
+            checkpoint,
+            sharded_checkpoint.SHARDED,
+            lambda _: sharded_checkpoint.load(checkpoint.path, model, optimizer),
+        )
         return _load_state(checkpoint, scheduler)
     weights = _readable(checkpoint, TRAINABLE, lambda f: load_file(str(f)))
     if is_sharded(model):
