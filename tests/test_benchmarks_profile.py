@@ -42,8 +42,10 @@ def test_operator_classes() -> None:
 
 def test_profile_section_splits_a_matmul_heavy_call() -> None:
     torch.set_num_threads(1)
-    a, b = torch.randn(256, 256), torch.randn(256, 256)
-    text = profile_section(lambda: torch.relu(a @ b) * 2, "cpu", "toy")
+    # 4 matmuls of 512: ~10-50 ms of operator time, well above the section's 1 ms resolution
+    # (one 256 matmul took ~0.3 ms and printed as "CPU time 0.000 s" on a fast core)
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    text = profile_section(lambda: [torch.relu(a @ b) * 2 for _ in range(4)], "cpu", "toy")
     assert text.startswith("## Profile: toy")
     share = float(text.split("matmul ")[1].split("%")[0])
     assert 0.0 < share <= 100.0
