@@ -174,3 +174,15 @@ def test_output_comes_from_the_config_file_unless_given_on_the_command_line(
     cli = ["--output", str(tmp_path / "from_cli")] if given else []
     assert main(["quickstart", "--quiet", "--config", str(config), *cli]) == 0
     assert seen[0].output == tmp_path / ("from_cli" if given else "from_file")
+
+
+def test_report_only_with_a_damaged_timings_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was a JSONDecodeError traceback."""
+    (tmp_path / "timings.json").write_text("{{")
+    assert main(["quickstart", "--output", str(tmp_path), "--no-progress", "report_only=true"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1 and str(tmp_path / "timings.json") in errors[0]
+    assert "not valid JSON" in errors[0] and " — delete it to report without seed 0" in errors[0]
