@@ -166,6 +166,25 @@ def test_cli_unknown_arm_is_one_line_and_exit_2(
     assert err.startswith("error: unknown arm 'dpo' (did you mean: dpo-pgd") and "\n" not in err
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--seeds", "0,0"], "seeds repeat a seed: [0, 0]"),
+        (["--lrs", "1e-5,1e-5"], "lrs repeat a learning rate: [1e-05, 1e-05]"),  # was accepted
+        (["--lrs", "0"], "lrs must be positive learning rates"),
+    ],
+)
+def test_cli_repeated_or_impossible_grid_values_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], message: str
+) -> None:
+    argv = ["ablate", "--model", str(tmp_path), "--output", str(tmp_path / "o"), "--dry-run",
+            *option]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and " — " in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -191,5 +191,7 @@ class AblationConfig:
             raise ValueError("eval_limit must be >= 1")
         if self.lrs is not None and (not self.lrs or min(self.lrs) <= 0):
             raise ValueError(f"lrs must be positive learning rates, got {self.lrs}")
+        if self.lrs is not None and len(set(self.lrs)) != len(self.lrs):
+            raise ValueError(f"lrs repeat a learning rate: {self.lrs}")  # a run twice, one name
         if self.lrs and self.lr_from:
             raise ValueError("lrs (a grid, on dev) and lr_from (the dev choice) exclude each other")
