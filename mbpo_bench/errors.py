@@ -35,3 +35,10 @@ def check_choice(what: str, name: str, choices: Iterable[str]) -> str:
             f"choose one of: {', '.join(options)}"
         )
     return name
+
+
+def exception_line(exc: BaseException, limit: int = 160) -> str:
+    """`Type: first line of the message` (cut at `limit` characters), for the parenthesis of a
+    one-line `UserError` that wraps a library's exception: the cause, without its traceback."""
+    first = (str(exc).strip().splitlines() or [""])[0][:limit]
+    return f"{type(exc).__name__}: {first}"

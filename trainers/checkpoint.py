@@ -231,15 +231,14 @@ def _readable(checkpoint: Checkpoint, name: str, read: Any) -> Any:
     checkpoints are written atomically, so a file that does not parse was damaged afterwards
     (disk, copy, hand edit); resuming from it would be a traceback, and its cure is to resume
     from the checkpoint before it."""
-    from mbpo_bench.errors import UserError
+    from mbpo_bench.errors import UserError, exception_line
 
     path = checkpoint.path / name
     try:
         return read(path)
     except Exception as exc:  # safetensors, pickle and zip errors share no base class
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise UserError(
-            f"checkpoint file {path} cannot be read ({reason}) — delete {checkpoint.path} and "
+            f"checkpoint file {path} cannot be read ({exception_line(exc, 120)}) — delete {checkpoint.path} and "
             "resume again: the run continues from the checkpoint before it, or from the start"
         ) from None
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mbpo_bench.data.items import TaskItem
-from mbpo_bench.errors import UserError
+from mbpo_bench.errors import UserError, exception_line
 from mbpo_bench.models.protocol import Prompt
 
 if TYPE_CHECKING:
@@ -144,10 +144,9 @@ def read_pairs(path: Path) -> list[PreferencePair]:
     try:
         frame = pd.read_parquet(path)
     except Exception as exc:  # pyarrow's ArrowInvalid, OSError: no shared base worth naming
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise UserError(
-            f"preference dataset {path} cannot be read as parquet ({reason}) — write it again "
-            "with `mbpo-bench mine`, or pass another file"
+            f"preference dataset {path} cannot be read as parquet ({exception_line(exc, 120)}) "
+            "— write it again with `mbpo-bench mine`, or pass another file"
         ) from None
     missing = [c for c in PAIR_COLUMNS_REQUIRED if c not in frame.columns]
     if missing:

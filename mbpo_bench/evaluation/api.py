@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mbpo_bench.errors import UserError
+from mbpo_bench.errors import UserError, exception_line
 from mbpo_bench.evaluation.config import EvalConfig
 from mbpo_bench.evaluation.hashing import content_hash
 from mbpo_bench.evaluation.probes import parse_probes, run_probes
@@ -134,10 +134,9 @@ def load_vlm(config: EvalConfig) -> VisionLanguageModel:
     except UserError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         hint = "" if config.online else "; it is not fetched from a hub without --online"
         raise UserError(
-            f"model '{config.model}' failed to load ({type(exc).__name__}: {first}) — check the "
+            f"model '{config.model}' failed to load ({exception_line(exc, 200)}) — check the "
             f"path or hub id{hint}"
         ) from exc
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-from mbpo_bench.errors import UserError
+from mbpo_bench.errors import UserError, exception_line
 from mbpo_bench.judges.base import JudgeUnavailable, Reply
 from mbpo_bench.judges.config import JudgeConfig
 
@@ -86,10 +86,9 @@ class OpenAIJudge:
         )
 
     def _unavailable(self, exc: Exception) -> JudgeUnavailable:
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
         return JudgeUnavailable(
             f"judge {self.id} at {self.base_url} failed after {self.config.max_retries} retries "
-            f"({type(exc).__name__}: {first}) — the run is kept unfinished: rerun the same "
+            f"({exception_line(exc)}) — the run is kept unfinished: rerun the same "
             "command when the endpoint answers (judged items are cached)"
         )
 

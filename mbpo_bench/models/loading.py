@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mbpo_bench.errors import UserError, did_you_mean
+from mbpo_bench.errors import UserError, did_you_mean, exception_line
 from mbpo_bench.models.families import LOADABLE_MODEL_TYPES
 from mbpo_bench.parallel import resolve_device  # used here, and imported from here elsewhere
 
@@ -230,11 +230,7 @@ def load_processor(folder: Path, family: str, *, trust_remote_code: bool = False
         return proc
     rebuild = spec.processor_from_files
     if rebuild is None:
-        why = (
-            f" ({type(error).__name__}: {str(error).strip().splitlines()[0][:120]})"
-            if error
-            else ""
-        )
+        why = f" ({exception_line(error, 120)})" if error else ""
         raise UserError(
             f"the processor in {folder} cannot be loaded{why} — check preprocessor_config.json "
             "and processor_config.json against the original checkpoint"

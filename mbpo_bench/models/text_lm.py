@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mbpo_bench.errors import UserError
+from mbpo_bench.errors import UserError, exception_line
 
 if TYPE_CHECKING:
     import torch
@@ -59,10 +59,9 @@ def load_text_lm(
     except UserError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise UserError(
-            f"{role} model '{path_or_id}' failed to load as a causal LM ({type(exc).__name__}: "
-            f"{first}) — pass a text-only checkpoint folder or a cached hub id"
+            f"{role} model '{path_or_id}' failed to load as a causal LM "
+            f"({exception_line(exc, 200)}) — pass a text-only checkpoint folder or a cached hub id"
         ) from exc
     model.eval()
     if tokenizer.pad_token is None:
