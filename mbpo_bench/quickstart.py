@@ -435,14 +435,12 @@ def _report_only(config: QuickstartConfig) -> Path:
             continue
         try:
             data = json.loads(path.read_text())
+            wrong = None if isinstance(data, dict) else "expected a JSON object"
         except json.JSONDecodeError as exc:
-            raise UserError(
-                f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}) — delete it to report "
-                f"without seed {seed}, or run the quickstart again into a new --output"
-            ) from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: expected a JSON object — delete it to report without seed "
-                            f"{seed}, or run the quickstart again into a new --output")  # fmt: skip
+            wrong = f"not valid JSON ({exc.msg} at line {exc.lineno})"
+        if wrong:
+            raise UserError(f"{path}: {wrong} — delete it to report without seed {seed}, or run "
+                            "the quickstart again into a new --output")  # fmt: skip
         timings[seed] = {k: float(v) for k, v in data.items() if isinstance(v, int | float)
                          and not isinstance(v, bool)}  # fmt: skip
     if not timings:

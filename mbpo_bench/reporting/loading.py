@@ -55,7 +55,7 @@ class RunData:
                 except KeyError as exc:
                     raise UserError(
                         f"{self.path / 'samples.jsonl'}: row {i + 1} has no {exc.args[0]!r} — "
-                        f"re-run its evaluation ({self.path / 'command.txt'}) with --overwrite"
+                        + rerun(self.path)
                     ) from None
                 index.setdefault(key, row)
             self._samples = index
@@ -71,9 +71,8 @@ class RunData:
         if self.has_samples and len(out) < expected:
             raise UserError(
                 f"{self.path / 'samples.jsonl'} holds {len(out)} of the {expected} {probe} "
-                f"samples of {task} that its results.json scored — re-run its evaluation "
-                f"({self.path / 'command.txt'}) with --overwrite, or move samples.jsonl away to "
-                "report without per-item CIs"
+                f"samples of {task} that its results.json scored — {rerun(self.path)}, or move "
+                "samples.jsonl away to report without per-item CIs"
             )
         return out
 
@@ -95,10 +94,14 @@ def load_run(path: Path, name: str | None = None) -> RunData:
         # what is wrong, from the typed loader; its fix is written for configs ("write it as
         # ..."), while a results.json is rewritten by its evaluation, whatever broke it
         what = str(exc).split(" — ")[0]
-        raise UserError(
-            f"{what} — re-run its evaluation ({path / 'command.txt'}) with --overwrite"
-        ) from None
+        raise UserError(f"{what} — {rerun(path)}") from None
     return RunData(path=path, name=name or path.resolve().name, results=results)
+
+
+def rerun(path: Path) -> str:
+    """The fix for a run folder's damaged results or samples: its own command again, replacing
+    the finished run (`mbpo-bench eval --output DIR` alone lacks --model and is refused)."""
+    return f"re-run its evaluation ({path / 'command.txt'}) with --overwrite"
 
 
 def _made_by() -> str:
