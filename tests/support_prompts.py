@@ -8,6 +8,7 @@ pyproject's pytest `pythonpath` puts tests/ on sys.path.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,21 @@ class AttentionShapes:
             return real(q, *args, **kwargs)
 
         monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+
+
+def tiny_models(seed: int = 1) -> Iterator[Callable[[str], Any]]:
+    """Body of a module-scoped fixture: `get(family)` builds and loads a tiny model of that
+    family once (in a temporary folder that lives as long as the fixture)."""
+    import tempfile
+
+    from mbpo_bench.models import build_tiny_model, load_model
+
+    cache: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def get(family: str) -> Any:
+            if family not in cache:
+                cache[family] = load_model(build_tiny_model(family, Path(tmp) / family, seed=seed))
+            return cache[family]
+
+        yield get

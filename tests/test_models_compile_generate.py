@@ -7,16 +7,14 @@ inductor skipped) in the fast tests; the slow one runs inductor.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from support_prompts import AttentionShapes, noise_image
+from support_prompts import AttentionShapes, noise_image, tiny_models
 
-from mbpo_bench.models import Prompt, build_tiny_model, load_model
+from mbpo_bench.models import Prompt
 from mbpo_bench.models import compile as compile_mod
 from mbpo_bench.models import qwen_vision as qv
 from mbpo_bench.models.compile import compiled_layers
@@ -27,15 +25,7 @@ WORDS = ["cat", "red square", "dog", "star", "tree", "blue car"]
 
 @pytest.fixture(scope="module")
 def tiny() -> Iterator[Callable[[str], Any]]:
-    cache: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-
-        def get(family: str) -> Any:
-            if family not in cache:
-                cache[family] = load_model(build_tiny_model(family, Path(tmp) / family, seed=1))
-            return cache[family]
-
-        yield get
+    yield from tiny_models()
 
 
 def _prompts(n: int, offset: int = 0) -> list[Prompt]:

@@ -7,14 +7,13 @@ show), inductor is skipped; CPU fp32 gives the same numbers to rounding.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from support_prompts import AttentionShapes, noise_image
+from support_prompts import AttentionShapes, noise_image, tiny_models
 
 from mbpo_bench.models import build_tiny_model, load_model
 from mbpo_bench.models import qwen_vision as qv
@@ -25,15 +24,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def tiny() -> Iterator[Callable[[str], Any]]:
-    cache: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-
-        def get(family: str) -> Any:
-            if family not in cache:
-                cache[family] = load_model(build_tiny_model(family, Path(tmp) / family, seed=1))
-            return cache[family]
-
-        yield get
+    yield from tiny_models()
 
 
 def _inputs(vlm: Any, sizes: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
@@ -54,6 +45,19 @@ def _run(vlm: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         out = _tower(vlm)(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"])
     return out.pooler_output
+
+
+def _compiled_equals_tower(
+    vlm: Any, inputs: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> tuple[AttentionShapes, int]:
+    """Run the tower eager (reference) and inside `compiled_layers` with the SDPA spy; assert
+    equal outputs; return the spy and the number of whole-image (full-attention) blocks."""
+    reference = _run(vlm, inputs)
+    spy = AttentionShapes(monkeypatch)
+    with compiled_layers(vlm, backend="eager", qwen_vision=True):
+        compiled = _run(vlm, inputs)
+    torch.testing.assert_close(compiled, reference, atol=1e-5, rtol=1e-5)
+    return spy, len(qv.find(vlm.hf_model.model).full)  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
@@ -105,12 +109,7 @@ def test_images_of_different_sizes_fall_back_to_the_towers_own_attention(
     inputs = _inputs(vlm, [(64, 48), (32, 96)])
     assert qv.uniform_segment(inputs["image_grid_thw"]) is None
     lengths = [int(h * w) for _, h, w in inputs["image_grid_thw"].tolist()]
-    reference = _run(vlm, inputs)
-    spy = AttentionShapes(monkeypatch)
-    with compiled_layers(vlm, backend="eager", qwen_vision=True):
-        compiled = _run(vlm, inputs)
-    torch.testing.assert_close(compiled, reference, atol=1e-5, rtol=1e-5)
-    full = len(qv.find(vlm.hf_model.model).full)  # type: ignore[union-attr]
+    spy, full = _compiled_equals_tower(vlm, inputs, monkeypatch)
     for n in lengths:
         assert spy.shapes.count((1, n)) == full
     assert not any(b > 1 for b, _ in spy.shapes)
@@ -127,12 +126,7 @@ def test_runs_of_equal_sizes_in_a_mixed_batch_attend_one_call_per_run(
     inputs = _inputs(vlm, [(64, 48)] * 2 + [(32, 96)] * 3)
     runs = qv.segment_runs(inputs["image_grid_thw"])
     assert [n for _, n in runs] == [2, 3] and runs[0][0] != runs[1][0]
-    reference = _run(vlm, inputs)
-    spy = AttentionShapes(monkeypatch)
-    with compiled_layers(vlm, backend="eager", qwen_vision=True):
-        compiled = _run(vlm, inputs)
-    torch.testing.assert_close(compiled, reference, atol=1e-5, rtol=1e-5)
-    full = len(qv.find(vlm.hf_model.model).full)  # type: ignore[union-attr]
+    spy, full = _compiled_equals_tower(vlm, inputs, monkeypatch)
     for length, n in runs:
         assert spy.shapes.count((n, length)) == full
         assert (1, length) not in spy.shapes
