@@ -20,7 +20,9 @@ and update passes through `compiled_layers` (mbpo_bench.models.compile); the ben
 more only to pass --compile-backend (a nested compiled_layers is a no-op). The token is not a
 rollout option (stripped before `parse_label`); the compilation happens in the variant's warm-up
 step, whose extra seconds and dynamo's counters are stated in the notes, so the timed steps
-exclude it. A missing module or field makes only that variant an error line.
+exclude it. A missing module or field makes only that variant an error line. A token `packed`
+(--packed-scoring for the single variant) sets `GRPOSettings.packed_scoring`: the reference and
+update passes score each group's answers behind one copy of its prompt (`models.packing`).
 
 `--profile`: each variant's reference and update phases, each under its own profiler section
 (operator split and device-busy share; grpo_phases.py), on its last rollout; the last variant's
@@ -136,6 +138,7 @@ class Variant:
     speed: GenerationSpeed
     settings: Any  # GRPOSettings carrying `speed`
     compile: bool = False  # the `compile` token: runtime.compile_layers
+    packed: bool = False  # the `packed` token: grpo.packed_scoring
     runtime: Any = None  # RuntimeConfig (None when it could not be made; see error)
     error: str = ""  # why the variant did not run
     rows: list[StepRow] = field(default_factory=list)
@@ -146,7 +149,8 @@ class Variant:
 
     @property
     def label(self) -> str:
-        return self.speed.label() + ("+compile" if self.compile else "")
+        return (self.speed.label() + ("+compile" if self.compile else "")
+                + ("+packed" if self.packed else ""))  # fmt: skip
 
 
 @dataclass
@@ -376,8 +380,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="comma-separated rollout variants run in turn on one model, e.g. "
         "default,merged,merged+static,merged+static+shared (overrides the flags); a '+compile' "
-        "part compiles the decoder layers for the reference and update passes",
+        "part compiles the decoder layers for the reference and update passes, a '+packed' "
+        "part packs each group's answers behind one copy of its prompt",
     )
+    parser.add_argument("--packed-scoring", action="store_true",
+                        help="single variant: grpo.packed_scoring (see --variants)")  # fmt: skip
     parser.add_argument("--compile-layers", action="store_true",
                         help="single variant: RuntimeConfig.compile_layers (see --variants)")  # fmt: skip
     parser.add_argument("--compile-backend", default="inductor",
@@ -391,8 +398,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.variants:
         labels = [v for v in args.variants.split(",") if v.strip()]
-        args.speeds = [parse_label(strip_compile(v)[0]) for v in labels]
-        args.compiles = [strip_compile(v)[1] for v in labels]
+        args.speeds = [parse_label(strip_compile(strip_packed(v)[0])[0]) for v in labels]
+        args.compiles = [strip_compile(strip_packed(v)[0])[1] for v in labels]
+        args.packs = [strip_packed(v)[1] for v in labels]
     else:
         args.speeds = [
             GenerationSpeed(
@@ -403,14 +411,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             )
         ]
         args.compiles = [args.compile_layers]
+        args.packs = [args.packed_scoring]
     return args
 
 
-def strip_compile(label: str) -> tuple[str, bool]:
-    """("merged+static", True) for "merged+static+compile": the token is not a rollout option."""
+def strip_token(label: str, token: str) -> tuple[str, bool]:
+    """("merged+static", True) for ("merged+static+compile", "compile"): `compile` and `packed`
+    are not rollout options."""
     parts = [p.strip() for p in label.split("+")]
-    rest = [p for p in parts if p != "compile"]
+    rest = [p for p in parts if p != token]
     return "+".join(rest) or "default", len(rest) < len(parts)
+
+
+def strip_compile(label: str) -> tuple[str, bool]:
+    return strip_token(label, "compile")
+
+
+def strip_packed(label: str) -> tuple[str, bool]:
+    return strip_token(label, "packed")
 
 
 def setup(args: argparse.Namespace, folder: Path) -> tuple[Bench, int, int]:
@@ -434,15 +452,16 @@ def setup(args: argparse.Namespace, folder: Path) -> tuple[Bench, int, int]:
     images.mkdir()
     items = make_items((args.steps + 1) * args.prompts, vlm.image_size, images, args.seed)
     bench = Bench(policy=policy, items=items, args=args)
-    for speed, compiled in zip(args.speeds, args.compiles, strict=True):
+    for speed, compiled, packed in zip(args.speeds, args.compiles, args.packs, strict=True):
         settings = GRPOSettings(
             num_generations=args.generations, max_new_tokens=args.new_tokens,
             generation_batch_size=args.prompts, beta=args.beta,
             merge_lora_for_rollout=speed.merge_lora, rollout_cache=speed.cache,
             rollout_compile=speed.compile, shared_prefill=speed.shared_prefill,
+            packed_scoring=packed,
         )  # fmt: skip
         assert settings.generation_speed() == speed
-        var = Variant(speed=speed, settings=settings, compile=compiled)
+        var = Variant(speed=speed, settings=settings, compile=compiled, packed=packed)
         make_runtime(bench, var)
         bench.variants.append(var)
     instrument_generate(vlm, args.new_tokens, bench.generate_seconds, args.device)

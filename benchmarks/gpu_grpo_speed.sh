@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 19, GRPO speed in one device call (H200, <= 8.5 min): LLaVA-7B shape, 8 prompts x G 8,
 # 64 new tokens, LoRA r64, grad_accum 8, rollout merged+static+shared, reference and update
-# passes compiled (runtime.compile_layers) and under bf16 autocast (runtime.autocast=auto, on for
+# passes packed (grpo.packed_scoring: each group's answers behind one copy of its prompt;
+# VARIANT=merged+static+shared+compile runs without), compiled (runtime.compile_layers) and under
+# bf16 autocast (runtime.autocast=auto, on for
 # the bf16 model on CUDA, as TRL's bf16=True; the tiny CPU run is fp32, no autocast), compile
 # caches in a fresh folder ($CACHE); every step 0 prints where its compile seconds went per
 # phase ("step 0: rollout ... in torch.compile (dynamo tracing ..., backend ...)"):
@@ -65,13 +67,13 @@ run() {  # run NAME LIMIT_S ARGS...: one process; its output into the log and on
 if ((TINY)); then
     SHAPE=(--shape tiny --device cpu --threads 1)
     WORK=(--prompts 2 --generations 4 --new-tokens 8 --grad-accum 2)
-    VARIANT=merged+shared+compile
+    VARIANT=${VARIANT:-merged+shared+compile+packed}
     BACKEND=(--compile-backend "${TINY_BACKEND:-eager}")
     N=tiny
 else
     SHAPE=(--shape llava-7b --device cuda)
     WORK=(--prompts 8 --generations 8 --new-tokens 64 --grad-accum 8)
-    VARIANT=merged+static+shared+compile
+    VARIANT=${VARIANT:-merged+static+shared+compile+packed}
     BACKEND=()
     N=llava-7b
 fi

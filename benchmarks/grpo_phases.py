@@ -46,7 +46,8 @@ def reference_passes(policy: Any, ro: Any, s: Any, grad_accum: int) -> None:
     size = -(-len(responses) // grad_accum)
     group_ids = [int(g) for g in flat.group_ids]
     policy.train_mode(True)
-    for batch in prepare_chunks(policy, ro, group_ids, responses, size):  # as policy_update
+    batches = prepare_chunks(policy, ro, group_ids, responses, size, s.packed_scoring)
+    for batch in batches:  # as policy_update
         with torch.no_grad(), policy.mixed_precision(), policy.reference() as reference:
             reference.prepared_logprobs(batch, temperature=s.temperature)
 

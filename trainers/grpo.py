@@ -77,6 +77,11 @@ class GRPOSettings:
     rollout_cache: RolloutCache = "dynamic"  # "static": StaticCache (compiled decode on CUDA)
     rollout_compile: bool = True  # with the static cache: let transformers compile the decode
     shared_prefill: bool = False  # one prefill per prompt, its KV cache repeated G times
+    # score each micro-batch's answers to one prompt in one sequence behind one copy of the
+    # prompt (`models.packing`): the same log-probs and gradients, the prompt's tokens (and its
+    # image) run once per group and micro-batch instead of once per answer in the reference and
+    # update passes; needs SDPA or eager attention
+    packed_scoring: bool = False
 
     def generation_speed(self) -> GenerationSpeed:
         return GenerationSpeed(
@@ -285,13 +290,20 @@ def _step_pixels(policy: Policy, ro: Rollout) -> torch.Tensor | None:
 
 
 def prepare_chunks(
-    policy: Policy, ro: Rollout, group_ids: list[int], responses: list[Answer], size: int
+    policy: Policy,
+    ro: Rollout,
+    group_ids: list[int],
+    responses: list[Answer],
+    size: int,
+    packed: bool = False,
 ) -> list[PreparedAnswers]:
     """Every micro-batch's inputs (template, tokens, pixels, copies), prepared before the first
     forward: each is scored twice (reference, policy) and the loop over them then has nothing
     that waits for the device, so the CPU queues micro-batch k+1 while k runs. Compiled passes
     get one extra pad token per row, so every micro-batch carries a padding mask and reuses
-    the graphs of the first step (a batch without padding would compile new ones)."""
+    the graphs of the first step (a batch without padding would compile new ones). `packed`:
+    a micro-batch's answers of one group share one copy of their prompt (`grpo.packed_scoring`;
+    a packed batch always carries its mask)."""
     import torch
 
     pixels = _step_pixels(policy, ro)
@@ -303,6 +315,7 @@ def prepare_chunks(
             out.append(policy.vlm.prepare_answers(
                 [ro.prompts[g] for g in ids], responses[start : start + size],
                 pixel_images=None if pixels is None else pixels[ids], extra_pad=pad,
+                shared=ids if packed else None,
             ))  # fmt: skip
     return out
 
@@ -357,7 +370,7 @@ def policy_update(policy: Policy, ro: Rollout, s: GRPOSettings, grad_accum: int)
         return StepResult(loss=0.0, metrics={**metrics, "policy_loss": 0.0}, samples=0)
     group_ids = [int(flat.group_ids[i]) for i in keep]
     size = -(-len(keep) // grad_accum)
-    batches = prepare_chunks(policy, ro, group_ids, responses, size)
+    batches = prepare_chunks(policy, ro, group_ids, responses, size, s.packed_scoring)
     total = None
     sums: dict[str, torch.Tensor] = {}
     policy.train_mode(True)  # the reference passes too: one mode, one compiled graph

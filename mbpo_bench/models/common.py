@@ -37,7 +37,8 @@ Decisions:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack
 
 from mbpo_bench.errors import UserError
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from mbpo_bench.models.packing import PackedLayout
     from mbpo_bench.models.protocol import GenerateOptions
 
 
@@ -479,26 +481,56 @@ class AdapterBase:
     ) -> ScoringPart:
         """One sub-batch's inputs and answer-token positions, built on the host and copied
         without waiting for the device (no `nonzero` or `.max()` on device tensors)."""
-        import torch
-
         inputs, answer_ids, n_answer = self._score_inputs(
             prompts, answers, pixels, sizes, extra_pad
         )
-        lengths = torch.tensor([len(a) for a in answer_ids])
-        t = torch.arange(int(lengths.max()))
-        mask = t[None, :] < lengths[:, None]  # (B, T) left-aligned answer tokens
-        pos = (inputs["input_ids"].shape[1] - lengths)[:, None] + t[None, :]
-        rows, cols = mask.nonzero(as_tuple=True)  # row-major: the order of the flat targets
-        targets = torch.tensor([tok for a in answer_ids for tok in a])
-        answer_mask = t[None, :] < torch.tensor(n_answer)[:, None]
+        targets = _answer_targets(answer_ids, n_answer)
+        rows, cols = targets.rows, targets.cols
+        pos = inputs["input_ids"].shape[1] - targets.lengths[rows] + cols
+        return targets.part(idx, inputs, rows, pos - 1, self.device)
 
-        def dev(x: torch.Tensor) -> torch.Tensor:
-            return x.to(self.device, non_blocking=True)
+    def packed_position_ids(
+        self, inputs: dict[str, torch.Tensor], layout: PackedLayout
+    ) -> torch.Tensor:
+        """Position ids of a packed batch (`packing`): the layout's own; multimodal-RoPE
+        families override it."""
+        return layout.positions.to(self.device, non_blocking=True)
 
-        return ScoringPart(
-            idx=idx, inputs=inputs, rows=dev(rows), cols=dev(cols), positions=dev(pos[rows, cols]),
-            targets=dev(targets), mask=dev(mask), answer_mask=dev(answer_mask),
-        )  # fmt: skip
+    def _prepare_packed_part(
+        self,
+        idx: list[int],
+        prompts: Sequence[Prompt],
+        answers: Sequence[Answer],
+        keys: Sequence[Hashable],
+        pixels: torch.Tensor | None,
+        sizes: Sequence[tuple[int, int]] | None,
+    ) -> ScoringPart:
+        """`_prepare_part` with the answers of one key packed behind one copy of their prompt
+        (`packing`): the prompt and its image run once per key instead of once per answer."""
+        from mbpo_bench.models import packing
+
+        first, row_of = packing.owners(keys)
+        unique = [prompts[i] for i in first]
+        usizes = None if sizes is None else [sizes[i] for i in first]
+        upixels = None if pixels is None else pixels[first]
+        texts = self.render(unique, upixels is not None, usizes)
+        answer_ids, n_answer = self.answer_token_ids(answers)
+        pad = self.tokenizer.pad_token_id
+        layout = packing.pack(self.prompt_ids(texts), answer_ids, row_of, pad)
+        expected = [self.num_image_tokens(hw) for hw in usizes] if usizes else [0] * len(first)
+        self._check_image_tokens(layout.input_ids, expected)
+        input_ids = layout.input_ids.to(self.device, non_blocking=True)
+        inputs: dict[str, torch.Tensor] = {"input_ids": input_ids}
+        inputs.update(self._text_extras(input_ids, upixels is not None))
+        if upixels is not None:
+            inputs.update(self.pixels_to_inputs(upixels.to(self.device), usizes))
+        lm = getattr(self.hf_model.model, "language_model", self.hf_model.model)
+        mask = packing.attention_mask(lm, layout.allow, self.dtype)
+        inputs["attention_mask"] = mask.to(self.device, non_blocking=True)
+        inputs["position_ids"] = self.packed_position_ids(inputs, layout)
+        return _answer_targets(answer_ids, n_answer).part(
+            idx, inputs, layout.hidden_rows, layout.hidden_cols, self.device
+        )
 
     def _score_part(
         self, part: ScoringPart, temperature: float
@@ -506,7 +538,7 @@ class AdapterBase:
         import torch
 
         hidden = self.hf_model.model(**part.inputs, use_cache=False).last_hidden_state
-        logits = self.hf_model.lm_head(hidden[part.rows, part.positions - 1]).float()
+        logits = self.hf_model.lm_head(hidden[part.hidden_rows, part.hidden_cols]).float()
         if temperature != 1.0:  # TRL: logits / temperature, the distribution that was sampled
             logits = logits / temperature
         logp = torch.log_softmax(logits, dim=-1).gather(-1, part.targets[:, None])[:, 0]
@@ -554,12 +586,21 @@ class AdapterBase:
         *,
         pixel_images: torch.Tensor | None = None,
         extra_pad: int = 0,
+        shared: Sequence[Hashable] | None = None,
     ) -> PreparedAnswers:
         """Everything `answer_logprobs` feeds the model, made once: GRPO scores the same batch
         with the reference and the policy (`prepared_logprobs` twice), so the chat template,
-        tokenising, image pixels and copies are paid once, before either forward."""
+        tokenising, image pixels and copies are paid once, before either forward.
+
+        `shared` (one key per row): rows with one key have one prompt and image, and are
+        packed behind a single copy of it (`packing`; the same log-probs, the prompt computed
+        once per key). `extra_pad` does not apply there: a packed batch always has a mask."""
         if len(prompts) != len(answers):
             raise UserError(f"{len(prompts)} prompts but {len(answers)} answers — pass one each")
+        if shared is not None and len(shared) != len(prompts):
+            raise UserError(
+                f"{len(shared)} sharing keys for {len(prompts)} prompts — pass one each"
+            )
         parts = []
         for idx, has_image in self._groups(prompts, pixel_images):
             pixels, sizes = (
@@ -567,7 +608,11 @@ class AdapterBase:
             )
             sub = [prompts[i] for i in idx]
             ans = [answers[i] for i in idx]
-            parts.append(self._prepare_part(idx, sub, ans, pixels, sizes, extra_pad))
+            if shared is None:
+                parts.append(self._prepare_part(idx, sub, ans, pixels, sizes, extra_pad))
+            else:
+                keys = [shared[i] for i in idx]
+                parts.append(self._prepare_packed_part(idx, sub, ans, keys, pixels, sizes))
         return PreparedAnswers(size=len(prompts), parts=parts)
 
     def prepared_logprobs(
@@ -615,3 +660,50 @@ class AdapterBase:
             return self.prepared_logprobs(
                 prepared, requires_grad=requires_grad, temperature=temperature
             )
+
+
+@dataclass(frozen=True)
+class _AnswerTargets:
+    """Where a batch's scored answer tokens go (host tensors): the (B, T) left-aligned masks
+    and, flat in row-major order, each token's row, column and id."""
+
+    lengths: torch.Tensor  # (B,) scored tokens per answer
+    mask: torch.Tensor  # (B, T) scored tokens, EOS included
+    answer_mask: torch.Tensor  # (B, T) answer tokens without the final EOS
+    rows: torch.Tensor  # (N,)
+    cols: torch.Tensor  # (N,)
+    targets: torch.Tensor  # (N,) token ids
+
+    def part(
+        self,
+        idx: list[int],
+        inputs: dict[str, torch.Tensor],
+        hidden_rows: torch.Tensor,
+        hidden_cols: torch.Tensor,
+        device: torch.device,
+    ) -> ScoringPart:
+        def dev(x: torch.Tensor) -> torch.Tensor:
+            return x.to(device, non_blocking=True)
+
+        return ScoringPart(
+            idx=idx, inputs=inputs, rows=dev(self.rows), cols=dev(self.cols),
+            hidden_rows=dev(hidden_rows), hidden_cols=dev(hidden_cols),
+            targets=dev(self.targets), mask=dev(self.mask), answer_mask=dev(self.answer_mask),
+        )  # fmt: skip
+
+
+def _answer_targets(answer_ids: list[list[int]], n_answer: list[int]) -> _AnswerTargets:
+    import torch
+
+    lengths = torch.tensor([len(a) for a in answer_ids])
+    t = torch.arange(int(lengths.max()))
+    mask = t[None, :] < lengths[:, None]  # (B, T) left-aligned answer tokens
+    rows, cols = mask.nonzero(as_tuple=True)  # row-major: the order of the flat targets
+    return _AnswerTargets(
+        lengths=lengths,
+        mask=mask,
+        answer_mask=t[None, :] < torch.tensor(n_answer)[:, None],
+        rows=rows,
+        cols=cols,
+        targets=torch.tensor([tok for a in answer_ids for tok in a]),
+    )

@@ -9,7 +9,7 @@ each image is cropped back to its own (H, W), known from its prompt image.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, Unpack
 
@@ -72,7 +72,8 @@ class ScoringPart:
     inputs: dict[str, torch.Tensor]
     rows: torch.Tensor  # (N,) row of each scored token
     cols: torch.Tensor  # (N,) its index within the answer
-    positions: torch.Tensor  # (N,) its position in the left-padded sequence
+    hidden_rows: torch.Tensor  # (N,) the input row whose hidden state predicts it
+    hidden_cols: torch.Tensor  # (N,) that hidden state's column (packed rows: `packing`)
     targets: torch.Tensor  # (N,) its token id
     mask: torch.Tensor  # (B, T) bool: scored tokens, EOS included
     answer_mask: torch.Tensor  # (B, T) bool: answer tokens without the final EOS
@@ -174,9 +175,11 @@ class VisionLanguageModel(Protocol):
         *,
         pixel_images: torch.Tensor | None = None,
         extra_pad: int = 0,
+        shared: Sequence[Hashable] | None = None,
     ) -> PreparedAnswers:
         """The inputs `answer_logprobs` would build, built once (`extra_pad`: that many more left
-        pad tokens per row, so a compiled pass always sees a padding mask)."""
+        pad tokens per row, so a compiled pass always sees a padding mask; `shared`: a key per
+        row, rows of one key packed behind one copy of their common prompt, `packing`)."""
         ...
 
     def prepared_logprobs(

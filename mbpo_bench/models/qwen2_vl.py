@@ -26,6 +26,8 @@ from mbpo_bench.models.common import AdapterBase
 if TYPE_CHECKING:
     import torch
 
+    from mbpo_bench.models.packing import PackedLayout
+
 DEFAULT_IMAGE_SIZE = 448  # side of synthetic (black / noise) square images for real checkpoints
 
 
@@ -91,6 +93,28 @@ class QwenVLAdapter(AdapterBase):
 
     def _text_extras(self, input_ids: torch.Tensor, has_image: bool) -> dict[str, torch.Tensor]:
         return {"mm_token_type_ids": (input_ids == self.image_token_id).to(input_ids.dtype)}
+
+    def packed_position_ids(
+        self, inputs: dict[str, torch.Tensor], layout: PackedLayout
+    ) -> torch.Tensor:
+        """(3, R, L) multimodal-RoPE positions of a packed batch: the prompt's from the model's
+        own `get_rope_index` over the prompt tokens alone, each answer continuing on all three
+        axes from the prompt's largest position + 1, where `generate` continues too."""
+        import torch
+
+        flat = layout.positions.to(self.device, non_blocking=True)
+        if "image_grid_thw" not in inputs:  # text only: the three axes are the text positions
+            return flat[None].expand(3, -1, -1)
+        ids = inputs["input_ids"]
+        lengths = torch.tensor(layout.prompt_lengths, device=ids.device)
+        in_prompt = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
+        prompt_pos, _ = self.hf_model.model.get_rope_index(
+            input_ids=ids, mm_token_type_ids=inputs["mm_token_type_ids"],
+            image_grid_thw=inputs["image_grid_thw"], attention_mask=in_prompt.long(),
+        )  # fmt: skip
+        start = prompt_pos.masked_fill(~in_prompt[None], -1).amax(dim=(0, 2)) + 1  # (R,)
+        answers = (start - lengths)[:, None] + flat  # answer t at flat P + t -> start + t
+        return torch.where(in_prompt[None], prompt_pos, answers[None].expand(3, -1, -1))
 
     def pixels_to_inputs(
         self, pixel_images: torch.Tensor, sizes: Sequence[tuple[int, int]] | None = None
