@@ -19,7 +19,8 @@
 #                                                   -> $OUT/fsdp_rollout_repeat_llava-7b.md
 #   4. if >= 60 s are left: 2.'s `fsdp-lora` without gradient checkpointing (does it fit?)
 #                                                   -> $OUT/fsdp_lora_nockpt_qwen25vl-32b.md
-# plus $OUT/fsdp_gpu.log (every run's output, exit codes, seconds).
+# plus $OUT/fsdp_gpu.log (every run's output, exit codes, seconds). PARTS="full_offload
+# rollout_repeat" (any of lora_32b, full_offload, rollout_repeat, lora_32b_nockpt) runs only those.
 #
 #   bash benchmarks/gpu_fsdp.sh "$OUT"              # GPU machine, repository root, after the
 #                                                   # install line
@@ -39,10 +40,13 @@ LOG="$OUT/fsdp_gpu.log"
 START=$SECONDS
 note() { echo "$*" | tee -a "$LOG"; }
 
+PARTS=${PARTS:-lora_32b full_offload rollout_repeat lora_32b_nockpt}
+
 run() {  # run NAME LIMIT_S N_CONFIGS ARGS...: one bench_fsdp.py process, each of its N_CONFIGS
     # configurations under --timeout LIMIT_S (less where the budget has less left)
     local name=$1 limit=$2 n=$3
     shift 3
+    [[ " $PARTS " == *" $name "* ]] || return 0
     local left=$((BUDGET - (SECONDS - START)))
     if ((left < 45)); then
         note "== skip $name: $left s of $BUDGET s left"
