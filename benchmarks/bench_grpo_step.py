@@ -54,7 +54,9 @@ length. A real checkpoint needs no restriction; the suppression costs one masked
 
 Counting: tokens/s = sequences x (prompt + completion) tokens / step seconds (the verl/EasyR1
 convention; completion = the sampled `--new-tokens`). Update MFU = 4 * N_body * T / seconds /
-790 TFLOP/s with T = the sequences' prompt + completion + EOS tokens: a frozen base with LoRA runs
+790 TFLOP/s with T = the tokens the update's forwards run: the sequences' prompt + completion +
+EOS tokens, or with packed scoring each micro-batch's prompts once plus the completions (the
+"update tokens/s" column keeps the sequences' count, the workload's). A frozen base with LoRA runs
 the forward (2N) and the activation gradients (2N) but no weight gradients; N_body = decoder
 layers (the vocabulary projection runs only at completion positions, the vision tower without
 gradients: neither is counted, nor attention scores or the LoRA matmuls, so the MFU is a lower
@@ -283,7 +285,19 @@ def run_step(bench: Bench, var: Variant, step: int, opt: tuple[Any, Any, Any, An
     row.tokens = prompt_sum + a.generations * len(items) * a.new_tokens
     row.update_tokens = prompt_sum + res.tokens
     row.completion_tokens = res.tokens
+    if s.packed_scoring:
+        lengths = prompt_tokens(policy.vlm, items)
+        row.model_tokens = packed_prompt_tokens(ro, lengths, a.grad_accum) + res.tokens
     return row
+
+
+def packed_prompt_tokens(ro: Any, lengths: list[int], grad_accum: int) -> int:
+    """Prompt tokens the packed update runs: each group's prompt once per micro-batch that holds
+    any of its samples (`policy_update`'s split: consecutive chunks of ceil(n / grad_accum))."""
+    owner = [g for g, group in enumerate(ro.groups) for _ in group.samples]
+    size = -(-len(owner) // grad_accum)
+    chunks = [set(owner[k : k + size]) for k in range(0, len(owner), size)]
+    return sum(lengths[g] for chunk in chunks for g in chunk)
 
 
 def body_parameters(vlm: Any) -> int:

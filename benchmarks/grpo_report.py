@@ -35,6 +35,9 @@ class StepRow:
     tokens: int = 0  # prompt + sampled completion, all sequences
     update_tokens: int = 0  # prompt + re-tokenized completion + EOS, all sequences
     completion_tokens: int = 0  # re-tokenized completion + EOS, all sequences
+    # tokens the update's forwards ran: update_tokens, or with packed scoring each micro-batch's
+    # prompts once + the completions (what the MFU counts); 0 = update_tokens
+    model_tokens: int = 0
     peak_rollout: float | None = None
     peak_reference: float | None = None  # max over the step's reference passes
     peak_update: float | None = None
@@ -60,7 +63,7 @@ def peaks_cell(rollout: float | None, reference: float | None, update: float | N
 def step_line(r: StepRow, variant: str, label: str, body: int) -> str:
     if r.error:
         return f"| {variant} | {label} | {r.error} | | | | | | | | | |"
-    mfu = 4 * body * r.update_tokens / r.update / ROOFLINE_FLOPS
+    mfu = 4 * body * (r.model_tokens or r.update_tokens) / r.update / ROOFLINE_FLOPS
     peaks = peaks_cell(r.peak_rollout, r.peak_reference, r.peak_update)
     graphs = str(r.graphs)  # a mean row: the sum over the steps it averages
     return (
@@ -99,6 +102,7 @@ def mean_row(rows: list[StepRow], every: bool = False) -> StepRow | None:
         setattr(out, name, float(np.mean([getattr(r, name) for r in ok])))
     out.tokens = int(np.mean([r.tokens for r in ok]))
     out.update_tokens = int(np.mean([r.update_tokens for r in ok]))
+    out.model_tokens = int(np.mean([r.model_tokens or r.update_tokens for r in ok]))
     peaks = [r.peak_rollout for r in ok if r.peak_rollout is not None]
     if peaks:
         out.peak_rollout = max(peaks)
@@ -208,13 +212,17 @@ def make_header(bench: Bench, body: int, allowed: int, lengths: list[int]) -> di
         "sampling": f"restricted to the stand-in tokenizer's {allowed} whole-word tokens "
         "(suppress_tokens), see the script's docstring",
         "counting": "tokens/s = sequences x (prompt + sampled completion) / step s; update "
-        "tokens/s and MFU use prompt + scored completion tokens; MFU = 4 N_body T / s / "
-        "790 TFLOP/s (frozen base + LoRA; vision, lm_head, attention scores, LoRA not counted)",
+        "tokens/s uses every sequence's prompt + scored completion tokens; MFU = 4 N_body T / s /"
+        " 790 TFLOP/s with T the tokens the update's forwards run (the same, or with packed "
+        "scoring each micro-batch's prompts once + the completions), frozen base + LoRA; vision,"
+        " lm_head, attention scores, LoRA not counted",
         "rollout variants": ", ".join(v.label for v in bench.variants)
         + " (merged: LoRA folded into copies of the base weights while sampling; static: "
         "StaticCache, decode compiled by transformers on CUDA, static-eager: not compiled; "
         "shared: one prefill per prompt, KV cache repeated G times; compile: reference and update "
-        f"passes in compiled_layers, backend {a.compile_backend}); each from its own warm-up "
+        f"passes in compiled_layers, backend {a.compile_backend}; packed: reference and update "
+        "score each group's answers behind one copy of its prompt, grpo.packed_scoring); each "
+        "from its own warm-up "
         "step (compilation included there) with a fresh optimizer, same model and items",
         "timing": f"one warm-up step, then {a.steps} timed steps; each phase device-synchronised;"
         " steady state = mean of the timed steps that compiled nothing, first N steps = mean of"
