@@ -80,6 +80,18 @@ def test_compile_token_is_stripped_before_the_rollout_label_is_parsed() -> None:
     assert bench_grpo_step.parse_args(["--compile-layers"]).compiles == [True]
 
 
+def test_packed_token_sets_packed_scoring_and_its_mfu_counts_each_prompt_once() -> None:
+    args = bench_grpo_step.parse_args(["--variants", "merged+compile+packed,merged+compile"])
+    assert args.packs == [True, False] and args.compiles == [True, True]
+    assert args.speeds[0] == args.speeds[1]  # neither token is a rollout option
+    group = types.SimpleNamespace
+    ro = group(groups=[group(samples=[0] * 3), group(samples=[0] * 3)])
+    # 6 samples in 2 micro-batches of 3: one group each, each prompt once
+    assert bench_grpo_step.packed_prompt_tokens(ro, [100, 50], grad_accum=2) == 150
+    # 3 micro-batches of 2: the first group's prompt in two of them, the second's in two
+    assert bench_grpo_step.packed_prompt_tokens(ro, [100, 50], grad_accum=3) == 300
+
+
 def test_timed_steps_that_compiled_are_left_out_of_the_mean() -> None:
     from grpo_report import StepRow, mean_label, mean_row
 

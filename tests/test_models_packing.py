@@ -191,3 +191,54 @@ def test_packed_scoring_through_compiled_layers_equals_eager(adapted: dict[str, 
     with compiled_layers(vlm, backend="eager"):
         compiled, _ = _scores_and_grads(vlm, [1])
     assert (eager.logps - compiled.logps).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("mdpo_weight", [0.0, 1.0])
+def test_a_packed_dpo_loss_equals_the_unpacked_one(tmp_path: Path, mdpo_weight: float) -> None:
+    """`packed_scoring` in DPO (chosen and rejected behind one copy of the prompt; with mDPO
+    the corrupted-image row keeps its own): the same loss, statistics and LoRA gradients."""
+    from mbpo_bench.trainers import dpo
+    from mbpo_bench.trainers.data import PreferencePair
+    from mbpo_bench.trainers.loop import RuntimeConfig
+    from mbpo_bench.trainers.policy import load_policy
+
+    from mbpo_bench.models.lora import LoraSettings
+
+    folder = build_tiny_model("qwen2_vl", tmp_path / "m", seed=1)
+    policy = load_policy(str(folder), lora=LoraSettings(r=4, alpha=8), full_finetune=False,
+                         runtime=RuntimeConfig(device="cpu"), need_reference=True)  # fmt: skip
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        for name, p in policy.vlm.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    _photo().save(tmp_path / "a.png")
+    noise_image(3).save(tmp_path / "b.png")
+    pairs = [
+        PreferencePair("t", str(k), str(tmp_path / n), f"Is it red? ({k})", "yes", "yesno", (),
+                       chosen, rejected)
+        for k, (n, chosen, rejected) in enumerate(
+            [("a.png", "yes", "no it is not"), ("b.png", "two red stars", "no")])
+    ]  # fmt: skip
+    results = []
+    for packed in (False, True):
+        policy.vlm.model.zero_grad()
+        cfg = dpo.DPOConfig(mdpo_weight=mdpo_weight, packed_scoring=packed)
+        loss, stats = dpo._micro_loss(policy, pairs, cfg, seed=0, n_global=len(pairs))
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for n, p in policy.vlm.model.named_parameters()
+                           if p.grad is not None])  # fmt: skip
+        results.append((float(loss), stats, grads))
+    (l_one, s_one, g_one), (l_packed, s_packed, g_packed) = results
+    assert abs(l_one - l_packed) < 1e-5
+    assert s_one.keys() == s_packed.keys()
+    assert all(abs(s_one[k] - s_packed[k]) < 1e-4 for k in s_one)
+    assert g_one.abs().max() > 1e-3
+    assert (g_one - g_packed).abs().max() < 1e-5 * g_one.abs().max()
+
+
+def test_rows_of_one_key_must_share_their_prompt(adapted: dict[str, Any]) -> None:
+    vlm = adapted["llava"]
+    prompts, answers, _ = _batch(vlm)
+    with pytest.raises(UserError, match=r"rows sharing the key 0 have different prompts or images"):
+        vlm.prepare_answers(prompts, answers, shared=[0] * len(prompts))

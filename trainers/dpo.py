@@ -55,6 +55,10 @@ class DPOConfig:
     mdpo_noise_std: float = 0.5  # std of the Gaussian noise corruption (on [0,1] pixels)
     anchor_weight: float = 0.0
     anchor_delta: float = 0.0
+    # score a pair's chosen and rejected answers in one sequence behind one copy of the prompt
+    # and image (`models.packing`): the same log-probs and gradients, the prompt run once per
+    # pair instead of twice in the policy and reference passes; needs SDPA or eager attention
+    packed_scoring: bool = False
     full_finetune: bool = False
     save_merged: bool = False
     trust_remote_code: bool = False
@@ -137,17 +141,21 @@ def _score(
     chosen = [p.chosen for p in pairs]
     rejected = [p.rejected for p in pairs]
     n = len(pairs)
+    pairs_keys = list(range(n)) * 2 if cfg.packed_scoring else None  # chosen i, rejected i
     if cfg.mdpo_weight == 0.0:
-        lp = v.answer_logprobs(prompts + prompts, chosen + rejected, requires_grad=requires_grad)
+        lp = v.answer_logprobs(
+            prompts + prompts, chosen + rejected, requires_grad=requires_grad, shared=pairs_keys
+        )
         seq = lp.sum()
         return seq[:n], seq[n:], None
     pixels = v.images_to_tensor([p.image for p in prompts])  # type: ignore[misc]
     assert generator is not None
     bad = corrupt_images(pixels, cfg, generator)
     texts = [Prompt(p.text) for p in prompts] * 3
+    corrupted = [*pairs_keys, *range(n, 2 * n)] if pairs_keys else None  # its own prompt copy
     lp = v.answer_logprobs(
         texts, chosen + rejected + chosen, pixel_images=torch.cat([pixels, pixels, bad]),
-        requires_grad=requires_grad,
+        requires_grad=requires_grad, shared=corrupted,
     )  # fmt: skip
     seq = lp.sum()
     return seq[:n], seq[n : 2 * n], seq[2 * n :]

@@ -511,6 +511,12 @@ class AdapterBase:
 
         first, row_of = packing.owners(keys)
         unique = [prompts[i] for i in first]
+        for i, r in enumerate(row_of):
+            if prompts[i].text != unique[r].text or prompts[i].image is not unique[r].image:
+                raise UserError(
+                    f"rows sharing the key {keys[i]!r} have different prompts or images — give "
+                    "each distinct prompt its own key"
+                )
         usizes = None if sizes is None else [sizes[i] for i in first]
         upixels = None if pixels is None else pixels[first]
         texts = self.render(unique, upixels is not None, usizes)
@@ -645,18 +651,22 @@ class AdapterBase:
         pixel_images: torch.Tensor | None = None,
         requires_grad: bool = False,
         temperature: float = 1.0,
+        shared: Sequence[Hashable] | None = None,
     ) -> AnswerLogprobs:
         """Log-probs of each answer's tokens (texts: + EOS; sampled ids: as sampled).
 
         `temperature` divides the logits first, as TRL's GRPOTrainer does for the policy and
         reference log-probs, so they are those of the distribution the rollout sampled from.
         Inputs are prepared inside the grad mode too: PGD's gradient reaches `pixel_images`.
+        `shared`: rows with one key share one copy of their prompt (`prepare_answers`).
         """
         import torch
 
         grad = torch.enable_grad() if requires_grad else torch.no_grad()
         with grad:
-            prepared = self.prepare_answers(prompts, answers, pixel_images=pixel_images)
+            prepared = self.prepare_answers(
+                prompts, answers, pixel_images=pixel_images, shared=shared
+            )
             return self.prepared_logprobs(
                 prepared, requires_grad=requires_grad, temperature=temperature
             )

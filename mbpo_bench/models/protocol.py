@@ -154,13 +154,15 @@ class VisionLanguageModel(Protocol):
         pixel_images: torch.Tensor | None = None,
         requires_grad: bool = False,
         temperature: float = 1.0,
+        shared: Sequence[Hashable] | None = None,
     ) -> AnswerLogprobs:
         """Log-probs of each answer's tokens given its prompt, in one batch: a text with EOS
         appended, sampled token ids as sampled (see `AnswerLogprobs` for where EOS counts).
 
         The vocabulary projection runs only at answer positions, on logits / `temperature`.
         With `requires_grad` the result carries gradients to trainable weights and to
-        `pixel_images`.
+        `pixel_images`. `shared`: a key per row; rows of one key (one prompt, one image) are
+        packed behind a single copy of it (`packing`), the same log-probs.
         """
         ...
 
