@@ -129,28 +129,41 @@ def test_a_sharing_key_per_row_is_required(adapted: dict[str, Any]) -> None:
         vlm.prepare_answers(prompts, answers, shared=[0] * 6)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_a_packed_grpo_update_equals_the_unpacked_one(tmp_path: Path, family: str) -> None:
-    """policy_update on one fixed rollout (two groups, micro-batches that split a group), KL to
-    the reference on: the same loss, KL and LoRA gradients with and without packing."""
-    from mbpo_bench.trainers import grpo
-    from mbpo_bench.trainers.hybrid import Group, Sample
+def _policy_with_images(tmp_path: Path, family: str) -> Any:
+    """A tiny LoRA policy with its reference (seeded B != 0: policy and reference differ, the
+    KL is not zero) and two images in `tmp_path`: a.png (a non-square photo) and b.png."""
     from mbpo_bench.trainers.loop import RuntimeConfig
     from mbpo_bench.trainers.policy import load_policy
 
-    from mbpo_bench.data.items import TaskItem
     from mbpo_bench.models.lora import LoraSettings
 
     folder = build_tiny_model(family, tmp_path / "m", seed=1)
     policy = load_policy(str(folder), lora=LoraSettings(r=4, alpha=8), full_finetune=False,
                          runtime=RuntimeConfig(device="cpu"), need_reference=True)  # fmt: skip
-    with torch.no_grad():  # B != 0: policy and reference differ, the KL is not zero
+    with torch.no_grad():
         gen = torch.Generator().manual_seed(0)
         for name, p in policy.vlm.model.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
     _photo().save(tmp_path / "a.png")
     noise_image(3).save(tmp_path / "b.png")
+    return policy
+
+
+def _grads(model: Any) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_packed_grpo_update_equals_the_unpacked_one(tmp_path: Path, family: str) -> None:
+    """policy_update on one fixed rollout (two groups, micro-batches that split a group), KL to
+    the reference on: the same loss, KL and LoRA gradients with and without packing."""
+    from mbpo_bench.trainers import grpo
+    from mbpo_bench.trainers.hybrid import Group, Sample
+
+    from mbpo_bench.data.items import TaskItem
+
+    policy = _policy_with_images(tmp_path, family)
     items = [TaskItem("t", str(k), f"Is it red? ({k}) Answer yes or no.", "yes", "yesno",
                       tmp_path / n) for k, n in enumerate(["a.png", "b.png"])]  # fmt: skip
     tok = policy.vlm.tokenizer
@@ -170,8 +183,7 @@ def test_a_packed_grpo_update_equals_the_unpacked_one(tmp_path: Path, family: st
         policy.vlm.model.zero_grad()
         s = grpo.GRPOSettings(num_generations=3, beta=0.1, packed_scoring=packed)
         res = grpo.policy_update(policy, ro, s, grad_accum=2)  # micro-batches of 3: 3 | 3 rows
-        grads = torch.cat([p.grad.flatten() for n, p in policy.vlm.model.named_parameters()
-                           if p.grad is not None])  # fmt: skip
+        grads = _grads(policy.vlm.model)
         results.append((res, grads))
     (one, g_one), (packed_res, g_packed) = results
     assert one.metrics["kl"] > 1e-4
@@ -199,21 +211,8 @@ def test_a_packed_dpo_loss_equals_the_unpacked_one(tmp_path: Path, mdpo_weight: 
     the corrupted-image row keeps its own): the same loss, statistics and LoRA gradients."""
     from mbpo_bench.trainers import dpo
     from mbpo_bench.trainers.data import PreferencePair
-    from mbpo_bench.trainers.loop import RuntimeConfig
-    from mbpo_bench.trainers.policy import load_policy
 
-    from mbpo_bench.models.lora import LoraSettings
-
-    folder = build_tiny_model("qwen2_vl", tmp_path / "m", seed=1)
-    policy = load_policy(str(folder), lora=LoraSettings(r=4, alpha=8), full_finetune=False,
-                         runtime=RuntimeConfig(device="cpu"), need_reference=True)  # fmt: skip
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(0)
-        for name, p in policy.vlm.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    _photo().save(tmp_path / "a.png")
-    noise_image(3).save(tmp_path / "b.png")
+    policy = _policy_with_images(tmp_path, "qwen2_vl")
     pairs = [
         PreferencePair("t", str(k), str(tmp_path / n), f"Is it red? ({k})", "yes", "yesno", (),
                        chosen, rejected)
@@ -226,8 +225,7 @@ def test_a_packed_dpo_loss_equals_the_unpacked_one(tmp_path: Path, mdpo_weight: 
         cfg = dpo.DPOConfig(mdpo_weight=mdpo_weight, packed_scoring=packed)
         loss, stats = dpo._micro_loss(policy, pairs, cfg, seed=0, n_global=len(pairs))
         loss.backward()
-        grads = torch.cat([p.grad.flatten() for n, p in policy.vlm.model.named_parameters()
-                           if p.grad is not None])  # fmt: skip
+        grads = _grads(policy.vlm.model)
         results.append((float(loss), stats, grads))
     (l_one, s_one, g_one), (l_packed, s_packed, g_packed) = results
     assert abs(l_one - l_packed) < 1e-5
