@@ -609,6 +609,7 @@ def test_mbpo_sharded_on_two_processes_equals_one(tiny: dict[str, Any], tmp_path
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-6)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
         assert b["reward_mean"] == pytest.approx(a["reward_mean"])
+        assert b["kl"] == pytest.approx(a["kl"], rel=1e-4, abs=1e-8)  # a token mean of the step
     assert one[-1]["kl"] > 0  # the reference really differs from the policy by step 2
     model = Path("final/model/model.safetensors")
     assert_same_weights(weights(tmp_path / "one" / model), weights(tmp_path / "two" / model),

@@ -154,16 +154,14 @@ def _grads(model: Any) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_a_packed_grpo_update_equals_the_unpacked_one(tmp_path: Path, family: str) -> None:
-    """policy_update on one fixed rollout (two groups, micro-batches that split a group), KL to
-    the reference on: the same loss, KL and LoRA gradients with and without packing."""
+def _fixed_rollout(policy: Any, tmp_path: Path) -> Any:
+    """Two groups of three sampled answers of different lengths, rewards that vary."""
     from mbpo_bench.trainers import grpo
+    from mbpo_bench.trainers.data import item_prompts
     from mbpo_bench.trainers.hybrid import Group, Sample
 
     from mbpo_bench.data.items import TaskItem
 
-    policy = _policy_with_images(tmp_path, family)
     items = [TaskItem("t", str(k), f"Is it red? ({k}) Answer yes or no.", "yes", "yesno",
                       tmp_path / n) for k, n in enumerate(["a.png", "b.png"])]  # fmt: skip
     tok = policy.vlm.tokenizer
@@ -175,21 +173,45 @@ def test_a_packed_grpo_update_equals_the_unpacked_one(tmp_path: Path, family: st
             for k, t in enumerate(ts)))
         for g, ts in enumerate(texts)
     ]  # fmt: skip
-    from mbpo_bench.trainers.data import item_prompts
+    return grpo.Rollout(groups=groups, prompts=item_prompts(items), items=items)
 
-    ro = grpo.Rollout(groups=groups, prompts=item_prompts(items), items=items)
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_packed_grpo_update_equals_the_unpacked_one(tmp_path: Path, family: str) -> None:
+    """policy_update on one fixed rollout (two groups, micro-batches of 2 that split a group),
+    KL to the reference on: the same loss, KL and LoRA gradients with and without packing."""
+    from mbpo_bench.trainers import grpo
+
+    policy = _policy_with_images(tmp_path, family)
+    ro = _fixed_rollout(policy, tmp_path)
     results = []
     for packed in (False, True):
         policy.vlm.model.zero_grad()
         s = grpo.GRPOSettings(num_generations=3, beta=0.1, packed_scoring=packed)
-        res = grpo.policy_update(policy, ro, s, grad_accum=2)  # micro-batches of 3: 3 | 3 rows
-        grads = _grads(policy.vlm.model)
-        results.append((res, grads))
+        res = grpo.policy_update(policy, ro, s, grad_accum=3)  # rows 0-1 | 2-3 | 4-5
+        results.append((res, _grads(policy.vlm.model)))
     (one, g_one), (packed_res, g_packed) = results
     assert one.metrics["kl"] > 1e-4
     assert abs(one.loss - packed_res.loss) < 1e-5
     assert abs(one.metrics["kl"] - packed_res.metrics["kl"]) < 1e-6
     assert (g_one - g_packed).abs().max() < 1e-5 * g_one.abs().max()
+
+
+def test_grpo_diagnostics_do_not_depend_on_the_micro_batch_split(tmp_path: Path) -> None:
+    """kl, clip_fraction and ratio_mean are token means of the whole step: micro-batches of 6,
+    3 and 2 rows (of different token counts) log the same values, as the loss always did."""
+    from mbpo_bench.trainers import grpo
+
+    policy = _policy_with_images(tmp_path, "llava")
+    ro = _fixed_rollout(policy, tmp_path)
+    s = grpo.GRPOSettings(num_generations=3, beta=0.1)
+    logged = [grpo.policy_update(policy, ro, s, grad_accum=k) for k in (1, 2, 3)]
+    whole = logged[0]
+    assert whole.metrics["kl"] > 1e-4 and whole.metrics["ratio_mean"] == pytest.approx(1.0)
+    for other in logged[1:]:
+        assert other.loss == pytest.approx(whole.loss, abs=1e-6)
+        for key in ("kl", "clip_fraction", "ratio_mean"):
+            assert other.metrics[key] == pytest.approx(whole.metrics[key], rel=1e-5, abs=1e-7)
 
 
 def test_packed_scoring_through_compiled_layers_equals_eager(adapted: dict[str, Any]) -> None:

@@ -256,7 +256,6 @@ def _chunk_loss(
 
     t = s.temperature
     vlm = policy.vlm
-    n_rows = batch.size
     ref = None
     if s.beta != 0.0:
         import torch
@@ -270,12 +269,15 @@ def _chunk_loss(
         aggregation=s.aggregation, max_length=s.max_length or s.max_new_tokens,
         num_sequences=norms["sequences"], num_tokens=norms["tokens"],
     )  # fmt: skip
-    n = n_rows / norms["sequences"]  # this chunk's share, to average the diagnostics
+    # the diagnostics are token means: each chunk's mean weighted by its share of the step's
+    # scored tokens (over the world size, like the loss), so the step's value is the token mean
+    # of the whole batch whatever the micro-batch split or the number of processes
+    share = lp.mask.sum() / norms["tokens"]
     parts = {
         "policy_loss": out.policy_loss.detach(),
-        "kl": out.kl.detach() * n,
-        "clip_fraction": out.clip_fraction.detach() * n,
-        "ratio_mean": out.ratio_mean.detach() * n,
+        "kl": out.kl.detach() * share,
+        "clip_fraction": out.clip_fraction.detach() * share,
+        "ratio_mean": out.ratio_mean.detach() * share,
     }
     return out.loss, parts
 
