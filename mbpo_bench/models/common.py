@@ -24,6 +24,9 @@ Decisions:
   answer: its tokens + EOS. A sampled answer (token ids) is scored exactly as sampled: through
   its EOS, or without one when it was cut at max_new_tokens. Where EOS counts: in `mask` (the
   sums GRPO, DPO and SFT optimise), not in `answer_mask` (the means of IIG, PGD, scoring).
+- Rows that answer one prompt can share it (`prepare_answers(shared=keys)`, GRPO's and DPO's
+  `packed_scoring`): one row per key holds the prompt once and its answers after it, under a mask
+  that hides the answers from each other (`packing.py`); the same log-probs, fewer tokens.
 - Generated texts are decoded without special tokens and stripped of surrounding whitespace;
   `generate_completions` also keeps the sampled token ids (`Completion`). Sampling uses the
   checkpoint's generation config with top_k off and the image token suppressed; training
