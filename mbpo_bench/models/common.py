@@ -284,16 +284,27 @@ class AdapterBase:
         batch = self.tokenizer.pad(
             {"input_ids": ids}, padding_side="left", return_tensors="pt", **pad
         )
+        return self._device_inputs(batch["input_ids"], batch["attention_mask"], pixels, sizes)
+
+    def _device_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixels: torch.Tensor | None,
+        sizes: Sequence[tuple[int, int]] | None,
+    ) -> dict[str, torch.Tensor]:
+        """Host token ids (checked: one image token per image feature) and mask, the family's
+        text extras and the images' pixel inputs, on the device without waiting for it."""
         if pixels is not None and sizes is None:
-            sizes = [(int(pixels.shape[2]), int(pixels.shape[3]))] * len(ids)
-        expected = [self.num_image_tokens(hw) for hw in sizes] if sizes else [0] * len(ids)
-        self._check_image_tokens(batch["input_ids"], expected)
-        input_ids = batch["input_ids"].to(self.device, non_blocking=True)
+            sizes = [(int(pixels.shape[2]), int(pixels.shape[3]))] * len(input_ids)
+        expected = [self.num_image_tokens(hw) for hw in sizes] if sizes else [0] * len(input_ids)
+        self._check_image_tokens(input_ids, expected)
+        on_device = input_ids.to(self.device, non_blocking=True)
         inputs: dict[str, torch.Tensor] = {
-            "input_ids": input_ids,
-            "attention_mask": batch["attention_mask"].to(self.device, non_blocking=True),
+            "input_ids": on_device,
+            "attention_mask": attention_mask.to(self.device, non_blocking=True),
         }
-        inputs.update(self._text_extras(input_ids, pixels is not None))
+        inputs.update(self._text_extras(on_device, pixels is not None))
         if pixels is not None:
             inputs.update(self.pixels_to_inputs(pixels.to(self.device), sizes))
         return inputs
@@ -526,16 +537,9 @@ class AdapterBase:
         answer_ids, n_answer = self.answer_token_ids(answers)
         pad = self.tokenizer.pad_token_id
         layout = packing.pack(self.prompt_ids(texts), answer_ids, row_of, pad)
-        expected = [self.num_image_tokens(hw) for hw in usizes] if usizes else [0] * len(first)
-        self._check_image_tokens(layout.input_ids, expected)
-        input_ids = layout.input_ids.to(self.device, non_blocking=True)
-        inputs: dict[str, torch.Tensor] = {"input_ids": input_ids}
-        inputs.update(self._text_extras(input_ids, upixels is not None))
-        if upixels is not None:
-            inputs.update(self.pixels_to_inputs(upixels.to(self.device), usizes))
         lm = getattr(self.hf_model.model, "language_model", self.hf_model.model)
         mask = packing.attention_mask(lm, layout.allow, self.dtype)
-        inputs["attention_mask"] = mask.to(self.device, non_blocking=True)
+        inputs = self._device_inputs(layout.input_ids, mask, upixels, usizes)
         inputs["position_ids"] = self.packed_position_ids(inputs, layout)
         return _answer_targets(answer_ids, n_answer).part(
             idx, inputs, layout.hidden_rows, layout.hidden_cols, self.device
